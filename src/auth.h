@@ -1,0 +1,67 @@
+/*
+ * auth.h - secrets and password checks.
+ *
+ * auth_file has PgBouncer's userlist.txt format: one `"user" "secret"` per
+ * line, where the secret is plain text, `md5<32 hex>` or
+ * `SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64>`.
+ * Double quotes inside a field are doubled; lines starting with ';' or '#'
+ * and blank lines are ignored.
+ */
+#ifndef PGBUN_AUTH_H
+#define PGBUN_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_KEY_LEN  32
+#define SCRAM_MAX_SALT 64
+#define MD5_PASSWD_LEN 35 /* "md5" + 32 hex */
+
+enum secret_kind {
+    SECRET_PLAIN = 0,
+    SECRET_MD5,
+    SECRET_SCRAM,
+};
+
+struct auth_secret {
+    char            *user;
+    char            *secret; /* as written in the file */
+    enum secret_kind kind;
+    int              scram_iter; /* SECRET_SCRAM only */
+    uint8_t          scram_salt[SCRAM_MAX_SALT];
+    size_t           scram_salt_len;
+    uint8_t          scram_stored_key[SCRAM_KEY_LEN];
+    uint8_t          scram_server_key[SCRAM_KEY_LEN];
+};
+
+struct auth_file;
+
+/* On error returns NULL and sets *errmsg (malloc'd) naming file and line. */
+struct auth_file         *authfile_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
+void                      authfile_free(struct auth_file *af);
+const struct auth_secret *authfile_find(const struct auth_file *af, const char *user);
+size_t                    authfile_count(const struct auth_file *af);
+
+/* Fills a secret from its text form; false when the text is a malformed md5 or SCRAM secret. */
+bool auth_secret_parse(struct auth_secret *out, const char *user, const char *secret)
+    __attribute__((warn_unused_result));
+void auth_secret_clear(struct auth_secret *s);
+
+/* out = "md5" + hex(md5(password || user)); out must hold MD5_PASSWD_LEN + 1. */
+void auth_md5_secret(const char *user, const char *password, char *out);
+/* out = "md5" + hex(md5(secret_hex || salt)) where secret = "md5<hex>"; the reply to AuthenticationMD5Password. */
+void auth_md5_salted(const char *md5_secret, const uint8_t salt[4], char *out);
+
+/*
+ * Checks a cleartext password a client sent against a secret of any kind.
+ * Constant-time comparison.
+ */
+bool auth_check_plain(const struct auth_secret *s, const char *password);
+/* Checks a client's reply to AuthenticationMD5Password(salt); needs a plain or md5 secret. */
+bool auth_check_md5(const struct auth_secret *s, const uint8_t salt[4], const char *reply);
+
+/* Constant-time memory comparison. */
+bool auth_secure_eq(const void *a, const void *b, size_t n);
+
+#endif

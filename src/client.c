@@ -1,0 +1,655 @@
+/*
+ * client.c - the client connection: login, then framing and forwarding.
+ *
+ *   accept -> LOGIN: [SSLRequest -> 'N'] StartupMessage -> auth exchange
+ *          -> WELCOME (first server of the pool logs in) -> IDLE
+ *   IDLE   -> first message -> WAITING -> ACTIVE: messages framed from
+ *             c->in and moved (not copied) to s->out; ReadyForQuery on
+ *             the server side decides when the link ends (server.c).
+ *
+ * A message is moved whole when it is here whole; a large one (COPY data,
+ * a big Bind) streams by byte count with fwd_left, so no message is ever
+ * buffered in full and no byte is copied twice.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pgbun.h"
+#include "proto.h"
+#include "scram.h"
+#include "server.h"
+
+/* Login messages (passwords, SASL) are small; anything bigger is an attack or a bug. */
+#define LOGIN_MSG_MAX 8192
+
+static uint64_t next_client_id;
+
+static void client_read_cb(evutil_socket_t fd, short what, void *arg);
+static void client_write_cb(evutil_socket_t fd, short what, void *arg);
+static void client_process(struct client *c);
+
+static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+
+    client_close(c, "08P01", "client_login_timeout: login not completed in time");
+}
+
+void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
+{
+    struct client             *c = calloc(1, sizeof(*c));
+    const struct pgbun_config *cfg = pgbun.cfg;
+
+    if (c == NULL || (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL) {
+        log_error("out of memory accepting a client");
+        if (c) {
+            if (c->in) evbuffer_free(c->in);
+            free(c);
+        }
+        close(fd);
+        return;
+    }
+    c->id = ++next_client_id;
+    c->is_unix = is_unix;
+    if (is_unix) {
+        snprintf(c->addr, sizeof(c->addr), "unix");
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(in6->sin6_port);
+    }
+    (void)salen;
+    io_tune_socket(fd, !is_unix);
+    io_init(&c->io, fd, client_read_cb, client_write_cb, c);
+    evtimer_assign(&c->timer, pgbun.base, login_timeout_cb, c);
+    c->connect_time = c->request_time = pgbun_now();
+    pgbun.client_count++;
+    pool_register_client(c);
+    if (cfg->client_login_timeout > 0) {
+        struct timeval tv = {(time_t)(cfg->client_login_timeout / USEC_PER_SEC),
+                             (suseconds_t)(cfg->client_login_timeout % USEC_PER_SEC)};
+
+        evtimer_add(&c->timer, &tv);
+    }
+    io_set_reading(&c->io, true);
+    client_log(c, LOGL_DEBUG, "accepted");
+}
+
+void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    char           reason[512];
+    va_list        ap;
+    struct server *s = c->server;
+
+    if (c->state == CL_CLOSING) return;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+
+    if (sqlstate != NULL) {
+        client_log(c, LOGL_INFO, "closing: %s (%s)", reason, sqlstate);
+        if (c->io.fd >= 0) {
+            proto_add_error(c->out, "FATAL", sqlstate, "%s", reason);
+            (void)io_flush(&c->io, c->out);
+        }
+    } else if (pgbun.cfg->log_disconnections && c->step == LOGIN_DONE) {
+        client_log(c, LOGL_INFO, "closing: %s", reason);
+    } else {
+        client_log(c, LOGL_DEBUG, "closing: %s", reason);
+    }
+    if (s != NULL) {
+        pool_unlink(c, s);
+        server_client_gone(s);
+    }
+    evtimer_del(&c->timer);
+    io_close(&c->io);
+    pgbun.client_count--;
+    pool_set_client_state(c, CL_CLOSING);
+}
+
+void client_free(struct client *c)
+{
+    assert(c->state == CL_CLOSING);
+    if (c->in) evbuffer_free(c->in);
+    if (c->out) evbuffer_free(c->out);
+    varlist_clear(&c->params);
+    free(c->user);
+    free(c->dbname);
+    if (c->has_secret) auth_secret_clear(&c->secret);
+    if (c->scram) {
+        scram_server_free(c->scram);
+        free(c->scram);
+    }
+    free(c);
+}
+
+bool client_flush(struct client *c)
+{
+    if (io_flush(&c->io, c->out) == IO_ERROR) {
+        client_close(c, NULL, "write failed: %s", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/* ---- login ---- */
+
+static void fail_password(struct client *c)
+{
+    client_close(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+static void login_ok(struct client *c)
+{
+    const char  *err = NULL;
+    struct pool *p = pool_get(c->dbname, c->user, &err);
+
+    if (c->has_secret) {
+        auth_secret_clear(&c->secret);
+        c->has_secret = false;
+    }
+    if (c->scram) {
+        scram_server_free(c->scram);
+        free(c->scram);
+        c->scram = NULL;
+    }
+    if (p == NULL) {
+        client_close(c, "3D000", "no such database: \"%s\" (%s)", c->dbname, err);
+        return;
+    }
+    pool_adopt_client(p, c);
+    c->step = LOGIN_DONE;
+    do {
+        if (RAND_bytes(c->cancel_key, sizeof(c->cancel_key)) != 1) {
+            client_close(c, "53000", "could not generate a cancel key");
+            return;
+        }
+    } while (pool_find_cancel_key(c->cancel_key) != NULL);
+    if (p->welcome_ready) {
+        client_welcome(c);
+        return;
+    }
+    pool_set_client_state(c, CL_WELCOME);
+    pool_dispatch(p);
+}
+
+void client_welcome(struct client *c)
+{
+    struct pool *p = c->pool;
+
+    assert(p->welcome_ready);
+    proto_add_auth(c->out, AUTH_REQ_OK, NULL, 0);
+    for (size_t i = 0; i < p->welcome.count; i++) {
+        const struct var *v = &p->welcome.vars[i];
+        const char       *mine = varlist_get(&c->params, v->name);
+
+        proto_add_param_status(c->out, v->name, mine ? mine : v->value);
+    }
+    proto_add_backend_key(c->out, c->cancel_key);
+    proto_add_ready(c->out, 'I');
+    evtimer_del(&c->timer);
+    pool_set_client_state(c, CL_IDLE);
+    if (pgbun.cfg->log_connections) client_log(c, LOGL_INFO, "login succeeded");
+    if (!client_flush(c)) return;
+    if (evbuffer_get_length(c->in) > 0) client_process(c);
+}
+
+static void send_auth_request(struct client *c)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    const struct auth_secret  *sec = pgbun.auth ? authfile_find(pgbun.auth, c->user) : NULL;
+    enum auth_type             type = cfg->auth_type;
+
+    if (type == AUTH_TRUST) {
+        login_ok(c);
+        return;
+    }
+    if (sec != NULL) {
+        if (!auth_secret_parse(&c->secret, sec->user, sec->secret)) {
+            client_close(c, "28000", "invalid secret for user \"%s\" in auth_file", c->user);
+            return;
+        }
+        c->has_secret = true;
+    }
+    /* md5 with a SCRAM secret can only be checked by SCRAM: upgrade, as PostgreSQL does. */
+    if (type == AUTH_MD5 && c->has_secret && c->secret.kind == SECRET_SCRAM) type = AUTH_SCRAM;
+
+    switch (type) {
+    case AUTH_PLAIN:
+        proto_add_auth(c->out, AUTH_REQ_CLEARTEXT, NULL, 0);
+        c->step = LOGIN_PASSWORD;
+        break;
+    case AUTH_MD5:
+        if (RAND_bytes(c->md5_salt, 4) != 1) {
+            client_close(c, "53000", "could not generate a salt");
+            return;
+        }
+        proto_add_auth(c->out, AUTH_REQ_MD5, c->md5_salt, 4);
+        c->step = LOGIN_PASSWORD;
+        break;
+    case AUTH_SCRAM: {
+        static const char mechs[] = "SCRAM-SHA-256\0";
+
+        proto_add_auth(c->out, AUTH_REQ_SASL, mechs, sizeof(mechs));
+        c->step = LOGIN_SASL_INITIAL;
+        break;
+    }
+    case AUTH_TRUST: break;
+    }
+    (void)client_flush(c);
+}
+
+/* Startup parameters the pooler consumes; everything else is a setting for the server. */
+static bool is_protocol_param(const char *name)
+{
+    return strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strcmp(name, "options") == 0 ||
+           strcmp(name, "replication") == 0;
+}
+
+static bool truthy(const char *v)
+{
+    return strcasecmp(v, "true") == 0 || strcasecmp(v, "on") == 0 || strcasecmp(v, "yes") == 0 || strcmp(v, "1") == 0 ||
+           strcasecmp(v, "database") == 0;
+}
+
+static void handle_startup_params(struct client *c, struct startup_packet *sp)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    const char                *user = varlist_get(&sp->params, "user");
+    const char                *db = varlist_get(&sp->params, "database");
+    const char                *options = varlist_get(&sp->params, "options");
+    const char                *repl = varlist_get(&sp->params, "replication");
+    const char                *err = NULL;
+
+    if (user == NULL || user[0] == '\0') {
+        client_close(c, "28000", "no PostgreSQL user name specified in startup packet");
+        return;
+    }
+    if (db == NULL || db[0] == '\0') db = user;
+    if ((c->user = strdup(user)) == NULL || (c->dbname = strdup(db)) == NULL) {
+        client_close(c, "53200", "out of memory");
+        return;
+    }
+    if (repl != NULL && truthy(repl)) {
+        client_close(c, "08P01", "replication connections are not supported by pgbun");
+        return;
+    }
+    /* As in PostgreSQL, explicit parameters win over "options". */
+    if (options != NULL && !proto_parse_options(options, &c->params, &err)) {
+        client_close(c, "08P01", "%s", err);
+        return;
+    }
+    for (size_t i = 0; i < sp->params.count; i++) {
+        const struct var *v = &sp->params.vars[i];
+
+        if (is_protocol_param(v->name)) continue;
+        if (!varlist_set(&c->params, v->name, v->value)) {
+            client_close(c, "53200", "out of memory");
+            return;
+        }
+    }
+    for (size_t i = 0; i < c->params.count;) {
+        if (config_list_has(cfg->ignore_startup_parameters, c->params.vars[i].name))
+            varlist_del(&c->params, c->params.vars[i].name);
+        else
+            i++;
+    }
+    if (pgbun.client_count > cfg->max_client_conn) {
+        client_close(c, "53300", "no more connections allowed (max_client_conn = %d)", cfg->max_client_conn);
+        return;
+    }
+    /* The pool itself is made only after authentication: strangers cannot create pools. */
+    if (config_find_db(cfg, c->dbname) == NULL) {
+        client_close(c, "3D000", "no such database: \"%s\" (pgbun has no entry for it and no \"*\" entry)", c->dbname);
+        return;
+    }
+    send_auth_request(c);
+}
+
+static void handle_cancel(struct client *c, const uint8_t *key)
+{
+    struct client *target = pool_find_cancel_key(key);
+
+    if (target != NULL && target->server != NULL) {
+        client_log(target, LOGL_INFO, "cancel request forwarded to S-%llu", (unsigned long long)target->server->id);
+        server_send_cancel(target->server);
+    } else {
+        log_debug("C-%llu: cancel request for an unknown or idle client ignored", (unsigned long long)c->id);
+    }
+    client_close(c, NULL, "cancel request handled");
+}
+
+/* SSLRequest, GSSENCRequest, CancelRequest or StartupMessage. */
+static void handle_startup_packet(struct client *c)
+{
+    uint32_t              len, code;
+    uint8_t              *pkt;
+    struct startup_packet sp;
+    const char           *err = NULL;
+
+    for (;;) {
+        switch (proto_peek_startup(c->in, &len)) {
+        case PROTO_NEED_MORE: return;
+        case PROTO_BAD:
+            client_close(c, "08P01", "invalid startup packet length %u (must be %d to %d bytes)", len,
+                         PROTO_STARTUP_MIN, PROTO_STARTUP_MAX);
+            return;
+        case PROTO_OK: break;
+        }
+        if (evbuffer_get_length(c->in) < len) return;
+        pkt = evbuffer_pullup(c->in, len);
+        code = (uint32_t)pkt[4] << 24 | (uint32_t)pkt[5] << 16 | (uint32_t)pkt[6] << 8 | pkt[7];
+
+        if (code == PROTO_CODE_SSL || code == PROTO_CODE_GSSENC) {
+            evbuffer_drain(c->in, len);
+            if (len != 8 || evbuffer_get_length(c->in) > 0) {
+                client_close(c, "08P01", "invalid %s request: unexpected data after it",
+                             code == PROTO_CODE_SSL ? "SSL" : "GSSAPI encryption");
+                return;
+            }
+            evbuffer_add(c->out, "N", 1);
+            (void)client_flush(c);
+            return;
+        }
+        if (code == PROTO_CODE_CANCEL) {
+            uint8_t key[8];
+
+            if (len != 16) {
+                client_close(c, "08P01", "invalid cancel request length %u", len);
+                return;
+            }
+            memcpy(key, pkt + 8, 8);
+            evbuffer_drain(c->in, len);
+            handle_cancel(c, key);
+            return;
+        }
+        if (code >> 16 != 3) {
+            client_close(c, "08P01", "unsupported frontend protocol %u.%u: pgbun supports 3.0", code >> 16,
+                         code & 0xffff);
+            return;
+        }
+        if (!proto_parse_startup(pkt + 4, len - 4, &sp, &err)) {
+            proto_startup_free(&sp);
+            client_close(c, "08P01", "%s", err);
+            return;
+        }
+        evbuffer_drain(c->in, len);
+        /* Newer minor versions and _pq_ options: we speak 3.0 and say so. */
+        if ((code & 0xffff) != 0 || sp.pq_options.count > 0) proto_add_negotiate(c->out, 0, &sp.pq_options);
+        handle_startup_params(c, &sp);
+        proto_startup_free(&sp);
+        return;
+    }
+}
+
+static void handle_password(struct client *c, const uint8_t *body, size_t len)
+{
+    struct pkt_reader r;
+    const char       *pw;
+    bool              good;
+
+    pkt_reader_init(&r, body, len);
+    pw = pkt_get_str(&r);
+    if (r.bad) {
+        client_close(c, "08P01", "invalid password message: missing terminator");
+        return;
+    }
+    if (!c->has_secret)
+        good = false;
+    else if (pgbun.cfg->auth_type == AUTH_PLAIN)
+        good = auth_check_plain(&c->secret, pw);
+    else
+        good = auth_check_md5(&c->secret, c->md5_salt, pw);
+    if (!good) {
+        fail_password(c);
+        return;
+    }
+    login_ok(c);
+}
+
+static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
+{
+    struct pkt_reader r;
+    const char       *err = "malformed SCRAM message";
+    char             *reply = NULL;
+
+    pkt_reader_init(&r, body, len);
+    if (c->step == LOGIN_SASL_INITIAL) {
+        const char    *mech = pkt_get_str(&r);
+        uint32_t       dlen = pkt_get_u32(&r);
+        const uint8_t *data;
+
+        if (r.bad || strcmp(mech, "SCRAM-SHA-256") != 0) {
+            client_close(c, "08P01", "client selected an invalid SASL authentication mechanism");
+            return;
+        }
+        data = pkt_get_bytes(&r, dlen);
+        if (r.bad || dlen == 0xffffffffu) {
+            client_close(c, "08P01", "malformed SASL initial response");
+            return;
+        }
+        if (!c->has_secret || c->secret.kind == SECRET_MD5) {
+            fail_password(c);
+            return;
+        }
+        c->scram = calloc(1, sizeof(*c->scram));
+        if (c->scram == NULL || !scram_server_begin(c->scram, &c->secret, NULL)) {
+            fail_password(c);
+            return;
+        }
+        if (!scram_server_first(c->scram, (const char *)data, dlen, &reply, &err)) {
+            client_close(c, "08P01", "%s", err);
+            return;
+        }
+        proto_add_auth(c->out, AUTH_REQ_SASL_CONTINUE, reply, strlen(reply));
+        free(reply);
+        c->step = LOGIN_SASL_RESPONSE;
+        (void)client_flush(c);
+        return;
+    }
+    if (!scram_server_final(c->scram, (const char *)body, len, &reply, &err)) {
+        if (strcmp(err, "invalid proof") == 0 || strstr(err, "proof") != NULL)
+            fail_password(c);
+        else
+            client_close(c, "08P01", "%s", err);
+        return;
+    }
+    proto_add_auth(c->out, AUTH_REQ_SASL_FINAL, reply, strlen(reply));
+    free(reply);
+    login_ok(c);
+}
+
+/* One authentication message ('p'). */
+static void handle_login_message(struct client *c)
+{
+    uint8_t  type;
+    uint32_t len;
+    uint8_t *msg;
+
+    switch (proto_peek_header(c->in, LOGIN_MSG_MAX, &type, &len)) {
+    case PROTO_NEED_MORE: return;
+    case PROTO_BAD: client_close(c, "08P01", "invalid message length %u during authentication", len); return;
+    case PROTO_OK: break;
+    }
+    if (type != 'p') {
+        if (type == 'X')
+            client_close(c, NULL, "client quit during authentication");
+        else
+            client_close(c, "08P01", "expected a password message during authentication, got '%c'",
+                         type >= 32 && type < 127 ? type : '?');
+        return;
+    }
+    if (evbuffer_get_length(c->in) < (size_t)len + 1) return;
+    msg = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    {
+        /* copy out: the handlers may append to other buffers but never to c->in */
+        uint8_t *body = malloc(len - 4 + 1);
+
+        if (body == NULL) {
+            client_close(c, "53200", "out of memory");
+            return;
+        }
+        memcpy(body, msg + 5, len - 4);
+        evbuffer_drain(c->in, (size_t)len + 1);
+        if (c->step == LOGIN_PASSWORD)
+            handle_password(c, body, len - 4);
+        else
+            handle_sasl(c, body, len - 4);
+        OPENSSL_cleanse(body, len - 4);
+        free(body);
+    }
+}
+
+/* ---- forwarding ---- */
+
+/* Moves whole (or streaming) messages from c->in to the server. */
+static void forward_to_server(struct client *c)
+{
+    struct server *s = c->server;
+    uint32_t       max = (uint32_t)pgbun.cfg->max_packet_size;
+
+    while (evbuffer_get_length(c->in) > 0) {
+        size_t   avail = evbuffer_get_length(c->in);
+        uint8_t  type;
+        uint32_t len;
+
+        if (c->fwd_left > 0) {
+            size_t n = avail < c->fwd_left ? avail : c->fwd_left;
+
+            evbuffer_remove_buffer(c->in, s->out, n);
+            c->fwd_left -= (uint32_t)n;
+            continue;
+        }
+        switch (proto_peek_header(c->in, max, &type, &len)) {
+        case PROTO_NEED_MORE: goto out;
+        case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
+        case PROTO_OK: break;
+        }
+        switch (type) {
+        case 'X': client_close(c, NULL, "client sent Terminate"); return;
+        case 'Q':
+        case 'F': s->expect_rfq++; break;
+        case 'S':
+            s->expect_rfq++;
+            s->unsynced = false;
+            break;
+        case 'P':
+        case 'B':
+        case 'E':
+        case 'D':
+        case 'C':
+        case 'H': s->unsynced = true; break;
+        default: break;
+        }
+        c->request_time = pgbun_now();
+        if (avail >= (size_t)len + 1) {
+            evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1);
+        } else {
+            evbuffer_remove_buffer(c->in, s->out, avail);
+            c->fwd_left = (uint32_t)((size_t)len + 1 - avail);
+        }
+    }
+out:
+    if (!server_flush(s)) return;
+    if (c->state == CL_ACTIVE && evbuffer_get_length(s->out) > PGBUN_OUT_LIMIT) {
+        c->throttled = true;
+        io_set_reading(&c->io, false);
+    }
+}
+
+static void client_process(struct client *c)
+{
+    uint8_t  type;
+    uint32_t len;
+
+    switch (c->state) {
+    case CL_LOGIN:
+        if (c->step == LOGIN_STARTUP)
+            handle_startup_packet(c);
+        else
+            handle_login_message(c);
+        break;
+    case CL_IDLE:
+        switch (proto_peek_header(c->in, (uint32_t)pgbun.cfg->max_packet_size, &type, &len)) {
+        case PROTO_NEED_MORE: return;
+        case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
+        case PROTO_OK: break;
+        }
+        if (type == 'X') {
+            client_close(c, NULL, "client sent Terminate");
+            return;
+        }
+        pool_request_server(c);
+        break;
+    case CL_ACTIVE:
+        if (c->server->phase == PHASE_NONE && !c->throttled) forward_to_server(c);
+        break;
+    case CL_WELCOME:
+    case CL_WAITING:
+        /* Hold the bytes until a server is ready. */
+        io_set_reading(&c->io, false);
+        break;
+    case CL_CLOSING:
+    case CL_NSTATES: break;
+    }
+}
+
+void client_start(struct client *c)
+{
+    assert(c->state == CL_ACTIVE);
+    io_set_reading(&c->io, true);
+    if (evbuffer_get_length(c->in) > 0) client_process(c);
+}
+
+void client_resume(struct client *c)
+{
+    if (c->state == CL_CLOSING) return;
+    c->throttled = false;
+    io_set_reading(&c->io, true);
+    if (evbuffer_get_length(c->in) > 0) client_process(c);
+}
+
+static void client_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    int            n = io_read(&c->io, c->in, PGBUN_READ_MAX);
+
+    if (n == IO_AGAIN) return;
+    if (n == 0) {
+        client_close(c, NULL, "client closed the connection");
+        return;
+    }
+    if (n == IO_ERROR) {
+        client_close(c, NULL, "read failed: %s", strerror(errno));
+        return;
+    }
+    client_process(c);
+}
+
+static void client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+
+    if (!client_flush(c)) return;
+    if (c->server != NULL && c->server->throttled && evbuffer_get_length(c->out) <= PGBUN_OUT_LIMIT)
+        server_resume(c->server);
+}

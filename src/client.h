@@ -1,0 +1,87 @@
+/*
+ * client.h - one client connection.
+ *
+ * A client logs in (startup, optional SSL refusal, authentication), then its
+ * messages are framed and forwarded to the linked server. See pool.h for the
+ * states.
+ */
+#ifndef PGBUN_CLIENT_H
+#define PGBUN_CLIENT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "auth.h"
+#include "io.h"
+#include "pool.h"
+#include "varlist.h"
+
+struct scram_server;
+
+enum login_step {
+    LOGIN_STARTUP = 0,   /* waiting for SSLRequest / StartupMessage / CancelRequest */
+    LOGIN_PASSWORD,      /* sent AuthenticationCleartextPassword or MD5Password */
+    LOGIN_SASL_INITIAL,  /* sent AuthenticationSASL */
+    LOGIN_SASL_RESPONSE, /* sent AuthenticationSASLContinue */
+    LOGIN_DONE,
+};
+
+struct client {
+    TAILQ_ENTRY(client) entry; /* on the list of its state */
+    enum client_state state;
+    struct pool      *pool;   /* NULL until the startup packet names it */
+    struct server    *server; /* linked server, or NULL */
+    struct io         io;
+    struct evbuffer  *in;  /* bytes read, not yet forwarded */
+    struct evbuffer  *out; /* bytes to write to the client */
+    uint64_t          id;
+    char              addr[64]; /* peer address, or "unix" */
+    int               port;     /* peer port, 0 on a unix socket */
+    bool              is_unix;
+    char             *user;
+    char             *dbname;
+    struct varlist    params;        /* startup parameters to hold on its server */
+    uint8_t           cancel_key[8]; /* BackendKeyData pgbun gave it */
+    struct event      timer;         /* login deadline */
+    usec_t            connect_time;
+    usec_t            request_time; /* last message from the client */
+    usec_t            wait_start;   /* when it started waiting for a server */
+    uint32_t          fwd_left;     /* bytes of a message still to pass on */
+    bool              throttled;    /* reading paused: server output is full */
+
+    /* login */
+    enum login_step      step;
+    struct auth_secret   secret; /* copy of its auth_file entry during login */
+    bool                 has_secret;
+    uint8_t              md5_salt[4];
+    struct scram_server *scram;
+};
+
+/* Takes ownership of an accepted socket. */
+void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix);
+
+/*
+ * Closes a client through one door: logs `reason`, sends an ErrorResponse
+ * with `sqlstate` when one is given (FATAL), unlinks and defers the free.
+ */
+void client_close(struct client *c, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The pool has a welcome (server parameters): finish the login. */
+void client_welcome(struct client *c);
+/* The linked server is ready for the client's messages (parameters applied). */
+void client_start(struct client *c);
+/* The server's output to this client drained below the limit, or a server was unlinked. */
+void client_resume(struct client *c);
+/* Flushes c->out; closes the client on a write error. false when the client was closed. */
+bool client_flush(struct client *c);
+
+void client_free(struct client *c);
+
+#define client_log(c, level, fmt, ...)                                                                                 \
+    log_msg(level, "C-%llu: %s/%s@%s:%d " fmt, (unsigned long long)(c)->id, (c)->dbname ? (c)->dbname : "(nodb)",      \
+            (c)->user ? (c)->user : "(nouser)", (c)->addr, (c)->port, ##__VA_ARGS__)
+
+#endif

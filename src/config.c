@@ -1,0 +1,1069 @@
+/*
+ * config.c - builds one struct pgbun_config from defaults, an ini file and
+ * the environment.
+ *
+ * Every [pgbun] key is one row of `main_keys`: its name, value type, where it
+ * lives in struct pgbun_config, its default as text and flags. Defaults, file
+ * values and environment values all go through the same key_set(), so a
+ * default is parsed exactly like a value a user writes. [databases] and
+ * [users] entries are libpq-style "k=v k='v v'" strings whose keys have their
+ * own small tables over struct db_config and struct user_config.
+ *
+ *   defaults (main_keys[].def)
+ *      -> parse_file(): [pgbun]/[pgbouncer] -> key_set()
+ *                       [databases]         -> parse_db_entry()   -> db list
+ *                       [users]             -> parse_user_entry() -> user list
+ *                       %include path       -> parse_file() (recursive)
+ *      -> apply_env(): short names (POOL_MODE ...), then PGBUN_<KEY>
+ *
+ * Keys PgBouncer knows but pgbun does not implement yet carry KF_IGNORED:
+ * they are accepted with a warning so that a pgbouncer.ini loads unchanged.
+ * Every error message names where it came from ("file:line: key: ..." or
+ * "environment VAR: ...") and never repeats a password.
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+#define MAX_INCLUDE_DEPTH 16
+#define MAX_TIME_USEC     ((usec_t)100 * 366 * 86400 * USEC_PER_SEC) /* a century */
+
+enum key_type {
+    KT_STR,
+    KT_INT,
+    KT_BOOL,
+    KT_TIME,      /* seconds in the file, usec_t in the struct */
+    KT_POOL_MODE, /* enum pool_mode */
+    KT_AUTH_TYPE, /* enum auth_type */
+    KT_OCTAL,     /* int written in octal, e.g. 0777 */
+};
+
+#define KF_IGNORED 0x01 /* accepted with a warning; no field behind it */
+
+struct key {
+    const char        *name; /* lower case, as in pgbouncer.ini */
+    enum key_type      type;
+    size_t             offset; /* offsetof into the owning struct */
+    const char        *def;    /* default as text; NULL: field stays NULL/0 */
+    unsigned           flags;  /* KF_* */
+    long long          min;    /* KT_INT/KT_OCTAL range, inclusive */
+    long long          max;
+    const char *const *choices; /* KT_STR: allowed values (NULL-terminated), or NULL */
+};
+
+static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL};
+
+/* clang-format off */
+#define KEY(S, n, t, d, lo, hi, ch) {#n, t, offsetof(S, n), d, 0, lo, hi, ch}
+#define IGNORED(n)                  {#n, KT_STR, 0, NULL, KF_IGNORED, 0, 0, NULL}
+/* clang-format on */
+
+#define G_STR(n, d)         KEY(struct pgbun_config, n, KT_STR, d, 0, 0, NULL)
+#define G_CHOICE(n, d, ch)  KEY(struct pgbun_config, n, KT_STR, d, 0, 0, ch)
+#define G_INT(n, d, lo, hi) KEY(struct pgbun_config, n, KT_INT, d, lo, hi, NULL)
+#define G_BOOL(n, d)        KEY(struct pgbun_config, n, KT_BOOL, d, 0, 0, NULL)
+#define G_TIME(n, d)        KEY(struct pgbun_config, n, KT_TIME, d, 0, 0, NULL)
+
+static const struct key main_keys[] = {
+    /* listening */
+    G_STR(listen_addr, "127.0.0.1"),
+    G_INT(listen_port, "6432", 1, 65535),
+    G_STR(unix_socket_dir, "/tmp"),
+    KEY(struct pgbun_config, unix_socket_mode, KT_OCTAL, "0777", 0, 07777, NULL),
+    G_INT(listen_backlog, "128", 1, INT_MAX),
+    G_BOOL(so_reuseport, "0"),
+
+    /* process */
+    G_STR(user, NULL),
+    G_STR(pidfile, NULL),
+    G_STR(logfile, NULL),
+    G_INT(verbose, "0", 0, 100),
+    G_BOOL(log_connections, "1"),
+    G_BOOL(log_disconnections, "1"),
+
+    /* pooling */
+    KEY(struct pgbun_config, pool_mode, KT_POOL_MODE, "session", 0, 0, NULL),
+    G_INT(max_client_conn, "100", 1, INT_MAX),
+    G_INT(default_pool_size, "20", 0, INT_MAX),
+    G_INT(min_pool_size, "0", 0, INT_MAX),
+    G_INT(reserve_pool_size, "0", 0, INT_MAX),
+    G_TIME(reserve_pool_timeout, "5"),
+    G_INT(max_db_connections, "0", 0, INT_MAX),
+    G_INT(max_user_connections, "0", 0, INT_MAX),
+    G_INT(max_prepared_statements, "200", 0, INT_MAX),
+    G_BOOL(server_round_robin, "0"),
+    G_STR(server_reset_query, "DISCARD ALL"),
+    G_BOOL(server_reset_query_always, "0"),
+    G_STR(server_check_query, ""),
+    G_TIME(server_check_delay, "30"),
+    G_STR(ignore_startup_parameters, NULL),
+    G_STR(track_extra_parameters, NULL),
+    G_INT(pkt_buf, "4096", 512, 16 * 1024 * 1024),
+    G_INT(max_packet_size, "268435456", 1024, INT_MAX),
+
+    /* timeouts */
+    G_TIME(server_lifetime, "3600"),
+    G_TIME(server_idle_timeout, "600"),
+    G_TIME(server_connect_timeout, "15"),
+    G_TIME(server_login_retry, "15"),
+    G_TIME(query_timeout, "0"),
+    G_TIME(query_wait_timeout, "120"),
+    G_TIME(client_idle_timeout, "0"),
+    G_TIME(client_login_timeout, "60"),
+    G_TIME(idle_transaction_timeout, "0"),
+    G_TIME(transaction_timeout, "0"),
+    G_TIME(stats_period, "60"),
+
+    /* authentication */
+    KEY(struct pgbun_config, auth_type, KT_AUTH_TYPE, "md5", 0, 0, NULL),
+    G_STR(auth_file, NULL),
+    G_STR(auth_hba_file, NULL),
+    G_STR(auth_user, NULL),
+    G_STR(auth_query, NULL),
+    G_STR(admin_users, NULL),
+    G_STR(stats_users, NULL),
+
+    /* TLS */
+    G_CHOICE(client_tls_sslmode, "disable", sslmodes),
+    G_STR(client_tls_cert_file, NULL),
+    G_STR(client_tls_key_file, NULL),
+    G_STR(client_tls_ca_file, NULL),
+    G_CHOICE(server_tls_sslmode, "prefer", sslmodes),
+    G_STR(server_tls_ca_file, NULL),
+
+    /* sidecar default server */
+    G_STR(server_host, "127.0.0.1"),
+    G_INT(server_port, "5432", 1, 65535),
+
+    /* PgBouncer keys accepted but not implemented yet */
+    IGNORED(job_name),
+    IGNORED(service_name),
+    IGNORED(conffile),
+    IGNORED(syslog),
+    IGNORED(syslog_ident),
+    IGNORED(syslog_facility),
+    IGNORED(log_pooler_errors),
+    IGNORED(log_stats),
+    IGNORED(unix_socket_group),
+    IGNORED(tcp_keepalive),
+    IGNORED(tcp_keepcnt),
+    IGNORED(tcp_keepidle),
+    IGNORED(tcp_keepintvl),
+    IGNORED(tcp_user_timeout),
+    IGNORED(tcp_defer_accept),
+    IGNORED(tcp_socket_buffer),
+    IGNORED(dns_max_ttl),
+    IGNORED(dns_nxdomain_ttl),
+    IGNORED(dns_zone_check_period),
+    IGNORED(resolv_conf),
+    IGNORED(application_name_add_host),
+    IGNORED(disable_pqexec),
+    IGNORED(autodb_idle_timeout),
+    IGNORED(pool_idle_timeout),
+    IGNORED(suspend_timeout),
+    IGNORED(cancel_wait_timeout),
+    IGNORED(query_wait_notify),
+    IGNORED(login_notify_message),
+    IGNORED(sbuf_loopcnt),
+    IGNORED(server_fast_close),
+    IGNORED(server_tls_protocols),
+    IGNORED(server_tls_ciphers),
+    IGNORED(server_tls13_ciphers),
+    IGNORED(server_tls_key_file),
+    IGNORED(server_tls_cert_file),
+    IGNORED(client_tls_protocols),
+    IGNORED(client_tls_ciphers),
+    IGNORED(client_tls13_ciphers),
+    IGNORED(client_tls_dheparams),
+    IGNORED(client_tls_ecdhcurve),
+    IGNORED(auth_dbname),
+    IGNORED(auth_ident_file),
+    IGNORED(auth_ldap_options),
+    IGNORED(scram_iterations),
+    IGNORED(peer_id),
+    IGNORED(max_db_client_connections),
+    IGNORED(max_user_client_connections),
+};
+
+#define D_INT(n, lo, hi) KEY(struct db_config, n, KT_INT, NULL, lo, hi, NULL)
+
+static const struct key db_keys[] = {
+    KEY(struct db_config, host, KT_STR, NULL, 0, 0, NULL),
+    D_INT(port, 1, 65535),
+    KEY(struct db_config, dbname, KT_STR, NULL, 0, 0, NULL),
+    KEY(struct db_config, user, KT_STR, NULL, 0, 0, NULL),
+    KEY(struct db_config, password, KT_STR, NULL, 0, 0, NULL),
+    D_INT(pool_size, 0, INT_MAX),
+    D_INT(min_pool_size, 0, INT_MAX),
+    D_INT(reserve_pool_size, 0, INT_MAX),
+    {"reserve_pool", KT_INT, offsetof(struct db_config, reserve_pool_size), NULL, 0, 0, INT_MAX, NULL},
+    D_INT(max_db_connections, 0, INT_MAX),
+    KEY(struct db_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
+    KEY(struct db_config, application_name, KT_STR, NULL, 0, 0, NULL),
+    IGNORED(auth_user),
+    IGNORED(auth_query),
+    IGNORED(auth_dbname),
+    IGNORED(connect_query),
+    IGNORED(client_encoding),
+    IGNORED(datestyle),
+    IGNORED(timezone),
+    IGNORED(max_db_client_connections),
+    IGNORED(load_balance_hosts),
+    IGNORED(server_lifetime),
+    IGNORED(query_wait_timeout),
+    IGNORED(target_session_attrs),
+};
+
+static const struct key user_keys[] = {
+    KEY(struct user_config, pool_size, KT_INT, NULL, 0, INT_MAX, NULL),
+    KEY(struct user_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
+    KEY(struct user_config, max_user_connections, KT_INT, NULL, 0, INT_MAX, NULL),
+    IGNORED(reserve_pool_size),
+    IGNORED(max_user_client_connections),
+    IGNORED(query_timeout),
+    IGNORED(query_wait_timeout),
+    IGNORED(idle_transaction_timeout),
+    IGNORED(transaction_timeout),
+    IGNORED(client_idle_timeout),
+};
+
+#define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Short environment names for the settings a sidecar most often needs. */
+static const struct {
+    const char *env;
+    const char *key;
+} short_env[] = {
+    {"POOL_MODE", "pool_mode"},
+    {"SERVER_HOST", "server_host"},
+    {"SERVER_PORT", "server_port"},
+    {"MAX_CLIENT_CONN", "max_client_conn"},
+    {"DEFAULT_POOL_SIZE", "default_pool_size"},
+    {"LISTEN_ADDR", "listen_addr"},
+    {"LISTEN_PORT", "listen_port"},
+};
+
+enum section {
+    SECT_NONE,
+    SECT_MAIN, /* [pgbun] or [pgbouncer] */
+    SECT_DATABASES,
+    SECT_USERS,
+    SECT_SKIPPED, /* a PgBouncer section pgbun does not implement yet */
+};
+
+struct parser {
+    struct pgbun_config *cfg;
+    enum section         section; /* carries across %include, as in PgBouncer */
+    char               **errmsg;
+};
+
+/* Sets *errmsg to a malloc'd message, keeping the first one. */
+__attribute__((format(printf, 2, 3))) static void set_error(char **errmsg, const char *fmt, ...)
+{
+    va_list ap;
+    int     n;
+    char   *buf;
+
+    if (errmsg == NULL || *errmsg != NULL) return;
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    buf = malloc((size_t)n + 1);
+    if (buf == NULL) return;
+    va_start(ap, fmt);
+    vsnprintf(buf, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    *errmsg = buf;
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        end--;
+    *end = '\0';
+    return s;
+}
+
+static const struct key *find_key(const struct key *table, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(table[i].name, name) == 0) return &table[i];
+    return NULL;
+}
+
+static bool parse_int(const char *s, long long *out)
+{
+    char     *end;
+    long long v;
+
+    if (*s == '\0' || isspace((unsigned char)*s)) return false;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0') return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "on", "true", "yes"};
+    static const char *const no[] = {"0", "off", "false", "no"};
+
+    for (size_t i = 0; i < NKEYS(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) return (*out = true), true;
+        if (strcasecmp(s, no[i]) == 0) return (*out = false), true;
+    }
+    return false;
+}
+
+static bool parse_pool_mode(const char *s, enum pool_mode *out)
+{
+    for (enum pool_mode m = POOL_SESSION; m <= POOL_STATEMENT; m++)
+        if (strcasecmp(s, config_pool_mode_name(m)) == 0) return (*out = m), true;
+    return false;
+}
+
+bool config_parse_time(const char *s, usec_t *out)
+{
+    static const struct {
+        const char *name;
+        usec_t      mult;
+    } units[] = {
+        {"", USEC_PER_SEC},
+        {"us", 1},
+        {"ms", 1000},
+        {"s", USEC_PER_SEC},
+        {"sec", USEC_PER_SEC},
+        {"min", 60 * USEC_PER_SEC},
+        {"h", 3600 * USEC_PER_SEC},
+        {"d", 86400 * USEC_PER_SEC},
+    };
+    usec_t      whole = 0, frac = 0, frac_den = 1, mult = 0, v;
+    bool        digits = false;
+    const char *p = s, *unit_end;
+
+    if (s == NULL) return false;
+    while (isspace((unsigned char)*p))
+        p++;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (whole > MAX_TIME_USEC) return false;
+        whole = whole * 10 + (*p - '0');
+        digits = true;
+    }
+    if (*p == '.') {
+        /* Six fractional digits reach microseconds of a second; more are read and dropped. */
+        for (p++; isdigit((unsigned char)*p); p++) {
+            if (frac_den < 1000000) {
+                frac = frac * 10 + (*p - '0');
+                frac_den *= 10;
+            }
+            digits = true;
+        }
+    }
+    if (!digits) return false;
+    while (isspace((unsigned char)*p))
+        p++;
+    unit_end = p;
+    while (isalpha((unsigned char)*unit_end))
+        unit_end++;
+    for (size_t i = 0; i < NKEYS(units); i++) {
+        if (strlen(units[i].name) == (size_t)(unit_end - p) &&
+            strncasecmp(units[i].name, p, (size_t)(unit_end - p)) == 0) {
+            mult = units[i].mult;
+            break;
+        }
+    }
+    if (mult == 0) return false;
+    p = unit_end;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p != '\0') return false;
+    if (whole > MAX_TIME_USEC / mult) return false;
+    v = whole * mult + (frac * mult + frac_den / 2) / frac_den;
+    if (v > MAX_TIME_USEC) return false;
+    *out = v;
+    return true;
+}
+
+/*
+ * Parses `value` for key `k` and stores it in `base` (the struct the key's
+ * table describes). `where` starts every error message: "file:line: key" or
+ * "environment VAR".
+ */
+static bool key_set(void *base, const struct key *k, const char *value, const char *where, char **errmsg)
+{
+    char     *field = (char *)base + k->offset;
+    long long n;
+
+    assert(!(k->flags & KF_IGNORED));
+    switch (k->type) {
+    case KT_STR: {
+        char **dst = (char **)(void *)field;
+        char  *copy = NULL;
+
+        if (k->choices != NULL) {
+            size_t i;
+            for (i = 0; k->choices[i] != NULL; i++)
+                if (strcasecmp(value, k->choices[i]) == 0) break;
+            if (k->choices[i] == NULL) {
+                set_error(errmsg, "%s: invalid value '%s'", where, value);
+                return false;
+            }
+            value = k->choices[i];
+        }
+        /* An empty value unsets a key whose default is "not set". */
+        if (value[0] != '\0' || k->def != NULL) {
+            copy = strdup(value);
+            if (copy == NULL) {
+                set_error(errmsg, "%s: out of memory", where);
+                return false;
+            }
+        }
+        free(*dst);
+        *dst = copy;
+        return true;
+    }
+    case KT_INT:
+    case KT_OCTAL:
+        if (k->type == KT_INT) {
+            if (!parse_int(value, &n)) {
+                set_error(errmsg, "%s: invalid integer '%s'", where, value);
+                return false;
+            }
+        } else {
+            char *end;
+            errno = 0;
+            n = strtoll(value, &end, 8);
+            if (value[0] == '\0' || value[0] == '-' || *end != '\0' || errno != 0) {
+                set_error(errmsg, "%s: invalid octal mode '%s'", where, value);
+                return false;
+            }
+        }
+        if (n < k->min || n > k->max) {
+            set_error(errmsg, "%s: value %s out of range (%lld..%lld)", where, value, k->min, k->max);
+            return false;
+        }
+        *(int *)(void *)field = (int)n;
+        return true;
+    case KT_BOOL:
+        if (!parse_bool(value, (bool *)(void *)field)) {
+            set_error(errmsg, "%s: invalid boolean '%s' (expected 0 or 1)", where, value);
+            return false;
+        }
+        return true;
+    case KT_TIME:
+        if (!config_parse_time(value, (usec_t *)(void *)field)) {
+            set_error(errmsg, "%s: invalid time '%s'", where, value);
+            return false;
+        }
+        return true;
+    case KT_POOL_MODE:
+        if (!parse_pool_mode(value, (enum pool_mode *)(void *)field)) {
+            set_error(errmsg, "%s: invalid pool_mode '%s' (expected session, transaction or statement)", where, value);
+            return false;
+        }
+        return true;
+    case KT_AUTH_TYPE:
+        for (enum auth_type t = AUTH_TRUST; t <= AUTH_SCRAM; t++) {
+            if (strcasecmp(value, config_auth_type_name(t)) == 0) {
+                *(enum auth_type *)(void *)field = t;
+                return true;
+            }
+        }
+        if (strcasecmp(value, "hba") == 0 || strcasecmp(value, "cert") == 0 || strcasecmp(value, "any") == 0 ||
+            strcasecmp(value, "pam") == 0 || strcasecmp(value, "ldap") == 0)
+            set_error(errmsg, "%s: auth_type '%s' is not supported yet", where, value);
+        else
+            set_error(errmsg, "%s: invalid auth_type '%s' (expected trust, plain, md5 or scram-sha-256)", where, value);
+        return false;
+    }
+    set_error(errmsg, "%s: internal error: bad key type", where);
+    return false;
+}
+
+static bool apply_defaults(struct pgbun_config *cfg, char **errmsg)
+{
+    for (size_t i = 0; i < NKEYS(main_keys); i++) {
+        const struct key *k = &main_keys[i];
+
+        if ((k->flags & KF_IGNORED) || k->def == NULL) continue;
+        if (!key_set(cfg, k, k->def, k->name, errmsg)) return false;
+    }
+    return true;
+}
+
+static void db_free(struct db_config *db)
+{
+    if (db == NULL) return;
+    free(db->name);
+    free(db->host);
+    free(db->dbname);
+    free(db->user);
+    free(db->password);
+    free(db->application_name);
+    free(db);
+}
+
+static struct db_config *db_new(const char *name)
+{
+    struct db_config *db = calloc(1, sizeof(*db));
+
+    if (db == NULL) return NULL;
+    db->name = strdup(name);
+    if (db->name == NULL) {
+        free(db);
+        return NULL;
+    }
+    db->port = 0;
+    db->pool_size = -1;
+    db->min_pool_size = -1;
+    db->reserve_pool_size = -1;
+    db->max_db_connections = -1;
+    db->pool_mode = POOL_MODE_UNSET;
+    return db;
+}
+
+static void user_free(struct user_config *u)
+{
+    if (u == NULL) return;
+    free(u->name);
+    free(u);
+}
+
+static struct user_config *user_new(const char *name)
+{
+    struct user_config *u = calloc(1, sizeof(*u));
+
+    if (u == NULL) return NULL;
+    u->name = strdup(name);
+    if (u->name == NULL) {
+        free(u);
+        return NULL;
+    }
+    u->pool_size = -1;
+    u->pool_mode = POOL_MODE_UNSET;
+    u->max_user_connections = -1;
+    return u;
+}
+
+/* Appends `db`, or replaces an earlier entry of the same name in place. */
+static void add_db(struct pgbun_config *cfg, struct db_config *db)
+{
+    struct db_config **pp;
+
+    for (pp = &cfg->databases; *pp != NULL; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, db->name) == 0) {
+            db->next = (*pp)->next;
+            db_free(*pp);
+            *pp = db;
+            return;
+        }
+    }
+    db->next = NULL;
+    *pp = db;
+}
+
+static void add_user(struct pgbun_config *cfg, struct user_config *u)
+{
+    struct user_config **pp;
+
+    for (pp = &cfg->users; *pp != NULL; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, u->name) == 0) {
+            u->next = (*pp)->next;
+            user_free(*pp);
+            *pp = u;
+            return;
+        }
+    }
+    u->next = NULL;
+    *pp = u;
+}
+
+/*
+ * Reads the next "key=value" pair of a libpq-style connection string at *sp.
+ * Values may be single-quoted ('it''s', 'a b'); a backslash escapes the next
+ * character inside and outside quotes. Key and value are written into `buf`
+ * (at least strlen(*sp) + 2 bytes). Returns 1 for a pair, 0 at the end, -1
+ * on a syntax error (*errtext says which, never quoting the value).
+ */
+static int next_pair(const char **sp, char *buf, char **key, char **value, const char **errtext)
+{
+    const char *s = *sp;
+    char       *o = buf;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '\0') return 0;
+    *key = o;
+    while (*s != '\0' && *s != '=' && !isspace((unsigned char)*s))
+        *o++ = *s++;
+    *o++ = '\0';
+    if ((*key)[0] == '\0') {
+        *errtext = "syntax error: empty key";
+        return -1;
+    }
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s != '=') {
+        *errtext = "missing '=' after key";
+        return -1;
+    }
+    s++;
+    while (isspace((unsigned char)*s))
+        s++;
+    *value = o;
+    if (*s == '\'') {
+        for (s++;; s++) {
+            if (*s == '\0') {
+                *errtext = "unterminated quoted value";
+                return -1;
+            }
+            if (*s == '\'') {
+                if (s[1] != '\'') break;
+                s++;
+            } else if (*s == '\\' && s[1] != '\0') {
+                s++;
+            }
+            *o++ = *s;
+        }
+        s++;
+        if (*s != '\0' && !isspace((unsigned char)*s)) {
+            *errtext = "junk after quoted value";
+            return -1;
+        }
+    } else {
+        while (*s != '\0' && !isspace((unsigned char)*s)) {
+            if (*s == '\\' && s[1] != '\0') s++;
+            *o++ = *s++;
+        }
+    }
+    *o = '\0';
+    *sp = s;
+    return 1;
+}
+
+/* Applies a connection string to an entry through one of the key tables. */
+static bool parse_entry(void *base, const struct key *table, size_t nkeys, const char *connstr, const char *file,
+                        int line, char **errmsg)
+{
+    char       *buf = malloc(strlen(connstr) + 2);
+    char       *key = NULL, *value = NULL;
+    const char *errtext = NULL;
+    bool        ok = true;
+    int         r;
+
+    if (buf == NULL) {
+        set_error(errmsg, "%s:%d: out of memory", file, line);
+        return false;
+    }
+    while (ok && (r = next_pair(&connstr, buf, &key, &value, &errtext)) != 0) {
+        const struct key *k;
+        char              where[4400]; /* path, line and key */
+
+        if (r < 0) {
+            if (key != NULL && key[0] != '\0')
+                set_error(errmsg, "%s:%d: %s: %s", file, line, key, errtext);
+            else
+                set_error(errmsg, "%s:%d: %s", file, line, errtext);
+            ok = false;
+            break;
+        }
+        k = find_key(table, nkeys, key);
+        if (k == NULL) {
+            set_error(errmsg, "%s:%d: unknown key '%s'", file, line, key);
+            ok = false;
+        } else if (k->flags & KF_IGNORED) {
+            log_warning("%s:%d: key '%s' is not supported yet and is ignored", file, line, k->name);
+        } else {
+            snprintf(where, sizeof(where), "%s:%d: %s", file, line, k->name);
+            ok = key_set(base, k, value, where, errmsg);
+        }
+    }
+    free(buf);
+    return ok;
+}
+
+static bool parse_db_entry(struct parser *p, const char *name, const char *connstr, const char *file, int line)
+{
+    struct db_config *db = db_new(name);
+
+    if (db == NULL) {
+        set_error(p->errmsg, "%s:%d: out of memory", file, line);
+        return false;
+    }
+    if (!parse_entry(db, db_keys, NKEYS(db_keys), connstr, file, line, p->errmsg)) {
+        db_free(db);
+        return false;
+    }
+    add_db(p->cfg, db);
+    return true;
+}
+
+static bool parse_user_entry(struct parser *p, const char *name, const char *settings, const char *file, int line)
+{
+    struct user_config *u = user_new(name);
+
+    if (u == NULL) {
+        set_error(p->errmsg, "%s:%d: out of memory", file, line);
+        return false;
+    }
+    if (!parse_entry(u, user_keys, NKEYS(user_keys), settings, file, line, p->errmsg)) {
+        user_free(u);
+        return false;
+    }
+    add_user(p->cfg, u);
+    return true;
+}
+
+static bool parse_main_key(struct parser *p, const char *name, const char *value, const char *file, int line)
+{
+    const struct key *k = find_key(main_keys, NKEYS(main_keys), name);
+    char              where[4400]; /* path, line and key */
+
+    if (k == NULL) {
+        set_error(p->errmsg, "%s:%d: unknown key '%s'", file, line, name);
+        return false;
+    }
+    if (k->flags & KF_IGNORED) {
+        log_warning("%s:%d: key '%s' is not supported yet and is ignored", file, line, k->name);
+        return true;
+    }
+    snprintf(where, sizeof(where), "%s:%d: %s", file, line, k->name);
+    return key_set(p->cfg, k, value, where, p->errmsg);
+}
+
+static bool parse_section(struct parser *p, char *line, const char *file, int lineno)
+{
+    size_t len = strlen(line);
+    char  *name;
+
+    if (len < 2 || line[len - 1] != ']') {
+        set_error(p->errmsg, "%s:%d: syntax error: expected '[section]'", file, lineno);
+        return false;
+    }
+    line[len - 1] = '\0';
+    name = trim(line + 1);
+    if (strcasecmp(name, "pgbun") == 0 || strcasecmp(name, "pgbouncer") == 0) {
+        p->section = SECT_MAIN;
+    } else if (strcasecmp(name, "databases") == 0) {
+        p->section = SECT_DATABASES;
+    } else if (strcasecmp(name, "users") == 0) {
+        p->section = SECT_USERS;
+    } else if (strcasecmp(name, "peers") == 0) {
+        log_warning("%s:%d: section [%s] is not supported yet and is ignored", file, lineno, name);
+        p->section = SECT_SKIPPED;
+    } else {
+        set_error(p->errmsg, "%s:%d: unknown section [%s]", file, lineno, name);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Splits "key = value" in place. A key may be double-quoted ("my db"), with
+ * "" standing for one quote, as SQL identifiers are.
+ */
+static bool split_key_value(char *line, char **key, char **value, const char **errtext)
+{
+    char *eq;
+
+    if (line[0] == '"') {
+        char *s = line + 1, *o = line;
+
+        for (;; s++) {
+            if (*s == '\0') {
+                *errtext = "unterminated quoted name";
+                return false;
+            }
+            if (*s == '"') {
+                if (s[1] != '"') break;
+                s++;
+            }
+            *o++ = *s;
+        }
+        *o = '\0';
+        *key = line;
+        eq = s + 1;
+        while (isspace((unsigned char)*eq))
+            eq++;
+        if (*eq != '=') {
+            *errtext = "syntax error: expected 'name = value'";
+            return false;
+        }
+    } else {
+        eq = strchr(line, '=');
+        if (eq == NULL) {
+            *errtext = "syntax error: expected 'key = value'";
+            return false;
+        }
+        *eq = '\0';
+        *key = trim(line);
+    }
+    *value = trim(eq + 1);
+    if ((*key)[0] == '\0') {
+        *errtext = "syntax error: empty key";
+        return false;
+    }
+    return true;
+}
+
+static bool parse_file(struct parser *p, const char *path, int depth);
+
+/* "%include path": a relative path is taken from the including file's directory. */
+static bool parse_include(struct parser *p, const char *arg, const char *file, int line, int depth)
+{
+    const char *slash = strrchr(file, '/');
+    char       *path;
+    bool        ok;
+
+    if (arg[0] == '\0') {
+        set_error(p->errmsg, "%s:%d: %%include needs a file name", file, line);
+        return false;
+    }
+    if (depth >= MAX_INCLUDE_DEPTH) {
+        set_error(p->errmsg, "%s:%d: %%include nested too deeply", file, line);
+        return false;
+    }
+    if (arg[0] == '/' || slash == NULL) {
+        path = strdup(arg);
+    } else {
+        size_t dirlen = (size_t)(slash - file) + 1;
+        path = malloc(dirlen + strlen(arg) + 1);
+        if (path != NULL) {
+            memcpy(path, file, dirlen);
+            strcpy(path + dirlen, arg);
+        }
+    }
+    if (path == NULL) {
+        set_error(p->errmsg, "%s:%d: out of memory", file, line);
+        return false;
+    }
+    ok = parse_file(p, path, depth + 1);
+    free(path);
+    return ok;
+}
+
+static bool parse_line(struct parser *p, char *raw, const char *file, int lineno, int depth)
+{
+    char       *line = trim(raw), *key, *value;
+    const char *errtext = NULL;
+
+    if (line[0] == '\0' || line[0] == ';' || line[0] == '#') return true;
+    if (strncmp(line, "%include", 8) == 0 && (line[8] == '\0' || isspace((unsigned char)line[8])))
+        return parse_include(p, trim(line + 8), file, lineno, depth);
+    if (line[0] == '[') return parse_section(p, line, file, lineno);
+    if (!split_key_value(line, &key, &value, &errtext)) {
+        set_error(p->errmsg, "%s:%d: %s", file, lineno, errtext);
+        return false;
+    }
+    switch (p->section) {
+    case SECT_NONE: set_error(p->errmsg, "%s:%d: key '%s' outside of any section", file, lineno, key); return false;
+    case SECT_MAIN: return parse_main_key(p, key, value, file, lineno);
+    case SECT_DATABASES: return parse_db_entry(p, key, value, file, lineno);
+    case SECT_USERS: return parse_user_entry(p, key, value, file, lineno);
+    case SECT_SKIPPED: return true;
+    }
+    return true;
+}
+
+static bool parse_file(struct parser *p, const char *path, int depth)
+{
+    FILE  *f = fopen(path, "r");
+    char  *buf = NULL;
+    size_t cap = 0;
+    int    lineno = 0;
+    bool   ok = true;
+
+    if (f == NULL) {
+        set_error(p->errmsg, "%s: cannot open: %s", path, strerror(errno));
+        return false;
+    }
+    while (ok && getline(&buf, &cap, f) >= 0) {
+        lineno++;
+        ok = parse_line(p, buf, path, lineno, depth);
+    }
+    if (ok && ferror(f)) {
+        set_error(p->errmsg, "%s: read error: %s", path, strerror(errno));
+        ok = false;
+    }
+    free(buf);
+    fclose(f);
+    return ok;
+}
+
+static bool apply_env_var(struct pgbun_config *cfg, const struct key *k, const char *var, char **errmsg)
+{
+    const char *value = getenv(var);
+    char        where[256];
+
+    if (value == NULL) return true;
+    if (k->flags & KF_IGNORED) {
+        log_warning("environment %s: key '%s' is not supported yet and is ignored", var, k->name);
+        return true;
+    }
+    snprintf(where, sizeof(where), "environment %s", var);
+    return key_set(cfg, k, value, where, errmsg);
+}
+
+/* Short names first, so that the PGBUN_ form of the same key wins. */
+static bool apply_env(struct pgbun_config *cfg, char **errmsg)
+{
+    char var[128];
+
+    for (size_t i = 0; i < NKEYS(short_env); i++) {
+        const struct key *k = find_key(main_keys, NKEYS(main_keys), short_env[i].key);
+
+        assert(k != NULL);
+        if (!apply_env_var(cfg, k, short_env[i].env, errmsg)) return false;
+    }
+    for (size_t i = 0; i < NKEYS(main_keys); i++) {
+        const struct key *k = &main_keys[i];
+        size_t            j;
+
+        memcpy(var, "PGBUN_", 6);
+        for (j = 0; k->name[j] != '\0' && j + 7 < sizeof(var); j++)
+            var[6 + j] = (char)toupper((unsigned char)k->name[j]);
+        var[6 + j] = '\0';
+        if (!apply_env_var(cfg, k, var, errmsg)) return false;
+    }
+    return true;
+}
+
+struct pgbun_config *config_load(const char *path, char **errmsg)
+{
+    struct pgbun_config *cfg = calloc(1, sizeof(*cfg));
+    struct parser        p;
+
+    if (errmsg != NULL) *errmsg = NULL;
+    if (cfg == NULL) {
+        set_error(errmsg, "out of memory");
+        return NULL;
+    }
+    if (!apply_defaults(cfg, errmsg)) goto fail;
+    if (path != NULL) {
+        cfg->path = strdup(path);
+        if (cfg->path == NULL) {
+            set_error(errmsg, "out of memory");
+            goto fail;
+        }
+        p.cfg = cfg;
+        p.section = SECT_NONE;
+        p.errmsg = errmsg;
+        if (!parse_file(&p, path, 0)) goto fail;
+    } else {
+        /* Sidecar mode: every database goes to server_host:server_port. */
+        struct db_config *db = db_new("*");
+
+        if (db == NULL) {
+            set_error(errmsg, "out of memory");
+            goto fail;
+        }
+        add_db(cfg, db);
+    }
+    if (!apply_env(cfg, errmsg)) goto fail;
+    return cfg;
+
+fail:
+    config_free(cfg);
+    return NULL;
+}
+
+void config_free(struct pgbun_config *cfg)
+{
+    if (cfg == NULL) return;
+    for (size_t i = 0; i < NKEYS(main_keys); i++) {
+        const struct key *k = &main_keys[i];
+
+        if (k->type == KT_STR && !(k->flags & KF_IGNORED)) free(*(char **)(void *)((char *)cfg + k->offset));
+    }
+    free(cfg->path);
+    while (cfg->databases != NULL) {
+        struct db_config *next = cfg->databases->next;
+        db_free(cfg->databases);
+        cfg->databases = next;
+    }
+    while (cfg->users != NULL) {
+        struct user_config *next = cfg->users->next;
+        user_free(cfg->users);
+        cfg->users = next;
+    }
+    free(cfg);
+}
+
+const struct db_config *config_find_db(const struct pgbun_config *cfg, const char *name)
+{
+    const struct db_config *db, *fallback = NULL;
+
+    if (cfg == NULL || name == NULL) return NULL;
+    for (db = cfg->databases; db != NULL; db = db->next) {
+        if (strcmp(db->name, name) == 0) return db;
+        if (fallback == NULL && strcmp(db->name, "*") == 0) fallback = db;
+    }
+    return fallback;
+}
+
+const struct user_config *config_find_user(const struct pgbun_config *cfg, const char *name)
+{
+    if (cfg == NULL || name == NULL) return NULL;
+    for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
+        if (strcmp(u->name, name) == 0) return u;
+    return NULL;
+}
+
+bool config_list_has(const char *list, const char *name)
+{
+    size_t namelen;
+
+    if (list == NULL || name == NULL || name[0] == '\0') return false;
+    namelen = strlen(name);
+    while (*list != '\0') {
+        const char *start;
+
+        while (*list == ',' || isspace((unsigned char)*list))
+            list++;
+        start = list;
+        while (*list != '\0' && *list != ',' && !isspace((unsigned char)*list))
+            list++;
+        if ((size_t)(list - start) == namelen && strncasecmp(start, name, namelen) == 0) return true;
+    }
+    return false;
+}
+
+const char *config_pool_mode_name(enum pool_mode mode)
+{
+    switch (mode) {
+    case POOL_SESSION: return "session";
+    case POOL_TRANSACTION: return "transaction";
+    case POOL_STATEMENT: return "statement";
+    case POOL_MODE_UNSET: break;
+    }
+    return "unset";
+}
+
+const char *config_auth_type_name(enum auth_type type)
+{
+    switch (type) {
+    case AUTH_TRUST: return "trust";
+    case AUTH_PLAIN: return "plain";
+    case AUTH_MD5: return "md5";
+    case AUTH_SCRAM: return "scram-sha-256";
+    }
+    return "unknown";
+}

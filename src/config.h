@@ -1,0 +1,159 @@
+/*
+ * config.h - one immutable configuration snapshot.
+ *
+ * config_load() reads built-in defaults, then the ini file (if any), then the
+ * environment, and returns a fresh struct pgbun_config. Nothing modifies a
+ * loaded config; a reload builds a new one and swaps it in.
+ *
+ *   defaults -> [pgbun]/[pgbouncer] keys -> PGBUN_<KEY> and short env names
+ *            -> [databases] / [users] entries
+ */
+#ifndef PGBUN_CONFIG_H
+#define PGBUN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef int64_t usec_t; /* microseconds */
+#define USEC_PER_SEC ((usec_t)1000000)
+
+enum pool_mode {
+    POOL_MODE_UNSET = -1, /* inherit from the next level */
+    POOL_SESSION = 0,
+    POOL_TRANSACTION,
+    POOL_STATEMENT,
+};
+
+enum auth_type {
+    AUTH_TRUST = 0,
+    AUTH_PLAIN,
+    AUTH_MD5,
+    AUTH_SCRAM, /* scram-sha-256 */
+};
+
+/* One [databases] entry: "name = host=... port=... dbname=..." */
+struct db_config {
+    char             *name;               /* entry name; "*" is the fallback */
+    char             *host;               /* server host or unix socket dir; NULL: server_host */
+    int               port;               /* server port; 0: server_port */
+    char             *dbname;             /* server database; NULL: the client's database name */
+    char             *user;               /* force_user; NULL: the client's user */
+    char             *password;           /* server password; NULL: from auth_file */
+    int               pool_size;          /* -1: default_pool_size */
+    int               min_pool_size;      /* -1: global min_pool_size */
+    int               reserve_pool_size;  /* -1: global reserve_pool_size */
+    int               max_db_connections; /* -1: global max_db_connections */
+    enum pool_mode    pool_mode;          /* POOL_MODE_UNSET: inherit */
+    char             *application_name;   /* server startup application_name, or NULL */
+    struct db_config *next;
+};
+
+/* One [users] entry: "name = pool_mode=... pool_size=..." */
+struct user_config {
+    char               *name;
+    int                 pool_size;            /* -1: inherit */
+    enum pool_mode      pool_mode;            /* POOL_MODE_UNSET: inherit */
+    int                 max_user_connections; /* -1: global */
+    struct user_config *next;
+};
+
+struct pgbun_config {
+    char *path; /* ini file, or NULL in sidecar mode */
+
+    /* listening */
+    char *listen_addr;      /* "127.0.0.1"; "*" for all; "" for none */
+    int   listen_port;      /* 6432 */
+    char *unix_socket_dir;  /* "/tmp"; "" disables */
+    int   unix_socket_mode; /* 0777 */
+    int   listen_backlog;   /* 128 */
+    bool  so_reuseport;
+
+    /* process */
+    char *user; /* setuid target when started as root */
+    char *pidfile;
+    char *logfile;
+    int   verbose; /* 0 = LOG level; each step adds DEBUG, NOISE */
+    bool  log_connections;
+    bool  log_disconnections;
+
+    /* pooling */
+    enum pool_mode pool_mode;
+    int            max_client_conn;
+    int            default_pool_size;
+    int            min_pool_size;
+    int            reserve_pool_size;
+    usec_t         reserve_pool_timeout;
+    int            max_db_connections;
+    int            max_user_connections;
+    int            max_prepared_statements;
+    bool           server_round_robin;
+    char          *server_reset_query;
+    bool           server_reset_query_always;
+    char          *server_check_query;
+    usec_t         server_check_delay;
+    char          *ignore_startup_parameters; /* comma-separated */
+    char          *track_extra_parameters;    /* comma-separated */
+    int            pkt_buf;                   /* read size hint, 4096 */
+    int            max_packet_size;           /* 2^28 */
+
+    /* timeouts (0 = disabled) */
+    usec_t server_lifetime;
+    usec_t server_idle_timeout;
+    usec_t server_connect_timeout;
+    usec_t server_login_retry;
+    usec_t query_timeout;
+    usec_t query_wait_timeout;
+    usec_t client_idle_timeout;
+    usec_t client_login_timeout;
+    usec_t idle_transaction_timeout;
+    usec_t transaction_timeout;
+    usec_t stats_period;
+
+    /* authentication */
+    enum auth_type auth_type;
+    char          *auth_file;
+    char          *auth_hba_file;
+    char          *auth_user;
+    char          *auth_query;
+    char          *admin_users; /* comma-separated */
+    char          *stats_users; /* comma-separated */
+
+    /* TLS (accepted, implemented later) */
+    char *client_tls_sslmode;
+    char *client_tls_cert_file;
+    char *client_tls_key_file;
+    char *client_tls_ca_file;
+    char *server_tls_sslmode;
+    char *server_tls_ca_file;
+
+    /* sidecar default server (SERVER_HOST / SERVER_PORT) */
+    char *server_host; /* "127.0.0.1" */
+    int   server_port; /* 5432 */
+
+    struct db_config   *databases; /* in file order */
+    struct user_config *users;
+};
+
+/*
+ * Builds a config: defaults, then `path` (NULL: no file, sidecar mode with a
+ * "*" entry forwarding to server_host:server_port), then the environment.
+ * On failure returns NULL and sets *errmsg (malloc'd) to a message that names
+ * the file, line and key, e.g. "pgbun.ini:12: listen_port: invalid integer 'x'".
+ */
+struct pgbun_config *config_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
+void                 config_free(struct pgbun_config *cfg);
+
+/* Exact name first, then "*". NULL when neither exists. */
+const struct db_config   *config_find_db(const struct pgbun_config *cfg, const char *name);
+const struct user_config *config_find_user(const struct pgbun_config *cfg, const char *name);
+
+/* true when `name` is in the comma-separated `list` (case-insensitive, spaces ignored). */
+bool config_list_has(const char *list, const char *name);
+
+const char *config_pool_mode_name(enum pool_mode mode);
+const char *config_auth_type_name(enum auth_type type);
+
+/* Parses "15", "1.5", "500ms", "2min", "1h", "10s" into microseconds. */
+bool config_parse_time(const char *s, usec_t *out) __attribute__((warn_unused_result));
+
+#endif

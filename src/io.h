@@ -1,0 +1,46 @@
+/*
+ * io.h - the socket layer under every connection.
+ *
+ * A connection owns one struct io: its fd and two embedded events. Read
+ * readiness stays armed while the owner wants input; write readiness is
+ * armed only while an output buffer could not be written in full, so a
+ * connection that keeps up costs no epoll_ctl per message. EINTR and EAGAIN
+ * end here. TLS will slot in behind io_read/io_flush.
+ */
+#ifndef PGBUN_IO_H
+#define PGBUN_IO_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdbool.h>
+
+struct evbuffer;
+
+#define IO_ERROR (-1)
+#define IO_AGAIN (-2)
+
+struct io {
+    int          fd;      /* -1 when closed */
+    struct event rev;     /* read readiness, persistent */
+    struct event wev;     /* write readiness, armed while output is pending */
+    bool         reading; /* rev is armed */
+    bool         writing; /* wev is armed */
+};
+
+void io_init(struct io *io, int fd, event_callback_fn read_cb, event_callback_fn write_cb, void *arg);
+void io_close(struct io *io);
+void io_set_reading(struct io *io, bool on);
+
+/* Reads up to max bytes into buf: >0 bytes read, 0 on EOF, IO_AGAIN or IO_ERROR (errno set). */
+int io_read(struct io *io, struct evbuffer *buf, int max);
+
+/*
+ * Writes as much of buf as the socket takes. Returns 0 when buf is empty,
+ * IO_AGAIN when bytes remain (write readiness is then armed) or IO_ERROR.
+ */
+int io_flush(struct io *io, struct evbuffer *buf);
+
+/* Non-blocking socket set-up for accepted and outgoing TCP sockets. */
+void io_tune_socket(int fd, bool tcp);
+
+#endif

@@ -1,0 +1,211 @@
+/*
+ * listener.c - accepts client connections.
+ *
+ * One evconnlistener per address: each entry of listen_addr ("*" means
+ * every IPv4 and IPv6 address) and the unix socket
+ * <unix_socket_dir>/.s.PGSQL.<port>, named as PostgreSQL names it so that
+ * `psql -h /tmp -p 6432` finds it. When the process runs out of file
+ * descriptors, accepting pauses for a second instead of spinning.
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "io.h"
+#include "log.h"
+#include "pgbun.h"
+
+#define MAX_LISTENERS 16
+
+struct listener {
+    struct evconnlistener *lev;
+    bool                   is_unix;
+};
+
+static struct listener listeners[MAX_LISTENERS];
+static int             nlisteners;
+static char            unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static struct event   *resume_timer;
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct listener *l = arg;
+
+    client_accept(fd, sa, salen, l->is_unix);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    for (int i = 0; i < nlisteners; i++)
+        evconnlistener_enable(listeners[i].lev);
+    log_info("accepting connections again");
+}
+
+static void error_cb(struct evconnlistener *lev, void *arg)
+{
+    int            err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {1, 0};
+
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        log_warning("accept failed: %s; pausing new connections for 1 s", strerror(err));
+        for (int i = 0; i < nlisteners; i++)
+            evconnlistener_disable(listeners[i].lev);
+        if (resume_timer == NULL) resume_timer = evtimer_new(pgbun.base, resume_cb, NULL);
+        if (resume_timer) evtimer_add(resume_timer, &tv);
+        return;
+    }
+    log_warning("accept failed: %s", strerror(err));
+}
+
+static bool add_listener(int fd, bool is_unix, int backlog, char **err, const char *what)
+{
+    struct evconnlistener *lev;
+
+    if (nlisteners == MAX_LISTENERS) {
+        close(fd);
+        if (asprintf(err, "too many listen addresses (at most %d)", MAX_LISTENERS) < 0) *err = NULL;
+        return false;
+    }
+    evutil_make_socket_nonblocking(fd);
+    lev = evconnlistener_new(pgbun.base, accept_cb, &listeners[nlisteners],
+                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, backlog, fd);
+    if (lev == NULL) {
+        if (asprintf(err, "could not listen on %s: %s", what, strerror(errno)) < 0) *err = NULL;
+        close(fd);
+        return false;
+    }
+    evconnlistener_set_error_cb(lev, error_cb);
+    listeners[nlisteners].lev = lev;
+    listeners[nlisteners].is_unix = is_unix;
+    nlisteners++;
+    log_info("listening on %s", what);
+    return true;
+}
+
+static bool listen_tcp(const struct pgbun_config *cfg, const char *host, char **err)
+{
+    struct addrinfo  hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res, *ai;
+    char             port[16];
+    int              rc;
+
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res);
+    if (rc != 0) {
+        if (asprintf(err, "listen_addr \"%s\": %s", host, gai_strerror(rc)) < 0) *err = NULL;
+        return false;
+    }
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        char what[128], name[64] = "";
+        int  on = 1;
+        int  fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+
+        getnameinfo(ai->ai_addr, ai->ai_addrlen, name, sizeof(name), NULL, 0, NI_NUMERICHOST);
+        snprintf(what, sizeof(what), ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", name, cfg->listen_port);
+        if (fd < 0) {
+            if (asprintf(err, "could not create a socket for %s: %s", what, strerror(errno)) < 0) *err = NULL;
+            goto fail;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        if (cfg->so_reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            if (asprintf(err, "could not bind %s: %s", what, strerror(errno)) < 0) *err = NULL;
+            close(fd);
+            goto fail;
+        }
+        if (!add_listener(fd, false, cfg->listen_backlog, err, what)) goto fail;
+    }
+    freeaddrinfo(res);
+    return true;
+fail:
+    freeaddrinfo(res);
+    return false;
+}
+
+static bool listen_unix(const struct pgbun_config *cfg, char **err)
+{
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int                fd;
+
+    if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", cfg->unix_socket_dir, cfg->listen_port) >=
+        sizeof(un.sun_path)) {
+        if (asprintf(err, "unix_socket_dir \"%s\" is too long", cfg->unix_socket_dir) < 0) *err = NULL;
+        return false;
+    }
+    /* A socket file nobody answers on is left over from a crash: remove it. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        if (connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0) {
+            close(fd);
+            if (asprintf(err, "another server is already listening on %s", un.sun_path) < 0) *err = NULL;
+            return false;
+        }
+        close(fd);
+        if (errno == ECONNREFUSED) unlink(un.sun_path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0) {
+        if (asprintf(err, "could not bind unix socket %s: %s", un.sun_path, strerror(errno)) < 0) *err = NULL;
+        if (fd >= 0) close(fd);
+        return false;
+    }
+    snprintf(unix_path, sizeof(unix_path), "%s", un.sun_path);
+    chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
+    return add_listener(fd, true, cfg->listen_backlog, err, un.sun_path);
+}
+
+bool listener_start(const struct pgbun_config *cfg, char **err)
+{
+    char *addrs, *tok, *save = NULL;
+
+    *err = NULL;
+    if (cfg->listen_addr != NULL && cfg->listen_addr[0] != '\0') {
+        addrs = strdup(cfg->listen_addr);
+        if (addrs == NULL) return false;
+        for (tok = strtok_r(addrs, ", ", &save); tok != NULL; tok = strtok_r(NULL, ", ", &save)) {
+            if (!listen_tcp(cfg, tok, err)) {
+                free(addrs);
+                listener_stop();
+                return false;
+            }
+        }
+        free(addrs);
+    }
+    if (cfg->unix_socket_dir != NULL && cfg->unix_socket_dir[0] != '\0' && !listen_unix(cfg, err)) {
+        listener_stop();
+        return false;
+    }
+    if (nlisteners == 0) {
+        *err = strdup("nothing to listen on: set listen_addr or unix_socket_dir");
+        return false;
+    }
+    return true;
+}
+
+void listener_stop(void)
+{
+    for (int i = 0; i < nlisteners; i++)
+        evconnlistener_free(listeners[i].lev);
+    nlisteners = 0;
+    if (unix_path[0] != '\0') {
+        unlink(unix_path);
+        unix_path[0] = '\0';
+    }
+    if (resume_timer != NULL) {
+        event_free(resume_timer);
+        resume_timer = NULL;
+    }
+}

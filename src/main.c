@@ -1,0 +1,343 @@
+/*
+ * main.c - pgbun: command line, config, process set-up, signals, the loop.
+ *
+ *   parse args -> load config + auth_file -> bind listeners -> [daemonize]
+ *   -> pidfile -> drop root -> event loop -> orderly shutdown
+ *
+ * Signals: SIGHUP reloads; SIGTERM stops accepting and exits when the last
+ * client has left; SIGINT exits once no server is in use; SIGQUIT (or a
+ * second SIGTERM/SIGINT) exits at once.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "listener.h"
+#include "log.h"
+#include "pgbun.h"
+#include "pool.h"
+
+struct pgbun_state pgbun;
+
+static const char   *config_path;
+static char         *pidfile_written;
+static int           extra_verbosity;
+static bool          quiet;
+static struct event *shutdown_timer;
+static enum { RUNNING, STOP_AFTER_CLIENTS, STOP_AFTER_SERVERS } run_mode = RUNNING;
+
+usec_t pgbun_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "pgbun %s - a PostgreSQL connection pooler\n"
+            "\n"
+            "Usage: pgbun [OPTION]... [CONFIG.ini]\n"
+            "\n"
+            "  -d, --daemon     run in the background (logs go to logfile)\n"
+            "  -v, --verbose    more log detail; repeat for more\n"
+            "  -q, --quiet      no log output on stderr\n"
+            "  -V, --version    print the version and exit\n"
+            "  -h, --help       print this help and exit\n"
+            "\n"
+            "With no CONFIG.ini, pgbun runs as a sidecar: every database is forwarded to\n"
+            "SERVER_HOST:SERVER_PORT (default 127.0.0.1:5432). Any setting can also come from\n"
+            "the environment as PGBUN_<KEY> (e.g. PGBUN_POOL_MODE=transaction); LISTEN_ADDR,\n"
+            "LISTEN_PORT, POOL_MODE, MAX_CLIENT_CONN and DEFAULT_POOL_SIZE are read too.\n"
+            "Precedence: built-in default < file < environment.\n"
+            "\n"
+            "Signals: HUP reload, TERM stop after clients leave, INT stop after servers are\n"
+            "released, QUIT stop now.\n",
+            PGBUN_VERSION);
+}
+
+static void apply_log_settings(const struct pgbun_config *cfg)
+{
+    log_set_level(LOGL_INFO + cfg->verbose + extra_verbosity);
+}
+
+bool pgbun_reload(const char *path)
+{
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err);
+    struct auth_file    *af = NULL;
+
+    if (cfg == NULL) {
+        log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
+        free(err);
+        return false;
+    }
+    if (cfg->auth_file != NULL && cfg->auth_file[0] != '\0') {
+        af = authfile_load(cfg->auth_file, &err);
+        if (af == NULL) {
+            log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
+            free(err);
+            config_free(cfg);
+            return false;
+        }
+    }
+    if (pgbun.cfg != NULL) {
+        const struct pgbun_config *old = pgbun.cfg;
+
+        if (old->listen_port != cfg->listen_port || strcmp(old->listen_addr, cfg->listen_addr) != 0 ||
+            strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0)
+            log_warning("listen_addr, listen_port and unix_socket_dir changes take effect after a restart");
+        if (cfg->logfile && (!old->logfile || strcmp(old->logfile, cfg->logfile) != 0) && !log_set_file(cfg->logfile))
+            log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
+    }
+    if (pgbun.auth) authfile_free(pgbun.auth);
+    if (pgbun.cfg) config_free(pgbun.cfg);
+    pgbun.cfg = cfg;
+    pgbun.auth = af;
+    apply_log_settings(cfg);
+    pool_config_changed();
+    return true;
+}
+
+static void stop_loop(void)
+{
+    event_base_loopbreak(pgbun.base);
+}
+
+static void shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    if (run_mode == STOP_AFTER_CLIENTS && pool_total_clients() == 0) stop_loop();
+    if (run_mode == STOP_AFTER_SERVERS && pool_total_active_servers() == 0) stop_loop();
+}
+
+static void begin_shutdown(int mode, const char *how)
+{
+    struct timeval tv = {0, 100000};
+
+    if (run_mode != RUNNING) {
+        log_info("second shutdown request: stopping now");
+        stop_loop();
+        return;
+    }
+    log_info("%s", how);
+    run_mode = mode;
+    pgbun.shutting_down = true;
+    listener_stop();
+    shutdown_timer = event_new(pgbun.base, -1, EV_PERSIST, shutdown_check_cb, NULL);
+    if (shutdown_timer) event_add(shutdown_timer, &tv);
+    shutdown_check_cb(-1, 0, NULL);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    switch (sig) {
+    case SIGHUP:
+        log_info("SIGHUP: reloading the configuration");
+        if (pgbun_reload(config_path)) log_info("configuration reloaded");
+        break;
+    case SIGTERM: begin_shutdown(STOP_AFTER_CLIENTS, "SIGTERM: stopping once every client has left"); break;
+    case SIGINT: begin_shutdown(STOP_AFTER_SERVERS, "SIGINT: stopping once no server is in use"); break;
+    case SIGQUIT:
+        log_info("SIGQUIT: stopping now");
+        stop_loop();
+        break;
+    default: break;
+    }
+}
+
+static bool write_pidfile(const char *path)
+{
+    char  buf[32];
+    int   fd, n;
+    FILE *f = fopen(path, "r");
+
+    if (f != NULL) {
+        long pid = 0;
+
+        if (fscanf(f, "%ld", &pid) == 1 && pid > 0 && kill((pid_t)pid, 0) == 0) {
+            fclose(f);
+            fprintf(stderr, "pgbun: pidfile %s names running process %ld; is pgbun already running?\n", path, pid);
+            return false;
+        }
+        fclose(f);
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "pgbun: cannot write pidfile %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (write(fd, buf, (size_t)n) != n) {
+        close(fd);
+        return false;
+    }
+    close(fd);
+    pidfile_written = strdup(path);
+    return true;
+}
+
+static bool drop_privileges(const char *user)
+{
+    struct passwd *pw;
+
+    if (geteuid() != 0) {
+        if (user != NULL && user[0] != '\0') {
+            pw = getpwnam(user);
+            if (pw == NULL || pw->pw_uid != geteuid())
+                log_warning("user = %s ignored: pgbun is not started as root", user);
+        }
+        return true;
+    }
+    if (user == NULL || user[0] == '\0') {
+        fprintf(stderr, "pgbun: refusing to run as root; set \"user = <name>\" in the config (or PGBUN_USER) "
+                        "to say which user to run as\n");
+        return false;
+    }
+    pw = getpwnam(user);
+    if (pw == NULL) {
+        fprintf(stderr, "pgbun: user \"%s\" (config key user) does not exist\n", user);
+        return false;
+    }
+    if (pw->pw_uid == 0) {
+        fprintf(stderr, "pgbun: user = %s is root; pgbun does not run as root\n", user);
+        return false;
+    }
+    if (setgid(pw->pw_gid) != 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+        fprintf(stderr, "pgbun: could not become user %s: %s\n", user, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static bool daemonize(void)
+{
+    pid_t pid = fork();
+    int   fd;
+
+    if (pid < 0) {
+        fprintf(stderr, "pgbun: fork failed: %s\n", strerror(errno));
+        return false;
+    }
+    if (pid > 0) _exit(0);
+    setsid();
+    pid = fork();
+    if (pid < 0) return false;
+    if (pid > 0) _exit(0);
+    fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO) close(fd);
+    }
+    log_set_stderr(false);
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"daemon", no_argument, NULL, 'd'},  {"verbose", no_argument, NULL, 'v'}, {"quiet", no_argument, NULL, 'q'},
+        {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},    {NULL, 0, NULL, 0},
+    };
+    static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT};
+    struct event    *sigev[4] = {0};
+    bool             daemon_mode = false;
+    char            *err = NULL;
+    int              ch;
+
+    while ((ch = getopt_long(argc, argv, "dvqVh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': daemon_mode = true; break;
+        case 'v': extra_verbosity++; break;
+        case 'q': quiet = true; break;
+        case 'V': printf("pgbun %s\n", PGBUN_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind < argc - 1) {
+        usage(stderr);
+        return 1;
+    }
+    config_path = optind < argc ? argv[optind] : NULL;
+    if (quiet) log_set_stderr(false);
+
+    signal(SIGPIPE, SIG_IGN);
+    pgbun.base = event_base_new();
+    if (pgbun.base == NULL) {
+        fprintf(stderr, "pgbun: could not create the event loop\n");
+        return 1;
+    }
+    if (!pgbun_reload(config_path)) {
+        /* pgbun_reload logged the reason; make sure it reaches a terminal too. */
+        if (quiet || daemon_mode) fprintf(stderr, "pgbun: invalid configuration (see the log)\n");
+        event_base_free(pgbun.base);
+        return 1;
+    }
+    if (pgbun.cfg->logfile != NULL && pgbun.cfg->logfile[0] != '\0' && !log_set_file(pgbun.cfg->logfile)) {
+        fprintf(stderr, "pgbun: cannot open logfile %s: %s\n", pgbun.cfg->logfile, strerror(errno));
+        return 1;
+    }
+    if (pgbun.cfg->auth_type != AUTH_TRUST && pgbun.auth == NULL)
+        log_warning("auth_type is %s but no auth_file is set: every login will fail",
+                    config_auth_type_name(pgbun.cfg->auth_type));
+    if (geteuid() == 0 && (pgbun.cfg->user == NULL || pgbun.cfg->user[0] == '\0')) {
+        fprintf(stderr, "pgbun: refusing to run as root; set \"user = <name>\" in the config (or PGBUN_USER) "
+                        "to say which user to run as\n");
+        return 1;
+    }
+    if (!listener_start(pgbun.cfg, &err)) {
+        fprintf(stderr, "pgbun: %s\n", err ? err : "could not listen");
+        log_error("%s", err ? err : "could not listen");
+        return 1;
+    }
+    if (daemon_mode && !daemonize()) return 1;
+    if (event_reinit(pgbun.base) != 0) log_warning("event_reinit failed");
+    if (pgbun.cfg->pidfile != NULL && pgbun.cfg->pidfile[0] != '\0' && !write_pidfile(pgbun.cfg->pidfile)) return 1;
+    if (!drop_privileges(pgbun.cfg->user)) return 1;
+
+    pool_init();
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigev[i] = evsignal_new(pgbun.base, sigs[i], signal_cb, NULL);
+        if (sigev[i]) evsignal_add(sigev[i], NULL);
+    }
+    log_info("pgbun %s started (pid %d, %s mode%s)", PGBUN_VERSION, (int)getpid(),
+             config_pool_mode_name(pgbun.cfg->pool_mode), config_path ? "" : ", sidecar: no config file");
+
+    event_base_dispatch(pgbun.base);
+
+    log_info("shutting down");
+    listener_stop();
+    pool_fini();
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (sigev[i]) event_free(sigev[i]);
+    if (shutdown_timer) event_free(shutdown_timer);
+    if (pgbun.dns) evdns_base_free(pgbun.dns, 1);
+    if (pidfile_written) {
+        unlink(pidfile_written);
+        free(pidfile_written);
+    }
+    if (pgbun.auth) authfile_free(pgbun.auth);
+    config_free(pgbun.cfg);
+    event_base_free(pgbun.base);
+    log_info("stopped");
+    if (!log_set_file(NULL)) return 0;
+    return 0;
+}

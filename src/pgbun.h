@@ -1,0 +1,45 @@
+/*
+ * pgbun.h - process-wide state shared by every module.
+ *
+ * One event loop runs everything. `pgbun` holds the loop, the active config
+ * snapshot and the auth_file contents; a reload swaps the latter two.
+ */
+#ifndef PGBUN_H
+#define PGBUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#ifndef PGBUN_VERSION
+#define PGBUN_VERSION PACKAGE_VERSION
+#endif
+
+struct event_base;
+struct evdns_base;
+struct auth_file;
+
+struct pgbun_state {
+    struct event_base   *base;          /* the one event loop */
+    struct evdns_base   *dns;           /* async resolver, made on first use */
+    struct pgbun_config *cfg;           /* current config; replaced on reload */
+    struct auth_file    *auth;          /* current auth_file, or NULL */
+    int                  client_count;  /* every client socket, logged in or not */
+    bool                 shutting_down; /* no new clients; exit when drained */
+};
+
+extern struct pgbun_state pgbun;
+
+/* Monotonic clock in microseconds, cached per loop iteration by libevent. */
+usec_t pgbun_now(void);
+
+/* Applies a new config (and its auth_file); false leaves the running one in place. */
+bool pgbun_reload(const char *path) __attribute__((warn_unused_result));
+
+#endif
+
+/* Stop reading a side while its peer's output buffer holds more than this. */
+#define PGBUN_OUT_LIMIT (256 * 1024)
+/* Most bytes read from one socket per wakeup. */
+#define PGBUN_READ_MAX (64 * 1024)

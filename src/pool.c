@@ -1,0 +1,434 @@
+/*
+ * pool.c - pools, state lists, linking and the wait queue.
+ *
+ * Clients queue FIFO on their pool's WAITING list. pool_dispatch pairs them
+ * with idle servers (most recently used first, so warm backends stay warm)
+ * and opens new servers while the pool is under pool_size.
+ *
+ *   pool_request_server(c) -> WAITING -> pool_dispatch -> pool_link(c, s)
+ *        -> server_prepare_for(s, c) -> SETs if needed -> client_start(c)
+ *
+ * Closed objects are parked on a reap list and freed by a zero-delay event,
+ * never inside the callback that closed them.
+ */
+#include "pool.h"
+
+#include <assert.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "log.h"
+#include "pgbun.h"
+#include "server.h"
+
+TAILQ_HEAD(pool_list, pool);
+
+static struct pool_list   pools = TAILQ_HEAD_INITIALIZER(pools);
+static struct client_list login_clients = TAILQ_HEAD_INITIALIZER(login_clients);
+static int                nlogin_clients;
+static struct client_list reap_clients = TAILQ_HEAD_INITIALIZER(reap_clients);
+static struct server_list reap_servers = TAILQ_HEAD_INITIALIZER(reap_servers);
+static struct event      *reap_event;
+static uint32_t           next_pool_id;
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c;
+    struct server *s;
+
+    while ((c = TAILQ_FIRST(&reap_clients)) != NULL) {
+        TAILQ_REMOVE(&reap_clients, c, entry);
+        client_free(c);
+    }
+    while ((s = TAILQ_FIRST(&reap_servers)) != NULL) {
+        TAILQ_REMOVE(&reap_servers, s, entry);
+        server_free(s);
+    }
+}
+
+void pool_init(void)
+{
+    reap_event = event_new(pgbun.base, -1, 0, reap_cb, NULL);
+}
+
+static void pool_free(struct pool *p)
+{
+    free(p->dbname);
+    free(p->user);
+    free(p->host);
+    free(p->server_db);
+    free(p->server_user);
+    free(p->password);
+    free(p->application_name);
+    varlist_clear(&p->welcome);
+    free(p);
+}
+
+void pool_fini(void)
+{
+    struct pool   *p;
+    struct client *c;
+
+    while ((c = TAILQ_FIRST(&login_clients)) != NULL)
+        client_close(c, "57P01", "pgbun is shutting down");
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        for (int st = 0; st < CL_CLOSING; st++)
+            while ((c = TAILQ_FIRST(&p->clients[st])) != NULL)
+                client_close(c, "57P01", "pgbun is shutting down");
+        for (int st = 0; st < SV_CLOSING; st++) {
+            struct server *s;
+
+            while ((s = TAILQ_FIRST(&p->servers[st])) != NULL)
+                server_close(s, "pgbun is shutting down");
+        }
+    }
+    reap_cb(-1, 0, NULL);
+    while ((p = TAILQ_FIRST(&pools)) != NULL) {
+        TAILQ_REMOVE(&pools, p, entry);
+        pool_free(p);
+    }
+    if (reap_event) event_free(reap_event);
+    reap_event = NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void replace(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = dup_or_null(src);
+}
+
+/* Resolves the pool's settings: user entry > database entry > [pgbun]. */
+static bool resolve(struct pool *p)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    const struct db_config    *db = config_find_db(cfg, p->dbname);
+    const struct user_config  *u = config_find_user(cfg, p->user);
+    const char                *password = NULL;
+
+    if (db == NULL) return false;
+    replace(&p->host, db->host ? db->host : cfg->server_host);
+    p->port = db->port > 0 ? db->port : cfg->server_port;
+    replace(&p->server_db, db->dbname ? db->dbname : p->dbname);
+    replace(&p->server_user, db->user ? db->user : p->user);
+    if (db->password != NULL) {
+        password = db->password;
+    } else if (pgbun.auth != NULL) {
+        const struct auth_secret *sec = authfile_find(pgbun.auth, p->server_user);
+
+        /* A plain secret logs in everywhere; an md5 one answers md5 challenges. */
+        if (sec != NULL && sec->kind != SECRET_SCRAM) password = sec->secret;
+    }
+    replace(&p->password, password);
+    replace(&p->application_name, db->application_name);
+    p->pool_size = cfg->default_pool_size;
+    if (db->pool_size >= 0) p->pool_size = db->pool_size;
+    if (u != NULL && u->pool_size >= 0) p->pool_size = u->pool_size;
+    p->mode = cfg->pool_mode;
+    if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
+    if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
+    return true;
+}
+
+struct pool *pool_get(const char *dbname, const char *user, const char **err)
+{
+    struct pool *p;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0) return p;
+
+    p = calloc(1, sizeof(*p));
+    if (p == NULL || (p->dbname = strdup(dbname)) == NULL || (p->user = strdup(user)) == NULL) {
+        if (p) pool_free(p);
+        *err = "out of memory";
+        return NULL;
+    }
+    if (!resolve(p)) {
+        pool_free(p);
+        *err = "no such database";
+        return NULL;
+    }
+    p->id = ++next_pool_id;
+    for (int i = 0; i < CL_NSTATES; i++)
+        TAILQ_INIT(&p->clients[i]);
+    for (int i = 0; i < SV_NSTATES; i++)
+        TAILQ_INIT(&p->servers[i]);
+    TAILQ_INSERT_TAIL(&pools, p, entry);
+    log_debug("pool %s/%s created: server %s:%d db=%s user=%s pool_size=%d mode=%s", p->dbname, p->user, p->host,
+              p->port, p->server_db, p->server_user, p->pool_size, config_pool_mode_name(p->mode));
+    return p;
+}
+
+void pool_config_changed(void)
+{
+    struct pool *p;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    if (!resolve(p)) log_warning("pool %s/%s: database entry removed; keeping its last settings", p->dbname, p->user);
+}
+
+/* ---- state lists ---- */
+
+static struct client_list *client_list_of(struct client *c, enum client_state st)
+{
+    if (st == CL_CLOSING) return &reap_clients;
+    if (c->pool == NULL) {
+        assert(st == CL_LOGIN);
+        return &login_clients;
+    }
+    return &c->pool->clients[st];
+}
+
+static void client_count(struct client *c, enum client_state st, int delta)
+{
+    if (st == CL_CLOSING) return;
+    if (c->pool == NULL)
+        nlogin_clients += delta;
+    else
+        c->pool->nclients[st] += delta;
+}
+
+void pool_set_client_state(struct client *c, enum client_state st)
+{
+    enum client_state old = c->state;
+
+    assert(old != CL_CLOSING);
+    assert(st != CL_ACTIVE || c->server != NULL);
+    assert(st == CL_ACTIVE || st == CL_CLOSING || c->server == NULL);
+    TAILQ_REMOVE(client_list_of(c, old), c, entry);
+    client_count(c, old, -1);
+    c->state = st;
+    TAILQ_INSERT_TAIL(client_list_of(c, st), c, entry);
+    client_count(c, st, +1);
+    if (st == CL_CLOSING) event_active(reap_event, 0, 0);
+}
+
+void pool_register_client(struct client *c)
+{
+    c->state = CL_LOGIN;
+    c->pool = NULL;
+    TAILQ_INSERT_TAIL(&login_clients, c, entry);
+    nlogin_clients++;
+}
+
+void pool_adopt_client(struct pool *p, struct client *c)
+{
+    assert(c->pool == NULL && c->state == CL_LOGIN);
+    TAILQ_REMOVE(&login_clients, c, entry);
+    nlogin_clients--;
+    c->pool = p;
+    TAILQ_INSERT_TAIL(&p->clients[CL_LOGIN], c, entry);
+    p->nclients[CL_LOGIN]++;
+}
+
+void pool_defer_free_client(struct client *c)
+{
+    /* A client that never got onto a list (accept failed half-way). */
+    TAILQ_INSERT_TAIL(&reap_clients, c, entry);
+    c->state = CL_CLOSING;
+    event_active(reap_event, 0, 0);
+}
+
+void pool_defer_free_server(struct server *s)
+{
+    TAILQ_INSERT_TAIL(&reap_servers, s, entry);
+    s->state = SV_CLOSING;
+    event_active(reap_event, 0, 0);
+}
+
+void pool_set_server_state(struct server *s, enum server_state st)
+{
+    struct pool      *p = s->pool;
+    enum server_state old = s->state;
+
+    assert(old != SV_CLOSING);
+    assert(st != SV_ACTIVE || s->client != NULL);
+    assert(st != SV_IDLE || (s->client == NULL && server_is_clean(s)));
+    if (st == SV_CLOSING) {
+        TAILQ_REMOVE(&p->servers[old], s, entry);
+        p->nservers[old]--;
+        pool_defer_free_server(s);
+        return;
+    }
+    TAILQ_REMOVE(&p->servers[old], s, entry);
+    p->nservers[old]--;
+    s->state = st;
+    if (st == SV_IDLE) /* LIFO: the warmest connection is reused first */
+        TAILQ_INSERT_HEAD(&p->servers[st], s, entry);
+    else
+        TAILQ_INSERT_TAIL(&p->servers[st], s, entry);
+    p->nservers[st]++;
+}
+
+void pool_add_server(struct pool *p, struct server *s)
+{
+    int n;
+
+    s->pool = p;
+    s->state = SV_CONNECTING;
+    TAILQ_INSERT_TAIL(&p->servers[SV_CONNECTING], s, entry);
+    p->nservers[SV_CONNECTING]++;
+    p->total_new_servers++;
+    n = pool_server_count(p);
+    if (n > p->max_servers_used) p->max_servers_used = n;
+}
+
+int pool_server_count(const struct pool *p)
+{
+    int n = 0;
+
+    for (int st = 0; st < SV_CLOSING; st++)
+        n += p->nservers[st];
+    return n;
+}
+
+/* ---- linking ---- */
+
+void pool_link(struct client *c, struct server *s)
+{
+    assert(c->server == NULL && s->client == NULL);
+    assert(c->pool == s->pool);
+    c->server = s;
+    s->client = c;
+    s->link_time = pgbun_now();
+    c->pool->total_assignments++;
+    pool_set_client_state(c, CL_ACTIVE);
+    pool_set_server_state(s, SV_ACTIVE);
+}
+
+void pool_unlink(struct client *c, struct server *s)
+{
+    assert(c->server == s && s->client == c);
+    c->server = NULL;
+    s->client = NULL;
+    c->fwd_left = 0;
+}
+
+void pool_request_server(struct client *c)
+{
+    assert(c->state == CL_IDLE);
+    c->wait_start = pgbun_now();
+    pool_set_client_state(c, CL_WAITING);
+    io_set_reading(&c->io, false);
+    pool_dispatch(c->pool);
+}
+
+void pool_release_server(struct server *s)
+{
+    struct pool *p = s->pool;
+
+    assert(s->client == NULL);
+    pool_set_server_state(s, SV_IDLE);
+    pool_dispatch(p);
+}
+
+void pool_server_ready(struct server *s)
+{
+    struct pool   *p = s->pool;
+    struct client *c;
+
+    if (!p->welcome_ready) {
+        varlist_clear(&p->welcome);
+        if (!varlist_copy(&p->welcome, &s->params)) {
+            server_close(s, "out of memory");
+            return;
+        }
+        p->welcome_ready = true;
+    }
+    p->last_fail_time = 0;
+    pool_set_server_state(s, SV_IDLE);
+    while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
+        client_welcome(c);
+    pool_dispatch(p);
+}
+
+/* Clients waiting for a server that cannot be had get the last failure. */
+static void fail_waiting(struct pool *p)
+{
+    struct client *c;
+
+    while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
+        client_close(c, p->last_fail_state, "%s", p->last_fail_msg);
+    while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL)
+        client_close(c, p->last_fail_state, "%s", p->last_fail_msg);
+}
+
+void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
+{
+    p->last_fail_time = pgbun_now();
+    snprintf(p->last_fail_state, sizeof(p->last_fail_state), "%s", sqlstate);
+    snprintf(p->last_fail_msg, sizeof(p->last_fail_msg), "%s", msg);
+    /* Clients keep waiting while another server may still serve them. */
+    if (pool_server_count(p) == 0) fail_waiting(p);
+}
+
+/* After a failure, new connection attempts wait this long: a down server is not hammered. */
+#define RETRY_PAUSE (USEC_PER_SEC / 2)
+
+void pool_dispatch(struct pool *p)
+{
+    struct client *c;
+    struct server *s;
+    int            want, opening;
+
+    while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL) {
+        pool_link(c, s);
+        server_prepare_for(s, c);
+    }
+
+    want = p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
+    opening = p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN];
+    if (want <= opening) return;
+    if (p->last_fail_time != 0 && pgbun_now() - p->last_fail_time < RETRY_PAUSE) {
+        if (pool_server_count(p) == 0) fail_waiting(p);
+        return;
+    }
+    while (want > opening && pool_server_count(p) < p->pool_size) {
+        server_launch(p);
+        opening++;
+    }
+}
+
+/* ---- lookups ---- */
+
+struct client *pool_find_cancel_key(const uint8_t key[8])
+{
+    struct pool   *p;
+    struct client *c;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        for (int st = CL_IDLE; st <= CL_ACTIVE; st++)
+            TAILQ_FOREACH(c, &p->clients[st], entry)
+        if (memcmp(c->cancel_key, key, 8) == 0) return c;
+    }
+    return NULL;
+}
+
+int pool_total_clients(void)
+{
+    struct pool *p;
+    int          n = nlogin_clients;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    for (int st = 0; st < CL_CLOSING; st++)
+        n += p->nclients[st];
+    return n;
+}
+
+int pool_total_active_servers(void)
+{
+    struct pool *p;
+    int          n = 0;
+
+    TAILQ_FOREACH(p, &pools, entry) n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
+    return n;
+}

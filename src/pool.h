@@ -1,0 +1,128 @@
+/*
+ * pool.h - pools of server connections keyed by (database, user).
+ *
+ * A pool owns its clients and servers on one list per state; the state enum
+ * says which list an object is on, and only pool_set_client_state /
+ * pool_set_server_state move it. A link between a client and a server is
+ * made and broken in pool_link / pool_unlink only.
+ *
+ *   client IDLE --first message--> WAITING --pool_dispatch--> ACTIVE
+ *       ^                                                        |
+ *       +---- ReadyForQuery 'I' (transaction/statement mode) ----+
+ */
+#ifndef PGBUN_POOL_H
+#define PGBUN_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "varlist.h"
+
+struct client;
+struct server;
+
+enum client_state {
+    CL_LOGIN = 0, /* startup and authentication; pool may be NULL */
+    CL_WELCOME,   /* authenticated, waiting for the pool's first server login */
+    CL_IDLE,      /* logged in, no server */
+    CL_WAITING,   /* queued for a server, FIFO */
+    CL_ACTIVE,    /* linked to a server */
+    CL_CLOSING,   /* closed, freed after this loop iteration */
+    CL_NSTATES,
+};
+
+enum server_state {
+    SV_CONNECTING = 0, /* TCP/unix connect or DNS in progress */
+    SV_LOGIN,          /* startup and authentication with PostgreSQL */
+    SV_IDLE,           /* ready, unlinked */
+    SV_ACTIVE,         /* linked to a client */
+    SV_RESETTING,      /* running server_reset_query before going idle */
+    SV_CLOSING,        /* closed, freed after this loop iteration */
+    SV_NSTATES,
+};
+
+TAILQ_HEAD(client_list, client);
+TAILQ_HEAD(server_list, server);
+
+struct pool {
+    TAILQ_ENTRY(pool) entry;
+    uint32_t id;
+    char    *dbname; /* database name clients use */
+    char    *user;   /* client user name */
+
+    /* resolved from [databases], [users] and [pgbun]; refreshed on reload */
+    char          *host; /* server host or unix socket directory */
+    int            port;
+    char          *server_db;        /* database on the server */
+    char          *server_user;      /* user on the server */
+    char          *password;         /* server password, or NULL */
+    char          *application_name; /* startup application_name, or NULL */
+    int            pool_size;
+    enum pool_mode mode;
+
+    struct client_list clients[CL_NSTATES];
+    int                nclients[CL_NSTATES];
+    struct server_list servers[SV_NSTATES];
+    int                nservers[SV_NSTATES];
+
+    struct varlist welcome; /* ParameterStatus of the first server login */
+    bool           welcome_ready;
+    usec_t         last_fail_time; /* last failed server connect or login */
+    char           last_fail_state[6];
+    char           last_fail_msg[512];
+
+    /* counters (SHOW STATS reads these) */
+    uint64_t total_assignments; /* clients given a server */
+    uint64_t total_new_servers; /* server connections opened */
+    int      max_servers_used;  /* peak open server connections */
+};
+
+void pool_init(void);
+/* Closes every connection and frees every pool (shutdown). */
+void pool_fini(void);
+
+/* Finds or creates the pool; NULL with *err when the database has no entry. */
+struct pool *pool_get(const char *dbname, const char *user, const char **err);
+/* Re-resolves every pool's settings from pgbun.cfg after a reload. */
+void pool_config_changed(void);
+
+void pool_set_client_state(struct client *c, enum client_state state);
+void pool_set_server_state(struct server *s, enum server_state state);
+/* Puts a new client on the global login list. */
+void pool_register_client(struct client *c);
+/* Puts a client into `pool` (from the global login list). */
+void pool_adopt_client(struct pool *pool, struct client *c);
+
+/* Puts a new server on the pool's CONNECTING list. */
+void pool_add_server(struct pool *p, struct server *s);
+
+void pool_link(struct client *c, struct server *s);
+void pool_unlink(struct client *c, struct server *s);
+
+/* The client wants a server: queue it and serve the queue. */
+void pool_request_server(struct client *c);
+/* The server finished its work for the pool and is clean: idle it, serve the queue. */
+void pool_release_server(struct server *s);
+/* A server finished logging in. */
+void pool_server_ready(struct server *s);
+/* A server never became usable; waiting clients may get this error. */
+void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg);
+/* Give idle servers to waiting clients; open servers while under pool_size. */
+void pool_dispatch(struct pool *p);
+
+/* Every open server connection of the pool (not closing). */
+int pool_server_count(const struct pool *p);
+
+struct client *pool_find_cancel_key(const uint8_t key[8]);
+
+/* Objects closed during this loop iteration are freed later. */
+void pool_defer_free_client(struct client *c);
+void pool_defer_free_server(struct server *s);
+
+/* Number of logged-in or logging-in clients and open servers (for shutdown). */
+int pool_total_clients(void);
+int pool_total_active_servers(void);
+
+#endif

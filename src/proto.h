@@ -1,0 +1,126 @@
+/*
+ * proto.h - PostgreSQL v3 wire protocol: framing, readers and builders.
+ *
+ * Every regular message is  type:u8  length:u32 (counts itself)  body.
+ * The startup family has no type byte: length:u32  code:u32  body.
+ *
+ * Framing never consumes bytes: proto_peek_* looks at the head of an
+ * evbuffer and says OK / NEED_MORE / BAD, so callers resume on the next read
+ * without keeping parser state beyond "bytes of this message still to pass".
+ */
+#ifndef PGBUN_PROTO_H
+#define PGBUN_PROTO_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "varlist.h"
+
+struct evbuffer;
+
+#define PROTO_STARTUP_MIN 8
+#define PROTO_STARTUP_MAX 10000
+#define PROTO_HDR_LEN     5
+
+#define PROTO_VERSION(major, minor) (((uint32_t)(major) << 16) | (uint32_t)(minor))
+#define PROTO_CODE_CANCEL           80877102u
+#define PROTO_CODE_SSL              80877103u
+#define PROTO_CODE_GSSENC           80877104u
+
+/* Authentication request codes ('R' messages). */
+enum {
+    AUTH_REQ_OK = 0,
+    AUTH_REQ_CLEARTEXT = 3,
+    AUTH_REQ_MD5 = 5,
+    AUTH_REQ_SASL = 10,
+    AUTH_REQ_SASL_CONTINUE = 11,
+    AUTH_REQ_SASL_FINAL = 12,
+};
+
+enum proto_result {
+    PROTO_OK = 0,
+    PROTO_NEED_MORE,
+    PROTO_BAD,
+};
+
+/* Head of a regular message: len is the length field (body + 4). */
+enum proto_result proto_peek_header(struct evbuffer *buf, uint32_t max_len, uint8_t *type, uint32_t *len);
+/* Head of a startup-family packet: len is the whole packet length. */
+enum proto_result proto_peek_startup(struct evbuffer *buf, uint32_t *len);
+
+/* A bounds-checked cursor over a message body. Any overrun sets `bad`. */
+struct pkt_reader {
+    const uint8_t *p;
+    size_t         left;
+    bool           bad;
+};
+
+void     pkt_reader_init(struct pkt_reader *r, const void *data, size_t len);
+uint8_t  pkt_get_u8(struct pkt_reader *r);
+uint16_t pkt_get_u16(struct pkt_reader *r);
+uint32_t pkt_get_u32(struct pkt_reader *r);
+/* A NUL-terminated string inside the body; "" and bad on overrun. */
+const char    *pkt_get_str(struct pkt_reader *r);
+const uint8_t *pkt_get_bytes(struct pkt_reader *r, size_t n);
+
+/* Parsed StartupMessage body (after the length and version). */
+struct startup_packet {
+    uint32_t       version;
+    struct varlist params;     /* every name/value pair, in order */
+    struct varlist pq_options; /* "_pq_." options, for NegotiateProtocolVersion */
+};
+
+/* Parses name/value pairs of a StartupMessage; *err names the problem. */
+bool proto_parse_startup(const uint8_t *body, size_t len, struct startup_packet *sp, const char **err)
+    __attribute__((warn_unused_result));
+void proto_startup_free(struct startup_packet *sp);
+
+/*
+ * Splits an `options` startup value ("-c a=b --c=d", backslash escapes
+ * spaces) into name/value pairs. false on a malformed option.
+ */
+bool proto_parse_options(const char *options, struct varlist *out, const char **err)
+    __attribute__((warn_unused_result));
+
+/* ErrorResponse / NoticeResponse fields we care about. */
+struct pg_error {
+    char severity[16];
+    char sqlstate[6];
+    char message[512];
+};
+void proto_parse_error(const uint8_t *body, size_t len, struct pg_error *out);
+
+/* Builders: each appends one complete message to `out`. */
+void proto_add_error(struct evbuffer *out, const char *severity, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void proto_add_verror(struct evbuffer *out, const char *severity, const char *sqlstate, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+void proto_add_auth(struct evbuffer *out, uint32_t code, const void *data, size_t len);
+void proto_add_param_status(struct evbuffer *out, const char *name, const char *value);
+void proto_add_backend_key(struct evbuffer *out, const uint8_t key[8]);
+void proto_add_ready(struct evbuffer *out, char status);
+void proto_add_query(struct evbuffer *out, const char *sql);
+void proto_add_password(struct evbuffer *out, const char *password);
+void proto_add_sasl_initial(struct evbuffer *out, const char *mech, const char *data, size_t len);
+void proto_add_sasl_response(struct evbuffer *out, const char *data, size_t len);
+void proto_add_startup(struct evbuffer *out, const struct varlist *params);
+void proto_add_cancel(struct evbuffer *out, const uint8_t key[8]);
+void proto_add_terminate(struct evbuffer *out);
+void proto_add_negotiate(struct evbuffer *out, uint32_t minor, const struct varlist *unsupported);
+
+/* A name that can be a GUC: letters, digits, '_', '.', '$'. */
+bool proto_valid_param_name(const char *name);
+
+/*
+ * Appends `SELECT pg_catalog.set_config('name', 'value', false);` to a query
+ * string, quoting both as literals. false when `name` is not a valid
+ * parameter name.
+ */
+bool proto_append_set(char **sql, size_t *len, const char *name, const char *value) __attribute__((warn_unused_result));
+
+/* Appends `RESET name;`. */
+bool proto_append_reset(char **sql, size_t *len, const char *name) __attribute__((warn_unused_result));
+
+#endif

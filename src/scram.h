@@ -1,0 +1,69 @@
+/*
+ * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) for both sides:
+ *   server side: pgbun verifies a client against an auth_file secret;
+ *   client side: pgbun logs in to PostgreSQL with a password.
+ * No channel binding (gs2 header "n,," or "y,,"; "p=" is refused).
+ *
+ * Messages are the SASL payloads, without the PostgreSQL message framing.
+ */
+#ifndef PGBUN_SCRAM_H
+#define PGBUN_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+
+#define SCRAM_NONCE_LEN 18 /* random bytes before base64 */
+
+struct scram_server {
+    int     iter;
+    uint8_t salt[SCRAM_MAX_SALT];
+    size_t  salt_len;
+    uint8_t stored_key[SCRAM_KEY_LEN];
+    uint8_t server_key[SCRAM_KEY_LEN];
+    char   *client_first_bare; /* kept for the AuthMessage */
+    char   *server_first;
+    char   *nonce; /* client nonce + server nonce */
+    char   *gs2_header;
+    bool    done;
+};
+
+struct scram_client {
+    char   *client_nonce;
+    char   *client_first_bare;
+    char   *server_first;
+    uint8_t server_signature[SCRAM_KEY_LEN];
+    bool    have_signature;
+};
+
+/*
+ * Server side. scram_server_begin takes a plain or SCRAM secret (md5 cannot
+ * do SCRAM: returns false). For a plain secret a random salt and 4096
+ * iterations are used. test_nonce, when not NULL, replaces the random server
+ * nonce (unit tests only).
+ */
+bool scram_server_begin(struct scram_server *st, const struct auth_secret *secret, const char *test_nonce)
+    __attribute__((warn_unused_result));
+/* client-first-message -> server-first-message (malloc'd, NUL-terminated). *err names the problem on failure. */
+bool scram_server_first(struct scram_server *st, const char *msg, size_t len, char **out, const char **err)
+    __attribute__((warn_unused_result));
+/* client-final-message -> server-final-message ("v=..."). false on a wrong proof or a malformed message. */
+bool scram_server_final(struct scram_server *st, const char *msg, size_t len, char **out, const char **err)
+    __attribute__((warn_unused_result));
+void scram_server_free(struct scram_server *st);
+
+/* Client side. test_nonce as above. out is malloc'd. */
+bool scram_client_first(struct scram_client *st, const char *test_nonce, char **out)
+    __attribute__((warn_unused_result));
+bool scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len, char **out,
+                        const char **err) __attribute__((warn_unused_result));
+bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len, const char **err)
+    __attribute__((warn_unused_result));
+void scram_client_free(struct scram_client *st);
+
+/* Builds the "SCRAM-SHA-256$iter:salt$stored:server" text for a password (salt random when NULL). */
+char *scram_make_secret(const char *password, const uint8_t *salt, size_t salt_len, int iter);
+
+#endif

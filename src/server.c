@@ -1,0 +1,854 @@
+/*
+ * server.c - connections to PostgreSQL: connect, log in, relay replies.
+ *
+ *   server_launch -> CONNECTING (DNS, non-blocking connect)
+ *     -> LOGIN (StartupMessage; cleartext/md5/SCRAM answers; ParameterStatus,
+ *        BackendKeyData) -> ReadyForQuery -> pool_server_ready -> IDLE
+ *   ACTIVE: replies framed from s->in and moved to the client's output.
+ *     ReadyForQuery 'I' with nothing outstanding makes the server clean;
+ *     outside session mode that returns it to the pool at once.
+ *
+ * pgbun's own queries (parameter SETs, server_reset_query) run in a phase
+ * whose replies are consumed here and never reach a client.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "client.h"
+#include "log.h"
+#include "pgbun.h"
+#include "scram.h"
+
+/* Messages pgbun must read whole while logging in or in its own phases. */
+#define SERVER_MSG_MAX (1024 * 1024)
+
+static uint64_t next_server_id;
+
+static void server_read_cb(evutil_socket_t fd, short what, void *arg);
+static void server_write_cb(evutil_socket_t fd, short what, void *arg);
+static void relay(struct server *s);
+
+static void timeval_of(usec_t us, struct timeval *tv)
+{
+    tv->tv_sec = (time_t)(us / USEC_PER_SEC);
+    tv->tv_usec = (suseconds_t)(us % USEC_PER_SEC);
+}
+
+/* Close a server that never became usable, and tell the pool why. */
+static void server_fail(struct server *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void server_fail(struct server *s, const char *sqlstate, const char *fmt, ...)
+{
+    char         msg[512];
+    va_list      ap;
+    struct pool *p = s->pool;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    server_close(s, "%s", msg);
+    pool_server_failed(p, sqlstate, msg);
+}
+
+void server_close(struct server *s, const char *fmt, ...)
+{
+    char           reason[512];
+    va_list        ap;
+    struct client *c = s->client;
+
+    if (s->state == SV_CLOSING) return;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    server_log(s, LOGL_INFO, "closing: %s", reason);
+
+    if (c != NULL) {
+        pool_unlink(c, s);
+        client_close(c, "08006", "server connection closed: %s", reason);
+    }
+    if (s->dns != NULL) {
+        struct evdns_getaddrinfo_request *req = s->dns;
+
+        s->dns = NULL;
+        evdns_getaddrinfo_cancel(req);
+    }
+    evtimer_del(&s->timer);
+    if (s->io.fd >= 0 && s->state != SV_CONNECTING) {
+        evbuffer_drain(s->out, evbuffer_get_length(s->out));
+        proto_add_terminate(s->out);
+        (void)io_flush(&s->io, s->out);
+    }
+    io_close(&s->io);
+    pool_set_server_state(s, SV_CLOSING);
+}
+
+void server_free(struct server *s)
+{
+    assert(s->state == SV_CLOSING);
+    evbuffer_free(s->in);
+    evbuffer_free(s->out);
+    varlist_clear(&s->params);
+    varlist_clear(&s->applied);
+    varlist_clear(&s->applying);
+    if (s->scram) {
+        scram_client_free(s->scram);
+        free(s->scram);
+    }
+    free(s);
+}
+
+bool server_is_clean(const struct server *s)
+{
+    return s->expect_rfq == 0 && !s->unsynced && !s->in_copy && s->txstatus == 'I' && s->phase == PHASE_NONE &&
+           s->fwd_left == 0;
+}
+
+bool server_flush(struct server *s)
+{
+    if (io_flush(&s->io, s->out) == IO_ERROR) {
+        server_close(s, "write to server failed: %s", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/* ---- connecting ---- */
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+
+    server_fail(s, "08006", "could not connect to server %s:%d: server_connect_timeout (%.0f s) expired", s->pool->host,
+                s->pool->port, (double)pgbun.cfg->server_connect_timeout / USEC_PER_SEC);
+}
+
+static void send_startup(struct server *s)
+{
+    struct varlist params = {0};
+    struct pool   *p = s->pool;
+
+    if (!varlist_set(&params, "user", p->server_user) || !varlist_set(&params, "database", p->server_db) ||
+        (p->application_name && !varlist_set(&params, "application_name", p->application_name))) {
+        varlist_clear(&params);
+        server_fail(s, "53200", "out of memory");
+        return;
+    }
+    proto_add_startup(s->out, &params);
+    varlist_clear(&params);
+    pool_set_server_state(s, SV_LOGIN);
+    io_set_reading(&s->io, true);
+    (void)server_flush(s);
+}
+
+static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        server_fail(s, "08006", "could not create a socket for server %s:%d: %s", s->pool->host, s->pool->port,
+                    strerror(errno));
+        return;
+    }
+    io_tune_socket(fd, sa->sa_family != AF_UNIX);
+    io_init(&s->io, fd, server_read_cb, server_write_cb, s);
+    if (connect(fd, sa, salen) == 0) {
+        send_startup(s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        server_fail(s, "08006", "could not connect to server %s:%d: %s", s->pool->host, s->pool->port, strerror(errno));
+        return;
+    }
+    event_add(&s->io.wev, NULL);
+    s->io.writing = true;
+}
+
+static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct server *s = arg;
+
+    if (result == EVUTIL_EAI_CANCEL) return;
+    s->dns = NULL;
+    if (result != 0 || res == NULL) {
+        server_fail(s, "08006", "could not resolve server host \"%s\": %s", s->pool->host, evutil_gai_strerror(result));
+    } else {
+        connect_addr(s, res->ai_addr, (socklen_t)res->ai_addrlen);
+    }
+    if (res) evutil_freeaddrinfo(res);
+}
+
+void server_launch(struct pool *p)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    struct timeval tv;
+    const char    *host = p->host;
+    char           port[16];
+
+    if (s == NULL || (s->in = evbuffer_new()) == NULL || (s->out = evbuffer_new()) == NULL) {
+        if (s) {
+            if (s->in) evbuffer_free(s->in);
+            free(s);
+        }
+        log_error("out of memory opening a server connection");
+        return;
+    }
+    s->id = ++next_server_id;
+    s->io.fd = -1;
+    s->txstatus = 'I';
+    s->connect_time = pgbun_now();
+    pool_add_server(p, s);
+    evtimer_assign(&s->timer, pgbun.base, timeout_cb, s);
+    if (pgbun.cfg->server_connect_timeout > 0) {
+        timeval_of(pgbun.cfg->server_connect_timeout, &tv);
+        evtimer_add(&s->timer, &tv);
+    }
+    server_log(s, LOGL_DEBUG, "connecting");
+
+    if (host[0] == '/') {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+        if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", host, p->port) >=
+            sizeof(un.sun_path)) {
+            server_fail(s, "08006", "unix socket path for server %s:%d is too long", host, p->port);
+            return;
+        }
+        connect_addr(s, (struct sockaddr *)&un, sizeof(un));
+        return;
+    }
+    {
+        struct sockaddr_storage ss;
+        struct sockaddr_in     *in = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6    *in6 = (struct sockaddr_in6 *)&ss;
+
+        memset(&ss, 0, sizeof(ss));
+        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+            in->sin_family = AF_INET;
+            in->sin_port = htons((uint16_t)p->port);
+            connect_addr(s, (struct sockaddr *)in, sizeof(*in));
+            return;
+        }
+        if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+            in6->sin6_family = AF_INET6;
+            in6->sin6_port = htons((uint16_t)p->port);
+            connect_addr(s, (struct sockaddr *)in6, sizeof(*in6));
+            return;
+        }
+    }
+    if (pgbun.dns == NULL) pgbun.dns = evdns_base_new(pgbun.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (pgbun.dns == NULL) {
+        server_fail(s, "08006", "could not start the DNS resolver for server \"%s\"", host);
+        return;
+    }
+    {
+        struct evutil_addrinfo            hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        struct evdns_getaddrinfo_request *req;
+
+        snprintf(port, sizeof(port), "%d", p->port);
+        /* The callback may run before this returns; s->dns is set only if it did not. */
+        s->dns = (struct evdns_getaddrinfo_request *)1;
+        req = evdns_getaddrinfo(pgbun.dns, host, port, &hints, dns_cb, s);
+        if (s->dns == (struct evdns_getaddrinfo_request *)1) s->dns = req;
+    }
+}
+
+/* ---- login ---- */
+
+static void answer_auth(struct server *s, const uint8_t *body, size_t len)
+{
+    struct pkt_reader r;
+    struct pool      *p = s->pool;
+    uint32_t          code;
+    const char       *err = NULL;
+    char             *reply = NULL;
+
+    pkt_reader_init(&r, body, len);
+    code = pkt_get_u32(&r);
+    if (code == AUTH_REQ_OK) return;
+    if (p->password == NULL) {
+        server_fail(s, "28000",
+                    "server login failed: no password for user \"%s\" (set password= in [databases] or a "
+                    "plain secret in auth_file)",
+                    p->server_user);
+        return;
+    }
+    switch (code) {
+    case AUTH_REQ_CLEARTEXT:
+        if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN) {
+            server_fail(s, "28000",
+                        "server login failed: server asks for a cleartext password but only an md5 "
+                        "secret is known for user \"%s\"",
+                        p->server_user);
+            return;
+        }
+        proto_add_password(s->out, p->password);
+        break;
+    case AUTH_REQ_MD5: {
+        char           secret[MD5_PASSWD_LEN + 1], answer[MD5_PASSWD_LEN + 1];
+        const uint8_t *salt = pkt_get_bytes(&r, 4);
+
+        if (salt == NULL) break;
+        if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN)
+            snprintf(secret, sizeof(secret), "%s", p->password);
+        else
+            auth_md5_secret(p->server_user, p->password, secret);
+        auth_md5_salted(secret, salt, answer);
+        proto_add_password(s->out, answer);
+        break;
+    }
+    case AUTH_REQ_SASL: {
+        bool have = false;
+
+        for (;;) {
+            const char *mech = pkt_get_str(&r);
+
+            if (r.bad || mech[0] == '\0') break;
+            if (strcmp(mech, "SCRAM-SHA-256") == 0) have = true;
+        }
+        if (!have) {
+            server_fail(s, "28000", "server login failed: server offers no SASL mechanism pgbun supports");
+            return;
+        }
+        if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN) {
+            server_fail(s, "28000",
+                        "server login failed: server asks for SCRAM but only an md5 secret is known "
+                        "for user \"%s\"",
+                        p->server_user);
+            return;
+        }
+        s->scram = calloc(1, sizeof(*s->scram));
+        if (s->scram == NULL || !scram_client_first(s->scram, NULL, &reply)) {
+            server_fail(s, "53200", "out of memory");
+            return;
+        }
+        proto_add_sasl_initial(s->out, "SCRAM-SHA-256", reply, strlen(reply));
+        free(reply);
+        break;
+    }
+    case AUTH_REQ_SASL_CONTINUE:
+        if (s->scram == NULL || !scram_client_final(s->scram, p->password, (const char *)r.p, r.left, &reply, &err)) {
+            server_fail(s, "08P01", "server login failed: %s", err ? err : "unexpected SASL message");
+            return;
+        }
+        proto_add_sasl_response(s->out, reply, strlen(reply));
+        free(reply);
+        break;
+    case AUTH_REQ_SASL_FINAL:
+        if (s->scram == NULL || !scram_client_verify(s->scram, (const char *)r.p, r.left, &err)) {
+            server_fail(s, "08P01", "server login failed: %s", err ? err : "unexpected SASL message");
+            return;
+        }
+        return;
+    default:
+        server_fail(s, "28000", "server login failed: unsupported authentication method %u requested by server", code);
+        return;
+    }
+    if (r.bad) {
+        server_fail(s, "08P01", "server login failed: malformed authentication request");
+        return;
+    }
+    (void)server_flush(s);
+}
+
+static bool record_param(struct server *s, const uint8_t *body, size_t len, const char **name, const char **value)
+{
+    struct pkt_reader r;
+
+    pkt_reader_init(&r, body, len);
+    *name = pkt_get_str(&r);
+    *value = pkt_get_str(&r);
+    if (r.bad) return false;
+    return varlist_set(&s->params, *name, *value);
+}
+
+static void login_step(struct server *s)
+{
+    while (s->state == SV_LOGIN) {
+        uint8_t         type, *msg;
+        uint32_t        len;
+        struct pg_error e;
+
+        switch (proto_peek_header(s->in, SERVER_MSG_MAX, &type, &len)) {
+        case PROTO_NEED_MORE: return;
+        case PROTO_BAD: server_fail(s, "08P01", "server login failed: invalid message length %u", len); return;
+        case PROTO_OK: break;
+        }
+        if (evbuffer_get_length(s->in) < (size_t)len + 1) return;
+        msg = evbuffer_pullup(s->in, (ev_ssize_t)len + 1);
+        switch (type) {
+        case 'R': answer_auth(s, msg + 5, len - 4); break;
+        case 'S': {
+            const char *n, *v;
+
+            if (!record_param(s, msg + 5, len - 4, &n, &v)) {
+                server_fail(s, "08P01", "server login failed: malformed ParameterStatus");
+                return;
+            }
+            break;
+        }
+        case 'K':
+            if (len != 12) {
+                server_fail(s, "08P01", "server login failed: malformed BackendKeyData");
+                return;
+            }
+            memcpy(s->cancel_key, msg + 5, 8);
+            s->backend_pid = (int)((uint32_t)msg[5] << 24 | (uint32_t)msg[6] << 16 | (uint32_t)msg[7] << 8 | msg[8]);
+            break;
+        case 'Z':
+            evbuffer_drain(s->in, (size_t)len + 1);
+            evtimer_del(&s->timer);
+            s->txstatus = 'I';
+            if (s->scram) {
+                scram_client_free(s->scram);
+                free(s->scram);
+                s->scram = NULL;
+            }
+            server_log(s, LOGL_DEBUG, "logged in, backend pid %d", s->backend_pid);
+            pool_server_ready(s);
+            return;
+        case 'E':
+            proto_parse_error(msg + 5, len - 4, &e);
+            server_fail(s, e.sqlstate[0] ? e.sqlstate : "08006", "%s", e.message);
+            return;
+        case 'N':
+        case 'v': break;
+        default:
+            server_fail(s, "08P01", "server login failed: unexpected message '%c'",
+                        type >= 32 && type < 127 ? type : '?');
+            return;
+        }
+        if (s->state != SV_LOGIN) return;
+        evbuffer_drain(s->in, (size_t)len + 1);
+    }
+}
+
+/* ---- pgbun's own queries ---- */
+
+void server_prepare_for(struct server *s, struct client *c)
+{
+    char  *sql = NULL;
+    size_t len = 0;
+    bool   ok = true;
+
+    assert(s->client == c && s->phase == PHASE_NONE);
+    for (size_t i = 0; ok && i < c->params.count; i++) {
+        const struct var *v = &c->params.vars[i];
+        const char       *have = varlist_get(&s->applied, v->name);
+        const char       *reported = varlist_get(&s->params, v->name);
+
+        if ((have && strcmp(have, v->value) == 0) || (reported && strcmp(reported, v->value) == 0)) continue;
+        ok = proto_append_set(&sql, &len, v->name, v->value);
+    }
+    /* Undo what an earlier client asked for and this one did not. */
+    for (size_t i = 0; ok && i < s->applied.count; i++)
+        if (varlist_get(&c->params, s->applied.vars[i].name) == NULL)
+            ok = proto_append_reset(&sql, &len, s->applied.vars[i].name);
+    if (!ok) {
+        free(sql);
+        client_close(c, "53200", "could not build the parameter settings for the server");
+        return;
+    }
+    if (sql == NULL) {
+        client_start(c);
+        return;
+    }
+    varlist_clear(&s->applying);
+    if (!varlist_copy(&s->applying, &c->params)) {
+        free(sql);
+        client_close(c, "53200", "out of memory");
+        return;
+    }
+    server_log(s, LOGL_DEBUG, "applying client parameters: %s", sql);
+    proto_add_query(s->out, sql);
+    free(sql);
+    s->phase = PHASE_SETTING;
+    s->expect_rfq++;
+    s->has_phase_error = false;
+    (void)server_flush(s);
+}
+
+static void start_reset(struct server *s)
+{
+    const char *q = pgbun.cfg->server_reset_query;
+
+    if (q == NULL || q[0] == '\0') {
+        pool_release_server(s);
+        return;
+    }
+    pool_set_server_state(s, SV_RESETTING);
+    proto_add_query(s->out, q);
+    s->phase = PHASE_RESET;
+    s->expect_rfq++;
+    s->has_phase_error = false;
+    (void)server_flush(s);
+}
+
+void server_client_gone(struct server *s)
+{
+    assert(s->client == NULL);
+    s->fwd_left = 0;
+    s->throttled = false;
+    io_set_reading(&s->io, true);
+    if (s->phase != PHASE_NONE) {
+        /* pgbun's own query is running; its ReadyForQuery decides. */
+        if (s->state == SV_ACTIVE) pool_set_server_state(s, SV_RESETTING);
+        return;
+    }
+    if (!server_is_clean(s)) {
+        server_close(s, "client left while the server was busy (status %c, %d replies due%s)", s->txstatus,
+                     s->expect_rfq, s->in_copy ? ", in COPY" : "");
+        return;
+    }
+    if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
+        start_reset(s);
+    else
+        pool_release_server(s);
+}
+
+static void phase_done(struct server *s)
+{
+    struct client    *c = s->client;
+    enum server_phase phase = s->phase;
+
+    s->phase = PHASE_NONE;
+    if (phase == PHASE_RESET) {
+        varlist_clear(&s->applied);
+        if (s->has_phase_error) {
+            server_close(s, "server_reset_query failed: %s", s->phase_error.message);
+            return;
+        }
+        if (!server_is_clean(s)) {
+            server_close(s, "server not idle after server_reset_query (status %c)", s->txstatus);
+            return;
+        }
+        pool_release_server(s);
+        return;
+    }
+    /* PHASE_SETTING */
+    if (s->has_phase_error) {
+        /* Nothing was applied: the SETs ran as one implicit transaction. */
+        if (c != NULL)
+            client_close(c, s->phase_error.sqlstate[0] ? s->phase_error.sqlstate : "22023", "%s",
+                         s->phase_error.message);
+        else
+            server_client_gone(s);
+        return;
+    }
+    varlist_clear(&s->applied);
+    for (size_t i = 0; i < s->applying.count; i++) {
+        if (!varlist_set(&s->applied, s->applying.vars[i].name, s->applying.vars[i].value)) {
+            server_close(s, "out of memory");
+            return;
+        }
+    }
+    varlist_clear(&s->applying);
+    if (c != NULL)
+        client_start(c);
+    else
+        server_client_gone(s);
+}
+
+/* ---- relaying ---- */
+
+static void client_done_with(struct server *s, struct client *c)
+{
+    pool_unlink(c, s);
+    pool_set_client_state(c, CL_IDLE);
+    pool_release_server(s);
+    /* The client may have pipelined its next request already. */
+    if (c->state == CL_IDLE) client_resume(c);
+}
+
+static void relay(struct server *s)
+{
+    uint32_t max = (uint32_t)pgbun.cfg->max_packet_size;
+
+    while (evbuffer_get_length(s->in) > 0 && s->state != SV_CLOSING) {
+        struct client *c = s->client;
+        size_t         avail = evbuffer_get_length(s->in);
+        bool           to_client = c != NULL && s->phase == PHASE_NONE;
+        uint8_t        type, *msg;
+        uint32_t       len;
+
+        if (s->fwd_left > 0) {
+            size_t n = avail < s->fwd_left ? avail : s->fwd_left;
+
+            if (to_client)
+                evbuffer_remove_buffer(s->in, c->out, n);
+            else
+                evbuffer_drain(s->in, n);
+            s->fwd_left -= (uint32_t)n;
+            continue;
+        }
+        switch (proto_peek_header(s->in, max, &type, &len)) {
+        case PROTO_NEED_MORE: goto out;
+        case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", len); return;
+        case PROTO_OK: break;
+        }
+        switch (type) {
+        case 'Z':
+        case 'S':
+        case 'E':
+            if (avail < (size_t)len + 1) {
+                if (len > SERVER_MSG_MAX) {
+                    server_close(s, "protocol error from server: '%c' message of %u bytes", type, len);
+                    return;
+                }
+                goto out;
+            }
+            msg = evbuffer_pullup(s->in, (ev_ssize_t)len + 1);
+            break;
+        default: msg = NULL; break;
+        }
+
+        switch (type) {
+        case 'Z':
+            if (len != 5) {
+                server_close(s, "protocol error from server: malformed ReadyForQuery");
+                return;
+            }
+            s->txstatus = (char)msg[5];
+            if (s->expect_rfq > 0) s->expect_rfq--;
+            s->in_copy = false;
+            if (!to_client) {
+                evbuffer_drain(s->in, 6);
+                if (s->phase != PHASE_NONE && s->expect_rfq == 0)
+                    phase_done(s);
+                else if (s->phase == PHASE_NONE && c == NULL && !server_is_clean(s))
+                    server_close(s, "unexpected ReadyForQuery from an unlinked server");
+                continue;
+            }
+            evbuffer_remove_buffer(s->in, c->out, 6);
+            if (s->pool->mode == POOL_STATEMENT && s->txstatus != 'I') {
+                if (!client_flush(c)) return;
+                client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
+                return;
+            }
+            if (s->pool->mode != POOL_SESSION && server_is_clean(s)) {
+                if (!client_flush(c)) return;
+                client_done_with(s, c);
+                return;
+            }
+            continue;
+        case 'S': {
+            const char *n, *v;
+
+            if (!record_param(s, msg + 5, len - 4, &n, &v)) {
+                server_close(s, "protocol error from server: malformed ParameterStatus");
+                return;
+            }
+            /* A change pgbun did not make: what it applied no longer holds. */
+            if (s->phase == PHASE_NONE) {
+                varlist_del(&s->applied, n);
+                if (c != NULL && varlist_get(&c->params, n) != NULL && !varlist_set(&c->params, n, v)) {
+                    server_close(s, "out of memory");
+                    return;
+                }
+            }
+            if (c != NULL && s->phase != PHASE_RESET)
+                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
+            else
+                evbuffer_drain(s->in, (size_t)len + 1);
+            continue;
+        }
+        case 'E':
+            s->in_copy = false;
+            if (!to_client) {
+                struct pg_error e;
+
+                proto_parse_error(msg + 5, len - 4, &e);
+                if (s->phase != PHASE_NONE && !s->has_phase_error) {
+                    s->phase_error = e;
+                    s->has_phase_error = true;
+                }
+                evbuffer_drain(s->in, (size_t)len + 1);
+                if (s->phase == PHASE_NONE) {
+                    server_close(s, "server error while unlinked: %s: %s", e.severity, e.message);
+                    return;
+                }
+                continue;
+            }
+            break;
+        case 'G':
+        case 'H':
+        case 'W': s->in_copy = true; break;
+        case 'c':
+        case 'C': s->in_copy = false; break;
+        case 'N':
+        case 'A': break;
+        default:
+            if (!to_client && s->phase == PHASE_NONE) {
+                server_close(s, "unexpected message '%c' from an unlinked server",
+                             type >= 32 && type < 127 ? type : '?');
+                return;
+            }
+            break;
+        }
+        if (avail >= (size_t)len + 1) {
+            if (to_client)
+                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
+            else
+                evbuffer_drain(s->in, (size_t)len + 1);
+        } else {
+            if (to_client)
+                evbuffer_remove_buffer(s->in, c->out, avail);
+            else
+                evbuffer_drain(s->in, avail);
+            s->fwd_left = (uint32_t)((size_t)len + 1 - avail);
+        }
+    }
+out:
+    if (s->state != SV_CLOSING && s->client != NULL) {
+        struct client *c = s->client;
+
+        if (!client_flush(c)) return;
+        if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
+            s->throttled = true;
+            io_set_reading(&s->io, false);
+        }
+    }
+}
+
+void server_resume(struct server *s)
+{
+    if (s->state == SV_CLOSING) return;
+    s->throttled = false;
+    io_set_reading(&s->io, true);
+    if (evbuffer_get_length(s->in) > 0) relay(s);
+}
+
+static void server_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    int            n = io_read(&s->io, s->in, PGBUN_READ_MAX);
+
+    if (n == IO_AGAIN) return;
+    if (n == 0 || n == IO_ERROR) {
+        const char *why = n == 0 ? "server closed the connection" : strerror(errno);
+
+        if (s->state == SV_LOGIN)
+            server_fail(s, "08006", "server login failed: %s", why);
+        else
+            server_close(s, "%s", why);
+        return;
+    }
+    if (s->state == SV_LOGIN)
+        login_step(s);
+    else
+        relay(s);
+}
+
+static void server_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+
+    if (s->state == SV_CONNECTING) {
+        int       err = 0;
+        socklen_t len = sizeof(err);
+
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        event_del(&s->io.wev);
+        s->io.writing = false;
+        if (err != 0) {
+            server_fail(s, "08006", "could not connect to server %s:%d: %s", s->pool->host, s->pool->port,
+                        strerror(err));
+            return;
+        }
+        send_startup(s);
+        return;
+    }
+    if (!server_flush(s)) return;
+    if (s->client != NULL && s->client->throttled && evbuffer_get_length(s->out) <= PGBUN_OUT_LIMIT)
+        client_resume(s->client);
+}
+
+/* ---- cancel requests ---- */
+
+/* A one-shot connection that carries a CancelRequest to PostgreSQL. */
+struct cancel_conn {
+    struct io        io;
+    struct evbuffer *out;
+    struct event     timer;
+};
+
+static void cancel_free(struct cancel_conn *cc)
+{
+    evtimer_del(&cc->timer);
+    io_close(&cc->io);
+    evbuffer_free(cc->out);
+    free(cc);
+}
+
+static void cancel_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    log_warning("cancel request to the server timed out");
+    cancel_free(arg);
+}
+
+static void cancel_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    /* The server answers a CancelRequest by closing; anything else is ignored too. */
+    cancel_free(arg);
+}
+
+static void cancel_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct cancel_conn *cc = arg;
+    int                 err = 0;
+    socklen_t           len = sizeof(err);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
+        log_warning("cancel request: could not connect to server: %s", strerror(err ? err : errno));
+        cancel_free(cc);
+        return;
+    }
+    if (io_flush(&cc->io, cc->out) == IO_ERROR) {
+        cancel_free(cc);
+        return;
+    }
+    if (evbuffer_get_length(cc->out) == 0) io_set_reading(&cc->io, true);
+}
+
+void server_send_cancel(struct server *s)
+{
+    struct cancel_conn     *cc;
+    struct sockaddr_storage ss;
+    socklen_t               sslen = sizeof(ss);
+    struct timeval          tv = {5, 0};
+    int                     fd;
+
+    /* Same address family and peer as the server connection itself. */
+    if (s->io.fd < 0 || getpeername(s->io.fd, (struct sockaddr *)&ss, &sslen) < 0) return;
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    cc = calloc(1, sizeof(*cc));
+    if (cc == NULL || (cc->out = evbuffer_new()) == NULL) {
+        free(cc);
+        close(fd);
+        return;
+    }
+    io_init(&cc->io, fd, cancel_read_cb, cancel_write_cb, cc);
+    evtimer_assign(&cc->timer, pgbun.base, cancel_timeout_cb, cc);
+    evtimer_add(&cc->timer, &tv);
+    proto_add_cancel(cc->out, s->cancel_key);
+    if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS) {
+        log_warning("cancel request: could not connect to server: %s", strerror(errno));
+        cancel_free(cc);
+        return;
+    }
+    event_add(&cc->io.wev, NULL);
+    cc->io.writing = true;
+}

@@ -1,0 +1,83 @@
+/*
+ * server.h - one connection to PostgreSQL.
+ *
+ * A server connects, logs in with the pool's credentials, then relays
+ * replies to its linked client, watching ReadyForQuery to know when it is
+ * clean again. Queries pgbun issues itself (SET for client parameters,
+ * server_reset_query) run in a phase whose replies are not passed on.
+ */
+#ifndef PGBUN_SERVER_H
+#define PGBUN_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "io.h"
+#include "pool.h"
+#include "proto.h"
+#include "varlist.h"
+
+struct scram_client;
+struct evdns_getaddrinfo_request;
+
+enum server_phase {
+    PHASE_NONE = 0, /* replies go to the client */
+    PHASE_SETTING,  /* pgbun's SETs for the client's parameters */
+    PHASE_RESET,    /* server_reset_query */
+};
+
+struct server {
+    TAILQ_ENTRY(server) entry; /* on the list of its state */
+    enum server_state                 state;
+    struct pool                      *pool;   /* owner; never NULL */
+    struct client                    *client; /* linked client, or NULL */
+    struct io                         io;
+    struct evbuffer                  *in;  /* bytes read, not yet relayed */
+    struct evbuffer                  *out; /* bytes to write to PostgreSQL */
+    uint64_t                          id;
+    uint8_t                           cancel_key[8]; /* the backend's real pid and key */
+    int                               backend_pid;
+    struct varlist                    params;   /* ParameterStatus values */
+    struct varlist                    applied;  /* values pgbun SET for clients, as the clients wrote them */
+    struct varlist                    applying; /* SETs in flight (PHASE_SETTING) */
+    struct event                      timer;    /* connect / login deadline */
+    struct evdns_getaddrinfo_request *dns;      /* pending lookup */
+    usec_t                            connect_time;
+    usec_t                            link_time;  /* when the current client got it */
+    uint32_t                          fwd_left;   /* bytes of a message still to pass on */
+    int                               expect_rfq; /* requests sent whose ReadyForQuery is due */
+    bool                              unsynced;   /* extended-protocol messages sent since the last Sync */
+    bool                              in_copy;    /* COPY in progress */
+    char                              txstatus;   /* last ReadyForQuery status: I, T or E */
+    enum server_phase                 phase;
+    bool                              throttled;   /* reading paused: client output is full */
+    struct pg_error                   phase_error; /* error to report when the phase ends */
+    bool                              has_phase_error;
+    struct scram_client              *scram;
+};
+
+/* Opens a new connection for the pool. */
+void server_launch(struct pool *p);
+/* Closes through one door: logs `reason`, unlinks, tells the pool, defers the free. */
+void server_close(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Linked: applies the client's parameters, then calls client_start(). */
+void server_prepare_for(struct server *s, struct client *c);
+/* The client left: reset, release or close the server. */
+void server_client_gone(struct server *s);
+/* Client bytes were queued in s->out: write them. false when the server was closed. */
+bool server_flush(struct server *s);
+/* The client's output drained: read again. */
+void server_resume(struct server *s);
+/* Sends a CancelRequest with the backend's key on a new connection. */
+void server_send_cancel(struct server *s);
+/* True when the server may be handed to another client. */
+bool server_is_clean(const struct server *s);
+
+void server_free(struct server *s);
+
+#define server_log(s, level, fmt, ...)                                                                                 \
+    log_msg(level, "S-%llu: %s/%s@%s:%d " fmt, (unsigned long long)(s)->id, (s)->pool->dbname, (s)->pool->user,        \
+            (s)->pool->host, (s)->pool->port, ##__VA_ARGS__)
+
+#endif

@@ -1,0 +1,597 @@
+"""Fixtures for pgbun's integration tests.
+
+`pg` starts one throwaway PostgreSQL for the whole run (initdb in a temp dir,
+a free port, 127.0.0.1 plus a unix socket, the sample database from
+docker-entrypoint-initdb.d/init.sql and one role per server authentication
+method). `start_pgbun(...)` starts pgbun with a generated config and stops it
+at the end of the test, failing the test when pgbun does not exit 0 on
+SIGTERM or when a sanitizer reported anything. `make_postgres()` gives a test
+its own PostgreSQL, for tests that stop and start it.
+
+When run as root, PostgreSQL and pgbun run as the unprivileged user
+`postgres` (PGBUN_TEST_USER), and their temp dirs belong to it.
+
+Environment:
+  PGBUN_BIN           the daemon (default <repo>/build/src/pgbun, <repo>/src/pgbun)
+  PGBUN_SRCDIR        the source tree (default: two levels up from here)
+  PGBUN_TEST_PEER     "pgbouncer" to run the suite against PgBouncer instead
+                      (PGBUN_BIN=/usr/sbin/pgbouncer), to validate the tests
+  PG_BINDIR           PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin)
+  PGBUN_TEST_TIMEOUT  seconds per test (default 60)
+  PGBUN_TEST_KEEP     keep temp dirs (for debugging)
+"""
+
+import glob
+import grp
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import pgwire
+
+HERE = Path(__file__).resolve().parent
+SRCDIR = Path(os.environ.get("PGBUN_SRCDIR") or HERE.parents[1]).resolve()
+PEER = os.environ.get("PGBUN_TEST_PEER", "pgbun")
+IS_PGBOUNCER = PEER == "pgbouncer"
+IS_ROOT = os.geteuid() == 0
+RUN_USER = os.environ.get("PGBUN_TEST_USER", "postgres") if IS_ROOT else None
+TEST_TIMEOUT = int(os.environ.get("PGBUN_TEST_TIMEOUT", "60"))
+KEEP = bool(os.environ.get("PGBUN_TEST_KEEP"))
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
+                     "UndefinedBehaviorSanitizer")
+
+# Roles created in the test PostgreSQL, one per server authentication method
+# (see PG_HBA). The superuser `postgres` is trusted over TCP and the socket.
+ROLES = {
+    "md5user": ("md5pass", "md5"),
+    "scramuser": ("scrampass", "scram-sha-256"),
+    "passuser": ("passpass", "scram-sha-256"),  # asked for cleartext by pg_hba
+}
+PG_HBA = """\
+local all all trust
+host  all postgres   127.0.0.1/32 trust
+host  all md5user    127.0.0.1/32 md5
+host  all scramuser  127.0.0.1/32 scram-sha-256
+host  all passuser   127.0.0.1/32 password
+host  all all        127.0.0.1/32 scram-sha-256
+host  all postgres   ::1/128      trust
+host  all all        ::1/128      scram-sha-256
+"""
+
+# Keep the caller's libpq settings out of every client and server we start.
+for _var in list(os.environ):
+    if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_SRCDIR", "PGBUN_TEST_PEER",
+                                             "PGBUN_TEST_USER", "PGBUN_TEST_TIMEOUT",
+                                             "PGBUN_TEST_KEEP", "PGBUN_SKIP_INTEGRATION",
+                                             "PG_BINDIR"):
+        del os.environ[_var]
+os.environ["PGCONNECT_TIMEOUT"] = "10"
+# Variables pgbun itself reads: never leak them from the test environment.
+PGBUN_ENV_VARS = ("POOL_MODE", "SERVER_HOST", "SERVER_PORT", "MAX_CLIENT_CONN",
+                  "DEFAULT_POOL_SIZE", "LISTEN_ADDR", "LISTEN_PORT")
+
+
+# ------------------------------------------------------------------ helpers
+
+def free_port():
+    """A TCP port nobody listens on right now (on 127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(host, port, timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def run_as_kwargs():
+    """Popen arguments that run a child as the unprivileged test user."""
+    if not RUN_USER:
+        return {}
+    pw = pwd.getpwnam(RUN_USER)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def make_tempdir(prefix):
+    """A temp dir the test user owns (PostgreSQL and pgbun write into it)."""
+    base = os.environ.get("PGBUN_TEST_TMPDIR") or None
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    if RUN_USER:
+        pw = pwd.getpwnam(RUN_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    path.chmod(0o700)
+    return path
+
+
+def chown_to_run_user(path):
+    if RUN_USER:
+        pw = pwd.getpwnam(RUN_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def run(cmd, timeout=60, check=True, as_run_user=False, **kw):
+    """subprocess.run with a timeout, output captured as text."""
+    extra = run_as_kwargs() if as_run_user else {}
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                         timeout=timeout, **extra, **kw)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
+    return res
+
+
+def wait_until(predicate, timeout, interval=0.1, what="condition"):
+    """Poll predicate() until it returns truthy; bounded. Returns its value."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - polling: keep the last error for the message
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
+
+
+def pg_bindir():
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    candidates = []
+    for d in glob.glob("/usr/lib/postgresql/*/bin"):
+        try:
+            candidates.append((float(Path(d).parent.name), Path(d)))
+        except ValueError:
+            pass
+    if candidates:
+        return max(candidates)[1]
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        return Path(pg_ctl).parent
+    pytest.fail("no PostgreSQL server binaries: install postgresql (scripts/deps)")
+
+
+def pgbun_binary():
+    env = os.environ.get("PGBUN_BIN")
+    candidates = [Path(env)] if env else [SRCDIR / "build" / "src" / "pgbun", SRCDIR / "src" / "pgbun"]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    pytest.fail(f"pgbun binary not found in {[str(c) for c in candidates]}: build it first "
+                "or set PGBUN_BIN")
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+class Postgres:
+    """A throwaway PostgreSQL cluster."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, name="pg"):
+        self.bindir = pg_bindir()
+        self.base = make_tempdir(f"pgbun-{name}-")
+        self.datadir = self.base / "data"
+        self.sockdir = self.base / "sock"
+        self.logfile = self.base / "postgres.log"
+        self.port = free_port()
+        self.running = False
+
+    def _bin(self, name):
+        return self.bindir / name
+
+    def init(self):
+        self.sockdir.mkdir()
+        chown_to_run_user(self.sockdir)
+        run([self._bin("initdb"), "-D", self.datadir, "-U", "postgres", "-A", "trust",
+             "-E", "UTF8", "--locale=C", "--no-sync"],
+            timeout=120, as_run_user=True, cwd=self.base)
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.write(f"""
+# pgbun integration tests
+listen_addresses = '127.0.0.1'
+port = {self.port}
+unix_socket_directories = '{self.sockdir}'
+max_connections = 100
+shared_buffers = 32MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+password_encryption = 'scram-sha-256'
+log_connections = on
+log_disconnections = on
+log_line_prefix = '%m [%p] %u@%d '
+""")
+        (self.datadir / "pg_hba.conf").write_text(PG_HBA)
+        self.start()
+        run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.sockdir, "-p", self.port,
+             "-U", "postgres", "-d", "postgres", "-f",
+             SRCDIR / "docker-entrypoint-initdb.d" / "init.sql"], timeout=60)
+        for role, (password, encryption) in ROLES.items():
+            self.sql(f"SET password_encryption = '{encryption}'; "
+                     f"CREATE ROLE {role} LOGIN PASSWORD '{password}'", dbname="postgres")
+            self.sql(f"GRANT SELECT ON users, txn_log TO {role}")
+        return self
+
+    def start(self):
+        run([self._bin("pg_ctl"), "-D", self.datadir, "-l", self.logfile, "-w", "-t", "30",
+             "start"], timeout=60, as_run_user=True, cwd=self.base)
+        self.running = True
+
+    def stop(self, mode="fast"):
+        run([self._bin("pg_ctl"), "-D", self.datadir, "-w", "-t", "30", "-m", mode, "stop"],
+            timeout=60, as_run_user=True, cwd=self.base)
+        self.running = False
+
+    def destroy(self):
+        if self.running:
+            try:
+                self.stop("immediate")
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+        if not KEEP:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def connect(self, dbname="pgbun_test", user="postgres", **kw):
+        """A direct psycopg connection (unix socket, trust)."""
+        return psycopg.connect(host=str(self.sockdir), port=self.port, dbname=dbname, user=user,
+                               connect_timeout=10, autocommit=True, **kw)
+
+    def sql(self, query, params=None, dbname="pgbun_test", user="postgres"):
+        """Run one statement directly on PostgreSQL; rows of the result or None."""
+        with self.connect(dbname=dbname, user=user) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else None
+
+    def entry(self, dbname="pgbun_test", **kw):
+        """A [databases] line value pointing at this server."""
+        parts = [f"host={self.host}", f"port={self.port}"]
+        if dbname is not None:
+            parts.append(f"dbname={dbname}")
+        parts += [f"{k}={v}" for k, v in kw.items()]
+        return " ".join(parts)
+
+    def log_text(self):
+        try:
+            return self.logfile.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+# ------------------------------------------------------------------ pgbun
+
+def default_auth_file():
+    """Users known to every pgbun started by the tests (PgBouncer's trust mode
+    still wants the user in auth_file)."""
+    users = {"postgres": "", "pgbun_user": "pgbun_pass"}
+    users.update({role: password for role, (password, _) in ROLES.items()})
+    return users
+
+
+class Pgbun:
+    """One running pgbun (or PgBouncer, with PGBUN_TEST_PEER=pgbouncer)."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, binary, workdir, port, config_path, env, args, run_user, extra_logs):
+        self.binary = binary
+        self.workdir = workdir
+        self.unix_dir = str(workdir)
+        self.port = port
+        self.config_path = config_path
+        self.env = env
+        self.args = list(args)
+        self.run_user = run_user
+        self.stderr_path = workdir / "stderr.log"
+        self.extra_logs = extra_logs
+        self.proc = None
+        self.returncode = None
+        self._conns = []
+        self._wires = []
+
+    # -------------------------------------------------------- lifecycle
+
+    def command(self):
+        cmd = [str(self.binary)] + self.args
+        if self.config_path:
+            cmd.append(str(self.config_path))
+        return cmd
+
+    def start(self):
+        extra = {}
+        if self.run_user:
+            pw = pwd.getpwnam(self.run_user)
+            extra = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=err,
+                                         stderr=err, env=self.env, cwd=self.workdir,
+                                         start_new_session=True, **extra)
+        return self
+
+    def wait_ready(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.expected_exit = None  # reported here; not again at teardown
+                raise AssertionError(f"{self.binary.name} exited {self.proc.returncode} at start:\n"
+                                     f"{self.log_text()}")
+            if port_accepts(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"{self.binary.name} did not accept on port {self.port} within "
+                             f"{timeout}s:\n{self.log_text()}")
+
+    def close_clients(self):
+        for c in self._conns:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing at teardown
+                pass
+        for w in self._wires:
+            w.close()
+        self._conns.clear()
+        self._wires.clear()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Stop the daemon (clients closed first); returns its exit code."""
+        self.close_clients()
+        if self.proc is None or self.returncode is not None:
+            return self.returncode
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                self.returncode = self.proc.returncode
+                raise AssertionError(f"{self.binary.name} did not exit within {timeout}s of "
+                                     f"{sig.name}; killed.\n{self.log_text()}")
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        text = ""
+        for p in [self.stderr_path] + list(self.extra_logs):
+            try:
+                text += Path(p).read_text(errors="replace")
+            except FileNotFoundError:
+                pass
+        return text
+
+    def sanitizer_reports(self):
+        text = self.log_text()
+        return [m for m in SANITIZER_MARKERS if m in text]
+
+    # -------------------------------------------------------- clients
+
+    def connect(self, dbname="pgbun_test", user="postgres", **kw):
+        """A psycopg connection through pgbun (TCP unless host= is given)."""
+        kw.setdefault("host", self.host)
+        kw.setdefault("port", self.port)
+        kw.setdefault("connect_timeout", 10)
+        kw.setdefault("autocommit", True)
+        conn = psycopg.connect(dbname=dbname, user=user, **kw)
+        self._conns.append(conn)
+        return conn
+
+    def wire(self, host=None, timeout=10):
+        """A raw pgwire.Wire socket to pgbun."""
+        w = pgwire.Wire(host or self.host, self.port, timeout=timeout)
+        self._wires.append(w)
+        return w
+
+    def login(self, user="postgres", database="pgbun_test", password=None, params=None, **kw):
+        """A raw wire connection, logged in (see pgwire.Wire.login)."""
+        w = self.wire()
+        w.login(user, database, password=password, params=params, **kw)
+        return w
+
+    def psql(self, args, host=None, input=None, timeout=30, check=True, env=None):
+        """Run psql against pgbun; returns the CompletedProcess."""
+        cmd = ["psql", "-X", "-h", host or self.host, "-p", str(self.port)] + [str(a) for a in args]
+        penv = dict(os.environ, PGCONNECT_TIMEOUT="10", **(env or {}))
+        res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                             env=penv)
+        if check and res.returncode != 0:
+            raise AssertionError(f"psql {args} exited {res.returncode}\n{res.stderr}")
+        return res
+
+
+def _ini_lines(section, config, databases, users):
+    lines = [f"[{section}]"]
+    lines += [f"{k} = {v}" for k, v in config.items() if v is not None]
+    lines += ["", "[databases]"]
+    lines += [f"{k} = {v}" for k, v in databases.items()]
+    if users:
+        lines += ["", "[users]"]
+        lines += [f"{k} = {v}" for k, v in users.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_auth_file(path, users):
+    with open(path, "w") as f:
+        for user, secret in users.items():
+            u = user.replace('"', '""')
+            s = secret.replace('"', '""')
+            f.write(f'"{u}" "{s}"\n')
+    chown_to_run_user(path)
+
+
+def pgbun_env(extra=None):
+    """The environment for the daemon: ours minus anything pgbun would read."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PGBUN_") and k not in PGBUN_ENV_VARS}
+    env.update(extra or {})
+    return env
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(autouse=True)
+def _bounded_test(request):
+    """Fail any test that runs longer than PGBUN_TEST_TIMEOUT seconds
+    (or @pytest.mark.timeout(seconds)); pytest-timeout may not be installed."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = int(marker.args[0]) if marker else TEST_TIMEOUT
+
+    def on_alarm(signum, frame):
+        pytest.fail(f"test exceeded {limit}s", pytrace=True)
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(limit)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = Postgres("pg")
+    try:
+        server.init()
+    except BaseException:
+        print(server.log_text())
+        server.destroy()
+        raise
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def make_postgres():
+    """A factory for a private PostgreSQL (for tests that stop/start it)."""
+    servers = []
+
+    def factory():
+        server = Postgres("ownpg")
+        servers.append(server)
+        server.init()
+        return server
+
+    yield factory
+    for server in servers:
+        server.destroy()
+
+
+@pytest.fixture
+def pgbun_workdir():
+    path = make_tempdir("pgbun-run-")
+    yield path
+    if not KEEP:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_pgbun(pg, pgbun_workdir, request):
+    """Factory: start_pgbun(config, databases, users, auth_file, env, ...) -> Pgbun.
+
+    config:     [pgbun] keys; listen_addr, listen_port, unix_socket_dir and
+                auth_type = trust are filled in unless given (None drops a key)
+    databases:  [databases] entries (default: pgbun_test on the `pg` server)
+    users:      [users] entries
+    auth_file:  {user: secret} written to userlist.txt (default: every test
+                role with its plain password; False: no auth_file)
+    env:        extra environment for the daemon (PGBUN_*, SERVER_HOST, ...)
+    write_config=False runs it with no ini file (sidecar mode).
+    """
+    binary = pgbun_binary()
+    started = []
+    counter = [0]
+
+    def factory(config=None, databases=None, users=None, auth_file=None, env=None,
+                write_config=True, args=(), wait=True, run_user=RUN_USER, section=None,
+                port=None):
+        counter[0] += 1
+        workdir = pgbun_workdir / f"pgbun{counter[0]}"
+        workdir.mkdir()
+        chown_to_run_user(workdir)
+        listen_port = port or free_port()
+        cfg = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": listen_port,
+            "unix_socket_dir": str(workdir),
+            "auth_type": "trust",
+        }
+        if IS_PGBOUNCER:
+            cfg["server_login_retry"] = 1
+        if auth_file is not False:
+            secrets = default_auth_file() if auth_file is None else auth_file
+            write_auth_file(workdir / "userlist.txt", secrets)
+            cfg["auth_file"] = str(workdir / "userlist.txt")
+        cfg.update(config or {})
+        if databases is None:
+            databases = {"pgbun_test": pg.entry()}
+        config_path = None
+        if write_config:
+            config_path = workdir / "pgbun.ini"
+            sect = section or ("pgbouncer" if IS_PGBOUNCER else "pgbun")
+            config_path.write_text(_ini_lines(sect, cfg, databases, users))
+            chown_to_run_user(config_path)
+        extra_logs = [cfg["logfile"]] if cfg.get("logfile") else []
+        bun = Pgbun(binary, workdir, int(cfg.get("listen_port") or listen_port), config_path,
+                    pgbun_env(env), args, run_user, extra_logs)
+        if not write_config:
+            bun.unix_dir = (env or {}).get("PGBUN_UNIX_SOCKET_DIR", "/tmp")
+        if env and env.get("PGBUN_LISTEN_PORT"):
+            bun.port = int(env["PGBUN_LISTEN_PORT"])
+        elif env and env.get("LISTEN_PORT"):
+            bun.port = int(env["LISTEN_PORT"])
+        bun.config = cfg
+        started.append(bun)
+        bun.start()
+        if wait:
+            bun.wait_ready()
+        return bun
+
+    yield factory
+
+    problems = []
+    for bun in started:
+        try:
+            rc = bun.stop()
+        except AssertionError as exc:
+            problems.append(str(exc))
+            continue
+        expected = getattr(bun, "expected_exit", 0)
+        if IS_PGBOUNCER and rc in (1, -signal.SIGTERM) and "got SIGTERM, fast exit" in bun.log_text():
+            rc = 0  # PgBouncer 1.18 exits 1 on SIGTERM ("fast exit")
+        if rc is not None and expected is not None and rc != expected:
+            problems.append(f"{bun.binary.name} exited {rc} (expected {expected}) on SIGTERM:\n"
+                            f"{bun.log_text()[-4000:]}")
+        reports = bun.sanitizer_reports()
+        if reports:
+            problems.append(f"sanitizer report ({', '.join(reports)}) in the log:\n"
+                            f"{bun.log_text()[-8000:]}")
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def bun(start_pgbun):
+    """pgbun with the defaults: trust, session pooling, pgbun_test on `pg`."""
+    return start_pgbun()
+
+
+def error_fields(exc):
+    """(sqlstate, message) of a psycopg error, whether or not it carries diag."""
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(exc, "sqlstate", None) or (diag.sqlstate if diag else None)
+    return sqlstate, str(exc)

@@ -1,0 +1,53 @@
+"""JDBC (Debian's PostgreSQL JDBC driver) through pgbun, with no
+ignore_startup_parameters: the driver sends extra_float_digits and friends."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+
+HERE = Path(__file__).resolve().parent
+JAR = Path(os.environ.get("PGBUN_JDBC_JAR", "/usr/share/java/postgresql.jar"))
+JAVA = shutil.which("java")
+
+pytestmark = [
+    pytest.mark.skipif(not JAVA, reason="java not installed (scripts/deps installs it)"),
+    pytest.mark.skipif(not JAR.is_file(), reason=f"{JAR} missing: install libpostgresql-jdbc-java"),
+    pytest.mark.timeout(120),
+]
+
+
+def jdbc(url, user="pgbun_user", password="pgbun_pass"):
+    # The single-file source launcher compiles in memory: nothing is written here.
+    res = run([JAVA, "-cp", JAR, HERE / "JdbcSmoke.java", url, user, password],
+              timeout=90, check=False)
+    assert res.returncode == 0, f"JdbcSmoke failed:\n{res.stdout}\n{res.stderr}"
+    return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+
+
+@pytest.fixture
+def jdbc_bun(start_pgbun, pg):
+    # No ignore_startup_parameters on purpose.
+    return start_pgbun(config={"auth_type": "scram-sha-256"},
+                       databases={"pgbun_test": pg.entry()},
+                       auth_file={"pgbun_user": "pgbun_pass"})
+
+
+def test_jdbc_connects_and_queries_without_ignore_startup_parameters(jdbc_bun):
+    out = jdbc(f"jdbc:postgresql://{jdbc_bun.host}:{jdbc_bun.port}/pgbun_test")
+    assert out["sum"] == "2"
+    assert out["user"] == "pgbun_user"
+    assert out["extra_float_digits"] == "3"  # the driver's startup parameter took effect
+    assert out["prepared_total"] == str(sum(range(1, 9)))
+    assert out["transaction"] == "ok"
+
+
+def test_jdbc_options_search_path_takes_effect(jdbc_bun, pg):
+    query = "?options=-c%20search_path=jdbc_schema,public"
+    out = jdbc(f"jdbc:postgresql://{jdbc_bun.host}:{jdbc_bun.port}/pgbun_test{query}")
+    direct = jdbc(f"jdbc:postgresql://{pg.host}:{pg.port}/pgbun_test{query}")
+    assert direct["search_path"] == "jdbc_schema,public"
+    assert out["search_path"] == direct["search_path"]

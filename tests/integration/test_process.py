@@ -1,0 +1,127 @@
+"""Process-level behaviour: client limits, SIGHUP reload, daemon mode."""
+
+import os
+import signal
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from conftest import (IS_PGBOUNCER, _ini_lines, chown_to_run_user, error_fields, free_port, pgbun_binary,
+                      pgbun_env, port_accepts, run_as_kwargs, wait_until, write_auth_file)
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's own process behaviour")
+
+
+def rewrite_config(bun, config, databases):
+    bun.config_path.write_text(_ini_lines("pgbun", config, databases, None))
+    chown_to_run_user(bun.config_path)
+
+
+def base_config(bun, **extra):
+    cfg = {"listen_addr": "127.0.0.1", "listen_port": bun.port, "unix_socket_dir": bun.unix_dir,
+           "auth_file": str(bun.workdir / "userlist.txt")}
+    cfg.update(extra)
+    return cfg
+
+
+def test_client_past_max_client_conn_gets_53300_naming_the_limit(start_pgbun):
+    bun = start_pgbun(config={"max_client_conn": 2})
+    a = bun.connect()
+    b = bun.connect()
+    with pytest.raises(psycopg.OperationalError) as err:
+        bun.connect()
+    sqlstate, text = error_fields(err.value)
+    assert "max_client_conn" in text, text
+    if sqlstate is not None:
+        assert sqlstate == "53300"
+    assert a.execute("SELECT 1").fetchone() == (1,)
+    b.close()
+    # a slot is free again
+    with bun.connect() as c:
+        assert c.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_sighup_reloads_auth_file_and_config(start_pgbun, pg):
+    bun = start_pgbun(config={"auth_type": "plain"}, auth_file={"postgres": "old"})
+    with pytest.raises(psycopg.OperationalError):
+        bun.connect(password="new")
+    write_auth_file(bun.workdir / "userlist.txt", {"postgres": "new"})
+    os.kill(bun.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in bun.log_text(), timeout=10,
+               what="the reload to be logged")
+    with bun.connect(password="new") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_invalid_config_on_reload_keeps_the_running_one(start_pgbun, pg):
+    bun = start_pgbun()
+    conn = bun.connect()
+    bun.config_path.write_text("[pgbun]\nlisten_port = not-a-number\n")
+    os.kill(bun.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reload failed" in bun.log_text(), timeout=10,
+               what="the failed reload to be logged")
+    assert "listen_port" in bun.log_text()
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    with bun.connect() as other:
+        assert other.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_reload_changes_pool_mode_for_existing_pools(start_pgbun, pg):
+    bun = start_pgbun(config={"default_pool_size": 1})
+    with bun.connect() as conn:
+        conn.execute("SELECT 1")
+    rewrite_config(bun, base_config(bun, auth_type="trust", default_pool_size=1,
+                                    pool_mode="transaction"), {"pgbun_test": pg.entry()})
+    os.kill(bun.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in bun.log_text(), timeout=10,
+               what="the reload to be logged")
+    # Transaction mode with one server: two clients alternate on it, neither waits for the
+    # other to disconnect.
+    a, b = bun.connect(), bun.connect()
+    pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+    pid_b = b.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert pid_a == pid_b
+
+
+def test_daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm(pgbun_workdir, pg):
+    workdir = pgbun_workdir / "daemon"
+    workdir.mkdir()
+    chown_to_run_user(workdir)
+    port = free_port()
+    pidfile, logfile = workdir / "pgbun.pid", workdir / "pgbun.log"
+    ini = workdir / "pgbun.ini"
+    ini.write_text(_ini_lines("pgbun", {
+        "listen_addr": "127.0.0.1", "listen_port": port, "unix_socket_dir": str(workdir),
+        "auth_type": "trust", "pidfile": str(pidfile), "logfile": str(logfile)},
+        {"pgbun_test": pg.entry()}, None))
+    chown_to_run_user(ini)
+    res = subprocess.run([str(pgbun_binary()), "-d", str(ini)], env=pgbun_env(), cwd=workdir,
+                         capture_output=True, text=True, timeout=15, **run_as_kwargs())
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: pidfile.exists() and port_accepts("127.0.0.1", port), timeout=10,
+               what="the daemon to write its pidfile and listen")
+    pid = int(pidfile.read_text())
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, dbname="pgbun_test", user="postgres",
+                             connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert "login succeeded" in logfile.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the daemon did not stop within 15 s of SIGTERM")
+    assert not pidfile.exists(), "the pidfile was left behind"
+    text = logfile.read_text()
+    assert "stopped" in text
+    for marker in ("AddressSanitizer", "runtime error:"):
+        assert marker not in text

@@ -1,0 +1,586 @@
+/*
+ * test_config.c - config_load() from defaults, ini files and the environment.
+ *
+ * Each case writes an ini file with mkstemp, loads it, checks the snapshot
+ * or the error message, and removes the file. Warnings go to a temporary log
+ * file so that ignored keys can be checked without noise on stderr.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "tap.h"
+
+static char log_path[] = "/tmp/pgbun_test_config_log_XXXXXX";
+
+static const char *const env_names[] = {
+    "POOL_MODE",           "SERVER_HOST",  "SERVER_PORT",           "MAX_CLIENT_CONN",   "DEFAULT_POOL_SIZE",
+    "LISTEN_ADDR",         "LISTEN_PORT",  "PGBUN_POOL_MODE",       "PGBUN_LISTEN_PORT", "PGBUN_SERVER_HOST",
+    "PGBUN_QUERY_TIMEOUT", "PGBUN_SYSLOG", "PGBUN_LOG_CONNECTIONS",
+};
+
+static void clear_env(void)
+{
+    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
+        unsetenv(env_names[i]);
+}
+
+/* Writes `text` to a new temporary file; returns its malloc'd path. */
+static char *write_ini(const char *text)
+{
+    char  *path = strdup("/tmp/pgbun_test_config_XXXXXX");
+    int    fd = mkstemp(path);
+    size_t len = strlen(text);
+
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len) {
+        printf("Bail out! cannot write temp file\n");
+        exit(1);
+    }
+    close(fd);
+    return path;
+}
+
+static void remove_ini(char *path)
+{
+    unlink(path);
+    free(path);
+}
+
+/* Loads `text`; expects failure; checks the error contains "<path>:<want>". */
+static void expect_error(const char *text, const char *want, const char *name)
+{
+    char                *path = write_ini(text);
+    char                *err = NULL;
+    char                 expected[512];
+    struct pgbun_config *cfg = config_load(path, &err);
+
+    snprintf(expected, sizeof(expected), "%s:%s", path, want);
+    ok(cfg == NULL && err != NULL && strstr(err, expected) != NULL, "%s", name);
+    if (err == NULL || strstr(err, expected) == NULL)
+        printf("#   got '%s', want '%s'\n", err ? err : "(null)", expected);
+    config_free(cfg);
+    free(err);
+    remove_ini(path);
+}
+
+static bool log_contains(const char *needle)
+{
+    FILE  *f = fopen(log_path, "r");
+    char   buf[8192];
+    size_t n;
+
+    if (f == NULL) return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strstr(buf, needle) != NULL;
+}
+
+static void test_defaults_in_sidecar_mode(void)
+{
+    char                   *err = NULL;
+    struct pgbun_config    *cfg = config_load(NULL, &err);
+    const struct db_config *db;
+
+    ok(cfg != NULL && err == NULL, "sidecar mode loads without a file");
+    if (cfg == NULL) {
+        free(err);
+        return;
+    }
+    is_str(cfg->path, NULL, "sidecar: path is NULL");
+    is_str(cfg->listen_addr, "127.0.0.1", "default listen_addr");
+    is_int(cfg->listen_port, 6432, "default listen_port");
+    is_str(cfg->unix_socket_dir, "/tmp", "default unix_socket_dir");
+    is_int(cfg->unix_socket_mode, 0777, "default unix_socket_mode");
+    is_int(cfg->listen_backlog, 128, "default listen_backlog");
+    is_int(cfg->so_reuseport, 0, "default so_reuseport");
+    is_int(cfg->pool_mode, POOL_SESSION, "default pool_mode");
+    is_int(cfg->max_client_conn, 100, "default max_client_conn");
+    is_int(cfg->default_pool_size, 20, "default default_pool_size");
+    is_int(cfg->min_pool_size, 0, "default min_pool_size");
+    is_int(cfg->reserve_pool_size, 0, "default reserve_pool_size");
+    is_int(cfg->reserve_pool_timeout, 5 * USEC_PER_SEC, "default reserve_pool_timeout");
+    is_int(cfg->max_db_connections, 0, "default max_db_connections");
+    is_int(cfg->max_user_connections, 0, "default max_user_connections");
+    is_int(cfg->max_prepared_statements, 200, "default max_prepared_statements");
+    is_str(cfg->server_reset_query, "DISCARD ALL", "default server_reset_query");
+    is_str(cfg->server_check_query, "", "default server_check_query is empty");
+    is_int(cfg->server_check_delay, 30 * USEC_PER_SEC, "default server_check_delay");
+    is_int(cfg->server_lifetime, 3600 * USEC_PER_SEC, "default server_lifetime");
+    is_int(cfg->server_idle_timeout, 600 * USEC_PER_SEC, "default server_idle_timeout");
+    is_int(cfg->server_connect_timeout, 15 * USEC_PER_SEC, "default server_connect_timeout");
+    is_int(cfg->server_login_retry, 15 * USEC_PER_SEC, "default server_login_retry");
+    is_int(cfg->query_timeout, 0, "default query_timeout");
+    is_int(cfg->query_wait_timeout, 120 * USEC_PER_SEC, "default query_wait_timeout");
+    is_int(cfg->client_idle_timeout, 0, "default client_idle_timeout");
+    is_int(cfg->client_login_timeout, 60 * USEC_PER_SEC, "default client_login_timeout");
+    is_int(cfg->idle_transaction_timeout, 0, "default idle_transaction_timeout");
+    is_int(cfg->transaction_timeout, 0, "default transaction_timeout");
+    is_int(cfg->stats_period, 60 * USEC_PER_SEC, "default stats_period");
+    is_int(cfg->auth_type, AUTH_MD5, "default auth_type");
+    is_int(cfg->log_connections, 1, "default log_connections");
+    is_int(cfg->log_disconnections, 1, "default log_disconnections");
+    is_int(cfg->pkt_buf, 4096, "default pkt_buf");
+    is_int(cfg->max_packet_size, 268435456, "default max_packet_size");
+    is_int(cfg->verbose, 0, "default verbose");
+    is_str(cfg->client_tls_sslmode, "disable", "default client_tls_sslmode");
+    is_str(cfg->server_tls_sslmode, "prefer", "default server_tls_sslmode");
+    is_str(cfg->server_host, "127.0.0.1", "default server_host");
+    is_int(cfg->server_port, 5432, "default server_port");
+    is_str(cfg->auth_file, NULL, "default auth_file is NULL");
+    is_str(cfg->admin_users, NULL, "default admin_users is NULL");
+    is_str(cfg->ignore_startup_parameters, NULL, "default ignore_startup_parameters is NULL");
+    ok(cfg->users == NULL, "sidecar: no users");
+
+    db = config_find_db(cfg, "anything");
+    ok(db != NULL && strcmp(db->name, "*") == 0, "sidecar: any database finds the '*' entry");
+    if (db != NULL) {
+        is_str(db->host, NULL, "sidecar '*': host NULL (server_host applies)");
+        is_int(db->port, 0, "sidecar '*': port 0 (server_port applies)");
+        is_int(db->pool_size, -1, "sidecar '*': pool_size inherits");
+        is_int(db->pool_mode, POOL_MODE_UNSET, "sidecar '*': pool_mode inherits");
+        ok(db->next == NULL, "sidecar: exactly one database entry");
+    }
+    config_free(cfg);
+}
+
+static void test_full_ini(void)
+{
+    char                     *path = write_ini("; a pgbouncer.ini as PgBouncer users write it\n"
+                                                                   "# second comment style\n"
+                                                                   "[databases]\n"
+                                                                   "app = host=db1.example.com port=5433 dbname=appdb user=svc password='it''s a \\'secret' "
+                                                                   "pool_size=7 min_pool_size=2 reserve_pool=3 max_db_connections=50 pool_mode=transaction "
+                                                                   "application_name='my app'\n"
+                                                                   "\"my db\" = host=/var/run/postgresql dbname = other reserve_pool_size=4\n"
+                                                                   "empty =\n"
+                                                                   "* = host=fallback\n"
+                                                                   "\n"
+                                                                   "[pgbouncer]\n"
+                                                                   "  Listen_Addr = * \r\n"
+                                                                   "listen_port = 7432\n"
+                                                                   "unix_socket_dir =\n"
+                                                                   "unix_socket_mode = 0700\n"
+                                                                   "auth_type = scram-sha-256\n"
+                                                                   "auth_file = /etc/pgbouncer/userlist.txt\n"
+                                                                   "admin_users = admin, root\n"
+                                                                   "pool_mode = statement\n"
+                                                                   "max_client_conn = 1000\n"
+                                                                   "default_pool_size = 30\n"
+                                                                   "server_lifetime = 1.5\n"
+                                                                   "server_idle_timeout = 500ms\n"
+                                                                   "query_wait_timeout = 2min\n"
+                                                                   "so_reuseport = on\n"
+                                                                   "log_connections = 0\n"
+                                                                   "server_reset_query = DEALLOCATE ALL; SELECT 1 -- kept raw\n"
+                                                                   "max_packet_size = 2147483647\n"
+                                                                   "client_tls_sslmode = require\n"
+                                                                   "syslog = 1\n"
+                                                                   "tcp_keepalive = 1\n"
+                                                                   "\n"
+                                                                   "[users]\n"
+                                                                   "alice = pool_mode=session pool_size=3 max_user_connections=9\n"
+                                                                   "bob = query_timeout=5\n");
+    char                     *err = NULL;
+    struct pgbun_config      *cfg = config_load(path, &err);
+    const struct db_config   *db;
+    const struct user_config *u;
+
+    ok(cfg != NULL, "full pgbouncer.ini loads");
+    if (err != NULL) printf("#   error: %s\n", err);
+    free(err);
+    if (cfg == NULL) {
+        remove_ini(path);
+        return;
+    }
+    is_str(cfg->path, path, "path is kept");
+    is_str(cfg->listen_addr, "*", "key names are case-insensitive, values trimmed, CR dropped");
+    is_int(cfg->listen_port, 7432, "listen_port from file");
+    is_str(cfg->unix_socket_dir, "", "empty unix_socket_dir disables (stays \"\")");
+    is_int(cfg->unix_socket_mode, 0700, "unix_socket_mode is octal");
+    is_int(cfg->auth_type, AUTH_SCRAM, "auth_type scram-sha-256");
+    is_str(cfg->auth_file, "/etc/pgbouncer/userlist.txt", "auth_file");
+    ok(config_list_has(cfg->admin_users, "root"), "admin_users list");
+    is_int(cfg->pool_mode, POOL_STATEMENT, "pool_mode statement");
+    is_int(cfg->max_client_conn, 1000, "max_client_conn");
+    is_int(cfg->default_pool_size, 30, "default_pool_size");
+    is_int(cfg->server_lifetime, 1500000, "server_lifetime 1.5 s");
+    is_int(cfg->server_idle_timeout, 500000, "server_idle_timeout 500ms");
+    is_int(cfg->query_wait_timeout, 120 * USEC_PER_SEC, "query_wait_timeout 2min");
+    is_int(cfg->so_reuseport, 1, "so_reuseport on");
+    is_int(cfg->log_connections, 0, "log_connections 0");
+    is_str(cfg->server_reset_query, "DEALLOCATE ALL; SELECT 1 -- kept raw", "values are raw: ';' mid-line is kept");
+    is_int(cfg->max_packet_size, 2147483647, "PgBouncer's max_packet_size default loads");
+    is_str(cfg->client_tls_sslmode, "require", "client_tls_sslmode");
+    ok(log_contains(":28: key 'syslog' is not supported yet and is ignored"), "ignored key warns with file:line");
+    ok(log_contains("key 'tcp_keepalive' is not supported yet and is ignored"), "tcp_keepalive warns");
+
+    db = config_find_db(cfg, "app");
+    ok(db != NULL && strcmp(db->name, "app") == 0, "find db 'app'");
+    if (db != NULL) {
+        is_str(db->host, "db1.example.com", "db host");
+        is_int(db->port, 5433, "db port");
+        is_str(db->dbname, "appdb", "db dbname");
+        is_str(db->user, "svc", "db user");
+        is_str(db->password, "it's a 'secret", "quoted value with '' and \\' escapes");
+        is_int(db->pool_size, 7, "db pool_size");
+        is_int(db->min_pool_size, 2, "db min_pool_size");
+        is_int(db->reserve_pool_size, 3, "reserve_pool is an alias of reserve_pool_size");
+        is_int(db->max_db_connections, 50, "db max_db_connections");
+        is_int(db->pool_mode, POOL_TRANSACTION, "db pool_mode");
+        is_str(db->application_name, "my app", "db application_name quoted");
+    }
+    db = config_find_db(cfg, "my db");
+    ok(db != NULL && strcmp(db->name, "my db") == 0, "double-quoted database name");
+    if (db != NULL) {
+        is_str(db->host, "/var/run/postgresql", "unix socket host");
+        is_str(db->dbname, "other", "spaces around '=' in a connstr");
+        is_int(db->reserve_pool_size, 4, "reserve_pool_size");
+        is_int(db->port, 0, "unset port is 0");
+        is_int(db->pool_size, -1, "unset pool_size is -1");
+        is_int(db->pool_mode, POOL_MODE_UNSET, "unset pool_mode");
+        is_str(db->user, NULL, "unset user is NULL");
+    }
+    db = config_find_db(cfg, "empty");
+    ok(db != NULL && strcmp(db->name, "empty") == 0 && db->host == NULL, "an empty connstr is a valid entry");
+    db = config_find_db(cfg, "nosuchdb");
+    ok(db != NULL && strcmp(db->name, "*") == 0, "unknown name falls back to '*'");
+    if (db != NULL) is_str(db->host, "fallback", "'*' entry host");
+    db = config_find_db(cfg, "APP");
+    ok(db != NULL && strcmp(db->name, "*") == 0, "database names are case-sensitive");
+
+    u = config_find_user(cfg, "alice");
+    ok(u != NULL, "find user alice");
+    if (u != NULL) {
+        is_int(u->pool_mode, POOL_SESSION, "user pool_mode");
+        is_int(u->pool_size, 3, "user pool_size");
+        is_int(u->max_user_connections, 9, "user max_user_connections");
+    }
+    u = config_find_user(cfg, "bob");
+    ok(u != NULL && u->pool_size == -1 && u->pool_mode == POOL_MODE_UNSET && u->max_user_connections == -1,
+       "user with only an ignored key keeps inherit defaults");
+    ok(config_find_user(cfg, "carol") == NULL, "unknown user is NULL");
+    config_free(cfg);
+    remove_ini(path);
+}
+
+static void test_no_databases_section(void)
+{
+    char                *path = write_ini("[pgbun]\nlisten_port = 6000\n");
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err);
+
+    ok(cfg != NULL && cfg->databases == NULL, "a file without [databases] gets no '*' entry");
+    ok(cfg != NULL && config_find_db(cfg, "x") == NULL, "config_find_db is NULL without entries");
+    config_free(cfg);
+    free(err);
+    remove_ini(path);
+}
+
+static void test_duplicates_replace(void)
+{
+    char                *path = write_ini("[databases]\n"
+                                                         "a = host=one\n"
+                                                         "b = host=two\n"
+                                                         "a = host=three\n"
+                                                         "[pgbun]\n"
+                                                         "listen_port = 1\n"
+                                                         "listen_port = 2\n");
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err);
+
+    ok(cfg != NULL, "duplicates load");
+    if (cfg != NULL) {
+        is_str(cfg->databases->name, "a", "redefined db keeps its place");
+        is_str(cfg->databases->host, "three", "later db definition wins");
+        ok(cfg->databases->next != NULL && cfg->databases->next->next == NULL, "no duplicate entry");
+        is_int(cfg->listen_port, 2, "later key wins");
+    }
+    config_free(cfg);
+    free(err);
+    remove_ini(path);
+}
+
+static void test_include(void)
+{
+    char                *inner = write_ini("max_client_conn = 77\n[databases]\ninc = host=included\n");
+    const char          *base = strrchr(inner, '/') + 1;
+    char                 text[512];
+    char                *outer, *err = NULL;
+    struct pgbun_config *cfg;
+
+    snprintf(text, sizeof(text), "[pgbun]\n%%include %s\nafter = host=a\n", base);
+    outer = write_ini(text);
+    cfg = config_load(outer, &err);
+    ok(cfg != NULL, "%%include relative to the including file loads");
+    if (err != NULL) printf("#   error: %s\n", err);
+    if (cfg != NULL) {
+        is_int(cfg->max_client_conn, 77, "included file inherits the current section");
+        ok(config_find_db(cfg, "inc") != NULL, "included [databases] entry");
+        ok(config_find_db(cfg, "after") != NULL, "section switched by the include carries over");
+    }
+    config_free(cfg);
+    free(err);
+    remove_ini(outer);
+
+    /* An include of a missing file names the missing file. */
+    outer = write_ini("[pgbun]\n%include /nonexistent/pgbun-inc.ini\n");
+    err = NULL;
+    cfg = config_load(outer, &err);
+    ok(cfg == NULL && err != NULL && strstr(err, "/nonexistent/pgbun-inc.ini: cannot open: ") != NULL,
+       "missing %%include file is an error");
+    config_free(cfg);
+    free(err);
+    remove_ini(outer);
+
+    /* Self-inclusion stops at the depth limit. */
+    outer = write_ini("");
+    {
+        FILE *f = fopen(outer, "w");
+        fprintf(f, "%%include %s\n", outer);
+        fclose(f);
+    }
+    err = NULL;
+    cfg = config_load(outer, &err);
+    ok(cfg == NULL && err != NULL && strstr(err, "nested too deeply") != NULL, "recursive %%include is refused");
+    config_free(cfg);
+    free(err);
+    remove_ini(outer);
+    remove_ini(inner);
+}
+
+static void test_errors(void)
+{
+    char                *err = NULL;
+    struct pgbun_config *cfg;
+
+    expect_error("[pgbun]\n\nlisten_port = abc\n", "3: listen_port: invalid integer 'abc'",
+                 "bad int names file:line:key");
+    expect_error("[pgbun]\nlisten_port = 70000\n", "2: listen_port: value 70000 out of range", "port range");
+    expect_error("[pgbun]\nlisten_port = 0\n", "2: listen_port: value 0 out of range", "port 0 refused");
+    expect_error("[pgbun]\ndefault_pool_size = -1\n", "2: default_pool_size: value -1 out of range",
+                 "negative pool size refused");
+    expect_error("[pgbun]\nlisten_port = 12abc\n", "2: listen_port: invalid integer '12abc'", "trailing junk in int");
+    expect_error("[pgbun]\nno_such_key = 1\n", "2: unknown key 'no_such_key'", "unknown key");
+    expect_error("[pgbun]\n[bogus]\n", "2: unknown section [bogus]", "unknown section");
+    expect_error("[pgbun]\npool_mode = sometimes\n", "2: pool_mode: invalid pool_mode 'sometimes'", "bad pool_mode");
+    expect_error("[pgbun]\nauth_type = hba\n", "2: auth_type: auth_type 'hba' is not supported yet", "auth_type hba");
+    expect_error("[pgbun]\nauth_type = cert\n", "2: auth_type: auth_type 'cert' is not supported yet",
+                 "auth_type cert");
+    expect_error("[pgbun]\nauth_type = rot13\n", "2: auth_type: invalid auth_type 'rot13'", "bad auth_type");
+    expect_error("[pgbun]\nlog_connections = maybe\n", "2: log_connections: invalid boolean 'maybe'", "bad bool");
+    expect_error("[pgbun]\nserver_lifetime = 5 fortnights\n", "2: server_lifetime: invalid time '5 fortnights'",
+                 "bad time");
+    expect_error("[pgbun]\nunix_socket_mode = 0789\n", "2: unix_socket_mode: invalid octal mode '0789'", "bad octal");
+    expect_error("[pgbun]\nserver_tls_sslmode = sometimes\n", "2: server_tls_sslmode: invalid value 'sometimes'",
+                 "bad sslmode");
+    expect_error("[databases]\nfoo = host=x bogus=1\n", "2: unknown key 'bogus'", "bad db entry key");
+    expect_error("[databases]\nfoo = port=abc\n", "2: port: invalid integer 'abc'", "bad db port");
+    expect_error("[databases]\nfoo = pool_mode=never\n", "2: pool_mode: invalid pool_mode 'never'", "bad db pool_mode");
+    expect_error("[databases]\nfoo = password='unterminated\n", "2: password: unterminated quoted value",
+                 "unterminated quote");
+    expect_error("[databases]\nfoo = host\n", "2: host: missing '=' after key", "db key without '='");
+    expect_error("[databases]\nfoo = host=x =y\n", "2: syntax error: empty key", "db pair without key");
+    expect_error("[users]\nalice = pool_size=x\n", "2: pool_size: invalid integer 'x'", "bad user pool_size");
+    expect_error("[users]\nalice = colour=blue\n", "2: unknown key 'colour'", "bad user key");
+    expect_error("listen_port = 1\n", "1: key 'listen_port' outside of any section", "key before any section");
+    expect_error("[pgbun]\njust words\n", "2: syntax error", "line without '='");
+    expect_error("[databases]\n\"open = host=x\n", "2: unterminated quoted name", "unterminated db name");
+
+    cfg = config_load("/nonexistent/pgbun.ini", &err);
+    ok(cfg == NULL && err != NULL && strcmp(err, "/nonexistent/pgbun.ini: cannot open: No such file or directory") == 0,
+       "missing file: '<file>: cannot open: <strerror>'");
+    if (cfg != NULL || err == NULL || strstr(err, "cannot open") == NULL)
+        printf("#   got '%s'\n", err ? err : "(null)");
+    config_free(cfg);
+    free(err);
+}
+
+static void test_ignored_and_peers(void)
+{
+    char                *path = write_ini("[pgbouncer]\n"
+                                                         "job_name = x\nsyslog_ident = y\ntcp_keepcnt = 3\ndns_max_ttl = 15\n"
+                                                         "server_tls_key_file = /k\nauth_dbname = d\npeer_id = 1\n"
+                                                         "[databases]\nfoo = host=h client_encoding=UTF8 connect_query='SELECT 1' "
+                                                         "load_balance_hosts=disable auth_user=x\n"
+                                                         "[peers]\n1 = host=/tmp/p1\n");
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err);
+
+    ok(cfg != NULL, "ignored keys, db params and [peers] load");
+    if (err != NULL) printf("#   error: %s\n", err);
+    ok(log_contains("key 'connect_query' is not supported yet and is ignored"), "ignored db param warns");
+    ok(log_contains("section [peers] is not supported yet and is ignored"), "[peers] warns");
+    ok(cfg != NULL && config_find_db(cfg, "foo") != NULL && strcmp(config_find_db(cfg, "foo")->host, "h") == 0,
+       "entry with ignored params keeps the real ones");
+    config_free(cfg);
+    free(err);
+    remove_ini(path);
+}
+
+static void test_env(void)
+{
+    char                *path = write_ini("[pgbun]\npool_mode = session\nlisten_port = 7000\nserver_host = filehost\n");
+    char                *err = NULL;
+    struct pgbun_config *cfg;
+
+    clear_env();
+    cfg = config_load(path, &err);
+    ok(cfg != NULL && cfg->pool_mode == POOL_SESSION, "file value without env");
+    config_free(cfg);
+
+    setenv("POOL_MODE", "transaction", 1);
+    setenv("LISTEN_PORT", "7001", 1);
+    cfg = config_load(path, &err);
+    ok(cfg != NULL && cfg->pool_mode == POOL_TRANSACTION, "POOL_MODE beats the file");
+    ok(cfg != NULL && cfg->listen_port == 7001, "LISTEN_PORT beats the file");
+    config_free(cfg);
+
+    setenv("PGBUN_POOL_MODE", "statement", 1);
+    setenv("PGBUN_SERVER_HOST", "envhost", 1);
+    setenv("PGBUN_QUERY_TIMEOUT", "2.5", 1);
+    setenv("PGBUN_LOG_CONNECTIONS", "off", 1);
+    setenv("PGBUN_SYSLOG", "1", 1);
+    cfg = config_load(path, &err);
+    ok(cfg != NULL && cfg->pool_mode == POOL_STATEMENT, "PGBUN_POOL_MODE beats POOL_MODE");
+    ok(cfg != NULL && cfg->server_host != NULL && strcmp(cfg->server_host, "envhost") == 0,
+       "PGBUN_SERVER_HOST beats the file");
+    ok(cfg != NULL && cfg->query_timeout == 2500000, "PGBUN_ time value");
+    ok(cfg != NULL && !cfg->log_connections, "PGBUN_ bool value");
+    ok(log_contains("environment PGBUN_SYSLOG: key 'syslog' is not supported yet and is ignored"),
+       "ignored key from the environment warns");
+    config_free(cfg);
+
+    setenv("PGBUN_LISTEN_PORT", "x", 1);
+    cfg = config_load(path, &err);
+    ok(cfg == NULL, "bad env value fails the load");
+    is_str(err, "environment PGBUN_LISTEN_PORT: invalid integer 'x'", "bad env value names the variable");
+    free(err);
+    err = NULL;
+    unsetenv("PGBUN_LISTEN_PORT");
+
+    setenv("SERVER_PORT", "99999", 1);
+    cfg = config_load(NULL, &err);
+    ok(cfg == NULL && err != NULL && strstr(err, "environment SERVER_PORT: value 99999 out of range") != NULL,
+       "short env name range error");
+    free(err);
+    err = NULL;
+    unsetenv("SERVER_PORT");
+
+    setenv("SERVER_HOST", "pg.internal", 1);
+    unsetenv("PGBUN_SERVER_HOST");
+    cfg = config_load(NULL, &err);
+    ok(cfg != NULL && strcmp(cfg->server_host, "pg.internal") == 0, "sidecar: SERVER_HOST applies");
+    ok(cfg != NULL && config_find_db(cfg, "x") != NULL, "sidecar with env still has '*'");
+    config_free(cfg);
+    free(err);
+
+    clear_env();
+    remove_ini(path);
+}
+
+static void test_parse_time(void)
+{
+    static const struct {
+        const char *in;
+        usec_t      want;
+    } good[] = {
+        {"15", 15 * USEC_PER_SEC},
+        {"1.5", 1500000},
+        {"500ms", 500000},
+        {"10s", 10 * USEC_PER_SEC},
+        {"2min", 120 * USEC_PER_SEC},
+        {"1h", 3600 * USEC_PER_SEC},
+        {"0", 0},
+        {"0.25", 250000},
+        {" 3 s ", 3 * USEC_PER_SEC},
+        {"750us", 750},
+        {"1d", 86400 * USEC_PER_SEC},
+        {".5", 500000},
+        {"0.000001", 1},
+        {"1.5ms", 1500},
+        {"3600.0", 3600 * USEC_PER_SEC},
+    };
+    static const char *const bad[] = {
+        "",        "abc", "-1", "1x", "1.2.3", "s", ".", "10 seconds", "1e3", "0x10", "99999999999999999999",
+        "1 min 2", "inf", "nan"};
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        usec_t v = -1;
+        bool   r = config_parse_time(good[i].in, &v);
+        ok(r && v == good[i].want, "config_parse_time('%s') = %lld", good[i].in, (long long)good[i].want);
+        if (!r || v != good[i].want) printf("#   got %d, %lld\n", r, (long long)v);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        usec_t v = 42;
+        ok(!config_parse_time(bad[i], &v) && v == 42, "config_parse_time('%s') fails, leaves output", bad[i]);
+    }
+    {
+        usec_t v = 42;
+        ok(!config_parse_time(NULL, &v), "config_parse_time(NULL) fails");
+    }
+}
+
+static void test_list_has(void)
+{
+    ok(config_list_has("admin,root", "root"), "list: comma");
+    ok(config_list_has("admin, root", "root"), "list: comma and space");
+    ok(config_list_has("  admin   root ", "admin"), "list: spaces only");
+    ok(config_list_has("Admin,ROOT", "root"), "list: case-insensitive");
+    ok(config_list_has("extra_float_digits,options", "OPTIONS"), "list: parameter names");
+    ok(!config_list_has("admin,root", "roo"), "list: no prefix match");
+    ok(!config_list_has("admin,root", "rootx"), "list: no longer match");
+    ok(!config_list_has("", "root"), "list: empty list");
+    ok(!config_list_has(NULL, "root"), "list: NULL list");
+    ok(!config_list_has("a,,b", ""), "list: empty name never matches");
+}
+
+static void test_names(void)
+{
+    is_str(config_pool_mode_name(POOL_SESSION), "session", "pool mode name session");
+    is_str(config_pool_mode_name(POOL_TRANSACTION), "transaction", "pool mode name transaction");
+    is_str(config_pool_mode_name(POOL_STATEMENT), "statement", "pool mode name statement");
+    is_str(config_auth_type_name(AUTH_TRUST), "trust", "auth name trust");
+    is_str(config_auth_type_name(AUTH_PLAIN), "plain", "auth name plain");
+    is_str(config_auth_type_name(AUTH_MD5), "md5", "auth name md5");
+    is_str(config_auth_type_name(AUTH_SCRAM), "scram-sha-256", "auth name scram-sha-256");
+}
+
+int main(void)
+{
+    int fd = mkstemp(log_path);
+    int rc;
+
+    if (fd < 0) {
+        printf("Bail out! cannot create log file\n");
+        return 1;
+    }
+    close(fd);
+    log_set_stderr(false);
+    if (!log_set_file(log_path)) {
+        printf("Bail out! cannot open log file\n");
+        return 1;
+    }
+    clear_env();
+
+    test_defaults_in_sidecar_mode();
+    test_full_ini();
+    test_no_databases_section();
+    test_duplicates_replace();
+    test_include();
+    test_errors();
+    test_ignored_and_peers();
+    test_env();
+    test_parse_time();
+    test_list_has();
+    test_names();
+
+    rc = done_testing();
+    if (!log_set_file(NULL)) rc = 1;
+    unlink(log_path);
+    return rc;
+}

@@ -1,0 +1,492 @@
+/*
+ * test_scram.c - SCRAM-SHA-256 on both sides: the RFC 7677 vector, round
+ * trips, and malformed messages of every kind. Every message is handed over
+ * in a heap buffer of exactly its length, with no NUL after it, so that a
+ * parser reading one byte too far trips AddressSanitizer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "scram.h"
+#include "tap.h"
+
+#define RFC_PASSWORD     "pencil"
+#define RFC_CNONCE       "rOprNGfwEbeRWgbNEkqO"
+#define RFC_SNONCE       "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+#define RFC_NONCE        RFC_CNONCE RFC_SNONCE
+#define RFC_CLIENT_FIRST "n,,n=user,r=" RFC_CNONCE
+#define RFC_SERVER_FIRST "r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+#define RFC_CLIENT_FINAL "c=biws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+#define RFC_SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+/* The vector's secret, computed independently (Python hashlib) from "pencil", the salt and 4096. */
+#define RFC_SECRET                                                                                                     \
+    "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"                        \
+    "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+/* pgbun's client sends "n=," so its proof differs from the RFC's; also computed with hashlib. */
+#define PG_CLIENT_FINAL "c=biws,r=" RFC_NONCE ",p=qvT2SWdEH5Q06albL+hjSYuUhCG7VndFyzIb7CK4n9k="
+#define PG_SERVER_FINAL "v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg="
+
+static const uint8_t rfc_salt[16] = {0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e,
+                                     0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81};
+
+static struct auth_secret rfc_secret;
+
+/* An exact-length heap copy: no terminator for a parser to lean on. */
+static char *exact(const char *s, size_t n)
+{
+    char *p = malloc(n ? n : 1);
+
+    memcpy(p, s, n);
+    return p;
+}
+
+static bool server_first(struct scram_server *st, const char *msg, size_t n, char **out, const char **err)
+{
+    char *m = exact(msg, n);
+    bool  r = scram_server_first(st, m, n, out, err);
+
+    free(m);
+    return r;
+}
+
+static bool server_final(struct scram_server *st, const char *msg, size_t n, char **out, const char **err)
+{
+    char *m = exact(msg, n);
+    bool  r = scram_server_final(st, m, n, out, err);
+
+    free(m);
+    return r;
+}
+
+static bool client_final(struct scram_client *st, const char *pw, const char *msg, size_t n, char **out,
+                         const char **err)
+{
+    char *m = exact(msg, n);
+    bool  r = scram_client_final(st, pw, m, n, out, err);
+
+    free(m);
+    return r;
+}
+
+static bool client_verify(struct scram_client *st, const char *msg, size_t n, const char **err)
+{
+    char *m = exact(msg, n);
+    bool  r = scram_client_verify(st, m, n, err);
+
+    free(m);
+    return r;
+}
+
+/* A server that has answered the RFC client-first, ready for a client-final. */
+static void server_after_first(struct scram_server *st)
+{
+    char       *out = NULL;
+    const char *err = NULL;
+
+    if (!scram_server_begin(st, &rfc_secret, RFC_SNONCE) ||
+        !server_first(st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), &out, &err))
+        abort();
+    free(out);
+}
+
+/* A client that has sent "n,,n=,r=<RFC client nonce>". */
+static void client_after_first(struct scram_client *st)
+{
+    char *out = NULL;
+
+    if (!scram_client_first(st, RFC_CNONCE, &out)) abort();
+    free(out);
+}
+
+static void test_make_secret_matches_the_vector(void)
+{
+    char *s = scram_make_secret(RFC_PASSWORD, rfc_salt, sizeof(rfc_salt), 4096);
+
+    is_str(s, RFC_SECRET, "scram_make_secret reproduces the RFC 7677 keys");
+    free(s);
+    ok(auth_secret_parse(&rfc_secret, "user", RFC_SECRET) && rfc_secret.kind == SECRET_SCRAM,
+       "the vector's secret parses as SCRAM");
+    is_int(rfc_secret.scram_iter, 4096, "iterations parsed");
+    ok(rfc_secret.scram_salt_len == 16 && memcmp(rfc_secret.scram_salt, rfc_salt, 16) == 0, "salt decoded");
+    ok(scram_make_secret("x", rfc_salt, 0, 4096) == NULL, "empty salt refused");
+    ok(scram_make_secret("x", rfc_salt, sizeof(rfc_salt), 0) == NULL, "zero iterations refused");
+}
+
+static void test_server_rfc7677_vector(void)
+{
+    struct scram_server st;
+    char               *out = NULL;
+    const char         *err = NULL;
+
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "server begins from a SCRAM secret");
+    ok(server_first(&st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), &out, &err),
+       "server accepts the RFC client-first");
+    is_str(out, RFC_SERVER_FIRST, "server-first matches the RFC");
+    free(out);
+    out = NULL;
+    ok(server_final(&st, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), &out, &err), "server accepts the RFC proof");
+    is_str(out, RFC_SERVER_FINAL, "server-final matches the RFC");
+    free(out);
+    out = NULL;
+    ok(!server_final(&st, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), &out, &err) && out == NULL,
+       "a second client-final is refused");
+    scram_server_free(&st);
+}
+
+static void test_client_vector_with_empty_user(void)
+{
+    struct scram_client st;
+    char               *out = NULL;
+    const char         *err = NULL;
+
+    ok(scram_client_first(&st, RFC_CNONCE, &out), "client-first built");
+    is_str(out, "n,,n=,r=" RFC_CNONCE, "client-first has an empty user name");
+    free(out);
+    out = NULL;
+    ok(client_final(&st, RFC_PASSWORD, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), &out, &err),
+       "client answers the RFC server-first");
+    is_str(out, PG_CLIENT_FINAL, "client proof matches an independent computation");
+    free(out);
+    ok(client_verify(&st, PG_SERVER_FINAL, strlen(PG_SERVER_FINAL), &err), "client verifies the server signature");
+    ok(!client_verify(&st, PG_SERVER_FINAL, strlen(PG_SERVER_FINAL), &err), "the signature is checked only once");
+    scram_client_free(&st);
+}
+
+/* client <-> server in memory; returns whether the server accepted and the client verified. */
+static bool round_trip(const struct auth_secret *secret, const char *password, const char **where)
+{
+    struct scram_server srv;
+    struct scram_client cli;
+    char               *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL;
+    const char         *err = NULL;
+    bool                good = false;
+
+    *where = "begin";
+    memset(&cli, 0, sizeof(cli));
+    if (!scram_server_begin(&srv, secret, NULL)) return false;
+    *where = "client-first";
+    if (!scram_client_first(&cli, NULL, &m1)) goto out;
+    *where = "server-first";
+    if (!server_first(&srv, m1, strlen(m1), &m2, &err)) goto out;
+    *where = "client-final";
+    if (!client_final(&cli, password, m2, strlen(m2), &m3, &err)) goto out;
+    *where = err = NULL;
+    if (!server_final(&srv, m3, strlen(m3), &m4, &err)) {
+        *where = err;
+        goto out;
+    }
+    *where = "verify";
+    good = client_verify(&cli, m4, strlen(m4), &err);
+out:
+    free(m1);
+    free(m2);
+    free(m3);
+    free(m4);
+    scram_server_free(&srv);
+    scram_client_free(&cli);
+    return good;
+}
+
+static void test_round_trips(void)
+{
+    struct auth_secret plain, scram, md5;
+    char              *made = scram_make_secret("s3cret", NULL, 0, 4096);
+    const char        *where;
+
+    ok(made != NULL && strncmp(made, "SCRAM-SHA-256$4096:", 19) == 0, "random-salt secret made");
+    ok(auth_secret_parse(&plain, "alice", "s3cret"), "plain secret parsed");
+    ok(auth_secret_parse(&scram, "alice", made), "made secret parsed");
+    ok(auth_secret_parse(&md5, "alice", "md53175bce1d3201d16594cebf9d7eb3f9d"), "md5 secret parsed");
+    ok(round_trip(&plain, "s3cret", &where), "round trip against a plain secret");
+    ok(round_trip(&scram, "s3cret", &where), "round trip against a SCRAM secret");
+    ok(!round_trip(&plain, "wrong", &where) && where && strcmp(where, "invalid proof") == 0,
+       "wrong password against a plain secret: invalid proof");
+    ok(!round_trip(&scram, "wrong", &where) && where && strcmp(where, "invalid proof") == 0,
+       "wrong password against a SCRAM secret: invalid proof");
+    ok(!round_trip(&md5, "postgres", &where) && strcmp(where, "begin") == 0, "an md5 secret cannot do SCRAM");
+    ok(round_trip(&rfc_secret, RFC_PASSWORD, &where), "round trip against the vector's secret");
+    auth_secret_clear(&plain);
+    auth_secret_clear(&scram);
+    auth_secret_clear(&md5);
+    free(made);
+}
+
+static void test_server_first_malformed(void)
+{
+    static const struct {
+        const char *msg;
+        const char *err; /* NULL: any error */
+    } cases[] = {
+        {"", NULL},
+        {"n", NULL},
+        {"n,", NULL},
+        {"n,,", NULL},
+        {"n,,n=user", NULL},
+        {"n,,n=user,", NULL},
+        {"n,,n=user,r=", NULL},
+        {"n,,r=abc", NULL},
+        {"n,,n=,x=abc", NULL},
+        {"x,,n=,r=abc", NULL},
+        {"nn,n=,r=abc", NULL},
+        {"n,,n=,r=ab c", NULL},
+        {"n,,n=,r=ab\x01", NULL},
+        {"n,,n=,r=ab\xff", NULL},
+        {"p=tls-server-end-point,,n=,r=abc", "channel binding not supported"},
+        {"n,a=bob,n=,r=abc", NULL},
+        {"n,,m=ext,n=,r=abc", NULL},
+    };
+    struct scram_server st;
+    char               *out;
+    const char         *err;
+    size_t              full = strlen(RFC_CLIENT_FIRST), need = strlen("n,,n=user,r=") + 1;
+    int                 bad = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool r;
+
+        if (!scram_server_begin(&st, &rfc_secret, RFC_SNONCE)) abort();
+        out = NULL;
+        err = NULL;
+        r = server_first(&st, cases[i].msg, strlen(cases[i].msg), &out, &err);
+        ok(!r && out == NULL && err != NULL && (cases[i].err == NULL || strcmp(err, cases[i].err) == 0),
+           "client-first '%s' refused (%s)", cases[i].msg, err ? err : "?");
+        scram_server_free(&st);
+    }
+
+    /* An embedded NUL is refused rather than silently cutting the message. */
+    if (!scram_server_begin(&st, &rfc_secret, RFC_SNONCE)) abort();
+    out = NULL;
+    ok(!server_first(&st, "n,,n=,r=ab\0cd", 13, &out, &err) && out == NULL, "client-first with a NUL byte refused");
+    scram_server_free(&st);
+
+    /* Every truncation: only those that still carry a nonce may pass. */
+    for (size_t cut = 0; cut <= full; cut++) {
+        bool r;
+
+        if (!scram_server_begin(&st, &rfc_secret, RFC_SNONCE)) abort();
+        out = NULL;
+        r = server_first(&st, RFC_CLIENT_FIRST, cut, &out, &err);
+        if (r != (cut >= need) || (r && out == NULL) || (!r && out != NULL)) bad++;
+        free(out);
+        scram_server_free(&st);
+    }
+    is_int(bad, 0, "client-first truncated at every byte: refused until the nonce starts");
+
+    /* Messages out of order. */
+    if (!scram_server_begin(&st, &rfc_secret, RFC_SNONCE)) abort();
+    ok(!server_final(&st, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), &out, &err),
+       "client-final before client-first refused");
+    scram_server_free(&st);
+    server_after_first(&st);
+    ok(!server_first(&st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), &out, &err), "a second client-first refused");
+    scram_server_free(&st);
+}
+
+static void test_server_final_malformed(void)
+{
+    static const struct {
+        const char *msg;
+        const char *err;
+    } cases[] = {
+        {"", "malformed SCRAM message"},
+        {"c=biws", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE, "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=,x=1", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7And!Q=", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=AAAA", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=AAAA", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=dHzb=apWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "malformed SCRAM message"},
+        {"c=bi=s,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "malformed SCRAM message"},
+        {"c=biws,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "malformed SCRAM message"},
+        {"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "malformed SCRAM message"},
+        {"c=eSws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "SCRAM channel binding check failed"},
+        {"c=biws,r=" RFC_CNONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "SCRAM nonce mismatch"},
+        {"c=biws,r=" RFC_NONCE "x,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "SCRAM nonce mismatch"},
+        {"c=biws,r=" RFC_NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVR=", "malformed SCRAM message"},
+        {"c=biws,r=" RFC_NONCE ",p=eHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "invalid proof"},
+        {"c=biws,r=" RFC_NONCE ",p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "invalid proof"},
+        /* an extension is signed too, so adding one breaks the proof */
+        {"c=biws,r=" RFC_NONCE ",x=1,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "invalid proof"},
+    };
+    struct scram_server st;
+    char               *out;
+    const char         *err;
+    size_t              full = strlen(RFC_CLIENT_FINAL);
+    int                 bad = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool r;
+
+        server_after_first(&st);
+        out = NULL;
+        err = NULL;
+        r = server_final(&st, cases[i].msg, strlen(cases[i].msg), &out, &err);
+        ok(!r && out == NULL && err != NULL && strcmp(err, cases[i].err) == 0, "client-final '%s' refused: %s",
+           cases[i].msg, cases[i].err);
+        if (err && strcmp(err, cases[i].err) != 0) printf("#   got '%s'\n", err);
+        scram_server_free(&st);
+    }
+
+    for (size_t cut = 0; cut < full; cut++) {
+        server_after_first(&st);
+        out = NULL;
+        if (server_final(&st, RFC_CLIENT_FINAL, cut, &out, &err) || out != NULL) bad++;
+        free(out);
+        scram_server_free(&st);
+    }
+    is_int(bad, 0, "client-final truncated at every byte is refused");
+
+    server_after_first(&st);
+#define WRONG_FINAL "c=biws,r=" RFC_NONCE ",p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    ok(!server_final(&st, WRONG_FINAL, strlen(WRONG_FINAL), &out, &err), "wrong proof refused");
+    ok(!server_final(&st, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), &out, &err) &&
+           strcmp(err, "unexpected SCRAM message") == 0,
+       "no second try after a wrong proof");
+    scram_server_free(&st);
+}
+
+static void test_client_final_malformed(void)
+{
+    static const struct {
+        const char *msg;
+        const char *err;
+    } cases[] = {
+        {"", "malformed SCRAM message"},
+        {"r=" RFC_NONCE, "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=,i=4096", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ=,i=4096", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=W22Z!J0SNY7soEsUEjb6gQ==,i=4096", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=40x6", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=-1", "malformed SCRAM message"},
+        {"r=" RFC_NONCE ",i=4096,s=W22ZaJ0SNY7soEsUEjb6gQ==", "malformed SCRAM message"},
+        {"s=W22ZaJ0SNY7soEsUEjb6gQ==,r=" RFC_NONCE ",i=4096", "malformed SCRAM message"},
+        {"m=x,r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", "unsupported SCRAM extension"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0", "SCRAM iteration count out of range"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=10000001", "SCRAM iteration count out of range"},
+        {"r=" RFC_NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=99999999999999999999999", "SCRAM iteration count out of range"},
+        {"r=" RFC_CNONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", "SCRAM nonce mismatch"},
+        {"r=rOprNGfwEbeRWgbNEkqX" RFC_SNONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", "SCRAM nonce mismatch"},
+        {"r=rOpr,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", "SCRAM nonce mismatch"},
+        {"e=other-error", "malformed SCRAM message"},
+    };
+    struct scram_client st;
+    char               *out;
+    const char         *err;
+    size_t              full = strlen(RFC_SERVER_FIRST), need = strlen(RFC_SERVER_FIRST) - 3;
+    int                 bad = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool r;
+
+        client_after_first(&st);
+        out = NULL;
+        err = NULL;
+        r = client_final(&st, RFC_PASSWORD, cases[i].msg, strlen(cases[i].msg), &out, &err);
+        ok(!r && out == NULL && err != NULL && strcmp(err, cases[i].err) == 0, "server-first '%s' refused: %s",
+           cases[i].msg, cases[i].err);
+        if (err && strcmp(err, cases[i].err) != 0) printf("#   got '%s'\n", err);
+        scram_client_free(&st);
+    }
+
+    /* Truncations pass only once "i=" has a digit (i=4, i=40, i=409 are valid counts). */
+    for (size_t cut = 0; cut <= full; cut++) {
+        bool r;
+
+        client_after_first(&st);
+        out = NULL;
+        r = client_final(&st, RFC_PASSWORD, RFC_SERVER_FIRST, cut, &out, &err);
+        if (r != (cut >= need) || (r && out == NULL) || (!r && out != NULL)) bad++;
+        free(out);
+        scram_client_free(&st);
+    }
+    is_int(bad, 0, "server-first truncated at every byte: refused until the iteration count starts");
+
+    memset(&st, 0, sizeof(st));
+    ok(!client_final(&st, RFC_PASSWORD, RFC_SERVER_FIRST, full, &out, &err),
+       "server-first before client-first refused");
+    ok(!client_verify(&st, PG_SERVER_FINAL, strlen(PG_SERVER_FINAL), &err), "server-final before server-first refused");
+}
+
+static void test_client_verify_malformed(void)
+{
+    static const struct {
+        const char *msg;
+        const char *err;
+    } cases[] = {
+        {"", "malformed SCRAM message"},
+        {"v=", "malformed SCRAM message"},
+        {"v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg", "malformed SCRAM message"},
+        {"v=3HO6Qt1M4MKJrmlKaoOqLAI0", "malformed SCRAM message"},
+        {"x=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=", "malformed SCRAM message"},
+        {"v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOh=", "malformed SCRAM message"},
+        {"v=4HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=", "invalid server signature"},
+        {"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=", "invalid server signature"},
+        {"e=invalid-proof", "server reported SCRAM error: invalid-proof"},
+        {"e=something-new", "server reported a SCRAM error"},
+    };
+    struct scram_client st;
+    char               *out;
+    const char         *err;
+    int                 bad = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        client_after_first(&st);
+        if (!client_final(&st, RFC_PASSWORD, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), &out, &err)) abort();
+        free(out);
+        err = NULL;
+        ok(!client_verify(&st, cases[i].msg, strlen(cases[i].msg), &err) && err && strcmp(err, cases[i].err) == 0,
+           "server-final '%s' refused: %s", cases[i].msg, cases[i].err);
+        scram_client_free(&st);
+    }
+
+    for (size_t cut = 0; cut < strlen(PG_SERVER_FINAL); cut++) {
+        client_after_first(&st);
+        if (!client_final(&st, RFC_PASSWORD, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), &out, &err)) abort();
+        free(out);
+        if (client_verify(&st, PG_SERVER_FINAL, cut, &err)) bad++;
+        scram_client_free(&st);
+    }
+    is_int(bad, 0, "server-final truncated at every byte is refused");
+
+    client_after_first(&st);
+    if (!client_final(&st, RFC_PASSWORD, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), &out, &err)) abort();
+    free(out);
+    ok(client_verify(&st, PG_SERVER_FINAL ",x=ext", strlen(PG_SERVER_FINAL ",x=ext"), &err),
+       "server-final extensions after v= are ignored");
+    scram_client_free(&st);
+}
+
+static void test_random_nonces_differ(void)
+{
+    struct scram_client a, b;
+    char               *ma = NULL, *mb = NULL;
+
+    ok(scram_client_first(&a, NULL, &ma) && scram_client_first(&b, NULL, &mb), "two random client-firsts");
+    ok(ma && mb && strlen(ma) == strlen("n,,n=,r=") + 24 && strcmp(ma, mb) != 0,
+       "random nonces are 24 chars and differ");
+    free(ma);
+    free(mb);
+    scram_client_free(&a);
+    scram_client_free(&b);
+}
+
+int main(void)
+{
+    test_make_secret_matches_the_vector();
+    test_server_rfc7677_vector();
+    test_client_vector_with_empty_user();
+    test_round_trips();
+    test_server_first_malformed();
+    test_server_final_malformed();
+    test_client_final_malformed();
+    test_client_verify_malformed();
+    test_random_nonces_differ();
+    auth_secret_clear(&rfc_secret);
+    return done_testing();
+}

@@ -210,6 +210,7 @@ void client_welcome(struct client *c)
     pool_set_client_state(c, CL_IDLE);
     if (pgbun.cfg->log_connections) client_log(c, LOGL_INFO, "login succeeded");
     if (!client_flush(c)) return;
+    io_set_reading(&c->io, true);
     if (evbuffer_get_length(c->in) > 0) client_process(c);
 }
 
@@ -547,17 +548,30 @@ static void forward_to_server(struct client *c)
         switch (type) {
         case 'X': client_close(c, NULL, "client sent Terminate"); return;
         case 'Q':
+            s->syncs_since_execute = 0;
+            s->expect_rfq++;
+            break;
         case 'F': s->expect_rfq++; break;
         case 'S':
+            if (s->copy_in) break; /* PostgreSQL ignores it during COPY FROM STDIN */
             s->expect_rfq++;
+            s->syncs_since_execute++;
             s->unsynced = false;
+            break;
+        case 'E':
+            s->syncs_since_execute = 0;
+            s->unsynced = true;
+            break;
+        case 'H':
+            if (s->copy_in) break;
+            s->unsynced = true;
             break;
         case 'P':
         case 'B':
-        case 'E':
         case 'D':
-        case 'C':
-        case 'H': s->unsynced = true; break;
+        case 'C': s->unsynced = true; break;
+        case 'c':
+        case 'f': s->copy_in = false; break;
         default: break;
         }
         c->request_time = pgbun_now();
@@ -570,6 +584,8 @@ static void forward_to_server(struct client *c)
     }
 out:
     if (!server_flush(s)) return;
+    /* The last piece of a message that outlived its ReadyForQuery (COPY data after an error). */
+    if (server_release_if_done(s)) return;
     if (c->state == CL_ACTIVE && evbuffer_get_length(s->out) > PGBUN_OUT_LIMIT) {
         c->throttled = true;
         io_set_reading(&c->io, false);
@@ -601,12 +617,19 @@ static void client_process(struct client *c)
         pool_request_server(c);
         break;
     case CL_ACTIVE:
-        if (c->server->phase == PHASE_NONE && !c->throttled) forward_to_server(c);
-        break;
+        if (c->server->phase == PHASE_NONE) {
+            if (!c->throttled) forward_to_server(c);
+            break;
+        }
+        /* pgbun's own query is still running on the server: hold the bytes */
+        __attribute__((fallthrough));
     case CL_WELCOME:
     case CL_WAITING:
-        /* Hold the bytes until a server is ready. */
-        io_set_reading(&c->io, false);
+        /*
+         * Hold the bytes until a server is ready, but keep reading (up to a
+         * bound) so that a client that gives up is noticed and leaves the queue.
+         */
+        if (evbuffer_get_length(c->in) > PGBUN_OUT_LIMIT) io_set_reading(&c->io, false);
         break;
     case CL_CLOSING:
     case CL_NSTATES: break;

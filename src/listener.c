@@ -195,6 +195,12 @@ bool listener_start(const struct pgbun_config *cfg, char **err)
     return true;
 }
 
+void listener_chown(uid_t uid, gid_t gid)
+{
+    if (unix_path[0] != '\0' && chown(unix_path, uid, gid) != 0)
+        log_warning("could not hand %s to uid %d: %s", unix_path, (int)uid, strerror(errno));
+}
+
 void listener_stop(void)
 {
     for (int i = 0; i < nlisteners; i++)

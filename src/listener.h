@@ -5,11 +5,14 @@
 #define PGBUN_LISTENER_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "config.h"
 
 /* Binds every configured address; false with *err (malloc'd) naming the address. */
 bool listener_start(const struct pgbun_config *cfg, char **err) __attribute__((warn_unused_result));
+/* Hands the unix socket file to the user pgbun switches to, so it can remove it at exit. */
+void listener_chown(uid_t uid, gid_t gid);
 /* Stops accepting and removes the unix socket file. */
 void listener_stop(void);
 

@@ -77,22 +77,15 @@ static void apply_log_settings(const struct pgbun_config *cfg)
     log_set_level(LOGL_INFO + cfg->verbose + extra_verbosity);
 }
 
-bool pgbun_reload(const char *path)
+bool pgbun_reload(const char *path, char **errmsg)
 {
-    char                *err = NULL;
-    struct pgbun_config *cfg = config_load(path, &err);
+    struct pgbun_config *cfg = config_load(path, errmsg);
     struct auth_file    *af = NULL;
 
-    if (cfg == NULL) {
-        log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
-        free(err);
-        return false;
-    }
+    if (cfg == NULL) return false;
     if (cfg->auth_file != NULL && cfg->auth_file[0] != '\0') {
-        af = authfile_load(cfg->auth_file, &err);
+        af = authfile_load(cfg->auth_file, errmsg);
         if (af == NULL) {
-            log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
-            free(err);
             config_free(cfg);
             return false;
         }
@@ -144,13 +137,22 @@ static void begin_shutdown(int mode, const char *how)
     shutdown_check_cb(-1, 0, NULL);
 }
 
+static void reload(void)
+{
+    char *err = NULL;
+
+    log_info("SIGHUP: reloading the configuration");
+    if (pgbun_reload(config_path, &err))
+        log_info("configuration reloaded");
+    else
+        log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
+    free(err);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     switch (sig) {
-    case SIGHUP:
-        log_info("SIGHUP: reloading the configuration");
-        if (pgbun_reload(config_path)) log_info("configuration reloaded");
-        break;
+    case SIGHUP: reload(); break;
     case SIGTERM: begin_shutdown(STOP_AFTER_CLIENTS, "SIGTERM: stopping once every client has left"); break;
     case SIGINT: begin_shutdown(STOP_AFTER_SERVERS, "SIGINT: stopping once no server is in use"); break;
     case SIGQUIT:
@@ -218,6 +220,7 @@ static bool drop_privileges(const char *user)
         fprintf(stderr, "pgbun: user = %s is root; pgbun does not run as root\n", user);
         return false;
     }
+    listener_chown(pw->pw_uid, pw->pw_gid);
     if (setgid(pw->pw_gid) != 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
         fprintf(stderr, "pgbun: could not become user %s: %s\n", user, strerror(errno));
         return false;
@@ -285,9 +288,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "pgbun: could not create the event loop\n");
         return 1;
     }
-    if (!pgbun_reload(config_path)) {
-        /* pgbun_reload logged the reason; make sure it reaches a terminal too. */
-        if (quiet || daemon_mode) fprintf(stderr, "pgbun: invalid configuration (see the log)\n");
+    if (!pgbun_reload(config_path, &err)) {
+        fprintf(stderr, "pgbun: %s\n", err ? err : "out of memory");
+        free(err);
         event_base_free(pgbun.base);
         return 1;
     }

@@ -34,8 +34,11 @@ extern struct pgbun_state pgbun;
 /* Monotonic clock in microseconds, cached per loop iteration by libevent. */
 usec_t pgbun_now(void);
 
-/* Applies a new config (and its auth_file); false leaves the running one in place. */
-bool pgbun_reload(const char *path) __attribute__((warn_unused_result));
+/*
+ * Applies a new config (and its auth_file). false leaves the running one in
+ * place and sets *errmsg (malloc'd) to the reason, naming file, line and key.
+ */
+bool pgbun_reload(const char *path, char **errmsg) __attribute__((warn_unused_result));
 
 #endif
 

@@ -34,7 +34,8 @@ static struct server_list reap_servers = TAILQ_HEAD_INITIALIZER(reap_servers);
 static struct event      *reap_event;
 static uint32_t           next_pool_id;
 
-static void reap_cb(evutil_socket_t fd, short what, void *arg)
+/* Frees what was closed; nothing may still point at it. */
+static void reap_now(void)
 {
     struct client *c;
     struct server *s;
@@ -47,6 +48,31 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
         TAILQ_REMOVE(&reap_servers, s, entry);
         server_free(s);
     }
+}
+
+/* Runs once per loop iteration after something closed or asked for a dispatch. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *p;
+
+    reap_now();
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        if (!p->dispatch_due) continue;
+        p->dispatch_due = false;
+        pool_dispatch(p);
+    }
+}
+
+void pool_dispatch_later(struct pool *p)
+{
+    p->dispatch_due = true;
+    event_active(reap_event, 0, 0);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pool_dispatch(arg);
 }
 
 void pool_init(void)
@@ -64,6 +90,7 @@ static void pool_free(struct pool *p)
     free(p->password);
     free(p->application_name);
     varlist_clear(&p->welcome);
+    if (p->retry_timer) event_free(p->retry_timer);
     free(p);
 }
 
@@ -86,7 +113,8 @@ void pool_fini(void)
                 server_close(s, "pgbun is shutting down");
         }
     }
-    reap_cb(-1, 0, NULL);
+    reap_now();
+    server_cancel_fini();
     while ((p = TAILQ_FIRST(&pools)) != NULL) {
         TAILQ_REMOVE(&pools, p, entry);
         pool_free(p);
@@ -309,7 +337,6 @@ void pool_unlink(struct client *c, struct server *s)
     assert(c->server == s && s->client == c);
     c->server = NULL;
     s->client = NULL;
-    c->fwd_left = 0;
 }
 
 void pool_request_server(struct client *c)
@@ -317,7 +344,6 @@ void pool_request_server(struct client *c)
     assert(c->state == CL_IDLE);
     c->wait_start = pgbun_now();
     pool_set_client_state(c, CL_WAITING);
-    io_set_reading(&c->io, false);
     pool_dispatch(c->pool);
 }
 
@@ -388,7 +414,16 @@ void pool_dispatch(struct pool *p)
     opening = p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN];
     if (want <= opening) return;
     if (p->last_fail_time != 0 && pgbun_now() - p->last_fail_time < RETRY_PAUSE) {
-        if (pool_server_count(p) == 0) fail_waiting(p);
+        usec_t         left = RETRY_PAUSE - (pgbun_now() - p->last_fail_time);
+        struct timeval tv = {0, (suseconds_t)left};
+
+        if (pool_server_count(p) == 0) {
+            fail_waiting(p);
+            return;
+        }
+        /* Others may still serve the queue; try again when the pause is over. */
+        if (p->retry_timer == NULL) p->retry_timer = evtimer_new(pgbun.base, retry_cb, p);
+        if (p->retry_timer != NULL) evtimer_add(p->retry_timer, &tv);
         return;
     }
     while (want > opening && pool_server_count(p) < p->pool_size) {

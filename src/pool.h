@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+struct event;
+
 #include "config.h"
 #include "varlist.h"
 
@@ -72,6 +74,8 @@ struct pool {
     usec_t         last_fail_time; /* last failed server connect or login */
     char           last_fail_state[6];
     char           last_fail_msg[512];
+    struct event  *retry_timer;  /* serves the queue again when the pause after a failure ends */
+    bool           dispatch_due; /* pool_dispatch runs after this loop iteration */
 
     /* counters (SHOW STATS reads these) */
     uint64_t total_assignments; /* clients given a server */
@@ -111,6 +115,8 @@ void pool_server_ready(struct server *s);
 void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg);
 /* Give idle servers to waiting clients; open servers while under pool_size. */
 void pool_dispatch(struct pool *p);
+/* pool_dispatch after this loop iteration (safe from inside any close path). */
+void pool_dispatch_later(struct pool *p);
 
 /* Every open server connection of the pool (not closing). */
 int pool_server_count(const struct pool *p);

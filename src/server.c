@@ -78,7 +78,8 @@ void server_close(struct server *s, const char *fmt, ...)
 
     if (c != NULL) {
         pool_unlink(c, s);
-        client_close(c, "08006", "server connection closed: %s", reason);
+        /* An ErrorResponse in the middle of a relayed message would be garbage to the client. */
+        client_close(c, s->fwd_left > 0 ? NULL : "08006", "server connection closed: %s", reason);
     }
     if (s->dns != NULL) {
         struct evdns_getaddrinfo_request *req = s->dns;
@@ -94,6 +95,8 @@ void server_close(struct server *s, const char *fmt, ...)
     }
     io_close(&s->io);
     pool_set_server_state(s, SV_CLOSING);
+    /* A slot is free: waiting clients may get a new server. */
+    pool_dispatch_later(s->pool);
 }
 
 void server_free(struct server *s)
@@ -114,7 +117,7 @@ void server_free(struct server *s)
 bool server_is_clean(const struct server *s)
 {
     return s->expect_rfq == 0 && !s->unsynced && !s->in_copy && s->txstatus == 'I' && s->phase == PHASE_NONE &&
-           s->fwd_left == 0;
+           s->fwd_left == 0 && (s->client == NULL || s->client->fwd_left == 0);
 }
 
 bool server_flush(struct server *s)
@@ -416,7 +419,8 @@ static void login_step(struct server *s)
                 free(s->scram);
                 s->scram = NULL;
             }
-            server_log(s, LOGL_DEBUG, "logged in, backend pid %d", s->backend_pid);
+            if (pgbun.cfg->log_connections)
+                server_log(s, LOGL_INFO, "new server connection, backend pid %d", s->backend_pid);
             pool_server_ready(s);
             return;
         case 'E':
@@ -499,7 +503,6 @@ static void start_reset(struct server *s)
 void server_client_gone(struct server *s)
 {
     assert(s->client == NULL);
-    s->fwd_left = 0;
     s->throttled = false;
     io_set_reading(&s->io, true);
     if (s->phase != PHASE_NONE) {
@@ -563,13 +566,19 @@ static void phase_done(struct server *s)
 
 /* ---- relaying ---- */
 
-static void client_done_with(struct server *s, struct client *c)
+bool server_release_if_done(struct server *s)
 {
+    struct client *c = s->client;
+
+    if (c == NULL || s->pool->mode == POOL_SESSION || !server_is_clean(s) || evbuffer_get_length(s->in) > 0)
+        return false;
+    if (!client_flush(c)) return true;
     pool_unlink(c, s);
     pool_set_client_state(c, CL_IDLE);
     pool_release_server(s);
     /* The client may have pipelined its next request already. */
     if (c->state == CL_IDLE) client_resume(c);
+    return true;
 }
 
 static void relay(struct server *s)
@@ -598,10 +607,8 @@ static void relay(struct server *s)
         case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", len); return;
         case PROTO_OK: break;
         }
-        switch (type) {
-        case 'Z':
-        case 'S':
-        case 'E':
+        /* Read whole what pgbun must parse; an error for the client streams like any message. */
+        if (type == 'Z' || type == 'S' || (type == 'E' && !to_client)) {
             if (avail < (size_t)len + 1) {
                 if (len > SERVER_MSG_MAX) {
                     server_close(s, "protocol error from server: '%c' message of %u bytes", type, len);
@@ -610,8 +617,8 @@ static void relay(struct server *s)
                 goto out;
             }
             msg = evbuffer_pullup(s->in, (ev_ssize_t)len + 1);
-            break;
-        default: msg = NULL; break;
+        } else {
+            msg = NULL;
         }
 
         switch (type) {
@@ -623,6 +630,7 @@ static void relay(struct server *s)
             s->txstatus = (char)msg[5];
             if (s->expect_rfq > 0) s->expect_rfq--;
             s->in_copy = false;
+            s->copy_in = false;
             if (!to_client) {
                 evbuffer_drain(s->in, 6);
                 if (s->phase != PHASE_NONE && s->expect_rfq == 0)
@@ -637,11 +645,7 @@ static void relay(struct server *s)
                 client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
                 return;
             }
-            if (s->pool->mode != POOL_SESSION && server_is_clean(s)) {
-                if (!client_flush(c)) return;
-                client_done_with(s, c);
-                return;
-            }
+            /* Released at the end of this batch, once everything before it is relayed. */
             continue;
         case 'S': {
             const char *n, *v;
@@ -666,6 +670,7 @@ static void relay(struct server *s)
         }
         case 'E':
             s->in_copy = false;
+            s->copy_in = false;
             if (!to_client) {
                 struct pg_error e;
 
@@ -683,6 +688,17 @@ static void relay(struct server *s)
             }
             break;
         case 'G':
+            /*
+             * Copy-in: PostgreSQL ignores Sync and Flush until CopyDone or
+             * CopyFail, including a Sync that libpq sent right behind the
+             * COPY's Execute. Those will get no ReadyForQuery.
+             */
+            s->in_copy = true;
+            s->copy_in = true;
+            s->expect_rfq -= s->syncs_since_execute;
+            if (s->expect_rfq < 0) s->expect_rfq = 0;
+            s->syncs_since_execute = 0;
+            break;
         case 'H':
         case 'W': s->in_copy = true; break;
         case 'c':
@@ -714,6 +730,7 @@ out:
     if (s->state != SV_CLOSING && s->client != NULL) {
         struct client *c = s->client;
 
+        if (server_release_if_done(s)) return;
         if (!client_flush(c)) return;
         if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
             s->throttled = true;
@@ -779,13 +796,17 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
 
 /* A one-shot connection that carries a CancelRequest to PostgreSQL. */
 struct cancel_conn {
+    TAILQ_ENTRY(cancel_conn) entry; /* on cancel_conns until done */
     struct io        io;
     struct evbuffer *out;
     struct event     timer;
 };
 
+static TAILQ_HEAD(, cancel_conn) cancel_conns = TAILQ_HEAD_INITIALIZER(cancel_conns);
+
 static void cancel_free(struct cancel_conn *cc)
 {
+    TAILQ_REMOVE(&cancel_conns, cc, entry);
     evtimer_del(&cc->timer);
     io_close(&cc->io);
     evbuffer_free(cc->out);
@@ -840,6 +861,7 @@ void server_send_cancel(struct server *s)
         close(fd);
         return;
     }
+    TAILQ_INSERT_TAIL(&cancel_conns, cc, entry);
     io_init(&cc->io, fd, cancel_read_cb, cancel_write_cb, cc);
     evtimer_assign(&cc->timer, pgbun.base, cancel_timeout_cb, cc);
     evtimer_add(&cc->timer, &tv);
@@ -851,4 +873,12 @@ void server_send_cancel(struct server *s)
     }
     event_add(&cc->io.wev, NULL);
     cc->io.writing = true;
+}
+
+void server_cancel_fini(void)
+{
+    struct cancel_conn *cc;
+
+    while ((cc = TAILQ_FIRST(&cancel_conns)) != NULL)
+        cancel_free(cc);
 }

@@ -44,12 +44,14 @@ struct server {
     struct event                      timer;    /* connect / login deadline */
     struct evdns_getaddrinfo_request *dns;      /* pending lookup */
     usec_t                            connect_time;
-    usec_t                            link_time;  /* when the current client got it */
-    uint32_t                          fwd_left;   /* bytes of a message still to pass on */
-    int                               expect_rfq; /* requests sent whose ReadyForQuery is due */
-    bool                              unsynced;   /* extended-protocol messages sent since the last Sync */
-    bool                              in_copy;    /* COPY in progress */
-    char                              txstatus;   /* last ReadyForQuery status: I, T or E */
+    usec_t                            link_time;           /* when the current client got it */
+    uint32_t                          fwd_left;            /* bytes of a message still to pass on */
+    int                               expect_rfq;          /* requests sent whose ReadyForQuery is due */
+    bool                              unsynced;            /* extended-protocol messages sent since the last Sync */
+    bool                              in_copy;             /* COPY in progress */
+    bool                              copy_in;             /* COPY FROM STDIN: Sync/Flush from the client are ignored */
+    int                               syncs_since_execute; /* Syncs forwarded after the last Execute or Query */
+    char                              txstatus;            /* last ReadyForQuery status: I, T or E */
     enum server_phase                 phase;
     bool                              throttled;   /* reading paused: client output is full */
     struct pg_error                   phase_error; /* error to report when the phase ends */
@@ -67,10 +69,18 @@ void server_prepare_for(struct server *s, struct client *c);
 void server_client_gone(struct server *s);
 /* Client bytes were queued in s->out: write them. false when the server was closed. */
 bool server_flush(struct server *s);
+/*
+ * Outside session mode: when the server is clean and all it sent is relayed,
+ * unlink the client and return the server to the pool. true when the server
+ * is no longer the client's (released, or the client was closed).
+ */
+bool server_release_if_done(struct server *s);
 /* The client's output drained: read again. */
 void server_resume(struct server *s);
 /* Sends a CancelRequest with the backend's key on a new connection. */
 void server_send_cancel(struct server *s);
+/* Drops cancel requests still in flight (shutdown). */
+void server_cancel_fini(void);
 /* True when the server may be handed to another client. */
 bool server_is_clean(const struct server *s);
 

@@ -345,3 +345,16 @@ class _ScramClient:
     def verify_server_final(self, data):
         attrs = dict(kv.split("=", 1) for kv in data.decode().split(","))
         assert base64.b64decode(attrs["v"]) == self.expected_server_signature, "bad server signature"
+
+
+def first_error(w, user, database, params=None, sql="SELECT 1"):
+    """Log in on w and run sql: the first PgError, at login or at the query
+    (wherever the refusal surfaces), or None. Closes w."""
+    try:
+        w.login(user, database, params=params)
+        w.query(sql)
+    except PgError as exc:
+        return exc
+    finally:
+        w.close()
+    return None

@@ -12,15 +12,8 @@ def show(w, name):
     return w.scalar(f"SHOW {name}")
 
 
-def first_error(w, params, sql="SELECT 1"):
-    """Log in with params and run sql; the first PgError (at login or at the
-    query, wherever the server's refusal surfaces), or None."""
-    try:
-        w.login(BASE["user"], BASE["database"], params=params)
-        w.query(sql)
-    except pgwire.PgError as exc:
-        return exc
-    return None
+def first_error(w, params):
+    return pgwire.first_error(w, BASE["user"], BASE["database"], params=params)
 
 
 def test_per_client_parameters_survive_a_shared_server(start_pgbun):

@@ -6,15 +6,7 @@ import pgwire
 
 
 def login_error(bun, database, user="postgres"):
-    w = bun.wire()
-    try:
-        w.login(user, database)
-        w.query("SELECT 1")
-    except pgwire.PgError as exc:
-        return exc
-    finally:
-        w.close()
-    return None
+    return pgwire.first_error(bun.wire(), user, database)
 
 
 def test_unknown_database_without_fallback_gets_3D000(bun):

@@ -13,15 +13,7 @@ CONNECT_TIMEOUT = 3
 
 def first_error(bun):
     """Log in and run a query through pgbun; the first PgError, or None."""
-    w = bun.wire(timeout=CONNECT_TIMEOUT + 10)
-    try:
-        w.login("postgres", "pgbun_test")
-        w.query("SELECT 1")
-    except pgwire.PgError as exc:
-        return exc
-    finally:
-        w.close()
-    return None
+    return pgwire.first_error(bun.wire(timeout=CONNECT_TIMEOUT + 10), "postgres", "pgbun_test")
 
 
 def query_works(bun):

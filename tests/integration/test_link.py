@@ -1,0 +1,155 @@
+"""When a server is handed out, held and given back: the queue after a server
+is lost, messages that outlive ReadyForQuery, COPY as libpq sends it, bytes
+that arrive while a client waits."""
+
+import socket
+import threading
+import time
+
+import pgwire
+from pgwire import message, query_message
+
+
+def read_until(w, mtype, timeout=10):
+    """Every message up to and including the first of type mtype."""
+    seen = []
+    while True:
+        got, body = w.read_message(timeout=timeout)
+        seen.append((got, body))
+        if got == mtype:
+            return seen
+
+
+def test_waiting_client_is_served_after_the_busy_server_is_closed(start_pgbun):
+    bun = start_pgbun(config={"default_pool_size": 1})
+    a = bun.login()
+    b = bun.login()
+    a.send(query_message("SELECT pg_sleep(3)"))
+    time.sleep(0.3)
+    b.send(query_message("SELECT 42"))
+    time.sleep(0.3)
+    a.close()  # the server is busy, so pgbun closes it: B must get a new one
+    seen = read_until(b, b"Z", timeout=8)
+    rows = [body for t, body in seen if t == b"D"]
+    assert len(rows) == 1 and rows[0].endswith(b"42"), seen
+
+
+def test_error_response_over_1mb_reaches_the_client(bun):
+    w = bun.login()
+    try:
+        w.query("SELECT repeat('x', 2000000)::int")
+    except pgwire.PgError as exc:
+        assert exc.sqlstate == "22P02"
+        assert len(exc.message) > 1_000_000
+    else:
+        raise AssertionError("the cast did not fail")
+    assert w.scalar("SELECT 1") == "1"
+
+
+class SlowProxy:
+    """Forwards a TCP port to PostgreSQL, each connection 1 s late: the first
+    server login of a pool takes that long."""
+
+    def __init__(self, target_port, delay=1.0):
+        self.target_port, self.delay = target_port, delay
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _handle(self, conn):
+        time.sleep(self.delay)
+        try:
+            up = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+        except OSError:
+            conn.close()
+            return
+        up.settimeout(None)
+        threading.Thread(target=self._pump, args=(conn, up), daemon=True).start()
+        threading.Thread(target=self._pump, args=(up, conn), daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_bytes_sent_during_the_first_server_login_are_not_lost(start_pgbun, pg):
+    proxy = SlowProxy(pg.port)
+    try:
+        bun = start_pgbun(databases={"pgbun_test": f"host=127.0.0.1 port={proxy.port} dbname=pgbun_test"})
+        w = bun.wire()
+        w.startup({"user": "postgres", "database": "pgbun_test"})
+        time.sleep(0.3)
+        query = query_message("SELECT 7")
+        w.send(query[:3])  # part of the first query, while pgbun waits for its first server
+        read_until(w, b"Z")
+        w.send(query[3:])
+        seen = read_until(w, b"Z", timeout=10)
+        rows = [body for t, body in seen if t == b"D"]
+        assert len(rows) == 1 and rows[0].endswith(b"7"), seen
+    finally:
+        proxy.close()
+
+
+def test_copy_data_that_outlives_the_error_does_not_reach_the_next_client(start_pgbun, pg):
+    pg.sql("DROP TABLE IF EXISTS link_copy; CREATE TABLE link_copy(i int); "
+           "GRANT ALL ON link_copy TO public")
+    bun = start_pgbun(config={"default_pool_size": 1, "pool_mode": "transaction"})
+    a = bun.login()
+    a.send(query_message("COPY link_copy FROM STDIN"))
+    read_until(a, b"G")
+    a.send(message(b"d", b"notanint\n"))
+    row = b"1\n" * 5000
+    big = message(b"d", row)
+    a.send(big[:1000])  # half a CopyData: the server must not go to anyone else
+    seen = read_until(a, b"Z")
+    assert any(t == b"E" for t, _ in seen)
+    b = bun.login()
+    b.send(query_message("SELECT 42"))
+    time.sleep(0.5)
+    a.send(big[1000:])  # the rest; PostgreSQL ignores it, and the server is free again
+    seen = read_until(b, b"Z", timeout=10)
+    rows = [body for t, body in seen if t == b"D"]
+    assert len(rows) == 1 and rows[0].endswith(b"42"), seen
+    assert b.scalar("SELECT count(*) FROM link_copy") == "0"
+
+
+def test_extended_protocol_copy_returns_the_server_to_the_pool(start_pgbun, pg):
+    pg.sql("DROP TABLE IF EXISTS link_copy2; CREATE TABLE link_copy2(i int); "
+           "GRANT ALL ON link_copy2 TO public")
+    bun = start_pgbun(config={"default_pool_size": 1, "pool_mode": "transaction"})
+    a = bun.login()
+    # What libpq's PQsendQueryParams sends, then what PQputCopyEnd sends: the
+    # first Sync arrives during COPY and PostgreSQL ignores it.
+    a.send(message(b"P", b"\0COPY link_copy2 FROM STDIN\0\0\0")
+           + message(b"B", b"\0\0" + b"\0\0" * 3)
+           + message(b"E", b"\0\0\0\0\0")
+           + message(b"S"))
+    read_until(a, b"G")
+    a.send(message(b"d", b"1\n") + message(b"c") + message(b"S"))
+    read_until(a, b"Z")
+    b = bun.login()
+    assert b.scalar("SELECT count(*) FROM link_copy2") == "1"
+    a.close()
+    time.sleep(0.3)
+    # the server was clean: it is reused, not closed
+    assert "replies due" not in bun.log_text()

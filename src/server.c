@@ -104,6 +104,7 @@ void server_free(struct server *s)
     assert(s->state == SV_CLOSING);
     evbuffer_free(s->in);
     evbuffer_free(s->out);
+    if (s->addrs) evutil_freeaddrinfo(s->addrs);
     varlist_clear(&s->params);
     varlist_clear(&s->applied);
     varlist_clear(&s->applying);
@@ -157,6 +158,24 @@ static void send_startup(struct server *s)
     (void)server_flush(s);
 }
 
+static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen);
+
+/*
+ * A connect failed: try the host's next address, as libpq does (localhost
+ * may name ::1 before 127.0.0.1), or give up.
+ */
+static void connect_failed(struct server *s, int err)
+{
+    if (s->addr != NULL && s->addr->ai_next != NULL) {
+        server_log(s, LOGL_DEBUG, "connect failed (%s), trying the next address", strerror(err));
+        io_close(&s->io);
+        s->addr = s->addr->ai_next;
+        connect_addr(s, s->addr->ai_addr, (socklen_t)s->addr->ai_addrlen);
+        return;
+    }
+    server_fail(s, "08006", "could not connect to server %s:%d: %s", s->pool->host, s->pool->port, strerror(err));
+}
+
 static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -173,7 +192,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
         return;
     }
     if (errno != EINPROGRESS) {
-        server_fail(s, "08006", "could not connect to server %s:%d: %s", s->pool->host, s->pool->port, strerror(errno));
+        connect_failed(s, errno);
         return;
     }
     event_add(&s->io.wev, NULL);
@@ -188,10 +207,11 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     s->dns = NULL;
     if (result != 0 || res == NULL) {
         server_fail(s, "08006", "could not resolve server host \"%s\": %s", s->pool->host, evutil_gai_strerror(result));
-    } else {
-        connect_addr(s, res->ai_addr, (socklen_t)res->ai_addrlen);
+        if (res) evutil_freeaddrinfo(res);
+        return;
     }
-    if (res) evutil_freeaddrinfo(res);
+    s->addrs = s->addr = res; /* freed with the server */
+    connect_addr(s, res->ai_addr, (socklen_t)res->ai_addrlen);
 }
 
 void server_launch(struct pool *p)
@@ -780,8 +800,7 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
         event_del(&s->io.wev);
         s->io.writing = false;
         if (err != 0) {
-            server_fail(s, "08006", "could not connect to server %s:%d: %s", s->pool->host, s->pool->port,
-                        strerror(err));
+            connect_failed(s, err);
             return;
         }
         send_startup(s);

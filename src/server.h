@@ -20,6 +20,7 @@
 
 struct scram_client;
 struct evdns_getaddrinfo_request;
+struct evutil_addrinfo;
 
 enum server_phase {
     PHASE_NONE = 0, /* replies go to the client */
@@ -43,6 +44,8 @@ struct server {
     struct varlist                    applying; /* SETs in flight (PHASE_SETTING) */
     struct event                      timer;    /* connect / login deadline */
     struct evdns_getaddrinfo_request *dns;      /* pending lookup */
+    struct evutil_addrinfo           *addrs;    /* resolved addresses, or NULL for a literal address */
+    struct evutil_addrinfo           *addr;     /* the one being tried */
     usec_t                            connect_time;
     usec_t                            link_time;           /* when the current client got it */
     uint32_t                          fwd_left;            /* bytes of a message still to pass on */

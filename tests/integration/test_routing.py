@@ -65,3 +65,16 @@ def test_pools_are_per_database(start_pgbun, pg, dbname):
         # pool_size 1 per (db, user): both hold a server at once
         assert a.execute("SELECT 1").fetchone() == (1,)
         assert b.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_server_host_given_by_name_is_resolved(start_pgbun, pg):
+    bun = start_pgbun(databases={"pgbun_test": f"host=localhost port={pg.port} dbname=pgbun_test"})
+    with bun.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_unresolvable_server_host_gives_08006_naming_it(start_pgbun, pg):
+    bun = start_pgbun(databases={"pgbun_test": "host=no-such-host.invalid port=5432 dbname=pgbun_test"})
+    err = login_error(bun, "pgbun_test")
+    assert err is not None and err.sqlstate == "08006", err
+    assert "no-such-host.invalid" in err.message

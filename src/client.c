@@ -107,7 +107,8 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
 
     if (sqlstate != NULL) {
         client_log(c, LOGL_INFO, "closing: %s (%s)", reason, sqlstate);
-        if (c->io.fd >= 0) {
+        /* Not in the middle of a message the server is still relaying to it. */
+        if (c->io.fd >= 0 && (s == NULL || s->fwd_left == 0)) {
             proto_add_error(c->out, "FATAL", sqlstate, "%s", reason);
             (void)io_flush(&c->io, c->out);
         }
@@ -117,8 +118,13 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
         client_log(c, LOGL_DEBUG, "closing: %s", reason);
     }
     if (s != NULL) {
+        bool partial = c->fwd_left > 0;
+
         pool_unlink(c, s);
-        server_client_gone(s);
+        if (partial)
+            server_close(s, "client left in the middle of a message");
+        else
+            server_client_gone(s);
     }
     evtimer_del(&c->timer);
     io_close(&c->io);

@@ -153,3 +153,16 @@ def test_extended_protocol_copy_returns_the_server_to_the_pool(start_pgbun, pg):
     time.sleep(0.3)
     # the server was clean: it is reused, not closed
     assert "replies due" not in bun.log_text()
+
+
+def test_client_that_leaves_mid_message_does_not_poison_the_server(start_pgbun):
+    bun = start_pgbun(config={"default_pool_size": 1})
+    a = bun.login()
+    assert a.scalar("SELECT 1") == "1"  # A holds the only server
+    big = query_message("SELECT '" + "x" * 200_000 + "'")
+    a.send(big[:50_000])
+    time.sleep(0.3)
+    a.close()
+    b = bun.login()
+    assert b.scalar("SELECT 'clean'") == "clean"
+    assert "client left in the middle of a message" in bun.log_text()

@@ -257,15 +257,7 @@ void pool_adopt_client(struct pool *p, struct client *c)
     p->nclients[CL_LOGIN]++;
 }
 
-void pool_defer_free_client(struct client *c)
-{
-    /* A client that never got onto a list (accept failed half-way). */
-    TAILQ_INSERT_TAIL(&reap_clients, c, entry);
-    c->state = CL_CLOSING;
-    event_active(reap_event, 0, 0);
-}
-
-void pool_defer_free_server(struct server *s)
+static void defer_free_server(struct server *s)
 {
     TAILQ_INSERT_TAIL(&reap_servers, s, entry);
     s->state = SV_CLOSING;
@@ -283,7 +275,7 @@ void pool_set_server_state(struct server *s, enum server_state st)
     if (st == SV_CLOSING) {
         TAILQ_REMOVE(&p->servers[old], s, entry);
         p->nservers[old]--;
-        pool_defer_free_server(s);
+        defer_free_server(s);
         return;
     }
     TAILQ_REMOVE(&p->servers[old], s, entry);

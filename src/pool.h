@@ -123,10 +123,6 @@ int pool_server_count(const struct pool *p);
 
 struct client *pool_find_cancel_key(const uint8_t key[8]);
 
-/* Objects closed during this loop iteration are freed later. */
-void pool_defer_free_client(struct client *c);
-void pool_defer_free_server(struct server *s);
-
 /* Number of logged-in or logging-in clients and open servers (for shutdown). */
 int pool_total_clients(void);
 int pool_total_active_servers(void);

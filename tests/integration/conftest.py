@@ -282,6 +282,17 @@ def default_auth_file():
     return users
 
 
+_LIVE_PROCS = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Last line of defence: kill any daemon a failed teardown left running."""
+    for bun in _LIVE_PROCS:
+        if bun.proc is not None and bun.proc.poll() is None:
+            bun.proc.kill()
+            bun.proc.wait(timeout=10)
+
+
 class Pgbun:
     """One running pgbun (or PgBouncer, with PGBUN_TEST_PEER=pgbouncer)."""
 
@@ -312,6 +323,7 @@ class Pgbun:
         return cmd
 
     def start(self):
+        _LIVE_PROCS.append(self)
         extra = {}
         if self.run_user:
             pw = pwd.getpwnam(self.run_user)
@@ -361,6 +373,11 @@ class Pgbun:
                 self.returncode = self.proc.returncode
                 raise AssertionError(f"{self.binary.name} did not exit within {timeout}s of "
                                      f"{sig.name}; killed.\n{self.log_text()}")
+            finally:
+                # Even when the per-test alarm interrupts the wait: no daemon outlives its test.
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
         self.returncode = self.proc.returncode
         return self.returncode
 

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "pgbun.h"
@@ -42,16 +43,39 @@ void io_set_reading(struct io *io, bool on)
     io->reading = on;
 }
 
+/*
+ * One readv() straight into reserved buffer space: no FIONREAD ioctl per
+ * read (evbuffer_read's way), so a wakeup costs one syscall per socket.
+ */
 int io_read(struct io *io, struct evbuffer *buf, int max)
 {
-    for (;;) {
-        int n = evbuffer_read(buf, io->fd, max);
+    struct evbuffer_iovec v[2];
+    int                   nvec = evbuffer_reserve_space(buf, max, v, 2);
+    ssize_t               n;
 
-        if (n >= 0) return n;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_AGAIN;
+    if (nvec <= 0) {
+        errno = ENOMEM;
         return IO_ERROR;
     }
+    do {
+        n = readv(io->fd, (struct iovec *)v, nvec);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        int saved = errno;
+
+        evbuffer_commit_space(buf, NULL, 0);
+        if (n == 0) return 0;
+        errno = saved;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+    }
+    if ((size_t)n <= v[0].iov_len) {
+        v[0].iov_len = (size_t)n;
+        nvec = 1;
+    } else {
+        v[1].iov_len = (size_t)n - v[0].iov_len;
+    }
+    evbuffer_commit_space(buf, v, nvec);
+    return (int)n;
 }
 
 int io_flush(struct io *io, struct evbuffer *buf)

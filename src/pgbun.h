@@ -45,4 +45,4 @@ bool pgbun_reload(const char *path, char **errmsg) __attribute__((warn_unused_re
 /* Stop reading a side while its peer's output buffer holds more than this. */
 #define PGBUN_OUT_LIMIT (256 * 1024)
 /* Most bytes read from one socket per wakeup. */
-#define PGBUN_READ_MAX (64 * 1024)
+#define PGBUN_READ_MAX (16 * 1024)

@@ -580,7 +580,6 @@ static void forward_to_server(struct client *c)
         case 'f': s->copy_in = false; break;
         default: break;
         }
-        c->request_time = pgbun_now();
         if (avail >= (size_t)len + 1) {
             evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1);
         } else {
@@ -671,6 +670,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
         client_close(c, NULL, "read failed: %s", strerror(errno));
         return;
     }
+    c->request_time = pgbun_now();
     client_process(c);
 }
 

@@ -47,7 +47,7 @@ struct client {
     uint8_t           cancel_key[8]; /* BackendKeyData pgbun gave it */
     struct event      timer;         /* login deadline */
     usec_t            connect_time;
-    usec_t            request_time; /* last message from the client */
+    usec_t            request_time; /* last read from the client */
     usec_t            wait_start;   /* when it started waiting for a server */
     uint32_t          fwd_left;     /* bytes of a message still to pass on */
     bool              throttled;    /* reading paused: server output is full */

@@ -125,3 +125,38 @@ def test_daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm(pgbun_workdir,
     assert "stopped" in text
     for marker in ("AddressSanitizer", "runtime error:"):
         assert marker not in text
+
+
+def test_sigterm_waits_for_connected_clients_then_exits(start_pgbun):
+    bun = start_pgbun()
+    conn = bun.connect()
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    os.kill(bun.proc.pid, signal.SIGTERM)
+    wait_until(lambda: not port_accepts("127.0.0.1", bun.port), timeout=10,
+               what="pgbun to stop accepting")
+    time.sleep(0.5)
+    assert bun.alive(), "pgbun exited while a client was still connected"
+    assert conn.execute("SELECT 2").fetchone() == (2,)  # the client is still served
+    conn.close()
+    bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0
+
+
+def test_sigquit_exits_at_once_with_clients_connected(start_pgbun):
+    bun = start_pgbun()
+    conn = bun.connect()
+    conn.execute("SELECT 1")
+    os.kill(bun.proc.pid, signal.SIGQUIT)
+    bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT 1")
+
+
+def test_sigint_exits_once_no_server_is_in_use(start_pgbun):
+    bun = start_pgbun(config={"pool_mode": "transaction"})
+    idle = bun.connect()  # logged in, but holds no server between transactions
+    idle.execute("SELECT 1")
+    os.kill(bun.proc.pid, signal.SIGINT)
+    bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0

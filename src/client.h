@@ -48,7 +48,7 @@ struct client {
     struct event      timer;         /* login deadline */
     usec_t            connect_time;
     usec_t            request_time; /* last read from the client */
-    usec_t            wait_start;   /* when it started waiting for a server */
+    usec_t            state_since;  /* when it entered its current state */
     uint32_t          fwd_left;     /* bytes of a message still to pass on */
     bool              throttled;    /* reading paused: server output is full */
 

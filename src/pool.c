@@ -32,6 +32,7 @@ static int                nlogin_clients;
 static struct client_list reap_clients = TAILQ_HEAD_INITIALIZER(reap_clients);
 static struct server_list reap_servers = TAILQ_HEAD_INITIALIZER(reap_servers);
 static struct event      *reap_event;
+static struct event      *janitor_event;
 static uint32_t           next_pool_id;
 
 /* Frees what was closed; nothing may still point at it. */
@@ -75,9 +76,18 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     pool_dispatch(arg);
 }
 
+/* How often the timeouts are checked; a timeout fires at most this late. */
+#define JANITOR_PERIOD_USEC 250000
+
+static void janitor_cb(evutil_socket_t fd, short what, void *arg);
+
 void pool_init(void)
 {
+    struct timeval tv = {0, JANITOR_PERIOD_USEC};
+
     reap_event = event_new(pgbun.base, -1, 0, reap_cb, NULL);
+    janitor_event = event_new(pgbun.base, -1, EV_PERSIST, janitor_cb, NULL);
+    if (janitor_event) event_add(janitor_event, &tv);
 }
 
 static void pool_free(struct pool *p)
@@ -121,6 +131,13 @@ void pool_fini(void)
     }
     if (reap_event) event_free(reap_event);
     reap_event = NULL;
+    if (janitor_event) event_free(janitor_event);
+    janitor_event = NULL;
+}
+
+static double secs(usec_t us)
+{
+    return (double)us / USEC_PER_SEC;
 }
 
 static char *dup_or_null(const char *s)
@@ -234,6 +251,7 @@ void pool_set_client_state(struct client *c, enum client_state st)
     TAILQ_REMOVE(client_list_of(c, old), c, entry);
     client_count(c, old, -1);
     c->state = st;
+    c->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(client_list_of(c, st), c, entry);
     client_count(c, st, +1);
     if (st == CL_CLOSING) event_active(reap_event, 0, 0);
@@ -242,6 +260,7 @@ void pool_set_client_state(struct client *c, enum client_state st)
 void pool_register_client(struct client *c)
 {
     c->state = CL_LOGIN;
+    c->state_since = pgbun_now();
     c->pool = NULL;
     TAILQ_INSERT_TAIL(&login_clients, c, entry);
     nlogin_clients++;
@@ -281,6 +300,7 @@ void pool_set_server_state(struct server *s, enum server_state st)
     TAILQ_REMOVE(&p->servers[old], s, entry);
     p->nservers[old]--;
     s->state = st;
+    s->state_since = pgbun_now();
     if (st == SV_IDLE) /* LIFO: the warmest connection is reused first */
         TAILQ_INSERT_HEAD(&p->servers[st], s, entry);
     else
@@ -294,6 +314,7 @@ void pool_add_server(struct pool *p, struct server *s)
 
     s->pool = p;
     s->state = SV_CONNECTING;
+    s->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(&p->servers[SV_CONNECTING], s, entry);
     p->nservers[SV_CONNECTING]++;
     p->total_new_servers++;
@@ -318,7 +339,6 @@ void pool_link(struct client *c, struct server *s)
     assert(c->pool == s->pool);
     c->server = s;
     s->client = c;
-    s->link_time = pgbun_now();
     c->pool->total_assignments++;
     pool_set_client_state(c, CL_ACTIVE);
     pool_set_server_state(s, SV_ACTIVE);
@@ -334,7 +354,6 @@ void pool_unlink(struct client *c, struct server *s)
 void pool_request_server(struct client *c)
 {
     assert(c->state == CL_IDLE);
-    c->wait_start = pgbun_now();
     pool_set_client_state(c, CL_WAITING);
     pool_dispatch(c->pool);
 }
@@ -342,8 +361,13 @@ void pool_request_server(struct client *c)
 void pool_release_server(struct server *s)
 {
     struct pool *p = s->pool;
+    usec_t       lifetime = pgbun.cfg->server_lifetime;
 
     assert(s->client == NULL);
+    if (lifetime > 0 && pgbun_now() - s->connect_time > lifetime) {
+        server_close(s, "server_lifetime: connection older than %g s", secs(lifetime));
+        return;
+    }
     pool_set_server_state(s, SV_IDLE);
     pool_dispatch(p);
 }
@@ -422,6 +446,71 @@ void pool_dispatch(struct pool *p)
         server_launch(p);
         opening++;
     }
+}
+
+/* ---- timeouts ---- */
+
+/*
+ * One pass over a pool's clients and servers, closing whatever outlived its
+ * timeout. Each close moves only the object at hand (and its linked peer),
+ * so the next element is taken before the current one is handled.
+ */
+static void maintain(struct pool *p, usec_t now)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    struct client             *c, *cnext;
+    struct server             *s, *snext;
+
+    if (cfg->client_idle_timeout > 0) {
+        for (c = TAILQ_FIRST(&p->clients[CL_IDLE]); c != NULL; c = cnext) {
+            usec_t since = c->request_time > c->state_since ? c->request_time : c->state_since;
+
+            cnext = TAILQ_NEXT(c, entry);
+            if (now - since > cfg->client_idle_timeout)
+                client_close(c, "57P05", "client_idle_timeout: idle for more than %g s",
+                             secs(cfg->client_idle_timeout));
+        }
+        /* Session mode: an idle client still holds its server. */
+        for (c = TAILQ_FIRST(&p->clients[CL_ACTIVE]); c != NULL; c = cnext) {
+            cnext = TAILQ_NEXT(c, entry);
+            if (server_is_clean(c->server) && now - c->request_time > cfg->client_idle_timeout &&
+                now - c->server->last_ready > cfg->client_idle_timeout)
+                client_close(c, "57P05", "client_idle_timeout: idle for more than %g s",
+                             secs(cfg->client_idle_timeout));
+        }
+    }
+    if (cfg->query_wait_timeout > 0) {
+        for (c = TAILQ_FIRST(&p->clients[CL_WAITING]); c != NULL; c = cnext) {
+            cnext = TAILQ_NEXT(c, entry);
+            if (now - c->state_since > cfg->query_wait_timeout)
+                client_close(c, "08P01", "query_wait_timeout: no server connection became free within %g s",
+                             secs(cfg->query_wait_timeout));
+        }
+    }
+    if (cfg->idle_transaction_timeout > 0) {
+        for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
+            snext = TAILQ_NEXT(s, entry);
+            if (s->client != NULL && s->txstatus != 'I' && s->expect_rfq == 0 && s->phase == PHASE_NONE &&
+                now - s->last_ready > cfg->idle_transaction_timeout)
+                client_close(s->client, "25P03", "idle_transaction_timeout: idle in a transaction for more than %g s",
+                             secs(cfg->idle_transaction_timeout));
+        }
+    }
+    for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {
+        snext = TAILQ_NEXT(s, entry);
+        if (cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime)
+            server_close(s, "server_lifetime: connection older than %g s", secs(cfg->server_lifetime));
+        else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout)
+            server_close(s, "server_idle_timeout: unused for more than %g s", secs(cfg->server_idle_timeout));
+    }
+}
+
+static void janitor_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *p;
+    usec_t       now = pgbun_now();
+
+    TAILQ_FOREACH(p, &pools, entry) maintain(p, now);
 }
 
 /* ---- lookups ---- */

@@ -648,6 +648,7 @@ static void relay(struct server *s)
                 return;
             }
             s->txstatus = (char)msg[5];
+            s->last_ready = pgbun_now();
             if (s->expect_rfq > 0) s->expect_rfq--;
             s->in_copy = false;
             s->copy_in = false;

@@ -47,7 +47,8 @@ struct server {
     struct evutil_addrinfo           *addrs;    /* resolved addresses, or NULL for a literal address */
     struct evutil_addrinfo           *addr;     /* the one being tried */
     usec_t                            connect_time;
-    usec_t                            link_time;           /* when the current client got it */
+    usec_t                            state_since;         /* when it entered its current state */
+    usec_t                            last_ready;          /* last ReadyForQuery */
     uint32_t                          fwd_left;            /* bytes of a message still to pass on */
     int                               expect_rfq;          /* requests sent whose ReadyForQuery is due */
     bool                              unsynced;            /* extended-protocol messages sent since the last Sync */

@@ -6,7 +6,10 @@ import socket
 import threading
 import time
 
+import pytest
+
 import pgwire
+from conftest import wait_until
 from pgwire import message, query_message
 
 
@@ -166,3 +169,23 @@ def test_client_that_leaves_mid_message_does_not_poison_the_server(start_pgbun):
     b = bun.login()
     assert b.scalar("SELECT 'clean'") == "clean"
     assert "client left in the middle of a message" in bun.log_text()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_client_vanishing_inside_a_transaction_commits_nothing(start_pgbun, pg, mode):
+    pg.sql("CREATE TABLE IF NOT EXISTS vanish (mode text)")
+    pg.sql("GRANT ALL ON vanish TO public")
+    bun = start_pgbun(config={"pool_mode": mode, "default_pool_size": 1})
+    a = bun.login()
+    a.query(f"BEGIN; INSERT INTO vanish VALUES ('{mode}')")
+    a.sock.close()  # no Terminate: the socket just goes away
+
+    def clean():
+        with pg.connect() as direct:
+            left = direct.execute("SELECT count(*) FROM pg_stat_activity "
+                                  "WHERE state LIKE 'idle in transaction%'").fetchone()[0]
+            return left == 0
+    wait_until(clean, timeout=10, what="the open transaction to end")
+    b = bun.login()
+    assert b.scalar(f"SELECT count(*) FROM vanish WHERE mode = '{mode}'") == "0"
+    assert b.scalar("SELECT 1") == "1"

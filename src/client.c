@@ -555,12 +555,14 @@ static void forward_to_server(struct client *c)
         case 'X': client_close(c, NULL, "client sent Terminate"); return;
         case 'Q':
             s->syncs_since_execute = 0;
-            s->expect_rfq++;
+            if (s->expect_rfq++ == 0) s->request_start = c->request_time;
             break;
-        case 'F': s->expect_rfq++; break;
+        case 'F':
+            if (s->expect_rfq++ == 0) s->request_start = c->request_time;
+            break;
         case 'S':
             if (s->copy_in) break; /* PostgreSQL ignores it during COPY FROM STDIN */
-            s->expect_rfq++;
+            if (s->expect_rfq++ == 0) s->request_start = c->request_time;
             s->syncs_since_execute++;
             s->unsynced = false;
             break;

@@ -496,6 +496,18 @@ static void maintain(struct pool *p, usec_t now)
                              secs(cfg->idle_transaction_timeout));
         }
     }
+    if (cfg->query_timeout > 0) {
+        TAILQ_FOREACH(s, &p->servers[SV_ACTIVE], entry)
+        {
+            if (s->expect_rfq > 0 && !s->query_timed_out && s->phase == PHASE_NONE &&
+                now - s->request_start > cfg->query_timeout) {
+                server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s",
+                           secs(cfg->query_timeout));
+                s->query_timed_out = true;
+                server_send_cancel(s);
+            }
+        }
+    }
     for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {
         snext = TAILQ_NEXT(s, entry);
         if (cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime)

@@ -37,6 +37,15 @@
 
 static uint64_t next_server_id;
 
+/* A one-shot connection that carries a CancelRequest to PostgreSQL. */
+struct cancel_conn {
+    TAILQ_ENTRY(cancel_conn) entry; /* on cancel_conns until done */
+    struct server   *server;        /* whose query it cancels; NULL once that server closed */
+    struct io        io;
+    struct evbuffer *out;
+    struct event     timer;
+};
+
 static void server_read_cb(evutil_socket_t fd, short what, void *arg);
 static void server_write_cb(evutil_socket_t fd, short what, void *arg);
 static void relay(struct server *s);
@@ -81,6 +90,10 @@ void server_close(struct server *s, const char *fmt, ...)
         /* An ErrorResponse in the middle of a relayed message would be garbage to the client. */
         client_close(c, s->fwd_left > 0 ? NULL : "08006", "server connection closed: %s", reason);
     }
+    if (s->cancel != NULL) {
+        s->cancel->server = NULL; /* it carries on alone */
+        s->cancel = NULL;
+    }
     if (s->dns != NULL) {
         struct evdns_getaddrinfo_request *req = s->dns;
 
@@ -118,7 +131,7 @@ void server_free(struct server *s)
 bool server_is_clean(const struct server *s)
 {
     return s->expect_rfq == 0 && !s->unsynced && !s->in_copy && s->txstatus == 'I' && s->phase == PHASE_NONE &&
-           s->fwd_left == 0 && (s->client == NULL || s->client->fwd_left == 0);
+           s->fwd_left == 0 && s->cancel == NULL && (s->client == NULL || s->client->fwd_left == 0);
 }
 
 bool server_flush(struct server *s)
@@ -628,7 +641,8 @@ static void relay(struct server *s)
         case PROTO_OK: break;
         }
         /* Read whole what pgbun must parse; an error for the client streams like any message. */
-        if (type == 'Z' || type == 'S' || (type == 'E' && !to_client)) {
+        if (type == 'Z' || type == 'S' ||
+            (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX)))) {
             if (avail < (size_t)len + 1) {
                 if (len > SERVER_MSG_MAX) {
                     server_close(s, "protocol error from server: '%c' message of %u bytes", type, len);
@@ -649,6 +663,7 @@ static void relay(struct server *s)
             }
             s->txstatus = (char)msg[5];
             s->last_ready = pgbun_now();
+            s->query_timed_out = false;
             if (s->expect_rfq > 0) s->expect_rfq--;
             s->in_copy = false;
             s->copy_in = false;
@@ -692,6 +707,19 @@ static void relay(struct server *s)
         case 'E':
             s->in_copy = false;
             s->copy_in = false;
+            if (to_client && msg != NULL) {
+                struct pg_error e;
+
+                /* pgbun's own cancel: say why, not "due to user request". */
+                proto_parse_error(msg + 5, len - 4, &e);
+                if (strcmp(e.sqlstate, "57014") == 0) {
+                    evbuffer_drain(s->in, (size_t)len + 1);
+                    proto_add_error(c->out, "ERROR", "57014", "query_timeout: query canceled after %g s",
+                                    (double)pgbun.cfg->query_timeout / USEC_PER_SEC);
+                    s->query_timed_out = false;
+                    continue;
+                }
+            }
             if (!to_client) {
                 struct pg_error e;
 
@@ -814,23 +842,22 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- cancel requests ---- */
 
-/* A one-shot connection that carries a CancelRequest to PostgreSQL. */
-struct cancel_conn {
-    TAILQ_ENTRY(cancel_conn) entry; /* on cancel_conns until done */
-    struct io        io;
-    struct evbuffer *out;
-    struct event     timer;
-};
-
 static TAILQ_HEAD(, cancel_conn) cancel_conns = TAILQ_HEAD_INITIALIZER(cancel_conns);
 
 static void cancel_free(struct cancel_conn *cc)
 {
+    struct server *s = cc->server;
+
     TAILQ_REMOVE(&cancel_conns, cc, entry);
     evtimer_del(&cc->timer);
     io_close(&cc->io);
     evbuffer_free(cc->out);
     free(cc);
+    if (s != NULL) {
+        /* The cancel has landed: the server may be clean now. */
+        s->cancel = NULL;
+        (void)server_release_if_done(s);
+    }
 }
 
 static void cancel_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -871,6 +898,7 @@ void server_send_cancel(struct server *s)
     struct timeval          tv = {5, 0};
     int                     fd;
 
+    if (s->cancel != NULL) return; /* one is already on its way */
     /* Same address family and peer as the server connection itself. */
     if (s->io.fd < 0 || getpeername(s->io.fd, (struct sockaddr *)&ss, &sslen) < 0) return;
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -882,6 +910,9 @@ void server_send_cancel(struct server *s)
         return;
     }
     TAILQ_INSERT_TAIL(&cancel_conns, cc, entry);
+    /* Until it lands the server stays with this client: a late cancel must not hit the next one. */
+    cc->server = s;
+    s->cancel = cc;
     io_init(&cc->io, fd, cancel_read_cb, cancel_write_cb, cc);
     evtimer_assign(&cc->timer, pgbun.base, cancel_timeout_cb, cc);
     evtimer_add(&cc->timer, &tv);
@@ -899,6 +930,8 @@ void server_cancel_fini(void)
 {
     struct cancel_conn *cc;
 
-    while ((cc = TAILQ_FIRST(&cancel_conns)) != NULL)
+    while ((cc = TAILQ_FIRST(&cancel_conns)) != NULL) {
+        cc->server = NULL;
         cancel_free(cc);
+    }
 }

@@ -19,6 +19,7 @@
 #include "varlist.h"
 
 struct scram_client;
+struct cancel_conn;
 struct evdns_getaddrinfo_request;
 struct evutil_addrinfo;
 
@@ -61,6 +62,9 @@ struct server {
     struct pg_error                   phase_error; /* error to report when the phase ends */
     bool                              has_phase_error;
     struct scram_client              *scram;
+    struct cancel_conn               *cancel;          /* CancelRequest in flight, or NULL */
+    usec_t                            request_start;   /* when the oldest unanswered request was sent */
+    bool                              query_timed_out; /* pgbun cancelled the running query (query_timeout) */
 };
 
 /* Opens a new connection for the pool. */

@@ -137,3 +137,25 @@ def test_timeouts_apply_to_live_pools_after_reload(start_pgbun, pg):
     with pytest.raises(psycopg.OperationalError):
         conn.execute("SELECT 1")
     assert "client_idle_timeout" in bun.log_text()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_query_timeout_cancels_the_query_and_says_why(start_pgbun, mode):
+    bun = start_pgbun(config={"query_timeout": 1, "pool_mode": mode})
+    conn = bun.connect()
+    start = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled) as err:
+        conn.execute("SELECT pg_sleep(10)")
+    elapsed = time.monotonic() - start
+    assert "query_timeout" in str(err.value)
+    assert elapsed < 6, f"the cancel took {elapsed:.1f} s"
+    assert "query_timeout" in bun.log_text()
+    # the connection and its server stay usable
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_query_timeout_spares_short_queries(start_pgbun):
+    bun = start_pgbun(config={"query_timeout": 1})
+    conn = bun.connect()
+    for _ in range(8):  # 2.4 s of short queries
+        assert conn.execute("SELECT pg_sleep(0.3), 1").fetchone()[1] == 1

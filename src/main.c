@@ -6,7 +6,8 @@
  *
  * Signals: SIGHUP reloads; SIGTERM stops accepting and exits when the last
  * client has left; SIGINT exits once no server is in use; SIGQUIT (or a
- * second SIGTERM/SIGINT) exits at once.
+ * second SIGTERM/SIGINT) exits at once; SIGUSR1 pauses (no server is handed
+ * out, running transactions finish), SIGUSR2 resumes.
  */
 #include "config.h"
 
@@ -68,7 +69,7 @@ static void usage(FILE *out)
             "Precedence: built-in default < file < environment.\n"
             "\n"
             "Signals: HUP reload, TERM stop after clients leave, INT stop after servers are\n"
-            "released, QUIT stop now.\n",
+            "released, QUIT stop now, USR1 pause (new queries wait), USR2 resume.\n",
             PGBUN_VERSION);
 }
 
@@ -158,6 +159,15 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     case SIGQUIT:
         log_info("SIGQUIT: stopping now");
         stop_loop();
+        break;
+    case SIGUSR1:
+        log_info("SIGUSR1: paused; new queries wait, running transactions finish");
+        pgbun.paused = true;
+        break;
+    case SIGUSR2:
+        log_info("SIGUSR2: resumed");
+        pgbun.paused = false;
+        pool_dispatch_all();
         break;
     default: break;
     }
@@ -259,8 +269,8 @@ int main(int argc, char **argv)
         {"daemon", no_argument, NULL, 'd'},  {"verbose", no_argument, NULL, 'v'}, {"quiet", no_argument, NULL, 'q'},
         {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},    {NULL, 0, NULL, 0},
     };
-    static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT};
-    struct event    *sigev[4] = {0};
+    static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
+    struct event    *sigev[6] = {0};
     bool             daemon_mode = false;
     char            *err = NULL;
     int              ch;

@@ -27,6 +27,7 @@ struct pgbun_state {
     struct auth_file    *auth;          /* current auth_file, or NULL */
     int                  client_count;  /* every client socket, logged in or not */
     bool                 shutting_down; /* no new clients; exit when drained */
+    bool                 paused;        /* SIGUSR1: no server is handed out until SIGUSR2 */
 };
 
 extern struct pgbun_state pgbun;

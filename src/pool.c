@@ -386,6 +386,7 @@ void pool_server_ready(struct server *s)
         p->welcome_ready = true;
     }
     p->last_fail_time = 0;
+    p->fail_count = 0;
     pool_set_server_state(s, SV_IDLE);
     while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
         client_welcome(c);
@@ -406,21 +407,46 @@ static void fail_waiting(struct pool *p)
 void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
 {
     p->last_fail_time = pgbun_now();
+    p->fail_count++;
     snprintf(p->last_fail_state, sizeof(p->last_fail_state), "%s", sqlstate);
     snprintf(p->last_fail_msg, sizeof(p->last_fail_msg), "%s", msg);
     /* Clients keep waiting while another server may still serve them. */
     if (pool_server_count(p) == 0) fail_waiting(p);
 }
 
-/* After a failure, new connection attempts wait this long: a down server is not hammered. */
-#define RETRY_PAUSE (USEC_PER_SEC / 2)
+/*
+ * After failures in a row, new connection attempts wait 0.5 s, 1 s, 2 s, ...
+ * up to server_login_retry but never more than 4 s: a down server is not
+ * hammered, and one that comes back is used within 5 s.
+ */
+#define RETRY_FIRST (USEC_PER_SEC / 2)
+#define RETRY_MAX   (4 * USEC_PER_SEC)
+
+static usec_t retry_pause(const struct pool *p)
+{
+    usec_t cap = pgbun.cfg->server_login_retry < RETRY_MAX ? pgbun.cfg->server_login_retry : RETRY_MAX;
+    usec_t pause = RETRY_FIRST;
+
+    for (int i = 1; i < p->fail_count && pause < cap; i++)
+        pause *= 2;
+    return pause < cap ? pause : cap;
+}
+
+void pool_dispatch_all(void)
+{
+    struct pool *p;
+
+    TAILQ_FOREACH(p, &pools, entry) pool_dispatch(p);
+}
 
 void pool_dispatch(struct pool *p)
 {
     struct client *c;
     struct server *s;
     int            want, opening;
+    usec_t         pause;
 
+    if (pgbun.paused) return; /* PAUSE: new work waits; what runs, finishes */
     while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL) {
         pool_link(c, s);
         server_prepare_for(s, c);
@@ -429,9 +455,10 @@ void pool_dispatch(struct pool *p)
     want = p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
     opening = p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN];
     if (want <= opening) return;
-    if (p->last_fail_time != 0 && pgbun_now() - p->last_fail_time < RETRY_PAUSE) {
-        usec_t         left = RETRY_PAUSE - (pgbun_now() - p->last_fail_time);
-        struct timeval tv = {0, (suseconds_t)left};
+    pause = retry_pause(p);
+    if (p->last_fail_time != 0 && pgbun_now() - p->last_fail_time < pause) {
+        usec_t         left = pause - (pgbun_now() - p->last_fail_time);
+        struct timeval tv = {(time_t)(left / USEC_PER_SEC), (suseconds_t)(left % USEC_PER_SEC)};
 
         if (pool_server_count(p) == 0) {
             fail_waiting(p);
@@ -485,6 +512,14 @@ static void maintain(struct pool *p, usec_t now)
             if (now - c->state_since > cfg->query_wait_timeout)
                 client_close(c, "08P01", "query_wait_timeout: no server connection became free within %g s",
                              secs(cfg->query_wait_timeout));
+        }
+    }
+    if (cfg->transaction_timeout > 0) {
+        for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
+            snext = TAILQ_NEXT(s, entry);
+            if (s->client != NULL && s->txstatus != 'I' && now - s->xact_start > cfg->transaction_timeout)
+                client_close(s->client, "25P04", "transaction_timeout: transaction open for more than %g s",
+                             secs(cfg->transaction_timeout));
         }
     }
     if (cfg->idle_transaction_timeout > 0) {

@@ -72,6 +72,7 @@ struct pool {
     struct varlist welcome; /* ParameterStatus of the first server login */
     bool           welcome_ready;
     usec_t         last_fail_time; /* last failed server connect or login */
+    int            fail_count;     /* failures in a row; the retry pause grows with it */
     char           last_fail_state[6];
     char           last_fail_msg[512];
     struct event  *retry_timer;  /* serves the queue again when the pause after a failure ends */
@@ -117,6 +118,8 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg);
 void pool_dispatch(struct pool *p);
 /* pool_dispatch after this loop iteration (safe from inside any close path). */
 void pool_dispatch_later(struct pool *p);
+/* Every pool: after RESUME (SIGUSR2). */
+void pool_dispatch_all(void);
 
 /* Every open server connection of the pool (not closing). */
 int pool_server_count(const struct pool *p);

@@ -661,6 +661,7 @@ static void relay(struct server *s)
                 server_close(s, "protocol error from server: malformed ReadyForQuery");
                 return;
             }
+            if (s->txstatus == 'I' && msg[5] != 'I') s->xact_start = s->request_start;
             s->txstatus = (char)msg[5];
             s->last_ready = pgbun_now();
             s->query_timed_out = false;

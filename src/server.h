@@ -65,6 +65,7 @@ struct server {
     struct cancel_conn               *cancel;          /* CancelRequest in flight, or NULL */
     usec_t                            request_start;   /* when the oldest unanswered request was sent */
     bool                              query_timed_out; /* pgbun cancelled the running query (query_timeout) */
+    usec_t                            xact_start;      /* when the open transaction began */
 };
 
 /* Opens a new connection for the pool. */

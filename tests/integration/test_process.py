@@ -160,3 +160,28 @@ def test_sigint_exits_once_no_server_is_in_use(start_pgbun):
     os.kill(bun.proc.pid, signal.SIGINT)
     bun.proc.wait(timeout=10)
     assert bun.proc.returncode == 0
+
+
+def test_sigusr1_pauses_new_queries_and_sigusr2_resumes(start_pgbun):
+    import threading
+
+    bun = start_pgbun(config={"pool_mode": "transaction"})
+    running = bun.connect(autocommit=False)
+    running.execute("SELECT 1")  # a transaction in progress holds its server
+    os.kill(bun.proc.pid, signal.SIGUSR1)
+    wait_until(lambda: "paused" in bun.log_text(), timeout=10, what="the pause")
+    running.execute("SELECT 2")  # a running transaction goes on
+    running.commit()
+    newcomer = bun.connect()
+    done = threading.Event()
+
+    def query():
+        newcomer.execute("SELECT 3")
+        done.set()
+
+    t = threading.Thread(target=query, daemon=True)
+    t.start()
+    assert not done.wait(1.5), "a new query ran while pgbun was paused"
+    os.kill(bun.proc.pid, signal.SIGUSR2)
+    assert done.wait(10), "the query did not run after the resume"
+    t.join(5)

@@ -88,3 +88,21 @@ def test_restart_while_pgbun_is_idle_does_not_hand_out_dead_servers(down_setup):
     wait_until(lambda: query_works(bun), timeout=10, interval=0.2, what="a working server")
     for _ in range(3):
         assert query_works(bun)
+
+
+def test_returning_server_is_used_within_5_s_after_many_failures(down_setup):
+    own, bun = down_setup
+    own.stop()
+    deadline = time.monotonic() + 6
+    failures = 0
+    while time.monotonic() < deadline:  # keep failing long enough for the back-off to grow
+        if first_error(bun) is not None:
+            failures += 1
+        time.sleep(0.2)
+    assert failures >= 3
+    own.start()
+    start = time.monotonic()
+    wait_until(lambda: query_works(bun), timeout=15, interval=0.1,
+               what="pgbun to serve again after PostgreSQL restarted")
+    elapsed = time.monotonic() - start
+    assert elapsed < 7, f"pgbun took {elapsed:.1f} s to use the returning server"

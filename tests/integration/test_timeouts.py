@@ -159,3 +159,28 @@ def test_query_timeout_spares_short_queries(start_pgbun):
     conn = bun.connect()
     for _ in range(8):  # 2.4 s of short queries
         assert conn.execute("SELECT pg_sleep(0.3), 1").fetchone()[1] == 1
+
+
+def test_transaction_timeout_ends_a_long_transaction_and_rolls_it_back(start_pgbun, pg):
+    pg.sql("CREATE TABLE IF NOT EXISTS long_tx (note text)")
+    pg.sql("GRANT ALL ON long_tx TO public")
+    bun = start_pgbun(config={"transaction_timeout": 1})
+    conn = bun.connect(autocommit=False)
+    conn.execute("INSERT INTO long_tx VALUES ('must not be committed')")
+    start = time.monotonic()
+    with pytest.raises(psycopg.OperationalError) as err:
+        conn.execute("SELECT pg_sleep(10)")  # busy, but the transaction is too old
+    assert "transaction_timeout" in str(err.value)
+    assert time.monotonic() - start < 8
+    with pg.connect() as direct:
+        wait_until(lambda: direct.execute("SELECT count(*) FROM pg_stat_activity "
+                                          "WHERE query LIKE 'SELECT pg_sleep(10)%'").fetchone()[0] == 0,
+                   timeout=10, what="the backend to be closed")
+        assert direct.execute("SELECT count(*) FROM long_tx").fetchone()[0] == 0
+
+
+def test_transaction_timeout_spares_autocommit_queries(start_pgbun):
+    bun = start_pgbun(config={"transaction_timeout": 1})
+    conn = bun.connect()
+    for _ in range(6):
+        assert conn.execute("SELECT pg_sleep(0.4), 1").fetchone()[1] == 1

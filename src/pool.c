@@ -177,6 +177,8 @@ static bool resolve(struct pool *p)
     p->pool_size = cfg->default_pool_size;
     if (db->pool_size >= 0) p->pool_size = db->pool_size;
     if (u != NULL && u->pool_size >= 0) p->pool_size = u->pool_size;
+    p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+    p->reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
     p->mode = cfg->pool_mode;
     if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
     if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
@@ -443,7 +445,7 @@ void pool_dispatch(struct pool *p)
 {
     struct client *c;
     struct server *s;
-    int            want, opening;
+    int            want, opening, limit;
     usec_t         pause;
 
     if (pgbun.paused) return; /* PAUSE: new work waits; what runs, finishes */
@@ -469,10 +471,30 @@ void pool_dispatch(struct pool *p)
         if (p->retry_timer != NULL) evtimer_add(p->retry_timer, &tv);
         return;
     }
-    while (want > opening && pool_server_count(p) < p->pool_size) {
+    limit = p->pool_size;
+    /* The reserve opens to clients that have waited reserve_pool_timeout. */
+    c = TAILQ_FIRST(&p->clients[CL_WAITING]);
+    if (p->reserve_pool_size > 0 && c != NULL && pgbun_now() - c->state_since >= pgbun.cfg->reserve_pool_timeout)
+        limit += p->reserve_pool_size;
+    while (want > opening && pool_server_count(p) < limit) {
         server_launch(p);
         opening++;
     }
+}
+
+/* Keeps min_pool_size servers open, and opens the reserve to clients that waited long enough. */
+static void top_up(struct pool *p, usec_t now)
+{
+    struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
+
+    if (pgbun.paused || pgbun.shutting_down) return;
+    if (c != NULL && p->reserve_pool_size > 0 && now - c->state_since >= pgbun.cfg->reserve_pool_timeout) {
+        pool_dispatch(p);
+        return;
+    }
+    if (p->last_fail_time != 0 && now - p->last_fail_time < retry_pause(p)) return;
+    while (pool_server_count(p) < p->min_pool_size && pool_server_count(p) < p->pool_size)
+        server_launch(p);
 }
 
 /* ---- timeouts ---- */
@@ -547,7 +569,8 @@ static void maintain(struct pool *p, usec_t now)
         snext = TAILQ_NEXT(s, entry);
         if (cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime)
             server_close(s, "server_lifetime: connection older than %g s", secs(cfg->server_lifetime));
-        else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout)
+        else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout &&
+                 pool_server_count(p) > p->min_pool_size)
             server_close(s, "server_idle_timeout: unused for more than %g s", secs(cfg->server_idle_timeout));
     }
 }
@@ -557,7 +580,11 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     struct pool *p;
     usec_t       now = pgbun_now();
 
-    TAILQ_FOREACH(p, &pools, entry) maintain(p, now);
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        maintain(p, now);
+        top_up(p, now);
+    }
 }
 
 /* ---- lookups ---- */

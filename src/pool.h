@@ -62,6 +62,8 @@ struct pool {
     char          *password;         /* server password, or NULL */
     char          *application_name; /* startup application_name, or NULL */
     int            pool_size;
+    int            min_pool_size;     /* servers kept open even when unused */
+    int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
     enum pool_mode mode;
 
     struct client_list clients[CL_NSTATES];

@@ -676,12 +676,13 @@ static void relay(struct server *s)
                     server_close(s, "unexpected ReadyForQuery from an unlinked server");
                 continue;
             }
-            evbuffer_remove_buffer(s->in, c->out, 6);
             if (s->pool->mode == POOL_STATEMENT && s->txstatus != 'I') {
-                if (!client_flush(c)) return;
+                /* The error takes the place of ReadyForQuery, so the client reads it at once. */
+                evbuffer_drain(s->in, 6);
                 client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
                 return;
             }
+            evbuffer_remove_buffer(s->in, c->out, 6);
             /* Released at the end of this batch, once everything before it is relayed. */
             continue;
         case 'S': {

@@ -646,8 +646,7 @@ static void client_process(struct client *c)
 void client_start(struct client *c)
 {
     assert(c->state == CL_ACTIVE);
-    io_set_reading(&c->io, true);
-    if (evbuffer_get_length(c->in) > 0) client_process(c);
+    client_resume(c);
 }
 
 void client_resume(struct client *c)

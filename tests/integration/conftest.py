@@ -612,3 +612,16 @@ def error_fields(exc):
     diag = getattr(exc, "diag", None)
     sqlstate = getattr(exc, "sqlstate", None) or (diag.sqlstate if diag else None)
     return sqlstate, str(exc)
+
+
+def backend_pid(conn):
+    """The PostgreSQL backend serving a connection through pgbun."""
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def server_backends(pg, dbname="pgbun_test"):
+    """Client backends PostgreSQL has on dbname, not counting this query's own."""
+    with pg.connect() as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                            (dbname,)).fetchone()[0]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (IS_PGBOUNCER, IS_ROOT, RUN_USER, chown_to_run_user, free_port,
+from conftest import (IS_PGBOUNCER, backend_pid, IS_ROOT, RUN_USER, chown_to_run_user, free_port,
                       pgbun_binary, pgbun_env, port_accepts, run_as_kwargs, wait_until)
 
 SECTION = "pgbouncer" if IS_PGBOUNCER else "pgbun"
@@ -31,9 +31,6 @@ def run_pgbun(args, cwd, env=None, as_root=False, timeout=15):
         raise AssertionError(f"pgbun {args} kept running for {timeout}s; output:\n{out}")
     return proc.returncode, out
 
-
-def backend_pid(conn):
-    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def waits_for_a_second_server(bun):

@@ -7,19 +7,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, wait_until
+from conftest import IS_PGBOUNCER, backend_pid, server_backends, wait_until
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's behaviour")
-
-
-def backends(pg):
-    with pg.connect() as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pgbun_test' "
-                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]
-
-
-def pid(conn):
-    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def test_user_entry_pool_mode_wins_over_database_and_global(start_pgbun, pg):
@@ -28,14 +18,14 @@ def test_user_entry_pool_mode_wins_over_database_and_global(start_pgbun, pg):
                       users={"postgres": "pool_mode=transaction"})
     a, b = bun.connect(), bun.connect()
     # transaction pooling with one server: both clients are served by it in turn
-    assert pid(a) == pid(b)
+    assert backend_pid(a) == backend_pid(b)
 
 
 def test_database_entry_pool_mode_wins_over_global(start_pgbun, pg):
     bun = start_pgbun(config={"pool_mode": "session", "default_pool_size": 1},
                       databases={"pgbun_test": pg.entry(pool_mode="transaction")})
     a, b = bun.connect(), bun.connect()
-    assert pid(a) == pid(b)
+    assert backend_pid(a) == backend_pid(b)
 
 
 def test_statement_mode_refuses_transaction_blocks(start_pgbun):
@@ -54,27 +44,27 @@ def test_min_pool_size_keeps_servers_open(start_pgbun, pg):
     bun = start_pgbun(config={"min_pool_size": 3, "pool_mode": "transaction", "server_idle_timeout": 1})
     with bun.connect() as conn:
         conn.execute("SELECT 1")  # the pool exists from the first login on
-    wait_until(lambda: backends(pg) == 3, timeout=10, what="3 servers to be open")
+    wait_until(lambda: server_backends(pg) == 3, timeout=10, what="3 servers to be open")
     time.sleep(2)  # server_idle_timeout does not go below min_pool_size
-    assert backends(pg) == 3
+    assert server_backends(pg) == 3
 
 
 def test_reserve_pool_serves_clients_that_waited_reserve_pool_timeout(start_pgbun, pg):
     bun = start_pgbun(config={"default_pool_size": 1, "reserve_pool_size": 1, "reserve_pool_timeout": 1})
     holder = bun.connect()
-    pid(holder)  # session mode: holds the one regular server
+    backend_pid(holder)  # session mode: holds the one regular server
     result = {}
 
     def waiter():
         with bun.connect() as conn:
             start = time.monotonic()
-            result["pid"] = pid(conn)
+            result["pid"] = backend_pid(conn)
             result["waited"] = time.monotonic() - start
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
     t.join(10)
     assert "pid" in result, "the waiting client was not served by the reserve"
-    assert result["pid"] != pid(holder)
+    assert result["pid"] != backend_pid(holder)
     assert result["waited"] >= 0.5, "the reserve opened before reserve_pool_timeout"
-    assert backends(pg) <= 2
+    assert server_backends(pg) <= 2

@@ -5,11 +5,8 @@ import time
 
 import pytest
 
-from conftest import wait_until
+from conftest import backend_pid, wait_until
 
-
-def backend_pid(conn):
-    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def run_threads(targets, timeout=30):

@@ -7,13 +7,10 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, error_fields, wait_until
+from conftest import IS_PGBOUNCER, backend_pid, error_fields, wait_until
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's own timeout texts")
 
-
-def backend_pid(conn):
-    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def backend_alive(pg, pid):

@@ -171,9 +171,14 @@ def test_root_with_user_setting_drops_to_that_user(start_pgbun):
     bun = start_pgbun(config={"user": RUN_USER}, run_user=None,
                       env={"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"})
     uid = pwd.getpwnam(RUN_USER).pw_uid
-    with open(f"/proc/{bun.proc.pid}/status") as f:
-        uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
-    assert all(int(u) == uid for u in uids), f"still running with uids {uids}"
+
+    def uids():
+        with open(f"/proc/{bun.proc.pid}/status") as f:
+            return [int(u) for u in next(line for line in f if line.startswith("Uid:")).split()[1:]]
+
+    # The port accepts as soon as it is bound, which is just before the switch.
+    wait_until(lambda: all(u == uid for u in uids()), timeout=10,
+               what=f"pgbun to run as uid {uid} (uids now {uids()})")
     with bun.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 

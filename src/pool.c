@@ -360,14 +360,15 @@ void pool_request_server(struct client *c)
     pool_dispatch(c->pool);
 }
 
+static bool server_too_old(const struct server *s, usec_t now);
+
 void pool_release_server(struct server *s)
 {
     struct pool *p = s->pool;
-    usec_t       lifetime = pgbun.cfg->server_lifetime;
 
     assert(s->client == NULL);
-    if (lifetime > 0 && pgbun_now() - s->connect_time > lifetime) {
-        server_close(s, "server_lifetime: connection older than %g s", secs(lifetime));
+    if (server_too_old(s, pgbun_now())) {
+        server_close(s, "server_lifetime: connection older than %g s", secs(pgbun.cfg->server_lifetime));
         return;
     }
     pool_set_server_state(s, SV_IDLE);
@@ -434,6 +435,14 @@ static usec_t retry_pause(const struct pool *p)
     return pause < cap ? pause : cap;
 }
 
+/* The reserve opens to a pool whose oldest waiting client has waited reserve_pool_timeout. */
+static bool reserve_open(const struct pool *p, usec_t now)
+{
+    const struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
+
+    return p->reserve_pool_size > 0 && c != NULL && now - c->state_since >= pgbun.cfg->reserve_pool_timeout;
+}
+
 void pool_dispatch_all(void)
 {
     struct pool *p;
@@ -471,11 +480,7 @@ void pool_dispatch(struct pool *p)
         if (p->retry_timer != NULL) evtimer_add(p->retry_timer, &tv);
         return;
     }
-    limit = p->pool_size;
-    /* The reserve opens to clients that have waited reserve_pool_timeout. */
-    c = TAILQ_FIRST(&p->clients[CL_WAITING]);
-    if (p->reserve_pool_size > 0 && c != NULL && pgbun_now() - c->state_since >= pgbun.cfg->reserve_pool_timeout)
-        limit += p->reserve_pool_size;
+    limit = p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0);
     while (want > opening && pool_server_count(p) < limit) {
         server_launch(p);
         opening++;
@@ -485,10 +490,8 @@ void pool_dispatch(struct pool *p)
 /* Keeps min_pool_size servers open, and opens the reserve to clients that waited long enough. */
 static void top_up(struct pool *p, usec_t now)
 {
-    struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
-
     if (pgbun.paused || pgbun.shutting_down) return;
-    if (c != NULL && p->reserve_pool_size > 0 && now - c->state_since >= pgbun.cfg->reserve_pool_timeout) {
+    if (reserve_open(p, now)) {
         pool_dispatch(p);
         return;
     }
@@ -499,6 +502,53 @@ static void top_up(struct pool *p, usec_t now)
 
 /* ---- timeouts ---- */
 
+/* How long a client has gone without a query of its own running or due. */
+static usec_t client_idle_for(const struct client *c, usec_t now)
+{
+    usec_t since = c->request_time;
+
+    if (c->state == CL_IDLE) {
+        if (c->state_since > since) since = c->state_since;
+    } else if (c->state == CL_ACTIVE && server_is_clean(c->server)) {
+        /* Session mode: an idle client still holds its server. */
+        if (c->server->last_ready > since) since = c->server->last_ready;
+    } else {
+        return 0;
+    }
+    return now - since;
+}
+
+static bool server_too_old(const struct server *s, usec_t now)
+{
+    return pgbun.cfg->server_lifetime > 0 && now - s->connect_time > pgbun.cfg->server_lifetime;
+}
+
+/* query_timeout, transaction_timeout and idle_transaction_timeout of a linked server. */
+static void check_linked(struct server *s, usec_t now)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+
+    if (s->client == NULL || s->phase != PHASE_NONE) return;
+    if (s->txstatus != 'I' && cfg->transaction_timeout > 0 && now - s->xact_start > cfg->transaction_timeout) {
+        client_close(s->client, "25P04", "transaction_timeout: transaction open for more than %g s",
+                     secs(cfg->transaction_timeout));
+        return;
+    }
+    if (s->txstatus != 'I' && s->expect_rfq == 0 && cfg->idle_transaction_timeout > 0 &&
+        now - s->last_ready > cfg->idle_transaction_timeout) {
+        client_close(s->client, "25P03", "idle_transaction_timeout: idle in a transaction for more than %g s",
+                     secs(cfg->idle_transaction_timeout));
+        return;
+    }
+    if (s->expect_rfq > 0 && !s->query_timed_out && cfg->query_timeout > 0 &&
+        now - s->request_start > cfg->query_timeout) {
+        server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s",
+                   secs(cfg->query_timeout));
+        s->query_timed_out = true;
+        server_send_cancel(s);
+    }
+}
+
 /*
  * One pass over a pool's clients and servers, closing whatever outlived its
  * timeout. Each close moves only the object at hand (and its linked peer),
@@ -506,68 +556,32 @@ static void top_up(struct pool *p, usec_t now)
  */
 static void maintain(struct pool *p, usec_t now)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
-    struct client             *c, *cnext;
-    struct server             *s, *snext;
+    static const enum client_state idle_states[] = {CL_IDLE, CL_ACTIVE};
+    const struct pgbun_config     *cfg = pgbun.cfg;
+    struct client                 *c, *cnext;
+    struct server                 *s, *snext;
 
-    if (cfg->client_idle_timeout > 0) {
-        for (c = TAILQ_FIRST(&p->clients[CL_IDLE]); c != NULL; c = cnext) {
-            usec_t since = c->request_time > c->state_since ? c->request_time : c->state_since;
-
+    for (size_t i = 0; cfg->client_idle_timeout > 0 && i < 2; i++) {
+        for (c = TAILQ_FIRST(&p->clients[idle_states[i]]); c != NULL; c = cnext) {
             cnext = TAILQ_NEXT(c, entry);
-            if (now - since > cfg->client_idle_timeout)
-                client_close(c, "57P05", "client_idle_timeout: idle for more than %g s",
-                             secs(cfg->client_idle_timeout));
-        }
-        /* Session mode: an idle client still holds its server. */
-        for (c = TAILQ_FIRST(&p->clients[CL_ACTIVE]); c != NULL; c = cnext) {
-            cnext = TAILQ_NEXT(c, entry);
-            if (server_is_clean(c->server) && now - c->request_time > cfg->client_idle_timeout &&
-                now - c->server->last_ready > cfg->client_idle_timeout)
+            if (client_idle_for(c, now) > cfg->client_idle_timeout)
                 client_close(c, "57P05", "client_idle_timeout: idle for more than %g s",
                              secs(cfg->client_idle_timeout));
         }
     }
-    if (cfg->query_wait_timeout > 0) {
-        for (c = TAILQ_FIRST(&p->clients[CL_WAITING]); c != NULL; c = cnext) {
-            cnext = TAILQ_NEXT(c, entry);
-            if (now - c->state_since > cfg->query_wait_timeout)
-                client_close(c, "08P01", "query_wait_timeout: no server connection became free within %g s",
-                             secs(cfg->query_wait_timeout));
-        }
+    for (c = TAILQ_FIRST(&p->clients[CL_WAITING]); cfg->query_wait_timeout > 0 && c != NULL; c = cnext) {
+        cnext = TAILQ_NEXT(c, entry);
+        if (now - c->state_since > cfg->query_wait_timeout)
+            client_close(c, "08P01", "query_wait_timeout: no server connection became free within %g s",
+                         secs(cfg->query_wait_timeout));
     }
-    if (cfg->transaction_timeout > 0) {
-        for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
-            snext = TAILQ_NEXT(s, entry);
-            if (s->client != NULL && s->txstatus != 'I' && now - s->xact_start > cfg->transaction_timeout)
-                client_close(s->client, "25P04", "transaction_timeout: transaction open for more than %g s",
-                             secs(cfg->transaction_timeout));
-        }
-    }
-    if (cfg->idle_transaction_timeout > 0) {
-        for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
-            snext = TAILQ_NEXT(s, entry);
-            if (s->client != NULL && s->txstatus != 'I' && s->expect_rfq == 0 && s->phase == PHASE_NONE &&
-                now - s->last_ready > cfg->idle_transaction_timeout)
-                client_close(s->client, "25P03", "idle_transaction_timeout: idle in a transaction for more than %g s",
-                             secs(cfg->idle_transaction_timeout));
-        }
-    }
-    if (cfg->query_timeout > 0) {
-        TAILQ_FOREACH(s, &p->servers[SV_ACTIVE], entry)
-        {
-            if (s->expect_rfq > 0 && !s->query_timed_out && s->phase == PHASE_NONE &&
-                now - s->request_start > cfg->query_timeout) {
-                server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s",
-                           secs(cfg->query_timeout));
-                s->query_timed_out = true;
-                server_send_cancel(s);
-            }
-        }
+    for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
+        snext = TAILQ_NEXT(s, entry);
+        check_linked(s, now);
     }
     for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {
         snext = TAILQ_NEXT(s, entry);
-        if (cfg->server_lifetime > 0 && now - s->connect_time > cfg->server_lifetime)
+        if (server_too_old(s, now))
             server_close(s, "server_lifetime: connection older than %g s", secs(cfg->server_lifetime));
         else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout &&
                  pool_server_count(p) > p->min_pool_size)

@@ -18,6 +18,14 @@ def backend_alive(pg, pid):
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] == 1
 
 
+def assert_closed_by(bun, conn, sql, timeout_name):
+    """Running sql on conn fails because pgbun closed it for timeout_name, and says so in its log."""
+    with pytest.raises(psycopg.OperationalError) as err:
+        conn.execute(sql)
+    assert timeout_name in str(err.value)
+    assert timeout_name in bun.log_text()
+
+
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_client_idle_timeout_closes_an_idle_client(start_pgbun, mode):
     bun = start_pgbun(config={"client_idle_timeout": 1, "pool_mode": mode})
@@ -27,10 +35,7 @@ def test_client_idle_timeout_closes_an_idle_client(start_pgbun, mode):
     for _ in range(8):  # 3.2 s: the busy client never idles for a second
         busy.execute("SELECT 1")
         time.sleep(0.4)
-    with pytest.raises(psycopg.OperationalError) as err:
-        conn.execute("SELECT 1")
-    assert "client_idle_timeout" in str(err.value)
-    assert "client_idle_timeout" in bun.log_text()
+    assert_closed_by(bun, conn, "SELECT 1", "client_idle_timeout")
     assert busy.execute("SELECT 2").fetchone() == (2,)
 
 
@@ -94,10 +99,7 @@ def test_idle_transaction_timeout_ends_the_client_and_rolls_back(start_pgbun, pg
     conn = bun.connect(autocommit=False)
     conn.execute("INSERT INTO idle_tx VALUES ('must not be committed')")
     time.sleep(2.5)
-    with pytest.raises(psycopg.OperationalError) as err:
-        conn.execute("COMMIT")
-    assert "idle_transaction_timeout" in str(err.value)
-    assert "idle_transaction_timeout" in bun.log_text()
+    assert_closed_by(bun, conn, "COMMIT", "idle_transaction_timeout")
     with pg.connect() as direct:
         assert direct.execute("SELECT count(*) FROM idle_tx").fetchone()[0] == 0
         assert direct.execute("SELECT count(*) FROM pg_stat_activity "
@@ -131,9 +133,7 @@ def test_timeouts_apply_to_live_pools_after_reload(start_pgbun, pg):
     os.kill(bun.proc.pid, signal.SIGHUP)
     wait_until(lambda: "configuration reloaded" in bun.log_text(), timeout=10, what="the reload")
     time.sleep(2.5)
-    with pytest.raises(psycopg.OperationalError):
-        conn.execute("SELECT 1")
-    assert "client_idle_timeout" in bun.log_text()
+    assert_closed_by(bun, conn, "SELECT 1", "client_idle_timeout")
 
 
 @pytest.mark.parametrize("mode", ["session", "transaction"])

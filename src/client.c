@@ -528,6 +528,12 @@ static void handle_login_message(struct client *c)
 
 /* ---- forwarding ---- */
 
+/* One more ReadyForQuery is due; the oldest outstanding request starts the query_timeout clock. */
+static inline void request_sent(struct server *s, const struct client *c)
+{
+    if (s->expect_rfq++ == 0) s->request_start = c->request_time;
+}
+
 /* Moves whole (or streaming) messages from c->in to the server. */
 static void forward_to_server(struct client *c)
 {
@@ -555,14 +561,12 @@ static void forward_to_server(struct client *c)
         case 'X': client_close(c, NULL, "client sent Terminate"); return;
         case 'Q':
             s->syncs_since_execute = 0;
-            if (s->expect_rfq++ == 0) s->request_start = c->request_time;
+            request_sent(s, c);
             break;
-        case 'F':
-            if (s->expect_rfq++ == 0) s->request_start = c->request_time;
-            break;
+        case 'F': request_sent(s, c); break;
         case 'S':
             if (s->copy_in) break; /* PostgreSQL ignores it during COPY FROM STDIN */
-            if (s->expect_rfq++ == 0) s->request_start = c->request_time;
+            request_sent(s, c);
             s->syncs_since_execute++;
             s->unsynced = false;
             break;

@@ -150,10 +150,13 @@ void client_free(struct client *c)
 
 bool client_flush(struct client *c)
 {
+    size_t before = evbuffer_get_length(c->out);
+
     if (io_flush(&c->io, c->out) == IO_ERROR) {
         client_close(c, NULL, "write failed: %s", strerror(errno));
         return false;
     }
+    if (c->pool != NULL) c->pool->stats.bytes_out += before - evbuffer_get_length(c->out);
     return true;
 }
 
@@ -528,10 +531,14 @@ static void handle_login_message(struct client *c)
 
 /* ---- forwarding ---- */
 
-/* One more ReadyForQuery is due; the oldest outstanding request starts the query_timeout clock. */
+/*
+ * One more ReadyForQuery is due. The oldest outstanding request starts the
+ * clock of query_timeout and query time: when it was read, or when the
+ * server was linked if the client waited for one.
+ */
 static inline void request_sent(struct server *s, const struct client *c)
 {
-    if (s->expect_rfq++ == 0) s->request_start = c->request_time;
+    if (s->expect_rfq++ == 0) s->request_start = c->request_time > s->state_since ? c->request_time : s->state_since;
 }
 
 /* Moves whole (or streaming) messages from c->in to the server. */
@@ -676,6 +683,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->request_time = pgbun_now();
+    if (c->pool != NULL && c->state != CL_LOGIN) c->pool->stats.bytes_in += (uint64_t)n;
     client_process(c);
 }
 

@@ -91,6 +91,7 @@ static const struct key main_keys[] = {
     G_INT(verbose, "0", 0, 100),
     G_BOOL(log_connections, "1"),
     G_BOOL(log_disconnections, "1"),
+    G_BOOL(log_stats, "1"),
 
     /* pooling */
     KEY(struct pgbun_config, pool_mode, KT_POOL_MODE, "session", 0, 0, NULL),
@@ -105,7 +106,7 @@ static const struct key main_keys[] = {
     G_BOOL(server_round_robin, "0"),
     G_STR(server_reset_query, "DISCARD ALL"),
     G_BOOL(server_reset_query_always, "0"),
-    G_STR(server_check_query, ""),
+    G_STR(server_check_query, "select 1"),
     G_TIME(server_check_delay, "30"),
     G_STR(ignore_startup_parameters, NULL),
     G_STR(track_extra_parameters, NULL),
@@ -154,7 +155,6 @@ static const struct key main_keys[] = {
     IGNORED(syslog_ident),
     IGNORED(syslog_facility),
     IGNORED(log_pooler_errors),
-    IGNORED(log_stats),
     IGNORED(unix_socket_group),
     IGNORED(tcp_keepalive),
     IGNORED(tcp_keepcnt),

@@ -75,6 +75,7 @@ struct pgbun_config {
     int   verbose; /* 0 = LOG level; each step adds DEBUG, NOISE */
     bool  log_connections;
     bool  log_disconnections;
+    bool  log_stats; /* a totals line every stats_period */
 
     /* pooling */
     enum pool_mode pool_mode;

@@ -34,6 +34,7 @@ static struct server_list reap_servers = TAILQ_HEAD_INITIALIZER(reap_servers);
 static struct event      *reap_event;
 static struct event      *janitor_event;
 static uint32_t           next_pool_id;
+static usec_t             period_began; /* when the current stats_period began */
 
 /* Frees what was closed; nothing may still point at it. */
 static void reap_now(void)
@@ -85,6 +86,7 @@ void pool_init(void)
 {
     struct timeval tv = {0, JANITOR_PERIOD_USEC};
 
+    period_began = pgbun_now();
     reap_event = event_new(pgbun.base, -1, 0, reap_cb, NULL);
     janitor_event = event_new(pgbun.base, -1, EV_PERSIST, janitor_cb, NULL);
     if (janitor_event) event_add(janitor_event, &tv);
@@ -104,11 +106,35 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
+static uint64_t per(uint64_t total, uint64_t n)
+{
+    return n ? total / n : 0;
+}
+
+/* What a pool did over its life, logged when pgbun stops. */
+static void log_totals(const struct pool *p)
+{
+    const struct stats *st = &p->stats;
+
+    if (!pgbun.cfg->log_stats) return;
+    log_info("pool %s/%s: %llu transactions, %llu queries, %llu server assignments (%llu reused), %llu server "
+             "connections opened, at most %d at once, %llu bytes in, %llu bytes out; average xact %llu us, query "
+             "%llu us, wait %llu us; query p50 %lld us, p95 %lld us, p99 %lld us",
+             p->dbname, p->user, (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
+             (unsigned long long)st->assignments, (unsigned long long)st->reused,
+             (unsigned long long)st->servers_opened, p->max_servers_used, (unsigned long long)st->bytes_in,
+             (unsigned long long)st->bytes_out, (unsigned long long)per(st->xact_time, st->xact_count),
+             (unsigned long long)per(st->query_time, st->query_count),
+             (unsigned long long)per(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
+             (long long)stats_percentile(st, 0.95), (long long)stats_percentile(st, 0.99));
+}
+
 void pool_fini(void)
 {
     struct pool   *p;
     struct client *c;
 
+    TAILQ_FOREACH(p, &pools, entry) log_totals(p);
     while ((c = TAILQ_FIRST(&login_clients)) != NULL)
         client_close(c, "57P01", "pgbun is shutting down");
     TAILQ_FOREACH(p, &pools, entry)
@@ -182,6 +208,9 @@ static bool resolve(struct pool *p)
     p->mode = cfg->pool_mode;
     if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
     if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
+    p->max_db_connections = db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+    p->max_user_connections =
+        u != NULL && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
     return true;
 }
 
@@ -278,6 +307,40 @@ void pool_adopt_client(struct pool *p, struct client *c)
     p->nclients[CL_LOGIN]++;
 }
 
+/* Pools whose clients wait on a max_db_connections or max_user_connections limit. */
+static int nblocked;
+
+static void set_blocked(struct pool *p, bool on)
+{
+    if (p->blocked == on) return;
+    p->blocked = on;
+    nblocked += on ? 1 : -1;
+}
+
+static bool same_db(const struct pool *a, const struct pool *b)
+{
+    return strcmp(a->dbname, b->dbname) == 0;
+}
+
+static bool same_user(const struct pool *a, const struct pool *b)
+{
+    return strcmp(a->user, b->user) == 0;
+}
+
+/* A server of `p` went idle or away: a blocked pool sharing its limit may use the slot. */
+static void wake_blocked(const struct pool *p)
+{
+    struct pool *q;
+
+    if (nblocked == 0) return;
+    TAILQ_FOREACH(q, &pools, entry)
+    {
+        if (q != p && q->blocked &&
+            ((q->max_db_connections > 0 && same_db(q, p)) || (q->max_user_connections > 0 && same_user(q, p))))
+            pool_dispatch_later(q);
+    }
+}
+
 static void defer_free_server(struct server *s)
 {
     TAILQ_INSERT_TAIL(&reap_servers, s, entry);
@@ -297,6 +360,7 @@ void pool_set_server_state(struct server *s, enum server_state st)
         TAILQ_REMOVE(&p->servers[old], s, entry);
         p->nservers[old]--;
         defer_free_server(s);
+        wake_blocked(p);
         return;
     }
     TAILQ_REMOVE(&p->servers[old], s, entry);
@@ -308,6 +372,7 @@ void pool_set_server_state(struct server *s, enum server_state st)
     else
         TAILQ_INSERT_TAIL(&p->servers[st], s, entry);
     p->nservers[st]++;
+    if (st == SV_IDLE) wake_blocked(p);
 }
 
 void pool_add_server(struct pool *p, struct server *s)
@@ -319,7 +384,7 @@ void pool_add_server(struct pool *p, struct server *s)
     s->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(&p->servers[SV_CONNECTING], s, entry);
     p->nservers[SV_CONNECTING]++;
-    p->total_new_servers++;
+    p->stats.servers_opened++;
     n = pool_server_count(p);
     if (n > p->max_servers_used) p->max_servers_used = n;
 }
@@ -341,7 +406,11 @@ void pool_link(struct client *c, struct server *s)
     assert(c->pool == s->pool);
     c->server = s;
     s->client = c;
-    c->pool->total_assignments++;
+    c->pool->stats.assignments++;
+    if (s->used || s->opened_ahead) c->pool->stats.reused++;
+    if (c->state == CL_WAITING) c->pool->stats.wait_time += (uint64_t)(pgbun_now() - c->state_since);
+    s->used = true;
+    s->checked = false;
     pool_set_client_state(c, CL_ACTIVE);
     pool_set_server_state(s, SV_ACTIVE);
 }
@@ -390,6 +459,7 @@ void pool_server_ready(struct server *s)
     }
     p->last_fail_time = 0;
     p->fail_count = 0;
+    s->checked = true; /* its login just proved it alive */
     pool_set_server_state(s, SV_IDLE);
     while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
         client_welcome(c);
@@ -450,6 +520,63 @@ void pool_dispatch_all(void)
     TAILQ_FOREACH(p, &pools, entry) pool_dispatch(p);
 }
 
+/* Open servers of every pool that shares p's database (same_db) or user (same_user). */
+static int servers_sharing(const struct pool *p, bool (*same)(const struct pool *, const struct pool *))
+{
+    const struct pool *q;
+    int                n = 0;
+
+    TAILQ_FOREACH(q, &pools, entry)
+    if (same(q, p)) n += pool_server_count(q);
+    return n;
+}
+
+/* Closes the longest-unused idle server of another pool sharing the limit; false when there is none. */
+static bool evict_idle(const struct pool *p, bool (*same)(const struct pool *, const struct pool *), const char *limit)
+{
+    struct pool   *q;
+    struct server *victim = NULL, *s;
+
+    TAILQ_FOREACH(q, &pools, entry)
+    {
+        if (q == p || !same(q, p) || (s = TAILQ_LAST(&q->servers[SV_IDLE], server_list)) == NULL) continue;
+        if (victim == NULL || s->state_since < victim->state_since) victim = s;
+    }
+    if (victim == NULL) return false;
+    server_close(victim, "%s: closed while idle to make room for pool %s/%s", limit, p->dbname, p->user);
+    return true;
+}
+
+/*
+ * Whether max_db_connections and max_user_connections leave room for one
+ * more server of p; with `evict`, room is made by closing an idle server of
+ * another pool under the same limit.
+ */
+static bool shared_room(const struct pool *p, bool evict)
+{
+    if (p->max_db_connections > 0 && servers_sharing(p, same_db) >= p->max_db_connections &&
+        !(evict && evict_idle(p, same_db, "max_db_connections")))
+        return false;
+    if (p->max_user_connections > 0 && servers_sharing(p, same_user) >= p->max_user_connections &&
+        !(evict && evict_idle(p, same_user, "max_user_connections")))
+        return false;
+    return true;
+}
+
+/*
+ * server_check_query is due: the server last answered anything
+ * server_check_delay ago or more. With a delay of 0 every reuse is checked,
+ * but a login or check that has not been followed by a client counts.
+ */
+static bool needs_check(const struct server *s, usec_t now)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+
+    if (cfg->server_check_query == NULL || cfg->server_check_query[0] == '\0') return false;
+    if (cfg->server_check_delay == 0) return !s->checked;
+    return now - s->last_ready >= cfg->server_check_delay;
+}
+
 void pool_dispatch(struct pool *p)
 {
     struct client *c;
@@ -459,12 +586,19 @@ void pool_dispatch(struct pool *p)
 
     if (pgbun.paused) return; /* PAUSE: new work waits; what runs, finishes */
     while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL) {
+        if (needs_check(s, pgbun_now())) {
+            /* One check per waiting client; the rest stay idle until needed. */
+            if (p->nservers[SV_TESTING] >= p->nclients[CL_WAITING]) break;
+            server_check(s);
+            continue;
+        }
         pool_link(c, s);
         server_prepare_for(s, c);
     }
 
+    set_blocked(p, false);
     want = p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
-    opening = p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN];
+    opening = p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN] + p->nservers[SV_TESTING];
     if (want <= opening) return;
     pause = retry_pause(p);
     if (p->last_fail_time != 0 && pgbun_now() - p->last_fail_time < pause) {
@@ -482,7 +616,11 @@ void pool_dispatch(struct pool *p)
     }
     limit = p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0);
     while (want > opening && pool_server_count(p) < limit) {
-        server_launch(p);
+        if (!shared_room(p, true)) {
+            set_blocked(p, true);
+            return;
+        }
+        server_launch(p, false);
         opening++;
     }
 }
@@ -496,8 +634,8 @@ static void top_up(struct pool *p, usec_t now)
         return;
     }
     if (p->last_fail_time != 0 && now - p->last_fail_time < retry_pause(p)) return;
-    while (pool_server_count(p) < p->min_pool_size && pool_server_count(p) < p->pool_size)
-        server_launch(p);
+    while (pool_server_count(p) < p->min_pool_size && pool_server_count(p) < p->pool_size && shared_room(p, false))
+        server_launch(p, true);
 }
 
 /* ---- timeouts ---- */
@@ -589,6 +727,36 @@ static void maintain(struct pool *p, usec_t now)
     }
 }
 
+/* ---- counters ---- */
+
+void pool_stats_period(void)
+{
+    static struct stats total; /* ~2.5 KiB: kept off the stack */
+    struct pool        *p;
+    usec_t              now = pgbun_now(), len = now - period_began;
+    double              s = len > 0 ? secs(len) : 1;
+
+    memset(&total, 0, sizeof(total));
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        stats_diff(&p->last_period, &p->stats, &p->period_start);
+        p->period_start = p->stats;
+        stats_add(&total, &p->last_period);
+    }
+    period_began = now;
+    if (!pgbun.cfg->log_stats) return;
+    log_info("stats: %.0f xacts/s, %.0f queries/s, in %.0f B/s, out %.0f B/s, xact %llu us, query %llu us, "
+             "wait %llu us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
+             "%llu servers opened",
+             (double)total.xact_count / s, (double)total.query_count / s, (double)total.bytes_in / s,
+             (double)total.bytes_out / s, (unsigned long long)per(total.xact_time, total.xact_count),
+             (unsigned long long)per(total.query_time, total.query_count),
+             (unsigned long long)per(total.wait_time, total.assignments), (long long)stats_percentile(&total, 0.50),
+             (long long)stats_percentile(&total, 0.95), (long long)stats_percentile(&total, 0.99),
+             (unsigned long long)total.reused, (unsigned long long)total.assignments,
+             (unsigned long long)total.servers_opened);
+}
+
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *p;
@@ -599,6 +767,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
         maintain(p, now);
         top_up(p, now);
     }
+    if (pgbun.cfg->stats_period > 0 && now - period_began >= pgbun.cfg->stats_period) pool_stats_period();
 }
 
 /* ---- lookups ---- */

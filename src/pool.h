@@ -20,6 +20,7 @@
 struct event;
 
 #include "config.h"
+#include "stats.h"
 #include "varlist.h"
 
 struct client;
@@ -39,6 +40,7 @@ enum server_state {
     SV_CONNECTING = 0, /* TCP/unix connect or DNS in progress */
     SV_LOGIN,          /* startup and authentication with PostgreSQL */
     SV_IDLE,           /* ready, unlinked */
+    SV_TESTING,        /* running server_check_query before its next client */
     SV_ACTIVE,         /* linked to a client */
     SV_RESETTING,      /* running server_reset_query before going idle */
     SV_CLOSING,        /* closed, freed after this loop iteration */
@@ -80,10 +82,14 @@ struct pool {
     struct event  *retry_timer;  /* serves the queue again when the pause after a failure ends */
     bool           dispatch_due; /* pool_dispatch runs after this loop iteration */
 
-    /* counters (SHOW STATS reads these) */
-    uint64_t total_assignments; /* clients given a server */
-    uint64_t total_new_servers; /* server connections opened */
-    int      max_servers_used;  /* peak open server connections */
+    int  max_db_connections;   /* 0: no limit on the servers of all pools of this database */
+    int  max_user_connections; /* 0: no limit on the servers of all pools of this user */
+    bool blocked;              /* clients wait because a database or user limit is reached */
+
+    struct stats stats;            /* running totals */
+    struct stats period_start;     /* totals when the current stats_period began */
+    struct stats last_period;      /* what the last full stats_period added */
+    int          max_servers_used; /* peak open server connections */
 };
 
 void pool_init(void);
@@ -104,6 +110,8 @@ void pool_adopt_client(struct pool *pool, struct client *c);
 
 /* Puts a new server on the pool's CONNECTING list. */
 void pool_add_server(struct pool *p, struct server *s);
+/* Ends a stats_period: every pool's last_period becomes what it added; logs the totals. */
+void pool_stats_period(void);
 
 void pool_link(struct client *c, struct server *s);
 void pool_unlink(struct client *c, struct server *s);

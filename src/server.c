@@ -149,6 +149,11 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
 
+    if (s->state == SV_TESTING) {
+        server_close(s, "server_check_query: no answer within server_connect_timeout (%g s)",
+                     (double)pgbun.cfg->server_connect_timeout / USEC_PER_SEC);
+        return;
+    }
     server_fail(s, "08006", "could not connect to server %s:%d: server_connect_timeout (%.0f s) expired", s->pool->host,
                 s->pool->port, (double)pgbun.cfg->server_connect_timeout / USEC_PER_SEC);
 }
@@ -227,7 +232,7 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     connect_addr(s, res->ai_addr, (socklen_t)res->ai_addrlen);
 }
 
-void server_launch(struct pool *p)
+void server_launch(struct pool *p, bool ahead)
 {
     struct server *s = calloc(1, sizeof(*s));
     struct timeval tv;
@@ -246,6 +251,7 @@ void server_launch(struct pool *p)
     s->io.fd = -1;
     s->txstatus = 'I';
     s->connect_time = pgbun_now();
+    s->opened_ahead = ahead;
     pool_add_server(p, s);
     evtimer_assign(&s->timer, pgbun.base, timeout_cb, s);
     if (pgbun.cfg->server_connect_timeout > 0) {
@@ -447,6 +453,7 @@ static void login_step(struct server *s)
             evbuffer_drain(s->in, (size_t)len + 1);
             evtimer_del(&s->timer);
             s->txstatus = 'I';
+            s->last_ready = pgbun_now();
             if (s->scram) {
                 scram_client_free(s->scram);
                 free(s->scram);
@@ -533,6 +540,24 @@ static void start_reset(struct server *s)
     (void)server_flush(s);
 }
 
+void server_check(struct server *s)
+{
+    struct timeval tv;
+
+    server_log(s, LOGL_DEBUG, "unused for %g s: running server_check_query",
+               (double)(pgbun_now() - s->last_ready) / USEC_PER_SEC);
+    pool_set_server_state(s, SV_TESTING);
+    proto_add_query(s->out, pgbun.cfg->server_check_query);
+    s->phase = PHASE_CHECK;
+    s->expect_rfq++;
+    s->has_phase_error = false;
+    if (pgbun.cfg->server_connect_timeout > 0) {
+        timeval_of(pgbun.cfg->server_connect_timeout, &tv);
+        evtimer_add(&s->timer, &tv);
+    }
+    (void)server_flush(s);
+}
+
 void server_client_gone(struct server *s)
 {
     assert(s->client == NULL);
@@ -544,8 +569,14 @@ void server_client_gone(struct server *s)
         return;
     }
     if (!server_is_clean(s)) {
-        server_close(s, "client left while the server was busy (status %c, %d replies due%s)", s->txstatus,
-                     s->expect_rfq, s->in_copy ? ", in COPY" : "");
+        /*
+         * A running query would run on for nobody, holding its locks:
+         * PostgreSQL notices the closed socket only when it next writes.
+         * The cancel carries on alone once the server is closed.
+         */
+        if (s->expect_rfq > 0 && !s->copy_in) server_send_cancel(s);
+        server_close(s, "client left while the server was busy (status %c, %d replies due%s%s)", s->txstatus,
+                     s->expect_rfq, s->in_copy ? ", in COPY" : "", s->cancel ? "; query canceled" : "");
         return;
     }
     if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
@@ -560,6 +591,20 @@ static void phase_done(struct server *s)
     enum server_phase phase = s->phase;
 
     s->phase = PHASE_NONE;
+    if (phase == PHASE_CHECK) {
+        evtimer_del(&s->timer);
+        if (s->has_phase_error) {
+            server_close(s, "server_check_query failed: %s", s->phase_error.message);
+            return;
+        }
+        if (!server_is_clean(s)) {
+            server_close(s, "server not idle after server_check_query (status %c)", s->txstatus);
+            return;
+        }
+        s->checked = true;
+        pool_release_server(s);
+        return;
+    }
     if (phase == PHASE_RESET) {
         varlist_clear(&s->applied);
         if (s->has_phase_error) {
@@ -599,6 +644,18 @@ static void phase_done(struct server *s)
 
 /* ---- relaying ---- */
 
+/* A ReadyForQuery answered one of the client's requests (s->txstatus is its status). */
+static void count_reply(struct server *s, usec_t now)
+{
+    struct stats *st = &s->pool->stats;
+
+    stats_add_query(st, now - s->request_start);
+    if (s->txstatus == 'I') {
+        st->xact_count++;
+        st->xact_time += (uint64_t)(now - s->xact_start);
+    }
+}
+
 bool server_release_if_done(struct server *s)
 {
     struct client *c = s->client;
@@ -624,6 +681,7 @@ static void relay(struct server *s)
         bool           to_client = c != NULL && s->phase == PHASE_NONE;
         uint8_t        type, *msg;
         uint32_t       len;
+        usec_t         now;
 
         if (s->fwd_left > 0) {
             size_t n = avail < s->fwd_left ? avail : s->fwd_left;
@@ -661,11 +719,17 @@ static void relay(struct server *s)
                 server_close(s, "protocol error from server: malformed ReadyForQuery");
                 return;
             }
-            if (s->txstatus == 'I' && msg[5] != 'I') s->xact_start = s->request_start;
+            now = pgbun_now();
+            /* A transaction (or an autocommit statement) began with the request this answers. */
+            if (s->txstatus == 'I') s->xact_start = s->request_start;
             s->txstatus = (char)msg[5];
-            s->last_ready = pgbun_now();
+            s->last_ready = now;
             s->query_timed_out = false;
-            if (s->expect_rfq > 0) s->expect_rfq--;
+            if (s->expect_rfq > 0) {
+                if (s->phase == PHASE_NONE) count_reply(s, now);
+                /* A pipelined request is next: its clock starts now. */
+                if (--s->expect_rfq > 0) s->request_start = now;
+            }
             s->in_copy = false;
             s->copy_in = false;
             if (!to_client) {

@@ -27,6 +27,7 @@ enum server_phase {
     PHASE_NONE = 0, /* replies go to the client */
     PHASE_SETTING,  /* pgbun's SETs for the client's parameters */
     PHASE_RESET,    /* server_reset_query */
+    PHASE_CHECK,    /* server_check_query */
 };
 
 struct server {
@@ -66,10 +67,15 @@ struct server {
     usec_t                            request_start;   /* when the oldest unanswered request was sent */
     bool                              query_timed_out; /* pgbun cancelled the running query (query_timeout) */
     usec_t                            xact_start;      /* when the open transaction began */
+    bool                              opened_ahead;    /* opened for min_pool_size, not for a waiting client */
+    bool                              used;            /* has served a client */
+    bool                              checked;         /* logged in or checked, and no client since */
 };
 
-/* Opens a new connection for the pool. */
-void server_launch(struct pool *p);
+/* Opens a new connection for the pool; `ahead` when no client is waiting for it (min_pool_size). */
+void server_launch(struct pool *p, bool ahead);
+/* An idle server runs server_check_query (TESTING), then goes back to the pool. */
+void server_check(struct server *s);
 /* Closes through one door: logs `reason`, unlinks, tells the pool, defers the free. */
 void server_close(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Linked: applies the client's parameters, then calls client_start(). */

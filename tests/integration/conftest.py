@@ -625,3 +625,29 @@ def server_backends(pg, dbname="pgbun_test"):
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
                             "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
                             (dbname,)).fetchone()[0]
+
+
+def sockets_to_port(pid, port):
+    """TCP connections process pid holds to remote port, as the kernel sees
+    them (/proc: its socket fds matched against /proc/net/tcp and tcp6)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except FileNotFoundError:
+        return 0
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[9] in inodes:
+                    n += 1
+    return n

@@ -1,12 +1,13 @@
 """Pooling under load: many clients, few servers, real pgbench."""
 
+import re
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import pg_bindir, run
+from conftest import IS_PGBOUNCER, pg_bindir, run, sockets_to_port
 
 
 @pytest.mark.timeout(120)
@@ -18,14 +19,16 @@ def test_200_clients_on_5_servers_run_tpcb_without_a_failure(start_pgbun, pg, mo
     pool = 5
     bun = start_pgbun(config={"pool_mode": mode, "default_pool_size": pool, "max_client_conn": 250,
                               "query_wait_timeout": 60})
-    peak, stop = [0], threading.Event()
+    peak, os_peak, stop = [0], [0], threading.Event()
 
-    def watch():  # server connections pgbun holds, counted by PostgreSQL itself
+    def watch():
         with pg.connect() as conn:
             while not stop.is_set():
+                # server connections pgbun holds, counted by PostgreSQL and by the kernel
                 n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pgbun_test' "
                                  "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]
                 peak[0] = max(peak[0], n)
+                os_peak[0] = max(os_peak[0], sockets_to_port(bun.proc.pid, pg.port))
                 time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -42,6 +45,17 @@ def test_200_clients_on_5_servers_run_tpcb_without_a_failure(start_pgbun, pg, mo
     assert res.returncode == 0, res.stdout + res.stderr
     assert "number of failed transactions: 0" in res.stdout, res.stdout
     assert 0 < peak[0] <= pool, f"PostgreSQL saw {peak[0]} connections from a pool of {pool}"
+    assert 0 < os_peak[0] <= pool, f"the pooler held {os_peak[0]} sockets to PostgreSQL with a pool of {pool}"
+    if not IS_PGBOUNCER:
+        done = int(re.search(r"number of transactions actually processed: (\d+)", res.stdout)[1])
+        assert bun.stop() == 0
+        totals = re.search(r"pool pgbun_test/postgres: (\d+) transactions, \d+ queries, (\d+) server "
+                           r"assignments \((\d+) reused\), (\d+) server connections opened, at most (\d+) at once",
+                           bun.log_text())
+        xacts, assignments, reused, opened, most = map(int, totals.groups())
+        assert xacts >= done and most <= pool and opened == most
+        assert reused >= assignments - opened, "only a server's first assignment may count as new"
+        assert assignments >= (done if mode == "transaction" else 200)
 
 
 def test_psycopg_pipeline_mode_in_transaction_pooling(start_pgbun):

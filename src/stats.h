@@ -8,7 +8,7 @@
  *
  * The histogram has log-linear buckets: values below 16 us get a bucket
  * each, and every power of two above is split into 8 equal buckets, so a
- * reported percentile is within 6.25% of the true value, up to ~6 days.
+ * reported percentile is within 12.5% of the true value, up to ~12 days.
  */
 #ifndef PGBUN_STATS_H
 #define PGBUN_STATS_H

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import (IS_PGBOUNCER, _ini_lines, chown_to_run_user, error_fields, free_port, pgbun_binary,
+from conftest import (IS_PGBOUNCER, _ini_lines, backend_pid, chown_to_run_user, error_fields, free_port, pgbun_binary,
                       pgbun_env, port_accepts, run_as_kwargs, wait_until, write_auth_file)
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's own process behaviour")
@@ -185,3 +185,20 @@ def test_sigusr1_pauses_new_queries_and_sigusr2_resumes(start_pgbun):
     os.kill(bun.proc.pid, signal.SIGUSR2)
     assert done.wait(10), "the query did not run after the resume"
     t.join(5)
+
+
+def test_reload_resizes_live_pools_without_dropping_clients(start_pgbun, pg):
+    bun = start_pgbun(config={"default_pool_size": 1, "pool_mode": "transaction"})
+    idle = bun.connect()
+    pid = backend_pid(idle)
+    rewrite_config(bun, base_config(bun, auth_type="trust", default_pool_size=3, pool_mode="transaction"),
+                   {"pgbun_test": pg.entry()})
+    os.kill(bun.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in bun.log_text(), timeout=10,
+               what="the reload to be logged")
+    holders = [bun.connect(autocommit=False) for _ in range(3)]
+    pids = {backend_pid(h) for h in holders}  # each holds a transaction open: three servers
+    assert len(pids) == 3, "the pool did not grow to the reloaded pool_size"
+    for h in holders:
+        h.rollback()
+    assert backend_pid(idle) in pids | {pid}, "the client connected before the reload was dropped"

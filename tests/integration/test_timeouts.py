@@ -1,6 +1,7 @@
 """Timeouts: each one fires, is logged with its name, and tells the client in
 words. Deadlines are short (1 s) and checked with generous margins."""
 
+import socket
 import threading
 import time
 
@@ -181,3 +182,27 @@ def test_transaction_timeout_spares_autocommit_queries(start_pgbun):
     conn = bun.connect()
     for _ in range(6):
         assert conn.execute("SELECT pg_sleep(0.4), 1").fetchone()[1] == 1
+
+
+@pytest.mark.timeout(30)
+def test_server_connect_timeout_fails_a_login_to_a_silent_server(start_pgbun, pg):
+    """A server that accepts the TCP connection and never answers the startup packet."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        bun = start_pgbun(config={"server_connect_timeout": 1},
+                          databases={"silent": f"host=127.0.0.1 port={port} dbname=x",
+                                     "pgbun_test": pg.entry()})
+        start = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as err:
+            bun.connect(dbname="silent")
+        assert time.monotonic() - start < 8
+        assert "server_connect_timeout" in str(err.value)
+        assert f"127.0.0.1:{port}" in str(err.value)
+        assert "server_connect_timeout" in bun.log_text()
+        with bun.connect() as conn:  # other pools are unaffected
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        silent.close()

@@ -124,7 +124,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
         if (partial)
             server_close(s, "client left in the middle of a message");
         else
-            server_client_gone(s);
+            server_client_gone(s, c->quit);
     }
     evtimer_del(&c->timer);
     io_close(&c->io);
@@ -565,7 +565,12 @@ static void forward_to_server(struct client *c)
         case PROTO_OK: break;
         }
         switch (type) {
-        case 'X': client_close(c, NULL, "client sent Terminate"); return;
+        case 'X':
+            /* What came before it is the client's last word: send it. */
+            evbuffer_drain(c->in, evbuffer_get_length(c->in));
+            c->quit = true;
+            if (server_flush(s)) client_close(c, NULL, "client sent Terminate");
+            return;
         case 'Q':
             s->syncs_since_execute = 0;
             request_sent(s, c);
@@ -683,7 +688,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->request_time = pgbun_now();
-    if (c->pool != NULL && c->state != CL_LOGIN) c->pool->stats.bytes_in += (uint64_t)n;
+    if (c->pool != NULL) c->pool->stats.bytes_in += (uint64_t)n;
     client_process(c);
 }
 

@@ -51,6 +51,7 @@ struct client {
     usec_t            state_since;  /* when it entered its current state */
     uint32_t          fwd_left;     /* bytes of a message still to pass on */
     bool              throttled;    /* reading paused: server output is full */
+    bool              quit;         /* sent Terminate */
 
     /* login */
     enum login_step      step;

@@ -248,7 +248,11 @@ void pool_config_changed(void)
     struct pool *p;
 
     TAILQ_FOREACH(p, &pools, entry)
-    if (!resolve(p)) log_warning("pool %s/%s: database entry removed; keeping its last settings", p->dbname, p->user);
+    {
+        if (!resolve(p))
+            log_warning("pool %s/%s: database entry removed; keeping its last settings", p->dbname, p->user);
+        pool_dispatch_later(p); /* sizes and limits may have grown */
+    }
 }
 
 /* ---- state lists ---- */
@@ -430,6 +434,7 @@ void pool_request_server(struct client *c)
 }
 
 static bool server_too_old(const struct server *s, usec_t now);
+static bool yield_slot(struct server *s);
 
 void pool_release_server(struct server *s)
 {
@@ -440,6 +445,8 @@ void pool_release_server(struct server *s)
         server_close(s, "server_lifetime: connection older than %g s", secs(pgbun.cfg->server_lifetime));
         return;
     }
+    if (nblocked > 0 && yield_slot(s)) return;
+    if (s->throttled) server_resume(s); /* its last client's output was full: read again */
     pool_set_server_state(s, SV_IDLE);
     pool_dispatch(p);
 }
@@ -531,8 +538,18 @@ static int servers_sharing(const struct pool *p, bool (*same)(const struct pool 
     return n;
 }
 
-/* Closes the longest-unused idle server of another pool sharing the limit; false when there is none. */
-static bool evict_idle(const struct pool *p, bool (*same)(const struct pool *, const struct pool *), const char *limit)
+static bool db_full(const struct pool *p)
+{
+    return p->max_db_connections > 0 && servers_sharing(p, same_db) >= p->max_db_connections;
+}
+
+static bool user_full(const struct pool *p)
+{
+    return p->max_user_connections > 0 && servers_sharing(p, same_user) >= p->max_user_connections;
+}
+
+/* The longest-unused idle server of another pool sharing `same` with p, or NULL. */
+static struct server *idle_victim(const struct pool *p, bool (*same)(const struct pool *, const struct pool *))
 {
     struct pool   *q;
     struct server *victim = NULL, *s;
@@ -542,46 +559,115 @@ static bool evict_idle(const struct pool *p, bool (*same)(const struct pool *, c
         if (q == p || !same(q, p) || (s = TAILQ_LAST(&q->servers[SV_IDLE], server_list)) == NULL) continue;
         if (victim == NULL || s->state_since < victim->state_since) victim = s;
     }
-    if (victim == NULL) return false;
-    server_close(victim, "%s: closed while idle to make room for pool %s/%s", limit, p->dbname, p->user);
-    return true;
+    return victim;
 }
 
 /*
  * Whether max_db_connections and max_user_connections leave room for one
- * more server of p; with `evict`, room is made by closing an idle server of
- * another pool under the same limit.
+ * more server of p. With `evict`, room is made by closing idle servers of
+ * other pools under the full limits, but only when every full limit can
+ * give one up.
  */
 static bool shared_room(const struct pool *p, bool evict)
 {
-    if (p->max_db_connections > 0 && servers_sharing(p, same_db) >= p->max_db_connections &&
-        !(evict && evict_idle(p, same_db, "max_db_connections")))
+    bool           dbf = db_full(p), uf = user_full(p);
+    struct server *dv = NULL, *uv = NULL;
+
+    if (!dbf && !uf) return true;
+    if (!evict || (dbf && (dv = idle_victim(p, same_db)) == NULL) || (uf && (uv = idle_victim(p, same_user)) == NULL))
         return false;
-    if (p->max_user_connections > 0 && servers_sharing(p, same_user) >= p->max_user_connections &&
-        !(evict && evict_idle(p, same_user, "max_user_connections")))
-        return false;
+    if (dv != NULL)
+        server_close(dv, "max_db_connections: closed while idle to make room for pool %s/%s", p->dbname, p->user);
+    if (uv != NULL)
+        server_close(uv, "max_user_connections: closed while idle to make room for pool %s/%s", p->dbname, p->user);
+    return true;
+}
+
+/*
+ * A server of p is free while a pool blocked on a limit it shares has waited
+ * longer than p's own queue: close it so that pool gets the slot. Without
+ * this a busy pool would keep a shared limit to itself.
+ */
+/* Since when p's longest-waiting client has wanted a server; 0 when none does. */
+static usec_t waiting_since(const struct pool *p)
+{
+    const struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
+    const struct client *w = p->welcome_ready ? NULL : TAILQ_FIRST(&p->clients[CL_WELCOME]);
+    usec_t               since = c ? c->state_since : 0;
+
+    if (w != NULL && (since == 0 || w->state_since < since)) since = w->state_since;
+    return since;
+}
+
+/*
+ * A pool blocked on a limit it shares with p whose clients have waited
+ * longer than p's: it comes first, so p must not take the slot. *limit names
+ * the shared limit. Without this a busy pool would keep a shared limit to
+ * itself.
+ */
+static struct pool *older_blocked(const struct pool *p, const char **limit)
+{
+    struct pool *q;
+    usec_t       mine = waiting_since(p);
+
+    TAILQ_FOREACH(q, &pools, entry)
+    {
+        usec_t theirs = waiting_since(q);
+
+        if (q == p || !q->blocked || theirs == 0 || (mine != 0 && mine <= theirs)) continue;
+        if (q->max_db_connections > 0 && same_db(q, p))
+            *limit = "max_db_connections";
+        else if (q->max_user_connections > 0 && same_user(q, p))
+            *limit = "max_user_connections";
+        else
+            continue;
+        return q;
+    }
+    return NULL;
+}
+
+/* A server of p is free: if a pool ahead in line shares a limit with it, close it so that pool gets the slot. */
+static bool yield_slot(struct server *s)
+{
+    const char  *limit;
+    struct pool *q = older_blocked(s->pool, &limit);
+
+    if (q == NULL) return false;
+    server_close(s, "%s: handing the connection's slot to pool %s/%s, whose clients waited longer", limit, q->dbname,
+                 q->user);
     return true;
 }
 
 /*
  * server_check_query is due: the server last answered anything
- * server_check_delay ago or more. With a delay of 0 every reuse is checked,
- * but a login or check that has not been followed by a client counts.
+ * server_check_delay ago or more (0: before every reuse). A login or check
+ * in the last second, with no client since, counts as proof.
  */
 static bool needs_check(const struct server *s, usec_t now)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
 
     if (cfg->server_check_query == NULL || cfg->server_check_query[0] == '\0') return false;
-    if (cfg->server_check_delay == 0) return !s->checked;
+    if (s->checked && now - s->last_ready < USEC_PER_SEC) return false;
     return now - s->last_ready >= cfg->server_check_delay;
+}
+
+/* Clients that want a server, and servers on their way to being usable. */
+static int demand(const struct pool *p)
+{
+    return p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
+}
+
+static int coming(const struct pool *p)
+{
+    return p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN] + p->nservers[SV_TESTING];
 }
 
 void pool_dispatch(struct pool *p)
 {
     struct client *c;
     struct server *s;
-    int            want, opening, limit;
+    int            limit;
     usec_t         pause;
 
     if (pgbun.paused) return; /* PAUSE: new work waits; what runs, finishes */
@@ -597,9 +683,7 @@ void pool_dispatch(struct pool *p)
     }
 
     set_blocked(p, false);
-    want = p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
-    opening = p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN] + p->nservers[SV_TESTING];
-    if (want <= opening) return;
+    if (demand(p) <= coming(p)) return;
     pause = retry_pause(p);
     if (p->last_fail_time != 0 && pgbun_now() - p->last_fail_time < pause) {
         usec_t         left = pause - (pgbun_now() - p->last_fail_time);
@@ -615,13 +699,25 @@ void pool_dispatch(struct pool *p)
         return;
     }
     limit = p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0);
-    while (want > opening && pool_server_count(p) < limit) {
-        if (!shared_room(p, true)) {
+    while (demand(p) > coming(p) && pool_server_count(p) < limit) {
+        int fails = p->fail_count;
+
+        const char  *shared;
+        struct pool *first;
+
+        if (nblocked > 0 && (first = older_blocked(p, &shared)) != NULL) {
+            /* Let the pool ahead in line use the room first. */
+            pool_dispatch_later(first);
+            set_blocked(p, true);
+            return;
+        }
+        /* A failing pool does not take other pools' connections away. */
+        if (!shared_room(p, fails == 0)) {
             set_blocked(p, true);
             return;
         }
         server_launch(p, false);
-        opening++;
+        if (p->fail_count != fails) return; /* failed at once: the retry pause decides */
     }
 }
 
@@ -634,6 +730,7 @@ static void top_up(struct pool *p, usec_t now)
         return;
     }
     if (p->last_fail_time != 0 && now - p->last_fail_time < retry_pause(p)) return;
+    if (nblocked > 0) return; /* a freed slot goes to clients waiting for it first */
     while (pool_server_count(p) < p->min_pool_size && pool_server_count(p) < p->pool_size && shared_room(p, false))
         server_launch(p, true);
 }

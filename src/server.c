@@ -145,13 +145,18 @@ bool server_flush(struct server *s)
 
 /* ---- connecting ---- */
 
+/* How long server_check_query may take: server_connect_timeout, or 15 s when that is off. */
+static usec_t check_deadline(void)
+{
+    return pgbun.cfg->server_connect_timeout > 0 ? pgbun.cfg->server_connect_timeout : 15 * USEC_PER_SEC;
+}
+
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
 
     if (s->state == SV_TESTING) {
-        server_close(s, "server_check_query: no answer within server_connect_timeout (%g s)",
-                     (double)pgbun.cfg->server_connect_timeout / USEC_PER_SEC);
+        server_close(s, "server_check_query: no answer within %g s", (double)check_deadline() / USEC_PER_SEC);
         return;
     }
     server_fail(s, "08006", "could not connect to server %s:%d: server_connect_timeout (%.0f s) expired", s->pool->host,
@@ -551,14 +556,12 @@ void server_check(struct server *s)
     s->phase = PHASE_CHECK;
     s->expect_rfq++;
     s->has_phase_error = false;
-    if (pgbun.cfg->server_connect_timeout > 0) {
-        timeval_of(pgbun.cfg->server_connect_timeout, &tv);
-        evtimer_add(&s->timer, &tv);
-    }
+    timeval_of(check_deadline(), &tv);
+    evtimer_add(&s->timer, &tv);
     (void)server_flush(s);
 }
 
-void server_client_gone(struct server *s)
+void server_client_gone(struct server *s, bool quit)
 {
     assert(s->client == NULL);
     s->throttled = false;
@@ -574,9 +577,12 @@ void server_client_gone(struct server *s)
          * PostgreSQL notices the closed socket only when it next writes.
          * The cancel carries on alone once the server is closed.
          */
-        if (s->expect_rfq > 0 && !s->copy_in) server_send_cancel(s);
-        server_close(s, "client left while the server was busy (status %c, %d replies due%s%s)", s->txstatus,
-                     s->expect_rfq, s->in_copy ? ", in COPY" : "", s->cancel ? "; query canceled" : "");
+        bool cancel = !quit && s->expect_rfq > 0 && !s->copy_in && s->cancel == NULL;
+
+        if (cancel) server_send_cancel(s);
+        server_close(s, "client %s while the server was busy (status %c, %d replies due%s%s)", quit ? "quit" : "left",
+                     s->txstatus, s->expect_rfq, s->in_copy ? ", in COPY" : "",
+                     cancel && s->cancel ? "; query canceled" : "");
         return;
     }
     if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
@@ -625,7 +631,7 @@ static void phase_done(struct server *s)
             client_close(c, s->phase_error.sqlstate[0] ? s->phase_error.sqlstate : "22023", "%s",
                          s->phase_error.message);
         else
-            server_client_gone(s);
+            server_client_gone(s, false);
         return;
     }
     varlist_clear(&s->applied);
@@ -639,7 +645,7 @@ static void phase_done(struct server *s)
     if (c != NULL)
         client_start(c);
     else
-        server_client_gone(s);
+        server_client_gone(s, false);
 }
 
 /* ---- relaying ---- */

@@ -80,8 +80,12 @@ void server_check(struct server *s);
 void server_close(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Linked: applies the client's parameters, then calls client_start(). */
 void server_prepare_for(struct server *s, struct client *c);
-/* The client left: reset, release or close the server. */
-void server_client_gone(struct server *s);
+/*
+ * The client left: reset, release or close the server. `quit` when it said
+ * Terminate: a request it sent first still runs to its end, as it would
+ * without pgbun; a client that vanished has its running query cancelled.
+ */
+void server_client_gone(struct server *s, bool quit);
 /* Client bytes were queued in s->out: write them. false when the server was closed. */
 bool server_flush(struct server *s);
 /*

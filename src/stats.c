@@ -38,25 +38,18 @@ void stats_add_query(struct stats *st, usec_t latency)
     st->hist[stats_bucket(latency)]++;
 }
 
-/* Every field is a uint64_t counter, so the struct is walked as an array. */
-#define NCOUNTERS (sizeof(struct stats) / sizeof(uint64_t))
+#define NCOUNTERS (sizeof(((struct stats *)0)->all) / sizeof(uint64_t))
 
 void stats_add(struct stats *dst, const struct stats *src)
 {
-    uint64_t       *d = (uint64_t *)dst;
-    const uint64_t *s = (const uint64_t *)src;
-
     for (size_t i = 0; i < NCOUNTERS; i++)
-        d[i] += s[i];
+        dst->all[i] += src->all[i];
 }
 
 void stats_diff(struct stats *dst, const struct stats *now, const struct stats *then)
 {
-    uint64_t       *d = (uint64_t *)dst;
-    const uint64_t *a = (const uint64_t *)now, *b = (const uint64_t *)then;
-
     for (size_t i = 0; i < NCOUNTERS; i++)
-        d[i] = a[i] - b[i];
+        dst->all[i] = now->all[i] - then->all[i];
 }
 
 usec_t stats_percentile(const struct stats *st, double q)

@@ -23,20 +23,31 @@
 #define STATS_TOP_BIT  39                    /* values of 2^40 us and over share the last bucket */
 #define STATS_BUCKETS  (STATS_EXACT + (STATS_TOP_BIT - STATS_SUB_BITS) * STATS_SUB)
 
-/* Every field is a uint64_t counter: stats_add and stats_diff walk it as an array. */
+#define STATS_SCALARS 10 /* the counters before hist */
+
+/* Every field is a uint64_t counter; `all` lets stats_add and stats_diff walk them. */
 struct stats {
-    uint64_t assignments;         /* clients given a server */
-    uint64_t reused;              /* ... that got a connection already open */
-    uint64_t servers_opened;      /* server connections started */
-    uint64_t xact_count;          /* transactions ended (ReadyForQuery 'I'), autocommit statements included */
-    uint64_t query_count;         /* requests answered (ReadyForQuery) */
-    uint64_t bytes_in;            /* read from clients */
-    uint64_t bytes_out;           /* written to clients */
-    uint64_t xact_time;           /* us, summed over xact_count */
-    uint64_t query_time;          /* us, summed over query_count */
-    uint64_t wait_time;           /* us clients spent queued for a server, summed over assignments */
-    uint64_t hist[STATS_BUCKETS]; /* query_time, one count per query */
+    union {
+        struct {
+            uint64_t assignments;         /* clients given a server */
+            uint64_t reused;              /* ... that got a connection already open */
+            uint64_t servers_opened;      /* server connections started */
+            uint64_t xact_count;          /* transactions ended (ReadyForQuery 'I'), autocommit statements included */
+            uint64_t query_count;         /* requests answered (ReadyForQuery) */
+            uint64_t bytes_in;            /* read from clients */
+            uint64_t bytes_out;           /* written to clients */
+            uint64_t xact_time;           /* us, summed over xact_count */
+            uint64_t query_time;          /* us, summed over query_count */
+            uint64_t wait_time;           /* us clients spent queued for a server, summed over assignments */
+            uint64_t hist[STATS_BUCKETS]; /* query_time, one count per query */
+        };
+        uint64_t all[STATS_SCALARS + STATS_BUCKETS];
+    };
 };
+
+_Static_assert(sizeof(struct stats) == sizeof(uint64_t) * (STATS_SCALARS + STATS_BUCKETS),
+               "struct stats holds uint64_t counters only");
+_Static_assert(STATS_TOP_BIT < 62, "bucket bounds must fit in usec_t");
 
 /* A query of `latency` us was answered. */
 void stats_add_query(struct stats *st, usec_t latency);

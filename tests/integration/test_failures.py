@@ -353,3 +353,31 @@ def test_client_vanishing_during_a_long_query_frees_the_server(start_pgbun, pg, 
     wait_until(lambda: not running(), timeout=10,
                what="the abandoned pg_sleep(20) to stop running on PostgreSQL")
     assert bun.alive()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_query_sent_with_terminate_still_runs_but_a_vanished_clients_is_canceled(start_pgbun, pg, mode):
+    """Query + Terminate in one write: the client's last word, run as PostgreSQL
+    would run it. The same query from a client that vanishes is canceled."""
+    pg.sql("CREATE TABLE IF NOT EXISTS last_word (tag text)")
+    bun = start_pgbun(config={"pool_mode": mode, "default_pool_size": 2})
+    quit_tag, lost_tag = f"quit-{mode}", f"lost-{mode}"
+    slow_insert = "INSERT INTO last_word SELECT '{}' FROM pg_sleep(1)"
+
+    polite = bun.login()
+    polite.send(query_message(slow_insert.format(quit_tag)) + message(b"X"))
+    polite.close()
+
+    lost = bun.login()
+    lost.send(query_message(slow_insert.format(lost_tag)))
+    wait_until(lambda: activity(pg, "state = 'active' AND query LIKE %s", (f"%{lost_tag}%",)), timeout=10,
+               what="the second INSERT to run")
+    lost.sock.shutdown(socket.SHUT_RDWR)
+    lost.sock.close()
+
+    count = lambda tag: pg.sql("SELECT count(*) FROM last_word WHERE tag = %s", (tag,))[0][0]  # noqa: E731
+    wait_until(lambda: count(quit_tag) == 1, timeout=10, what="the INSERT sent with Terminate to commit")
+    wait_until(lambda: not activity(pg, "query LIKE %s AND state = 'active'", (f"%{lost_tag}%",)), timeout=10,
+               what="the vanished client's INSERT to stop")
+    assert count(lost_tag) == 0, "the vanished client's query was not canceled"
+    assert "query canceled" in bun.log_text()

@@ -2,13 +2,15 @@
 database, statement mode, min_pool_size, the reserve pool, max_db_connections,
 max_user_connections and server_check_query."""
 
+import os
+import signal
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import IS_PGBOUNCER, backend_pid, server_backends, wait_until
+from conftest import IS_PGBOUNCER, _ini_lines, backend_pid, chown_to_run_user, server_backends, wait_until
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's behaviour")
 
@@ -222,3 +224,59 @@ def test_empty_server_check_query_disables_the_check(start_pgbun, pg, query, che
     with bun.connect() as conn:
         assert len({backend_pid(conn) for _ in range(3)}) == 1
     assert ("running server_check_query" in bun.log_text()) == checked
+
+
+def test_a_busy_pool_does_not_keep_a_shared_limit_to_itself(start_pgbun, pg):
+    """max_db_connections = 1: three postgres clients loop without pause, so that
+    pool always has a queue; md5user's one query must still get the slot."""
+    bun = start_pgbun(config={"pool_mode": "transaction", "max_db_connections": 1, "query_wait_timeout": 30})
+    stop = threading.Event()
+    errors = []
+
+    def loop():
+        try:
+            with bun.connect(prepare_threshold=None) as conn:  # no named statements in transaction mode
+                while not stop.is_set():
+                    conn.execute("SELECT pg_sleep(0.02)")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    busy = [threading.Thread(target=loop, daemon=True) for _ in range(3)]
+    for t in busy:
+        t.start()
+    try:
+        time.sleep(0.5)
+        with bun.connect(user="md5user") as other:
+            start = time.monotonic()
+            assert other.execute("SELECT 7").fetchone() == (7,)
+            waited = time.monotonic() - start
+    finally:
+        stop.set()
+        for t in busy:
+            t.join(10)
+    assert errors == []
+    assert waited < 10, f"md5user waited {waited:.1f} s behind a pool that always had a queue"
+    assert "handing the connection's slot to pool pgbun_test/md5user" in bun.log_text()
+
+
+def test_reload_raising_a_limit_serves_the_clients_it_held_back(start_pgbun, pg):
+    bun = start_pgbun(config={"pool_mode": "transaction", "max_db_connections": 1})
+    holder = bun.connect(autocommit=False)
+    holder.execute("SELECT 1")  # the database's one server, held in a transaction
+    result = {}
+
+    def waiter():
+        with bun.connect(user="md5user") as conn:
+            result["pid"] = backend_pid(conn)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert "pid" not in result
+    cfg = dict(bun.config, max_db_connections=2)
+    bun.config_path.write_text(_ini_lines("pgbun", cfg, {"pgbun_test": pg.entry()}, None))
+    chown_to_run_user(bun.config_path)
+    os.kill(bun.proc.pid, signal.SIGHUP)
+    t.join(10)
+    assert "pid" in result, "the client held back by the old limit was not served after the reload"
+    holder.rollback()

@@ -106,7 +106,7 @@ static const struct key main_keys[] = {
     G_BOOL(server_round_robin, "0"),
     G_STR(server_reset_query, "DISCARD ALL"),
     G_BOOL(server_reset_query_always, "0"),
-    G_STR(server_check_query, "select 1"),
+    G_STR(server_check_query, "<empty>"),
     G_TIME(server_check_delay, "30"),
     G_STR(ignore_startup_parameters, NULL),
     G_STR(track_extra_parameters, NULL),

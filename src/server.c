@@ -547,12 +547,14 @@ static void start_reset(struct server *s)
 
 void server_check(struct server *s)
 {
+    const char    *q = pgbun.cfg->server_check_query;
     struct timeval tv;
 
     server_log(s, LOGL_DEBUG, "unused for %g s: running server_check_query",
                (double)(pgbun_now() - s->last_ready) / USEC_PER_SEC);
     pool_set_server_state(s, SV_TESTING);
-    proto_add_query(s->out, pgbun.cfg->server_check_query);
+    /* "<empty>" sends an empty query: the cheapest round trip, as in PgBouncer. */
+    proto_add_query(s->out, strcmp(q, "<empty>") == 0 ? "" : q);
     s->phase = PHASE_CHECK;
     s->expect_rfq++;
     s->has_phase_error = false;

@@ -217,7 +217,7 @@ def test_failing_server_check_replaces_the_server_and_the_client_never_sees_it(s
     wait_until(lambda: server_backends(pg) <= 1, timeout=10, what="failed servers to be closed")
 
 
-@pytest.mark.parametrize("query, checked", [("", False), ("select 1", True)])
+@pytest.mark.parametrize("query, checked", [("", False), ("select 1", True), ("<empty>", True)])
 def test_empty_server_check_query_disables_the_check(start_pgbun, pg, query, checked):
     bun = start_pgbun(config={"pool_mode": "transaction", "default_pool_size": 1,
                               "server_check_delay": 0, "server_check_query": query}, args=["-v"])

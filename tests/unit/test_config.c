@@ -108,7 +108,8 @@ static void test_defaults_in_sidecar_mode(void)
     is_int(cfg->max_user_connections, 0, "default max_user_connections");
     is_int(cfg->max_prepared_statements, 200, "default max_prepared_statements");
     is_str(cfg->server_reset_query, "DISCARD ALL", "default server_reset_query");
-    is_str(cfg->server_check_query, "select 1", "default server_check_query is select 1, as in PgBouncer");
+    is_str(cfg->server_check_query, "<empty>",
+           "default server_check_query is <empty> (an empty query), as in PgBouncer");
     is_int(cfg->server_check_delay, 30 * USEC_PER_SEC, "default server_check_delay");
     is_int(cfg->server_lifetime, 3600 * USEC_PER_SEC, "default server_lifetime");
     is_int(cfg->server_idle_timeout, 600 * USEC_PER_SEC, "default server_idle_timeout");

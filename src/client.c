@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "log.h"
 #include "pgbun.h"
 #include "proto.h"
@@ -138,6 +139,7 @@ void client_free(struct client *c)
     if (c->in) evbuffer_free(c->in);
     if (c->out) evbuffer_free(c->out);
     varlist_clear(&c->params);
+    admin_client_free(c);
     free(c->user);
     free(c->dbname);
     if (c->has_secret) auth_secret_clear(&c->secret);
@@ -170,7 +172,7 @@ static void fail_password(struct client *c)
 static void login_ok(struct client *c)
 {
     const char  *err = NULL;
-    struct pool *p = pool_get(c->dbname, c->user, &err);
+    struct pool *p;
 
     if (c->has_secret) {
         auth_secret_clear(&c->secret);
@@ -181,11 +183,14 @@ static void login_ok(struct client *c)
         free(c->scram);
         c->scram = NULL;
     }
-    if (p == NULL) {
+    if (c->console_db) {
+        if ((p = admin_login(c)) == NULL) return;
+    } else if ((p = pool_get(c->dbname, c->user, &err)) == NULL) {
         client_close(c, "3D000", "no such database: \"%s\" (%s)", c->dbname, err);
         return;
     }
     pool_adopt_client(p, c);
+    p->stats.login_count++;
     c->step = LOGIN_DONE;
     do {
         if (RAND_bytes(c->cancel_key, sizeof(c->cancel_key)) != 1) {
@@ -325,6 +330,21 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
     }
     if (pgbun.client_count > cfg->max_client_conn) {
         client_close(c, "53300", "no more connections allowed (max_client_conn = %d)", cfg->max_client_conn);
+        return;
+    }
+    if (admin_is_console(c->dbname)) {
+        c->console_db = true;
+        /* pgbun's own OS user on the unix socket needs no password, like PostgreSQL's peer auth. */
+        if (admin_peer_is_self(c)) {
+            c->peer_admin = true;
+            login_ok(c);
+            return;
+        }
+        send_auth_request(c);
+        return;
+    }
+    if (pool_is_disabled(c->dbname)) {
+        client_close(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)", c->dbname);
         return;
     }
     /* The pool itself is made only after authentication: strangers cannot create pools. */
@@ -493,7 +513,6 @@ static void handle_login_message(struct client *c)
 {
     uint8_t  type;
     uint32_t len;
-    uint8_t *msg;
 
     switch (proto_peek_header(c->in, LOGIN_MSG_MAX, &type, &len)) {
     case PROTO_NEED_MORE: return;
@@ -509,17 +528,13 @@ static void handle_login_message(struct client *c)
         return;
     }
     if (evbuffer_get_length(c->in) < (size_t)len + 1) return;
-    msg = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
     {
-        /* copy out: the handlers may append to other buffers but never to c->in */
-        uint8_t *body = malloc(len - 4 + 1);
+        uint8_t *body = proto_take_body(c->in, len);
 
         if (body == NULL) {
             client_close(c, "53200", "out of memory");
             return;
         }
-        memcpy(body, msg + 5, len - 4);
-        evbuffer_drain(c->in, (size_t)len + 1);
         if (c->step == LOGIN_PASSWORD)
             handle_password(c, body, len - 4);
         else
@@ -592,6 +607,12 @@ static void forward_to_server(struct client *c)
             break;
         case 'P':
         case 'B':
+            if (type == 'P')
+                c->pool->stats.parse_count++;
+            else
+                c->pool->stats.bind_count++;
+            s->unsynced = true;
+            break;
         case 'D':
         case 'C': s->unsynced = true; break;
         case 'c':
@@ -632,6 +653,10 @@ static void client_process(struct client *c)
         case PROTO_NEED_MORE: return;
         case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
         case PROTO_OK: break;
+        }
+        if (c->pool->admin) {
+            admin_process(c);
+            break;
         }
         if (type == 'X') {
             client_close(c, NULL, "client sent Terminate");

@@ -20,6 +20,7 @@
 #include "varlist.h"
 
 struct scram_server;
+struct admin_session;
 
 enum login_step {
     LOGIN_STARTUP = 0,   /* waiting for SSLRequest / StartupMessage / CancelRequest */
@@ -31,27 +32,30 @@ enum login_step {
 
 struct client {
     TAILQ_ENTRY(client) entry; /* on the list of its state */
-    enum client_state state;
-    struct pool      *pool;   /* NULL until the startup packet names it */
-    struct server    *server; /* linked server, or NULL */
-    struct io         io;
-    struct evbuffer  *in;  /* bytes read, not yet forwarded */
-    struct evbuffer  *out; /* bytes to write to the client */
-    uint64_t          id;
-    char              addr[64]; /* peer address, or "unix" */
-    int               port;     /* peer port, 0 on a unix socket */
-    bool              is_unix;
-    char             *user;
-    char             *dbname;
-    struct varlist    params;        /* startup parameters to hold on its server */
-    uint8_t           cancel_key[8]; /* BackendKeyData pgbun gave it */
-    struct event      timer;         /* login deadline */
-    usec_t            connect_time;
-    usec_t            request_time; /* last read from the client */
-    usec_t            state_since;  /* when it entered its current state */
-    uint32_t          fwd_left;     /* bytes of a message still to pass on */
-    bool              throttled;    /* reading paused: server output is full */
-    bool              quit;         /* sent Terminate */
+    enum client_state     state;
+    struct pool          *pool;   /* NULL until the startup packet names it */
+    struct server        *server; /* linked server, or NULL */
+    struct io             io;
+    struct evbuffer      *in;  /* bytes read, not yet forwarded */
+    struct evbuffer      *out; /* bytes to write to the client */
+    uint64_t              id;
+    char                  addr[64]; /* peer address, or "unix" */
+    int                   port;     /* peer port, 0 on a unix socket */
+    bool                  is_unix;
+    char                 *user;
+    char                 *dbname;
+    struct varlist        params;        /* startup parameters to hold on its server */
+    uint8_t               cancel_key[8]; /* BackendKeyData pgbun gave it */
+    struct event          timer;         /* login deadline */
+    usec_t                connect_time;
+    usec_t                request_time; /* last read from the client */
+    usec_t                state_since;  /* when it entered its current state */
+    uint32_t              fwd_left;     /* bytes of a message still to pass on */
+    bool                  throttled;    /* reading paused: server output is full */
+    bool                  quit;         /* sent Terminate */
+    bool                  console_db;   /* asked for the admin console's database */
+    bool                  peer_admin;   /* on the unix socket as the OS user running pgbun */
+    struct admin_session *console;      /* the console's state, or NULL */
 
     /* login */
     enum login_step      step;

@@ -18,6 +18,10 @@
  *
  * Keys PgBouncer knows but pgbun does not implement yet carry KF_IGNORED:
  * they are accepted with a warning so that a pgbouncer.ini loads unchanged.
+ * Keys read only at start (sockets, setuid, pidfile, logfile) carry
+ * KF_RESTART: SET refuses them, and SHOW CONFIG marks them not changeable.
+ * SHOW CONFIG and SET go through the same table: config_item() prints a field
+ * back as text, config_set() hands text to key_set() as the file does.
  * Every error message names where it came from ("file:line: key: ..." or
  * "environment VAR: ...") and never repeats a password.
  */
@@ -50,6 +54,7 @@ enum key_type {
 };
 
 #define KF_IGNORED 0x01 /* accepted with a warning; no field behind it */
+#define KF_RESTART 0x02 /* read at start only: a change needs a restart, SET refuses it */
 
 struct key {
     const char        *name; /* lower case, as in pgbouncer.ini */
@@ -65,8 +70,9 @@ struct key {
 static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL};
 
 /* clang-format off */
-#define KEY(S, n, t, d, lo, hi, ch) {#n, t, offsetof(S, n), d, 0, lo, hi, ch}
-#define IGNORED(n)                  {#n, KT_STR, 0, NULL, KF_IGNORED, 0, 0, NULL}
+#define KEYF(S, n, t, d, f, lo, hi, ch) {#n, t, offsetof(S, n), d, f, lo, hi, ch}
+#define KEY(S, n, t, d, lo, hi, ch)     KEYF(S, n, t, d, 0, lo, hi, ch)
+#define IGNORED(n)                      {#n, KT_STR, 0, NULL, KF_IGNORED, 0, 0, NULL}
 /* clang-format on */
 
 #define G_STR(n, d)         KEY(struct pgbun_config, n, KT_STR, d, 0, 0, NULL)
@@ -74,20 +80,24 @@ static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", 
 #define G_INT(n, d, lo, hi) KEY(struct pgbun_config, n, KT_INT, d, lo, hi, NULL)
 #define G_BOOL(n, d)        KEY(struct pgbun_config, n, KT_BOOL, d, 0, 0, NULL)
 #define G_TIME(n, d)        KEY(struct pgbun_config, n, KT_TIME, d, 0, 0, NULL)
+/* Keys that only take effect at start. */
+#define R_STR(n, d)         KEYF(struct pgbun_config, n, KT_STR, d, KF_RESTART, 0, 0, NULL)
+#define R_INT(n, d, lo, hi) KEYF(struct pgbun_config, n, KT_INT, d, KF_RESTART, lo, hi, NULL)
+#define R_BOOL(n, d)        KEYF(struct pgbun_config, n, KT_BOOL, d, KF_RESTART, 0, 0, NULL)
 
 static const struct key main_keys[] = {
     /* listening */
-    G_STR(listen_addr, "127.0.0.1"),
-    G_INT(listen_port, "6432", 1, 65535),
-    G_STR(unix_socket_dir, "/tmp"),
-    KEY(struct pgbun_config, unix_socket_mode, KT_OCTAL, "0777", 0, 07777, NULL),
-    G_INT(listen_backlog, "128", 1, INT_MAX),
-    G_BOOL(so_reuseport, "0"),
+    R_STR(listen_addr, "127.0.0.1"),
+    R_INT(listen_port, "6432", 1, 65535),
+    R_STR(unix_socket_dir, "/tmp"),
+    KEYF(struct pgbun_config, unix_socket_mode, KT_OCTAL, "0777", KF_RESTART, 0, 07777, NULL),
+    R_INT(listen_backlog, "128", 1, INT_MAX),
+    R_BOOL(so_reuseport, "0"),
 
     /* process */
-    G_STR(user, NULL),
-    G_STR(pidfile, NULL),
-    G_STR(logfile, NULL),
+    R_STR(user, NULL),
+    R_STR(pidfile, NULL),
+    R_STR(logfile, NULL),
     G_INT(verbose, "0", 0, 100),
     G_BOOL(log_connections, "1"),
     G_BOOL(log_disconnections, "1"),
@@ -133,6 +143,7 @@ static const struct key main_keys[] = {
     G_STR(auth_user, NULL),
     G_STR(auth_query, NULL),
     G_STR(admin_users, NULL),
+    G_BOOL(pgbouncer_alias, "1"),
     G_STR(stats_users, NULL),
 
     /* TLS */
@@ -1005,6 +1016,225 @@ void config_free(struct pgbun_config *cfg)
         cfg->users = next;
     }
     free(cfg);
+}
+
+/* The string field of a KT_STR key in `base`. */
+static char **str_field(void *base, const struct key *k)
+{
+    assert(k->type == KT_STR && !(k->flags & KF_IGNORED));
+    return (char **)(void *)((char *)base + k->offset);
+}
+
+/* *dst = a copy of src (NULL stays NULL). false on OOM, with *dst NULL. */
+static bool dup_str(char **dst, const char *src)
+{
+    *dst = src != NULL ? strdup(src) : NULL;
+    return src == NULL || *dst != NULL;
+}
+
+static struct db_config *db_dup(const struct db_config *src)
+{
+    struct db_config *db = malloc(sizeof(*db));
+
+    if (db == NULL) return NULL;
+    *db = *src;
+    /* Detach first, so that db_free() of a half-made copy frees only what it owns. */
+    db->name = db->host = db->dbname = db->user = db->password = db->application_name = NULL;
+    db->next = NULL;
+    if (!dup_str(&db->name, src->name) || !dup_str(&db->host, src->host) || !dup_str(&db->dbname, src->dbname) ||
+        !dup_str(&db->user, src->user) || !dup_str(&db->password, src->password) ||
+        !dup_str(&db->application_name, src->application_name)) {
+        db_free(db);
+        return NULL;
+    }
+    return db;
+}
+
+static struct user_config *user_dup(const struct user_config *src)
+{
+    struct user_config *u = malloc(sizeof(*u));
+
+    if (u == NULL) return NULL;
+    *u = *src;
+    u->next = NULL;
+    if (!dup_str(&u->name, src->name)) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+struct pgbun_config *config_dup(const struct pgbun_config *cfg)
+{
+    struct pgbun_config *copy;
+    struct db_config   **dbtail;
+    struct user_config **utail;
+
+    assert(cfg != NULL);
+    copy = malloc(sizeof(*copy));
+    if (copy == NULL) return NULL;
+    *copy = *cfg;
+    /* Detach every pointer first, so that config_free() of a half-made copy frees only what it owns. */
+    copy->path = NULL;
+    copy->databases = NULL;
+    copy->users = NULL;
+    for (size_t i = 0; i < NKEYS(main_keys); i++)
+        if (main_keys[i].type == KT_STR && !(main_keys[i].flags & KF_IGNORED)) *str_field(copy, &main_keys[i]) = NULL;
+
+    if (!dup_str(&copy->path, cfg->path)) goto fail;
+    for (size_t i = 0; i < NKEYS(main_keys); i++) {
+        const struct key *k = &main_keys[i];
+
+        if (k->type != KT_STR || (k->flags & KF_IGNORED)) continue;
+        if (!dup_str(str_field(copy, k), *str_field((void *)cfg, k))) goto fail;
+    }
+    dbtail = &copy->databases;
+    for (const struct db_config *db = cfg->databases; db != NULL; db = db->next) {
+        if ((*dbtail = db_dup(db)) == NULL) goto fail;
+        dbtail = &(*dbtail)->next;
+    }
+    utail = &copy->users;
+    for (const struct user_config *u = cfg->users; u != NULL; u = u->next) {
+        if ((*utail = user_dup(u)) == NULL) goto fail;
+        utail = &(*utail)->next;
+    }
+    return copy;
+
+fail:
+    config_free(copy);
+    return NULL;
+}
+
+/* Writes `v` in seconds as the shortest decimal that config_parse_time() reads back exactly. */
+static void format_time(char *buf, size_t size, usec_t v)
+{
+    int  n;
+    long frac;
+
+    assert(v >= 0);
+    n = snprintf(buf, size, "%lld", (long long)(v / USEC_PER_SEC));
+    frac = (long)(v % USEC_PER_SEC);
+    if (frac == 0 || n < 0 || (size_t)n >= size) return;
+    n += snprintf(buf + n, size - (size_t)n, ".%06ld", frac);
+    if ((size_t)n >= size) return;
+    while (buf[n - 1] == '0')
+        buf[--n] = '\0';
+}
+
+/* The field of `k` in `base` as text that key_set() parses back to the same value. malloc'd; NULL on OOM. */
+static char *key_text(const void *base, const struct key *k)
+{
+    const char *field = (const char *)base + k->offset;
+    char        buf[64] = "";
+
+    assert(!(k->flags & KF_IGNORED));
+    switch (k->type) {
+    case KT_STR: {
+        const char *s = *(char *const *)(const void *)field;
+
+        return strdup(s != NULL ? s : "");
+    }
+    case KT_INT: snprintf(buf, sizeof(buf), "%d", *(const int *)(const void *)field); break;
+    case KT_OCTAL: snprintf(buf, sizeof(buf), "%#o", (unsigned)*(const int *)(const void *)field); break;
+    case KT_BOOL: return strdup(*(const bool *)(const void *)field ? "1" : "0");
+    case KT_TIME: format_time(buf, sizeof(buf), *(const usec_t *)(const void *)field); break;
+    case KT_POOL_MODE: return strdup(config_pool_mode_name(*(const enum pool_mode *)(const void *)field));
+    case KT_AUTH_TYPE: return strdup(config_auth_type_name(*(const enum auth_type *)(const void *)field));
+    }
+    return strdup(buf);
+}
+
+/*
+ * Defaults as key_text() prints them, so that an untouched key shows value ==
+ * def. Built on first use by parsing the table's text into a scratch config;
+ * kept for the life of the process (SHOW CONFIG hands out pointers into it).
+ */
+static char *default_texts[NKEYS(main_keys)];
+
+static const char *default_text(size_t j)
+{
+    const struct key   *k = &main_keys[j];
+    struct pgbun_config scratch;
+    char               *err = NULL;
+
+    if (k->def == NULL) return "";
+    if (default_texts[j] != NULL) return default_texts[j];
+    memset(&scratch, 0, sizeof(scratch));
+    if (!key_set(&scratch, k, k->def, k->name, &err)) {
+        free(err); /* out of memory: a bad default already fails every config_load() */
+        return NULL;
+    }
+    default_texts[j] = key_text(&scratch, k);
+    if (k->type == KT_STR) free(*str_field(&scratch, k));
+    return default_texts[j];
+}
+
+/* Index in main_keys of SHOW CONFIG row i: the i-th key with a field behind it. */
+static bool item_index(size_t i, size_t *index)
+{
+    for (size_t j = 0; j < NKEYS(main_keys); j++) {
+        if (main_keys[j].flags & KF_IGNORED) continue;
+        if (i == 0) {
+            *index = j;
+            return true;
+        }
+        i--;
+    }
+    return false;
+}
+
+size_t config_item_count(void)
+{
+    size_t n = 0;
+
+    for (size_t j = 0; j < NKEYS(main_keys); j++)
+        if (!(main_keys[j].flags & KF_IGNORED)) n++;
+    return n;
+}
+
+bool config_item(const struct pgbun_config *cfg, size_t i, struct config_item *out)
+{
+    size_t            j;
+    const struct key *k;
+    const char       *def;
+
+    assert(cfg != NULL && out != NULL);
+    if (!item_index(i, &j)) {
+        assert(!"config_item: index out of range");
+        return false;
+    }
+    k = &main_keys[j];
+    def = default_text(j);
+    if (def == NULL) return false;
+    out->value = key_text(cfg, k);
+    if (out->value == NULL) return false;
+    out->key = k->name;
+    out->def = def;
+    out->changeable = !(k->flags & KF_RESTART);
+    return true;
+}
+
+bool config_set(struct pgbun_config *cfg, const char *key, const char *value, char **errmsg)
+{
+    const struct key *k;
+
+    assert(cfg != NULL && key != NULL && value != NULL);
+    if (errmsg != NULL) *errmsg = NULL;
+    k = find_key(main_keys, NKEYS(main_keys), key);
+    if (k == NULL) {
+        set_error(errmsg, "unknown key '%s'", key);
+        return false;
+    }
+    if (k->flags & KF_IGNORED) {
+        set_error(errmsg, "%s: not supported yet", k->name);
+        return false;
+    }
+    if (k->flags & KF_RESTART) {
+        set_error(errmsg, "%s: cannot be changed without a restart", k->name);
+        return false;
+    }
+    /* key_set() writes the field only once the value is valid, so cfg is unchanged on failure. */
+    return key_set(cfg, k, value, k->name, errmsg);
 }
 
 const struct db_config *config_find_db(const struct pgbun_config *cfg, const char *name)

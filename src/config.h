@@ -3,7 +3,9 @@
  *
  * config_load() reads built-in defaults, then the ini file (if any), then the
  * environment, and returns a fresh struct pgbun_config. Nothing modifies a
- * loaded config; a reload builds a new one and swaps it in.
+ * loaded config in place: a reload builds a new one and swaps it in, and the
+ * admin console's SET changes a config_dup() copy with config_set(), then
+ * swaps that in. config_item() lists the [pgbun] keys for SHOW CONFIG.
  *
  *   defaults -> [pgbun]/[pgbouncer] keys -> PGBUN_<KEY> and short env names
  *            -> [databases] / [users] entries
@@ -12,6 +14,7 @@
 #define PGBUN_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef int64_t usec_t; /* microseconds */
@@ -116,8 +119,9 @@ struct pgbun_config {
     char          *auth_hba_file;
     char          *auth_user;
     char          *auth_query;
-    char          *admin_users; /* comma-separated */
-    char          *stats_users; /* comma-separated */
+    char          *admin_users;     /* comma-separated */
+    bool           pgbouncer_alias; /* database "pgbouncer" is the console too */
+    char          *stats_users;     /* comma-separated */
 
     /* TLS (accepted, implemented later) */
     char *client_tls_sslmode;
@@ -150,6 +154,39 @@ const struct user_config *config_find_user(const struct pgbun_config *cfg, const
 
 /* true when `name` is in the comma-separated `list` (case-insensitive, spaces ignored). */
 bool config_list_has(const char *list, const char *name);
+
+/* One [pgbun] key as SHOW CONFIG lists it. */
+struct config_item {
+    const char *key;        /* as in pgbouncer.ini */
+    char       *value;      /* malloc'd: the current value as text ("" when unset) */
+    const char *def;        /* the built-in default as text ("" when none); static */
+    bool        changeable; /* SET and RELOAD apply it to a running pgbun; false: needs a restart */
+};
+
+/*
+ * Values and defaults print in one canonical form that parses back to the same
+ * value: integers in decimal, booleans as 1/0, times in seconds as the shortest
+ * decimal ("600", "0.25"), octal modes as "0777", pool_mode and auth_type by
+ * name, strings as stored. An untouched key has value equal to def.
+ */
+
+/* Number of [pgbun] keys that have a field behind them (KF_IGNORED keys are not listed), in table order. */
+size_t config_item_count(void);
+/* Fills *out for key i (0 <= i < config_item_count()) of cfg; out->value is malloc'd. false on OOM. */
+bool config_item(const struct pgbun_config *cfg, size_t i, struct config_item *out) __attribute__((warn_unused_result));
+/* A deep copy (strings, [databases] and [users] lists). NULL on OOM. */
+struct pgbun_config *config_dup(const struct pgbun_config *cfg) __attribute__((warn_unused_result));
+/*
+ * Sets one [pgbun] key of cfg (a copy the caller owns) from text, validated exactly as in the
+ * file (same parser, same ranges and choices). false with *errmsg (malloc'd) when the key is
+ * unknown, ignored, not changeable at runtime, or the value is invalid; the message names the
+ * key, e.g. "default_pool_size: invalid integer 'abc'" or "listen_port: cannot be changed
+ * without a restart" or "unknown key 'foo'". Key names are case-insensitive. The value is
+ * taken as is (no trimming or unquoting); "" unsets a key whose default is unset. cfg is
+ * unchanged on failure.
+ */
+bool config_set(struct pgbun_config *cfg, const char *key, const char *value, char **errmsg)
+    __attribute__((warn_unused_result));
 
 const char *config_pool_mode_name(enum pool_mode mode);
 const char *config_auth_type_name(enum auth_type type);

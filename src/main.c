@@ -81,9 +81,19 @@ static void apply_log_settings(const struct pgbun_config *cfg)
 bool pgbun_reload(const char *path, char **errmsg)
 {
     struct pgbun_config *cfg = config_load(path, errmsg);
-    struct auth_file    *af = NULL;
 
-    if (cfg == NULL) return false;
+    return cfg != NULL && pgbun_apply(cfg, errmsg);
+}
+
+const char *pgbun_config_path(void)
+{
+    return config_path;
+}
+
+bool pgbun_apply(struct pgbun_config *cfg, char **errmsg)
+{
+    struct auth_file *af = NULL;
+
     if (cfg->auth_file != NULL && cfg->auth_file[0] != '\0') {
         af = authfile_load(cfg->auth_file, errmsg);
         if (af == NULL) {
@@ -138,6 +148,26 @@ static void begin_shutdown(int mode, const char *how)
     shutdown_check_cb(-1, 0, NULL);
 }
 
+void pgbun_shutdown(enum pgbun_stop how, const char *who)
+{
+    char msg[128];
+
+    switch (how) {
+    case PGBUN_STOP_NOW:
+        log_info("%s: stopping now", who);
+        stop_loop();
+        break;
+    case PGBUN_STOP_AFTER_CLIENTS:
+        snprintf(msg, sizeof(msg), "%s: stopping once every client has left", who);
+        begin_shutdown(STOP_AFTER_CLIENTS, msg);
+        break;
+    case PGBUN_STOP_AFTER_SERVERS:
+        snprintf(msg, sizeof(msg), "%s: stopping once no server is in use", who);
+        begin_shutdown(STOP_AFTER_SERVERS, msg);
+        break;
+    }
+}
+
 static void reload(void)
 {
     char *err = NULL;
@@ -154,20 +184,16 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     switch (sig) {
     case SIGHUP: reload(); break;
-    case SIGTERM: begin_shutdown(STOP_AFTER_CLIENTS, "SIGTERM: stopping once every client has left"); break;
-    case SIGINT: begin_shutdown(STOP_AFTER_SERVERS, "SIGINT: stopping once no server is in use"); break;
-    case SIGQUIT:
-        log_info("SIGQUIT: stopping now");
-        stop_loop();
-        break;
+    case SIGTERM: pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SIGTERM"); break;
+    case SIGINT: pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SIGINT"); break;
+    case SIGQUIT: pgbun_shutdown(PGBUN_STOP_NOW, "SIGQUIT"); break;
     case SIGUSR1:
         log_info("SIGUSR1: paused; new queries wait, running transactions finish");
-        pgbun.paused = true;
+        pool_pause(NULL, true);
         break;
     case SIGUSR2:
         log_info("SIGUSR2: resumed");
-        pgbun.paused = false;
-        pool_dispatch_all();
+        pool_pause(NULL, false);
         break;
     default: break;
     }

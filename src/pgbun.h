@@ -40,6 +40,18 @@ usec_t pgbun_now(void);
  * place and sets *errmsg (malloc'd) to the reason, naming file, line and key.
  */
 bool pgbun_reload(const char *path, char **errmsg) __attribute__((warn_unused_result));
+/* Makes cfg (owned from here on, freed on failure) the running config, with its auth_file. */
+bool pgbun_apply(struct pgbun_config *cfg, char **errmsg) __attribute__((warn_unused_result));
+/* The config file given on the command line, or NULL (sidecar). */
+const char *pgbun_config_path(void);
+
+enum pgbun_stop {
+    PGBUN_STOP_NOW,           /* SIGQUIT, SHUTDOWN */
+    PGBUN_STOP_AFTER_SERVERS, /* SIGINT, SHUTDOWN WAIT_FOR_SERVERS */
+    PGBUN_STOP_AFTER_CLIENTS, /* SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS */
+};
+/* Starts stopping; `who` names the cause in the log. */
+void pgbun_shutdown(enum pgbun_stop how, const char *who);
 
 #endif
 

@@ -35,6 +35,16 @@ static struct event      *reap_event;
 static struct event      *janitor_event;
 static uint32_t           next_pool_id;
 static usec_t             period_began; /* when the current stats_period began */
+static usec_t             period_len;   /* how long the last full one lasted */
+
+/* PAUSE db / DISABLE db, kept by database name so that pools made later inherit it. */
+struct db_state {
+    char *name;
+    bool  paused;
+    bool  disabled;
+};
+static struct db_state *db_states;
+static size_t           ndb_states;
 
 /* Frees what was closed; nothing may still point at it. */
 static void reap_now(void)
@@ -116,7 +126,7 @@ static void log_totals(const struct pool *p)
 {
     const struct stats *st = &p->stats;
 
-    if (!pgbun.cfg->log_stats) return;
+    if (!pgbun.cfg->log_stats || p->admin) return;
     log_info("pool %s/%s: %llu transactions, %llu queries, %llu server assignments (%llu reused), %llu server "
              "connections opened, at most %d at once, %llu bytes in, %llu bytes out; average xact %llu us, query "
              "%llu us, wait %llu us; query p50 %lld us, p95 %lld us, p99 %lld us",
@@ -155,6 +165,11 @@ void pool_fini(void)
         TAILQ_REMOVE(&pools, p, entry);
         pool_free(p);
     }
+    for (size_t i = 0; i < ndb_states; i++)
+        free(db_states[i].name);
+    free(db_states);
+    db_states = NULL;
+    ndb_states = 0;
     if (reap_event) event_free(reap_event);
     reap_event = NULL;
     if (janitor_event) event_free(janitor_event);
@@ -177,8 +192,16 @@ static void replace(char **dst, const char *src)
     *dst = dup_or_null(src);
 }
 
+static bool resolve_server(struct pool *p);
+
 /* Resolves the pool's settings: user entry > database entry > [pgbun]. */
 static bool resolve(struct pool *p)
+{
+    if (p->admin) return true;
+    return resolve_server(p);
+}
+
+static bool resolve_server(struct pool *p)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct db_config    *db = config_find_db(cfg, p->dbname);
@@ -214,12 +237,12 @@ static bool resolve(struct pool *p)
     return true;
 }
 
-struct pool *pool_get(const char *dbname, const char *user, const char **err)
+static struct pool *find_or_make(const char *dbname, const char *user, bool admin, const char **err)
 {
     struct pool *p;
 
     TAILQ_FOREACH(p, &pools, entry)
-    if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0) return p;
+    if (p->admin == admin && strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0) return p;
 
     p = calloc(1, sizeof(*p));
     if (p == NULL || (p->dbname = strdup(dbname)) == NULL || (p->user = strdup(user)) == NULL) {
@@ -227,6 +250,8 @@ struct pool *pool_get(const char *dbname, const char *user, const char **err)
         *err = "out of memory";
         return NULL;
     }
+    p->admin = admin;
+    if (admin) p->mode = POOL_STATEMENT;
     if (!resolve(p)) {
         pool_free(p);
         *err = "no such database";
@@ -238,9 +263,150 @@ struct pool *pool_get(const char *dbname, const char *user, const char **err)
     for (int i = 0; i < SV_NSTATES; i++)
         TAILQ_INIT(&p->servers[i]);
     TAILQ_INSERT_TAIL(&pools, p, entry);
-    log_debug("pool %s/%s created: server %s:%d db=%s user=%s pool_size=%d mode=%s", p->dbname, p->user, p->host,
-              p->port, p->server_db, p->server_user, p->pool_size, config_pool_mode_name(p->mode));
+    if (admin)
+        log_debug("pool %s/%s created: admin console", p->dbname, p->user);
+    else
+        log_debug("pool %s/%s created: server %s:%d db=%s user=%s pool_size=%d mode=%s", p->dbname, p->user, p->host,
+                  p->port, p->server_db, p->server_user, p->pool_size, config_pool_mode_name(p->mode));
     return p;
+}
+
+struct pool *pool_get(const char *dbname, const char *user, const char **err)
+{
+    return find_or_make(dbname, user, false, err);
+}
+
+struct pool *pool_get_admin(const char *dbname, const char *user)
+{
+    const char *err;
+
+    return find_or_make(dbname, user, true, &err);
+}
+
+struct pool *pool_first(void)
+{
+    return TAILQ_FIRST(&pools);
+}
+
+struct pool *pool_next(const struct pool *p)
+{
+    return TAILQ_NEXT(p, entry);
+}
+
+struct client *pool_first_login_client(void)
+{
+    return TAILQ_FIRST(&login_clients);
+}
+
+/* ---- PAUSE and DISABLE by database ---- */
+
+static struct db_state *db_state(const char *name, bool create)
+{
+    struct db_state *d;
+
+    for (size_t i = 0; i < ndb_states; i++)
+        if (strcmp(db_states[i].name, name) == 0) return &db_states[i];
+    if (!create) return NULL;
+    d = realloc(db_states, (ndb_states + 1) * sizeof(*d));
+    if (d == NULL) return NULL;
+    db_states = d;
+    d = &db_states[ndb_states];
+    if ((d->name = strdup(name)) == NULL) return NULL;
+    d->paused = d->disabled = false;
+    ndb_states++;
+    return d;
+}
+
+void pool_pause(const char *dbname, bool on)
+{
+    struct db_state *d;
+
+    if (dbname == NULL) {
+        pgbun.paused = on;
+        for (size_t i = 0; !on && i < ndb_states; i++)
+            db_states[i].paused = false;
+    } else if ((d = db_state(dbname, on)) != NULL) {
+        d->paused = on;
+    }
+    if (!on) pool_dispatch_all();
+}
+
+bool pool_is_paused(const char *dbname)
+{
+    const struct db_state *d;
+
+    if (pgbun.paused) return true;
+    return dbname != NULL && ndb_states > 0 && (d = db_state(dbname, false)) != NULL && d->paused;
+}
+
+bool pool_any_paused(void)
+{
+    for (size_t i = 0; i < ndb_states; i++)
+        if (db_states[i].paused) return true;
+    return pgbun.paused;
+}
+
+void pool_disable(const char *dbname, bool on)
+{
+    struct db_state *d = db_state(dbname, on);
+
+    if (d != NULL) d->disabled = on;
+}
+
+bool pool_is_disabled(const char *dbname)
+{
+    const struct db_state *d;
+
+    return ndb_states > 0 && (d = db_state(dbname, false)) != NULL && d->disabled;
+}
+
+int pool_reconnect(const char *dbname)
+{
+    struct pool *p;
+    int          marked = 0;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        struct server *s;
+
+        if (p->admin || (dbname != NULL && strcmp(p->dbname, dbname) != 0)) continue;
+        while ((s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL)
+            server_close(s, "RECONNECT: closed while idle");
+        for (int st = 0; st < SV_CLOSING; st++)
+            TAILQ_FOREACH(s, &p->servers[st], entry)
+            {
+                s->close_needed = true;
+                marked++;
+            }
+    }
+    return marked;
+}
+
+int pool_close_pending(const char *dbname)
+{
+    struct pool *p;
+    int          n = 0;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        const struct server *s;
+
+        if (dbname != NULL && strcmp(p->dbname, dbname) != 0) continue;
+        for (int st = 0; st < SV_CLOSING; st++)
+            TAILQ_FOREACH(s, &p->servers[st], entry)
+        if (s->close_needed) n++;
+    }
+    return n;
+}
+
+int pool_busy_servers(const char *dbname)
+{
+    struct pool *p;
+    int          n = 0;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    if (dbname == NULL || strcmp(p->dbname, dbname) == 0) n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
+    return n;
 }
 
 void pool_config_changed(void)
@@ -332,6 +498,8 @@ static bool same_user(const struct pool *a, const struct pool *b)
 }
 
 /* A server of `p` went idle or away: a blocked pool sharing its limit may use the slot. */
+static int servers_sharing(const struct pool *p, bool (*same)(const struct pool *, const struct pool *));
+
 static void wake_blocked(const struct pool *p)
 {
     struct pool *q;
@@ -391,6 +559,8 @@ void pool_add_server(struct pool *p, struct server *s)
     p->stats.servers_opened++;
     n = pool_server_count(p);
     if (n > p->max_servers_used) p->max_servers_used = n;
+    n = servers_sharing(p, same_db);
+    if (n > p->max_db_servers) p->max_db_servers = n;
 }
 
 int pool_server_count(const struct pool *p)
@@ -443,6 +613,10 @@ void pool_release_server(struct server *s)
     assert(s->client == NULL);
     if (server_too_old(s, pgbun_now())) {
         server_close(s, "server_lifetime: connection older than %g s", secs(pgbun.cfg->server_lifetime));
+        return;
+    }
+    if (s->close_needed) {
+        server_close(s, "RECONNECT: replaced once released");
         return;
     }
     if (nblocked > 0 && yield_slot(s)) return;
@@ -670,7 +844,7 @@ void pool_dispatch(struct pool *p)
     int            limit;
     usec_t         pause;
 
-    if (pgbun.paused) return; /* PAUSE: new work waits; what runs, finishes */
+    if (pool_is_paused(p->dbname)) return; /* PAUSE: new work waits; what runs, finishes */
     while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL) {
         if (needs_check(s, pgbun_now())) {
             /* One check per waiting client; the rest stay idle until needed. */
@@ -724,7 +898,7 @@ void pool_dispatch(struct pool *p)
 /* Keeps min_pool_size servers open, and opens the reserve to clients that waited long enough. */
 static void top_up(struct pool *p, usec_t now)
 {
-    if (pgbun.paused || pgbun.shutting_down) return;
+    if (pool_is_paused(p->dbname) || pgbun.shutting_down || p->admin) return;
     if (reserve_open(p, now)) {
         pool_dispatch(p);
         return;
@@ -836,11 +1010,19 @@ void pool_stats_period(void)
     memset(&total, 0, sizeof(total));
     TAILQ_FOREACH(p, &pools, entry)
     {
+        const struct stats *st = &p->last_period;
+
         stats_diff(&p->last_period, &p->stats, &p->period_start);
         p->period_start = p->stats;
         stats_add(&total, &p->last_period);
+        if (pgbun.cfg->log_stats && st->query_count > 0)
+            log_info("stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %llu us (p95 %lld us), %.1f%% reused",
+                     p->dbname, p->user, (double)st->xact_count / s, (double)st->query_count / s,
+                     (unsigned long long)per(st->query_time, st->query_count), (long long)stats_percentile(st, 0.95),
+                     st->assignments ? 100.0 * (double)st->reused / (double)st->assignments : 0.0);
     }
     period_began = now;
+    period_len = len;
     if (!pgbun.cfg->log_stats) return;
     log_info("stats: %.0f xacts/s, %.0f queries/s, in %.0f B/s, out %.0f B/s, xact %llu us, query %llu us, "
              "wait %llu us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
@@ -852,6 +1034,27 @@ void pool_stats_period(void)
              (long long)stats_percentile(&total, 0.95), (long long)stats_percentile(&total, 0.99),
              (unsigned long long)total.reused, (unsigned long long)total.assignments,
              (unsigned long long)total.servers_opened);
+}
+
+usec_t pool_last_period_len(void)
+{
+    return period_len;
+}
+
+void pool_reset_stats(void)
+{
+    struct pool *p;
+
+    TAILQ_FOREACH(p, &pools, entry)
+    {
+        memset(&p->stats, 0, sizeof(p->stats));
+        memset(&p->period_start, 0, sizeof(p->period_start));
+        memset(&p->last_period, 0, sizeof(p->last_period));
+        p->max_servers_used = pool_server_count(p);
+        p->max_db_servers = 0;
+    }
+    period_began = pgbun_now();
+    period_len = 0;
 }
 
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)

@@ -53,6 +53,7 @@ TAILQ_HEAD(server_list, server);
 struct pool {
     TAILQ_ENTRY(pool) entry;
     uint32_t id;
+    bool     admin;  /* the console's pool: clients only, never a server */
     char    *dbname; /* database name clients use */
     char    *user;   /* client user name */
 
@@ -90,6 +91,7 @@ struct pool {
     struct stats period_start;     /* totals when the current stats_period began */
     struct stats last_period;      /* what the last full stats_period added */
     int          max_servers_used; /* peak open server connections */
+    int          max_db_servers;   /* peak servers of the whole database, seen when this pool opened one */
 };
 
 void pool_init(void);
@@ -98,6 +100,32 @@ void pool_fini(void);
 
 /* Finds or creates the pool; NULL with *err when the database has no entry. */
 struct pool *pool_get(const char *dbname, const char *user, const char **err);
+/* The admin console's pool for `user` (database `dbname`, "pgbun" or its alias). */
+struct pool *pool_get_admin(const char *dbname, const char *user);
+/* Every pool, in creation order. */
+struct pool *pool_first(void);
+struct pool *pool_next(const struct pool *p);
+/* Clients still logging in (no pool yet). */
+struct client *pool_first_login_client(void);
+
+/* PAUSE/RESUME and DISABLE/ENABLE of one database; NULL for PAUSE/RESUME of all. */
+void pool_pause(const char *dbname, bool on);
+bool pool_is_paused(const char *dbname);
+/* pgbun or any database is paused. */
+bool pool_any_paused(void);
+void pool_disable(const char *dbname, bool on);
+bool pool_is_disabled(const char *dbname);
+/* Servers of dbname (NULL: all) still linked to a client or resetting. */
+int pool_busy_servers(const char *dbname);
+/* RECONNECT: closes idle servers of dbname (NULL: all) and marks busy ones to close when released; returns those
+ * marked. */
+int pool_reconnect(const char *dbname);
+/* Servers of dbname (NULL: all) marked close_needed and still open (WAIT_CLOSE). */
+int pool_close_pending(const char *dbname);
+/* Zeroes every counter and high-water mark (RESET STATS). */
+void pool_reset_stats(void);
+/* How long the last full stats_period lasted (its averages are over this), 0 before the first. */
+usec_t pool_last_period_len(void);
 /* Re-resolves every pool's settings from pgbun.cfg after a reload. */
 void pool_config_changed(void);
 

@@ -316,13 +316,88 @@ static void pkt_finish(struct pkt *p, struct evbuffer *out, bool typed)
     if (p->data != p->local) free(p->data);
 }
 
+uint8_t *proto_take_body(struct evbuffer *in, uint32_t len)
+{
+    uint8_t *body = malloc((size_t)len - 4 + 1);
+
+    if (body == NULL) return NULL;
+    evbuffer_drain(in, 5);
+    evbuffer_remove(in, body, (size_t)len - 4);
+    body[len - 4] = '\0';
+    return body;
+}
+
+/* ErrorResponse ('E') or NoticeResponse ('N'): the same fields. */
+static void add_report(struct evbuffer *out, uint8_t type, const char *severity, const char *sqlstate, const char *fmt,
+                       va_list ap) __attribute__((format(printf, 5, 0)));
+
 void proto_add_verror(struct evbuffer *out, const char *severity, const char *sqlstate, const char *fmt, va_list ap)
+{
+    add_report(out, 'E', severity, sqlstate, fmt, ap);
+}
+
+void proto_add_vnotice(struct evbuffer *out, const char *fmt, va_list ap)
+{
+    add_report(out, 'N', "NOTICE", "00000", fmt, ap);
+}
+
+/* A message with no body: ParseComplete, BindComplete, CloseComplete, NoData, EmptyQueryResponse. */
+static void add_bare(struct evbuffer *out, uint8_t type)
+{
+    uint8_t msg[5] = {type, 0, 0, 0, 4};
+
+    evbuffer_add(out, msg, sizeof(msg));
+}
+
+void proto_add_parse_complete(struct evbuffer *out)
+{
+    add_bare(out, '1');
+}
+
+void proto_add_bind_complete(struct evbuffer *out)
+{
+    add_bare(out, '2');
+}
+
+void proto_add_close_complete(struct evbuffer *out)
+{
+    add_bare(out, '3');
+}
+
+void proto_add_no_data(struct evbuffer *out)
+{
+    add_bare(out, 'n');
+}
+
+void proto_add_empty_query(struct evbuffer *out)
+{
+    add_bare(out, 'I');
+}
+
+void proto_add_no_params(struct evbuffer *out)
+{
+    static const uint8_t msg[7] = {'t', 0, 0, 0, 6, 0, 0};
+
+    evbuffer_add(out, msg, sizeof(msg));
+}
+
+void proto_add_command_complete(struct evbuffer *out, const char *tag)
+{
+    struct pkt p;
+
+    pkt_start(&p, 'C');
+    pkt_put_str(&p, tag);
+    pkt_finish(&p, out, true);
+}
+
+static void add_report(struct evbuffer *out, uint8_t type, const char *severity, const char *sqlstate, const char *fmt,
+                       va_list ap)
 {
     struct pkt p;
     char       msg[1024];
 
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    pkt_start(&p, 'E');
+    pkt_start(&p, type);
     pkt_put_u8(&p, 'S');
     pkt_put_str(&p, severity);
     pkt_put_u8(&p, 'V');

@@ -92,11 +92,26 @@ struct pg_error {
 };
 void proto_parse_error(const uint8_t *body, size_t len, struct pg_error *out);
 
+/*
+ * Takes the whole message of `len` (its length field) at the front of `in`:
+ * a malloc'd copy of its body with a NUL after it, the message drained.
+ * NULL on OOM (nothing drained).
+ */
+uint8_t *proto_take_body(struct evbuffer *in, uint32_t len);
+
 /* Builders: each appends one complete message to `out`. */
 void proto_add_error(struct evbuffer *out, const char *severity, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void proto_add_verror(struct evbuffer *out, const char *severity, const char *sqlstate, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
+void proto_add_vnotice(struct evbuffer *out, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void proto_add_command_complete(struct evbuffer *out, const char *tag);
+void proto_add_parse_complete(struct evbuffer *out);
+void proto_add_bind_complete(struct evbuffer *out);
+void proto_add_close_complete(struct evbuffer *out);
+void proto_add_no_data(struct evbuffer *out);
+void proto_add_empty_query(struct evbuffer *out);
+void proto_add_no_params(struct evbuffer *out); /* ParameterDescription with none */
 void proto_add_auth(struct evbuffer *out, uint32_t code, const void *data, size_t len);
 void proto_add_param_status(struct evbuffer *out, const char *name, const char *value);
 void proto_add_backend_key(struct evbuffer *out, const uint8_t key[8]);

@@ -70,6 +70,7 @@ struct server {
     bool                              opened_ahead;    /* opened for min_pool_size, not for a waiting client */
     bool                              used;            /* has served a client */
     bool                              checked;         /* logged in or checked, and no client since */
+    bool                              close_needed;    /* RECONNECT: close instead of reusing it */
 };
 
 /* Opens a new connection for the pool; `ahead` when no client is waiting for it (min_pool_size). */

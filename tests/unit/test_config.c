@@ -551,6 +551,408 @@ static void test_names(void)
     is_str(config_auth_type_name(AUTH_SCRAM), "scram-sha-256", "auth name scram-sha-256");
 }
 
+/* The SHOW CONFIG row for `key`: true and *out filled (value malloc'd), or false. */
+static bool find_item(const struct pgbun_config *cfg, const char *key, struct config_item *out)
+{
+    for (size_t i = 0; i < config_item_count(); i++) {
+        struct config_item it;
+
+        if (!config_item(cfg, i, &it)) return false;
+        if (strcmp(it.key, key) == 0) {
+            *out = it;
+            return true;
+        }
+        free(it.value);
+    }
+    return false;
+}
+
+/* Checks the SHOW CONFIG value of `key`. */
+static void is_item(const struct pgbun_config *cfg, const char *key, const char *want, const char *name)
+{
+    struct config_item it;
+
+    if (!find_item(cfg, key, &it)) {
+        ok(0, "%s", name);
+        printf("#   no item '%s'\n", key);
+        return;
+    }
+    is_str(it.value, want, "%s", name);
+    free(it.value);
+}
+
+/* Every item's value, in order; NULL-free array of config_item_count() malloc'd strings. */
+static char **item_values(const struct pgbun_config *cfg)
+{
+    size_t n = config_item_count();
+    char **v = calloc(n, sizeof(*v));
+
+    for (size_t i = 0; v != NULL && i < n; i++) {
+        struct config_item it;
+
+        if (!config_item(cfg, i, &it)) {
+            printf("Bail out! config_item(%zu) failed\n", i);
+            exit(1);
+        }
+        v[i] = it.value;
+    }
+    return v;
+}
+
+static void free_values(char **v)
+{
+    for (size_t i = 0; v != NULL && i < config_item_count(); i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Number of items whose value differs between a and b; each difference is printed. */
+static int count_differences(char **a, char **b)
+{
+    int diffs = 0;
+
+    for (size_t i = 0; i < config_item_count(); i++) {
+        if (strcmp(a[i], b[i]) != 0) {
+            printf("#   item %zu: '%s' vs '%s'\n", i, a[i], b[i]);
+            diffs++;
+        }
+    }
+    return diffs;
+}
+
+static void test_items_list_keys_with_a_field_in_table_order(void)
+{
+    static const char *const ignored[] = {"job_name", "syslog", "tcp_keepalive", "peer_id", "server_tls_key_file"};
+    static const char *const restart[] = {
+        "listen_addr",  "listen_port", "unix_socket_dir", "unix_socket_mode", "listen_backlog",
+        "so_reuseport", "user",        "pidfile",         "logfile"};
+    struct pgbun_config *cfg = config_load(NULL, NULL);
+    size_t               n = config_item_count();
+    int                  bad_ignored = 0, duplicates = 0, restart_only = 0, restart_listed = 0;
+    struct config_item   first = {0}, it;
+
+    ok(n >= 50, "config_item_count() lists every implemented key (%zu)", n);
+    ok(cfg != NULL && config_item(cfg, 0, &first) && strcmp(first.key, "listen_addr") == 0,
+       "items are in table order: listen_addr first");
+    free(first.value);
+    for (size_t i = 0; cfg != NULL && i < n; i++) {
+        if (!config_item(cfg, i, &it)) break;
+        for (size_t j = 0; j < sizeof(ignored) / sizeof(ignored[0]); j++)
+            if (strcmp(it.key, ignored[j]) == 0) bad_ignored++;
+        for (size_t j = 0; j < sizeof(restart) / sizeof(restart[0]); j++)
+            if (strcmp(it.key, restart[j]) == 0 && !it.changeable) restart_listed++;
+        if (!it.changeable) restart_only++;
+        for (size_t j = 0; j < i; j++) {
+            struct config_item other;
+
+            if (config_item(cfg, j, &other)) {
+                if (strcmp(other.key, it.key) == 0) duplicates++;
+                free(other.value);
+            }
+        }
+        free(it.value);
+    }
+    is_int(bad_ignored, 0, "no ignored key (syslog, tcp_keepalive, ...) is listed");
+    is_int(duplicates, 0, "every key is listed once");
+    is_int(restart_listed, 9, "the nine start-only keys are listed as not changeable");
+    is_int(restart_only, 9, "every other key is changeable");
+    ok(cfg != NULL && find_item(cfg, "default_pool_size", &it) && it.changeable, "default_pool_size is changeable");
+    if (cfg != NULL) free(it.value);
+    config_free(cfg);
+}
+
+static void test_items_of_a_default_config_equal_their_defaults(void)
+{
+    struct pgbun_config *cfg = config_load(NULL, NULL);
+    int                  differ = 0, failed = 0;
+
+    ok(cfg != NULL, "default config loads");
+    if (cfg == NULL) return;
+    for (size_t i = 0; i < config_item_count(); i++) {
+        struct config_item it;
+
+        if (!config_item(cfg, i, &it)) {
+            failed++;
+            continue;
+        }
+        if (it.def == NULL || strcmp(it.value, it.def) != 0) {
+            printf("#   %s: value '%s', default '%s'\n", it.key, it.value, it.def ? it.def : "(null)");
+            differ++;
+        }
+        free(it.value);
+    }
+    is_int(failed, 0, "config_item succeeds for every index");
+    is_int(differ, 0, "every value equals its default on a default config");
+
+    /* Defaults print in the same canonical form as values. */
+    {
+        static const struct {
+            const char *key, *def;
+        } defs[] = {{"listen_port", "6432"},
+                    {"so_reuseport", "0"},
+                    {"log_connections", "1"},
+                    {"unix_socket_mode", "0777"},
+                    {"server_idle_timeout", "600"},
+                    {"pool_mode", "session"},
+                    {"auth_type", "md5"},
+                    {"auth_file", ""},
+                    {"server_check_query", "<empty>"},
+                    {"server_tls_sslmode", "prefer"},
+                    {"max_packet_size", "268435456"}};
+
+        for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+            struct config_item it;
+
+            if (!find_item(cfg, defs[i].key, &it)) {
+                ok(0, "item %s exists", defs[i].key);
+                continue;
+            }
+            is_str(it.def, defs[i].def, "default of %s in canonical form", defs[i].key);
+            free(it.value);
+        }
+    }
+    config_free(cfg);
+}
+
+static void test_items_show_values_from_a_file(void)
+{
+    char                *path = write_ini("[pgbun]\n"
+                                                         "default_pool_size = 33\n"
+                                                         "log_connections = off\n"
+                                                         "so_reuseport = yes\n"
+                                                         "query_timeout = 250ms\n"
+                                                         "server_lifetime = 1.5\n"
+                                                         "server_idle_timeout = 2min\n"
+                                                         "query_wait_timeout = 750us\n"
+                                                         "pool_mode = Transaction\n"
+                                                         "auth_type = scram-sha-256\n"
+                                                         "unix_socket_mode = 700\n"
+                                                         "unix_socket_dir =\n"
+                                                         "server_reset_query = DEALLOCATE ALL\n"
+                                                         "client_tls_sslmode = REQUIRE\n"
+                                                         "admin_users = admin, root\n");
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err);
+
+    ok(cfg != NULL, "file with changed keys loads");
+    if (err != NULL) printf("#   error: %s\n", err);
+    free(err);
+    if (cfg != NULL) {
+        is_item(cfg, "default_pool_size", "33", "int value");
+        is_item(cfg, "log_connections", "0", "bool 'off' shows as 0");
+        is_item(cfg, "so_reuseport", "1", "bool 'yes' shows as 1");
+        is_item(cfg, "query_timeout", "0.25", "250ms shows as 0.25");
+        is_item(cfg, "server_lifetime", "1.5", "1.5 s shows as 1.5");
+        is_item(cfg, "server_idle_timeout", "120", "2min shows as 120");
+        is_item(cfg, "query_wait_timeout", "0.00075", "750us shows as 0.00075");
+        is_item(cfg, "pool_mode", "transaction", "pool_mode by name");
+        is_item(cfg, "auth_type", "scram-sha-256", "auth_type by name");
+        is_item(cfg, "unix_socket_mode", "0700", "octal with a leading 0");
+        is_item(cfg, "unix_socket_dir", "", "empty string");
+        is_item(cfg, "server_reset_query", "DEALLOCATE ALL", "string as stored");
+        is_item(cfg, "client_tls_sslmode", "require", "choice as the table spells it");
+        is_item(cfg, "admin_users", "admin, root", "list as written");
+        is_item(cfg, "auth_file", "", "unset string shows as ''");
+    }
+    config_free(cfg);
+    remove_ini(path);
+}
+
+/* Every value, written back into a file, loads to the same values, without warnings. */
+static void test_item_values_read_back_from_a_file(void)
+{
+    struct pgbun_config *cfg, *again;
+    char                *path, *text, **before, **after;
+    char                *err = NULL;
+    size_t               len = 16;
+
+    cfg = config_load(NULL, NULL);
+    if (cfg == NULL || !config_set(cfg, "query_timeout", "0.000001", NULL) ||
+        !config_set(cfg, "server_lifetime", "1.5ms", NULL) || !config_set(cfg, "pool_mode", "statement", NULL)) {
+        ok(0, "round trip setup");
+        config_free(cfg);
+        return;
+    }
+    before = item_values(cfg);
+    for (size_t i = 0; i < config_item_count(); i++)
+        len += strlen(before[i]) + 64;
+    text = malloc(len);
+    strcpy(text, "[pgbun]\n");
+    for (size_t i = 0; i < config_item_count(); i++) {
+        struct config_item it;
+
+        if (!config_item(cfg, i, &it)) break;
+        snprintf(text + strlen(text), len - strlen(text), "%s = %s\n", it.key, it.value);
+        free(it.value);
+    }
+    path = write_ini(text);
+    again = config_load(path, &err);
+    ok(again != NULL, "every SHOW CONFIG value loads back from a file");
+    if (err != NULL) printf("#   error: %s\n", err);
+    if (again != NULL) {
+        after = item_values(again);
+        is_int(count_differences(before, after), 0, "and gives the same values");
+        free_values(after);
+    }
+    ok(!log_contains(path), "no listed key warns as ignored");
+    free(err);
+    free(text);
+    free_values(before);
+    config_free(again);
+    config_free(cfg);
+    remove_ini(path);
+}
+
+static void test_dup_is_equal_and_independent(void)
+{
+    char                *path = write_ini("[databases]\n"
+                                                         "app = host=db1 port=5433 dbname=appdb user=svc password=secret pool_size=7 "
+                                                         "application_name=x\n"
+                                                         "* = host=fallback\n"
+                                                         "[pgbun]\n"
+                                                         "pool_mode = transaction\n"
+                                                         "admin_users = admin\n"
+                                                         "[users]\n"
+                                                         "alice = pool_size=3\n"
+                                                         "bob = pool_mode=statement\n");
+    struct pgbun_config *cfg = config_load(path, NULL), *copy;
+    char               **a, **b;
+    struct db_config    *cdb;
+
+    ok(cfg != NULL, "config for config_dup loads");
+    if (cfg == NULL) {
+        remove_ini(path);
+        return;
+    }
+    copy = config_dup(cfg);
+    ok(copy != NULL, "config_dup succeeds");
+    if (copy == NULL) {
+        config_free(cfg);
+        remove_ini(path);
+        return;
+    }
+    a = item_values(cfg);
+    b = item_values(copy);
+    is_int(count_differences(a, b), 0, "the copy shows the same values");
+    free_values(b);
+    is_str(copy->path, cfg->path, "path copied");
+    ok(copy->path != cfg->path && copy->admin_users != cfg->admin_users && copy->listen_addr != cfg->listen_addr,
+       "strings are copies, not shared");
+    cdb = copy->databases;
+    ok(cdb != NULL && cdb != cfg->databases && strcmp(cdb->name, "app") == 0 && strcmp(cdb->host, "db1") == 0 &&
+           cdb->port == 5433 && strcmp(cdb->dbname, "appdb") == 0 && strcmp(cdb->user, "svc") == 0 &&
+           strcmp(cdb->password, "secret") == 0 && cdb->pool_size == 7 && strcmp(cdb->application_name, "x") == 0 &&
+           cdb->host != cfg->databases->host,
+       "first [databases] entry copied field by field");
+    ok(cdb != NULL && cdb->next != NULL && strcmp(cdb->next->name, "*") == 0 && cdb->next->next == NULL &&
+           cdb->next->dbname == NULL,
+       "[databases] order and NULL fields kept");
+    ok(copy->users != NULL && copy->users != cfg->users && strcmp(copy->users->name, "alice") == 0 &&
+           copy->users->pool_size == 3 && copy->users->next != NULL && strcmp(copy->users->next->name, "bob") == 0 &&
+           copy->users->next->pool_mode == POOL_STATEMENT && copy->users->next->next == NULL,
+       "[users] copied in order");
+
+    ok(config_set(copy, "admin_users", "someone", NULL), "change a string in the copy");
+    if (cdb != NULL) {
+        free(cdb->host);
+        cdb->host = strdup("elsewhere");
+        cdb->pool_size = 99;
+    }
+    copy->users->pool_size = 42;
+    is_str(cfg->admin_users, "admin", "the original string is unchanged");
+    is_str(cfg->databases->host, "db1", "the original db host is unchanged");
+    is_int(cfg->databases->pool_size, 7, "the original db pool_size is unchanged");
+    is_int(cfg->users->pool_size, 3, "the original user is unchanged");
+    b = item_values(cfg);
+    is_int(count_differences(a, b), 0, "the original shows the same values as before");
+    free_values(a);
+    free_values(b);
+    config_free(cfg);
+    ok(copy->databases != NULL && strcmp(copy->databases->host, "elsewhere") == 0, "the copy outlives the original");
+    config_free(copy);
+    remove_ini(path);
+
+    cfg = config_load(NULL, NULL);
+    copy = cfg != NULL ? config_dup(cfg) : NULL;
+    ok(copy != NULL && copy->path == NULL && copy->databases != NULL && strcmp(copy->databases->name, "*") == 0 &&
+           copy->users == NULL,
+       "config_dup of a sidecar config (no path, no users)");
+    config_free(copy);
+    config_free(cfg);
+}
+
+/* config_set(key, value) fails with exactly `want`. */
+static void expect_set_error(struct pgbun_config *cfg, const char *key, const char *value, const char *want)
+{
+    char *err = (char *)"garbage";
+
+    ok(!config_set(cfg, key, value, &err), "SET %s = '%s' fails", key, value);
+    is_str(err, want, "  with '%s'", want);
+    free(err);
+}
+
+static void test_set(void)
+{
+    static const char *const restart[] = {
+        "listen_addr",  "listen_port", "unix_socket_dir", "unix_socket_mode", "listen_backlog",
+        "so_reuseport", "user",        "pidfile",         "logfile"};
+    struct pgbun_config *cfg = config_load(NULL, NULL);
+    char                *err = (char *)"garbage";
+    char               **before, **after;
+    int                  refused = 0;
+
+    ok(cfg != NULL, "config for config_set loads");
+    if (cfg == NULL) return;
+
+    ok(config_set(cfg, "default_pool_size", "7", &err) && err == NULL, "SET default_pool_size = 7 (errmsg NULL)");
+    is_int(cfg->default_pool_size, 7, "default_pool_size applied");
+    is_item(cfg, "default_pool_size", "7", "and shown");
+    ok(config_set(cfg, "query_timeout", "1.5", NULL), "SET query_timeout = 1.5");
+    is_int(cfg->query_timeout, 1500000, "query_timeout applied in microseconds");
+    ok(config_set(cfg, "pool_mode", "transaction", NULL), "SET pool_mode = transaction");
+    is_int(cfg->pool_mode, POOL_TRANSACTION, "pool_mode applied");
+    ok(config_set(cfg, "server_check_query", "", NULL), "SET server_check_query = ''");
+    ok(cfg->server_check_query != NULL && cfg->server_check_query[0] == '\0',
+       "server_check_query is '' (the check is off), as in the file");
+    ok(config_set(cfg, "log_connections", "off", NULL) && !cfg->log_connections, "SET log_connections = off");
+    ok(config_set(cfg, "client_tls_sslmode", "VERIFY-FULL", NULL) &&
+           strcmp(cfg->client_tls_sslmode, "verify-full") == 0,
+       "SET a choice: stored as the table spells it");
+    ok(config_set(cfg, "auth_file", "/etc/users.txt", NULL) && strcmp(cfg->auth_file, "/etc/users.txt") == 0,
+       "SET auth_file");
+    ok(config_set(cfg, "auth_file", "", NULL) && cfg->auth_file == NULL, "SET auth_file = '' unsets it");
+    ok(config_set(cfg, "server_reset_query", "'quoted'", NULL) && strcmp(cfg->server_reset_query, "'quoted'") == 0,
+       "the value is taken as is, not unquoted again");
+    ok(config_set(cfg, "DEFAULT_POOL_SIZE", "9", NULL) && cfg->default_pool_size == 9,
+       "key names are case-insensitive");
+
+    before = item_values(cfg);
+    expect_set_error(cfg, "default_pool_size", "abc", "default_pool_size: invalid integer 'abc'");
+    expect_set_error(cfg, "default_pool_size", "-1", "default_pool_size: value -1 out of range (0..2147483647)");
+    expect_set_error(cfg, "default_pool_size", " 7", "default_pool_size: invalid integer ' 7'");
+    expect_set_error(cfg, "query_timeout", "soon", "query_timeout: invalid time 'soon'");
+    expect_set_error(cfg, "pool_mode", "never",
+                     "pool_mode: invalid pool_mode 'never' (expected session, transaction or statement)");
+    expect_set_error(cfg, "log_connections", "maybe", "log_connections: invalid boolean 'maybe' (expected 0 or 1)");
+    expect_set_error(cfg, "server_tls_sslmode", "sometimes", "server_tls_sslmode: invalid value 'sometimes'");
+    expect_set_error(cfg, "auth_type", "hba", "auth_type: auth_type 'hba' is not supported yet");
+    expect_set_error(cfg, "foo", "1", "unknown key 'foo'");
+    expect_set_error(cfg, "syslog", "1", "syslog: not supported yet");
+    expect_set_error(cfg, "listen_port", "7000", "listen_port: cannot be changed without a restart");
+    expect_set_error(cfg, "Listen_Port", "x", "listen_port: cannot be changed without a restart");
+    for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
+        if (!config_set(cfg, restart[i], "1", NULL)) refused++;
+    is_int(refused, 9, "every start-only key is refused");
+    ok(!config_set(cfg, "foo", "1", NULL), "errmsg may be NULL");
+    after = item_values(cfg);
+    is_int(count_differences(before, after), 0, "failed SETs leave the config unchanged");
+    is_int(cfg->default_pool_size, 9, "default_pool_size still 9");
+    is_int(cfg->listen_port, 6432, "listen_port still 6432");
+    free_values(before);
+    free_values(after);
+    config_free(cfg);
+}
+
 int main(void)
 {
     int fd = mkstemp(log_path);
@@ -579,6 +981,12 @@ int main(void)
     test_parse_time();
     test_list_has();
     test_names();
+    test_items_list_keys_with_a_field_in_table_order();
+    test_items_of_a_default_config_equal_their_defaults();
+    test_items_show_values_from_a_file();
+    test_item_values_read_back_from_a_file();
+    test_dup_is_equal_and_independent();
+    test_set();
 
     rc = done_testing();
     if (!log_set_file(NULL)) rc = 1;

@@ -1,0 +1,997 @@
+/*
+ * admin.c - the console: commands over the simple and extended protocols.
+ *
+ * A console client sits in its own pool (pool->admin) and stays IDLE: it
+ * never gets a server. Each message is answered here:
+ *
+ *   Query "SHOW POOLS; RELOAD"  -> run each statement -> ReadyForQuery
+ *   Parse  -> the statement is checked and kept    -> ParseComplete
+ *   Bind   -> a portal over it (result formats)    -> BindComplete
+ *   Describe S/P -> RowDescription or NoData (nothing runs)
+ *   Execute -> the command runs, rows without a RowDescription
+ *   Sync   -> ReadyForQuery; after an error, messages up to Sync are dropped
+ *
+ * PAUSE and WAIT_CLOSE wait for servers to be released: the client's input
+ * is held until a timer sees the condition met, then the reply goes out and
+ * processing resumes where it stopped.
+ */
+#include "admin.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pgbun.h"
+#include "pool.h"
+#include "proto.h"
+#include "rowset.h"
+#include "server.h"
+#include "show.h"
+
+#define ADMIN_MAX_NAMED 32            /* prepared statements or portals per console client */
+#define ADMIN_MSG_MAX   (1024 * 1024) /* the largest message a console client may send */
+#define ADMIN_BATCH     256           /* messages answered per wakeup */
+
+struct named {
+    char   *name;
+    char   *query;
+    int     nformats; /* portals: result format codes from Bind */
+    int16_t formats[ROWSET_MAX_FORMATS];
+};
+
+enum wait_kind {
+    WAIT_NONE = 0,
+    WAIT_PAUSE,      /* PAUSE [db]: until no server of it is in use */
+    WAIT_CLOSE_DONE, /* WAIT_CLOSE [db]: until no server of it is marked close_needed */
+};
+
+struct admin_session {
+    enum admin_role role;
+    struct named    stmts[ADMIN_MAX_NAMED];
+    int             nstmts;
+    struct named    portals[ADMIN_MAX_NAMED];
+    int             nportals;
+    bool            skipping; /* an extended-protocol error: drop messages until Sync */
+    enum wait_kind  wait;
+    char           *wait_db;  /* NULL: every database */
+    const char     *wait_tag; /* CommandComplete to send when the wait ends */
+    char           *rest;     /* statements of a Query still to run after the wait */
+    bool            rest_rfq; /* the Query still owes its ReadyForQuery */
+    struct event   *wait_timer;
+};
+
+static void process(struct client *c);
+
+/* ---- access ---- */
+
+bool admin_is_console(const char *dbname)
+{
+    return strcmp(dbname, "pgbun") == 0 || (strcmp(dbname, "pgbouncer") == 0 && pgbun.cfg->pgbouncer_alias);
+}
+
+bool admin_peer_is_self(const struct client *c)
+{
+    struct ucred cred;
+    socklen_t    len = sizeof(cred);
+
+    return c->is_unix && c->io.fd >= 0 && getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+           cred.uid == geteuid();
+}
+
+/* ParameterStatus a console client gets: enough for psql, drivers and monitoring. */
+static bool fill_welcome(struct varlist *w)
+{
+    const char *version = NULL;
+    char        buf[128];
+
+    for (struct pool *p = pool_first(); p != NULL && version == NULL; p = pool_next(p))
+        if (!p->admin && p->welcome_ready) version = varlist_get(&p->welcome, "server_version");
+    /* A PostgreSQL version first, so that clients parse it; then who answers. */
+    snprintf(buf, sizeof(buf), "%.*s (pgbun %s)", version ? (int)strcspn(version, " ") : 4, version ? version : "16.0",
+             PGBUN_VERSION);
+    return varlist_set(w, "server_version", buf) && varlist_set(w, "server_encoding", "UTF8") &&
+           varlist_set(w, "client_encoding", "UTF8") && varlist_set(w, "DateStyle", "ISO, MDY") &&
+           varlist_set(w, "IntervalStyle", "postgres") && varlist_set(w, "TimeZone", "UTC") &&
+           varlist_set(w, "integer_datetimes", "on") && varlist_set(w, "standard_conforming_strings", "on") &&
+           varlist_set(w, "is_superuser", "off") && varlist_set(w, "application_name", "");
+}
+
+struct pool *admin_login(struct client *c)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    enum admin_role            role = ADMIN_NONE;
+    struct pool               *p;
+
+    if (c->peer_admin || config_list_has(cfg->admin_users, c->user))
+        role = ADMIN_FULL;
+    else if (config_list_has(cfg->stats_users, c->user))
+        role = ADMIN_STATS;
+    if (role == ADMIN_NONE) {
+        client_close(c, "28000",
+                     "user \"%s\" may not use the admin console: it is in neither admin_users nor stats_users",
+                     c->user);
+        return NULL;
+    }
+    if ((c->console = calloc(1, sizeof(*c->console))) == NULL || (p = pool_get_admin(c->dbname, c->user)) == NULL) {
+        client_close(c, "53200", "out of memory");
+        return NULL;
+    }
+    c->console->role = role;
+    if (!p->welcome_ready) {
+        if (!fill_welcome(&p->welcome)) {
+            client_close(c, "53200", "out of memory");
+            return NULL;
+        }
+        p->welcome_ready = true;
+    }
+    return p;
+}
+
+static void clear_named(struct named *n)
+{
+    free(n->name);
+    free(n->query);
+    memset(n, 0, sizeof(*n));
+}
+
+void admin_client_free(struct client *c)
+{
+    struct admin_session *a = c->console;
+
+    if (a == NULL) return;
+    for (int i = 0; i < a->nstmts; i++)
+        clear_named(&a->stmts[i]);
+    for (int i = 0; i < a->nportals; i++)
+        clear_named(&a->portals[i]);
+    free(a->wait_db);
+    free(a->rest);
+    if (a->wait_timer) event_free(a->wait_timer);
+    free(a);
+    c->console = NULL;
+}
+
+/* ---- statements ---- */
+
+static void error(struct client *c, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    proto_add_verror(c->out, "ERROR", sqlstate, fmt, ap);
+    va_end(ap);
+}
+
+static void notice(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void notice(struct client *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    proto_add_vnotice(c->out, fmt, ap);
+    va_end(ap);
+}
+
+static void complete(struct client *c, const char *tag)
+{
+    proto_add_command_complete(c->out, tag);
+}
+
+/* A parsed statement: the command word and up to two arguments (SET key value). */
+struct command {
+    char word[32];    /* upper-cased */
+    char arg[256];    /* first argument, as written (identifiers lower-cased) */
+    char value[1024]; /* SET: the value */
+    int  nargs;
+};
+
+/* Copies one word (letters, digits, _ . - *) or a quoted 'string' / "identifier". false on a bad quote. */
+static bool next_token(const char **sp, char *out, size_t cap, bool *quoted)
+{
+    const char *s = *sp;
+    size_t      n = 0;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    *quoted = false;
+    if (*s == '\'' || *s == '"') {
+        char q = *s++;
+
+        *quoted = true;
+        for (;;) {
+            if (*s == '\0') return false;
+            if (*s == q && s[1] == q) {
+                s++;
+            } else if (*s == q) {
+                s++;
+                break;
+            }
+            if (n + 1 < cap) out[n++] = *s;
+            s++;
+        }
+    } else {
+        while (*s != '\0' && !isspace((unsigned char)*s) && *s != '=') {
+            if (n + 1 < cap) out[n++] = *s;
+            s++;
+        }
+    }
+    out[n] = '\0';
+    *sp = s;
+    return true;
+}
+
+/* Parses "WORD [arg]" or "SET key = value" / "SET key TO value". *err on a syntax error. */
+static bool parse_command(const char *sql, struct command *cmd, const char **err)
+{
+    const char *s = sql;
+    char        tok[1024];
+    bool        quoted;
+
+    memset(cmd, 0, sizeof(*cmd));
+    if (!next_token(&s, cmd->word, sizeof(cmd->word), &quoted) || quoted || cmd->word[0] == '\0') {
+        *err = "syntax error: expected a command";
+        return false;
+    }
+    for (char *p = cmd->word; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    if (!next_token(&s, cmd->arg, sizeof(cmd->arg), &quoted)) {
+        *err = "syntax error: unterminated quoted string";
+        return false;
+    }
+    if (cmd->arg[0] != '\0' || quoted) cmd->nargs = 1;
+    if (strcmp(cmd->word, "SET") == 0) {
+        while (isspace((unsigned char)*s))
+            s++;
+        if (*s == '=') {
+            s++;
+        } else if (strncasecmp(s, "to", 2) == 0 && (isspace((unsigned char)s[2]) || s[2] == '\'')) {
+            s += 2;
+        } else {
+            *err = "syntax error: expected SET key = value";
+            return false;
+        }
+        if (!next_token(&s, tok, sizeof(tok), &quoted)) {
+            *err = "syntax error: unterminated quoted string";
+            return false;
+        }
+        if (tok[0] == '\0' && !quoted) {
+            *err = "syntax error: SET needs a value";
+            return false;
+        }
+        snprintf(cmd->value, sizeof(cmd->value), "%s", tok);
+        cmd->nargs = 2;
+    }
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s != '\0') {
+        *err = "syntax error: unexpected text after the command";
+        return false;
+    }
+    return true;
+}
+
+/* Commands and whether they produce rows (Describe answers RowDescription for those). */
+static const struct {
+    const char *word;
+    bool        show; /* SHOW-like: rows; stats_users may run it */
+    int         min_args, max_args;
+} commands[] = {
+    {"SHOW", true, 1, 1},      {"SELECT", true, 1, 1},       {"SET", false, 2, 2},       {"RELOAD", false, 0, 0},
+    {"PAUSE", false, 0, 1},    {"RESUME", false, 0, 1},      {"DISABLE", false, 1, 1},   {"ENABLE", false, 1, 1},
+    {"KILL", false, 0, 1},     {"KILL_CLIENT", false, 1, 1}, {"RECONNECT", false, 0, 1}, {"WAIT_CLOSE", false, 0, 1},
+    {"SHUTDOWN", false, 0, 1}, {"RESET", false, 1, 1},       {"SUSPEND", false, 0, 0},
+};
+
+static int find_command(const struct command *cmd)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].word, cmd->word) == 0) return (int)i;
+    return -1;
+}
+
+/* Checks a statement without running it: known, right number of arguments, allowed for this user. */
+static bool check_command(struct client *c, const char *sql, struct command *cmd, int *idx)
+{
+    const char *err = NULL;
+
+    if (!parse_command(sql, cmd, &err)) {
+        error(c, "42601", "%s", err);
+        return false;
+    }
+    if ((*idx = find_command(cmd)) < 0) {
+        error(c, "42601", "unknown command \"%s\"; SHOW HELP lists the commands", cmd->word);
+        return false;
+    }
+    if (cmd->nargs < commands[*idx].min_args || cmd->nargs > commands[*idx].max_args) {
+        error(c, "42601", "syntax error: wrong number of arguments for %s", cmd->word);
+        return false;
+    }
+    if (!commands[*idx].show && c->console->role != ADMIN_FULL) {
+        error(c, "42501", "admin rights are needed for %s: user \"%s\" is in stats_users only", cmd->word, c->user);
+        return false;
+    }
+    return true;
+}
+
+/* ---- control commands ---- */
+
+/* The text values of every config key, for RELOAD's list of changes. */
+static char **snapshot(const struct pgbun_config *cfg)
+{
+    size_t n = config_item_count();
+    char **vals = calloc(n + 1, sizeof(*vals));
+
+    for (size_t i = 0; vals != NULL && i < n; i++) {
+        struct config_item it;
+
+        if (config_item(cfg, i, &it)) vals[i] = it.value;
+    }
+    return vals;
+}
+
+static void free_snapshot(char **vals)
+{
+    for (size_t i = 0; vals != NULL && i < config_item_count(); i++)
+        free(vals[i]);
+    free(vals);
+}
+
+/* A NOTICE per key whose value differs from `before`. */
+static int notice_changes(struct client *c, char **before)
+{
+    int n = 0;
+
+    for (size_t i = 0; before != NULL && i < config_item_count(); i++) {
+        struct config_item it;
+
+        if (!config_item(pgbun.cfg, i, &it)) continue;
+        if (before[i] != NULL && strcmp(before[i], it.value) != 0) {
+            notice(c, "%s: %s -> %s", it.key, before[i], it.value);
+            n++;
+        }
+        free(it.value);
+    }
+    return n;
+}
+
+static bool cmd_reload(struct client *c)
+{
+    char **before = snapshot(pgbun.cfg);
+    char  *err = NULL;
+
+    if (!pgbun_reload(pgbun_config_path(), &err)) {
+        error(c, "F0000", "RELOAD failed, the running configuration stays: %s", err ? err : "out of memory");
+        free(err);
+        free_snapshot(before);
+        return false;
+    }
+    log_info("RELOAD from the console (C-%llu): configuration reloaded", (unsigned long long)c->id);
+    if (notice_changes(c, before) == 0) notice(c, "no setting changed");
+    free_snapshot(before);
+    complete(c, "RELOAD");
+    return true;
+}
+
+static bool cmd_set(struct client *c, const struct command *cmd)
+{
+    struct pgbun_config *cfg = config_dup(pgbun.cfg);
+    char                *err = NULL;
+
+    if (cfg == NULL) {
+        error(c, "53200", "out of memory");
+        return false;
+    }
+    if (!config_set(cfg, cmd->arg, cmd->value, &err)) {
+        config_free(cfg);
+        error(c, "22023", "%s", err ? err : "out of memory");
+        free(err);
+        return false;
+    }
+    if (!pgbun_apply(cfg, &err)) { /* cfg is freed */
+        error(c, "22023", "%s", err ? err : "out of memory");
+        free(err);
+        return false;
+    }
+    log_info("SET %s = '%s' from the console (C-%llu)", cmd->arg, cmd->value, (unsigned long long)c->id);
+    complete(c, "SET");
+    return true;
+}
+
+/* A database named in a command must exist (a [databases] entry or a pool). */
+static bool known_db(struct client *c, const char *db)
+{
+    if (config_find_db(pgbun.cfg, db) != NULL) return true;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        if (strcmp(p->dbname, db) == 0) return true;
+    error(c, "3D000", "no such database: \"%s\"", db);
+    return false;
+}
+
+static void wait_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Holds the client's input until the condition of `kind` holds; false on OOM. */
+static bool start_wait(struct client *c, enum wait_kind kind, const char *db, const char *tag)
+{
+    struct admin_session *a = c->console;
+    struct timeval        tv = {0, 50000};
+
+    a->wait = kind;
+    a->wait_tag = tag;
+    free(a->wait_db);
+    a->wait_db = db ? strdup(db) : NULL;
+    if (a->wait_timer == NULL) a->wait_timer = event_new(pgbun.base, -1, EV_PERSIST, wait_cb, c);
+    if (a->wait_timer == NULL || (db && a->wait_db == NULL)) return false;
+    event_add(a->wait_timer, &tv);
+    return true;
+}
+
+/* Closes every server and client of the pools of db (NULL: all but the console). */
+static void kill_pools(const char *db, const char *why)
+{
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        if (p->admin || (db != NULL && strcmp(p->dbname, db) != 0)) continue;
+        for (int st = 0; st < CL_CLOSING; st++) {
+            struct client *cl;
+
+            while ((cl = TAILQ_FIRST(&p->clients[st])) != NULL)
+                client_close(cl, "08P01", "%s", why);
+        }
+        for (int st = 0; st < SV_CLOSING; st++) {
+            struct server *s;
+
+            while ((s = TAILQ_FIRST(&p->servers[st])) != NULL)
+                server_close(s, "%s", why);
+        }
+    }
+}
+
+static struct client *find_client(uint64_t id)
+{
+    for (struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+        if (c->id == id) return c;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        for (int st = 0; st < CL_CLOSING; st++)
+            for (struct client *c = TAILQ_FIRST(&p->clients[st]); c != NULL; c = TAILQ_NEXT(c, entry))
+                if (c->id == id) return c;
+    return NULL;
+}
+
+/* Runs a checked control command. Returns false after an error; *waiting when the reply comes later. */
+static bool run_control(struct client *c, const struct command *cmd, bool *waiting)
+{
+    const char *db = cmd->nargs > 0 ? cmd->arg : NULL;
+
+    *waiting = false;
+    if (strcmp(cmd->word, "RELOAD") == 0) return cmd_reload(c);
+    if (strcmp(cmd->word, "SET") == 0) return cmd_set(c, cmd);
+    if (strcmp(cmd->word, "RESET") == 0) {
+        if (strcasecmp(cmd->arg, "stats") != 0) {
+            error(c, "42601", "syntax error: RESET takes STATS");
+            return false;
+        }
+        pool_reset_stats();
+        log_info("RESET STATS from the console (C-%llu)", (unsigned long long)c->id);
+        complete(c, "RESET");
+        return true;
+    }
+    if (strcmp(cmd->word, "SUSPEND") == 0) {
+        error(c, "0A000", "SUSPEND is not supported: pgbun has no online restart");
+        return false;
+    }
+    if (db != NULL && strcmp(cmd->word, "KILL_CLIENT") != 0 && strcmp(cmd->word, "SHUTDOWN") != 0 && !known_db(c, db))
+        return false;
+    if (strcmp(cmd->word, "PAUSE") == 0) {
+        pool_pause(db, true);
+        log_info("PAUSE %s from the console (C-%llu)", db ? db : "(all)", (unsigned long long)c->id);
+        if (pool_busy_servers(db) == 0) {
+            complete(c, "PAUSE");
+            return true;
+        }
+        *waiting = start_wait(c, WAIT_PAUSE, db, "PAUSE");
+        if (!*waiting) error(c, "53200", "out of memory");
+        return *waiting;
+    }
+    if (strcmp(cmd->word, "RESUME") == 0) {
+        if (db != NULL ? !pool_is_paused(db) : !pool_any_paused()) {
+            error(c, "55000", "%s is not paused", db ? db : "nothing");
+            return false;
+        }
+        pool_pause(db, false);
+        log_info("RESUME %s from the console (C-%llu)", db ? db : "(all)", (unsigned long long)c->id);
+        complete(c, "RESUME");
+        return true;
+    }
+    if (strcmp(cmd->word, "DISABLE") == 0 || strcmp(cmd->word, "ENABLE") == 0) {
+        bool on = cmd->word[0] == 'D';
+
+        pool_disable(db, on);
+        log_info("%s %s from the console (C-%llu)", cmd->word, db, (unsigned long long)c->id);
+        complete(c, cmd->word);
+        return true;
+    }
+    if (strcmp(cmd->word, "KILL") == 0) {
+        /* As in PgBouncer, a killed database stays paused until RESUME. */
+        pool_pause(db, true);
+        log_info("KILL %s from the console (C-%llu)", db ? db : "(all)", (unsigned long long)c->id);
+        kill_pools(db, db ? "database killed from the admin console (KILL)" : "killed from the admin console (KILL)");
+        complete(c, "KILL");
+        return true;
+    }
+    if (strcmp(cmd->word, "KILL_CLIENT") == 0) {
+        char              *end;
+        unsigned long long id = strtoull(cmd->arg, &end, 10);
+        struct client     *victim;
+
+        if (*end != '\0' || cmd->arg[0] == '\0' || (victim = find_client(id)) == NULL) {
+            error(c, "42704", "no client with id %s (see SHOW CLIENTS)", cmd->arg);
+            return false;
+        }
+        if (victim == c) {
+            error(c, "55000", "a console client cannot kill itself; disconnect instead");
+            return false;
+        }
+        log_info("KILL_CLIENT %llu from the console (C-%llu)", id, (unsigned long long)c->id);
+        client_close(victim, "08P01", "killed from the admin console (KILL_CLIENT)");
+        complete(c, "KILL_CLIENT");
+        return true;
+    }
+    if (strcmp(cmd->word, "RECONNECT") == 0) {
+        int n = pool_reconnect(db);
+
+        log_info("RECONNECT %s from the console (C-%llu): %d servers to replace", db ? db : "(all)",
+                 (unsigned long long)c->id, n);
+        complete(c, "RECONNECT");
+        return true;
+    }
+    if (strcmp(cmd->word, "WAIT_CLOSE") == 0) {
+        if (pool_close_pending(db) == 0) {
+            complete(c, "WAIT_CLOSE");
+            return true;
+        }
+        *waiting = start_wait(c, WAIT_CLOSE_DONE, db, "WAIT_CLOSE");
+        if (!*waiting) error(c, "53200", "out of memory");
+        return *waiting;
+    }
+    if (strcmp(cmd->word, "SHUTDOWN") == 0) {
+        if (db == NULL) {
+            complete(c, "SHUTDOWN");
+            (void)client_flush(c);
+            pgbun_shutdown(PGBUN_STOP_NOW, "SHUTDOWN from the admin console");
+        } else if (strcasecmp(db, "wait_for_servers") == 0) {
+            complete(c, "SHUTDOWN");
+            pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SHUTDOWN WAIT_FOR_SERVERS from the admin console");
+        } else if (strcasecmp(db, "wait_for_clients") == 0) {
+            complete(c, "SHUTDOWN");
+            pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SHUTDOWN WAIT_FOR_CLIENTS from the admin console");
+        } else {
+            error(c, "42601", "syntax error: SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]");
+            return false;
+        }
+        return true;
+    }
+    error(c, "42601", "unknown command \"%s\"", cmd->word);
+    return false;
+}
+
+static void show_help(struct client *c)
+{
+    notice(c, "SHOW %s", show_names());
+    notice(c, "SET key = value; RELOAD; RESET STATS");
+    notice(c, "PAUSE [db]; RESUME [db]; DISABLE db; ENABLE db; KILL [db]; KILL_CLIENT id");
+    notice(c, "RECONNECT [db]; WAIT_CLOSE [db]; SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]");
+}
+
+/*
+ * Runs (or, with describe, only describes) one statement into rs. Returns
+ * false after an ErrorResponse; *waiting when a PAUSE or WAIT_CLOSE will
+ * answer later.
+ */
+static bool run_statement(struct client *c, const char *sql, struct rowset *rs, bool describe, bool *waiting)
+{
+    struct command cmd;
+    int            idx;
+
+    *waiting = false;
+    if (!check_command(c, sql, &cmd, &idx)) return false;
+    if (!commands[idx].show || strcasecmp(cmd.arg, "help") == 0) {
+        if (describe) {
+            proto_add_no_data(c->out);
+            return true;
+        }
+        if (commands[idx].show) {
+            show_help(c);
+            complete(c, "SHOW");
+            return true;
+        }
+        return run_control(c, &cmd, waiting);
+    }
+    if (describe) rs->rows = false;
+    if (!show_run(cmd.arg, rs, c)) {
+        error(c, "42704", "unknown SHOW \"%s\"; there are %s", cmd.arg, show_names());
+        return false;
+    }
+    if (rs->failed) {
+        error(c, "53200", "could not build the result (out of memory, or a result format the console cannot send)");
+        return false;
+    }
+    return true;
+}
+
+/* ---- simple query ---- */
+
+/* The next statement of a Query (split at ';' outside quotes) into *out (malloc'd); NULL at the end. */
+static const char *next_statement(const char *s, char **out)
+{
+    const char *start;
+    char        q = 0;
+
+    *out = NULL;
+    while (*s == ';' || isspace((unsigned char)*s))
+        s++;
+    if (*s == '\0') return NULL;
+    start = s;
+    for (; *s != '\0'; s++) {
+        if (q != 0) {
+            if (*s == q) q = 0;
+        } else if (*s == '\'' || *s == '"') {
+            q = *s;
+        } else if (*s == ';') {
+            break;
+        }
+    }
+    *out = strndup(start, (size_t)(s - start));
+    return s;
+}
+
+/*
+ * Runs the statements of a Query from `sql` on; ends with ReadyForQuery
+ * unless a wait holds the rest. `resumed`: earlier statements of the same
+ * Query ran already (so an empty rest is not an empty query).
+ */
+static void run_simple(struct client *c, const char *sql, bool resumed)
+{
+    struct admin_session *a = c->console;
+    const char           *s = sql;
+    char                 *stmt;
+    bool                  any = resumed;
+
+    while ((s = next_statement(s, &stmt)) != NULL) {
+        struct rowset rs;
+        bool          ok, waiting;
+
+        if (stmt == NULL) {
+            error(c, "53200", "out of memory");
+            break;
+        }
+        any = true;
+        rowset_init(&rs, c->out);
+        ok = run_statement(c, stmt, &rs, false, &waiting);
+        rowset_deinit(&rs);
+        free(stmt);
+        if (waiting) {
+            a->rest = strdup(s);
+            a->rest_rfq = true;
+            return;
+        }
+        if (!ok) break;
+    }
+    if (!any) proto_add_empty_query(c->out);
+    proto_add_ready(c->out, 'I');
+}
+
+/* ---- extended protocol ---- */
+
+static struct named *find_named(struct named *list, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i].name, name) == 0) return &list[i];
+    return NULL;
+}
+
+/* The slot for `name` (replacing an unnamed one; a named one must not exist). NULL after an error. */
+static struct named *claim_named(struct client *c, struct named *list, int *n, const char *name, const char *what)
+{
+    struct named *slot = find_named(list, *n, name);
+
+    if (slot != NULL) {
+        if (name[0] != '\0') {
+            error(c, "42P05", "%s \"%s\" already exists", what, name);
+            return NULL;
+        }
+        clear_named(slot);
+    } else {
+        if (*n == ADMIN_MAX_NAMED) {
+            error(c, "54000", "too many %ss on the admin console (at most %d)", what, ADMIN_MAX_NAMED);
+            return NULL;
+        }
+        slot = &list[(*n)++];
+    }
+    if ((slot->name = strdup(name)) == NULL) {
+        error(c, "53200", "out of memory");
+        return NULL;
+    }
+    return slot;
+}
+
+static void drop_named(struct named *list, int *n, const char *name)
+{
+    struct named *slot = find_named(list, *n, name);
+
+    if (slot == NULL) return;
+    clear_named(slot);
+    *slot = list[--*n];
+    memset(&list[*n], 0, sizeof(list[*n]));
+}
+
+static bool handle_parse(struct client *c, struct pkt_reader *r)
+{
+    struct admin_session *a = c->console;
+    const char           *name = pkt_get_str(r), *query = pkt_get_str(r);
+    uint16_t              nparams = pkt_get_u16(r);
+    struct named         *st;
+    struct command        cmd;
+    int                   idx;
+    char                 *one;
+
+    if (r->bad) {
+        error(c, "08P01", "malformed Parse message");
+        return false;
+    }
+    if (nparams > 0) {
+        error(c, "0A000", "the admin console takes no parameters");
+        return false;
+    }
+    /* Checked now, so that a typo fails at Parse as it would in PostgreSQL. */
+    if (next_statement(query, &one) != NULL) {
+        bool ok = one != NULL && check_command(c, one, &cmd, &idx);
+
+        free(one);
+        if (!ok) return false;
+    }
+    if ((st = claim_named(c, a->stmts, &a->nstmts, name, "prepared statement")) == NULL) return false;
+    if ((st->query = strdup(query)) == NULL) {
+        error(c, "53200", "out of memory");
+        return false;
+    }
+    proto_add_parse_complete(c->out);
+    return true;
+}
+
+static bool handle_bind(struct client *c, struct pkt_reader *r)
+{
+    struct admin_session *a = c->console;
+    const char           *portal = pkt_get_str(r), *stmt = pkt_get_str(r);
+    struct named         *st, *po;
+    uint16_t              n;
+
+    n = pkt_get_u16(r); /* parameter format codes */
+    for (uint16_t i = 0; i < n; i++)
+        (void)pkt_get_u16(r);
+    if (pkt_get_u16(r) != 0 && !r->bad) {
+        error(c, "0A000", "the admin console takes no parameters");
+        return false;
+    }
+    n = pkt_get_u16(r);
+    if (r->bad || n > ROWSET_MAX_FORMATS) {
+        error(c, "08P01", "malformed Bind message");
+        return false;
+    }
+    if ((st = find_named(a->stmts, a->nstmts, stmt)) == NULL) {
+        error(c, "26000", "prepared statement \"%s\" does not exist", stmt);
+        return false;
+    }
+    if ((po = claim_named(c, a->portals, &a->nportals, portal, "portal")) == NULL) return false;
+    if ((po->query = strdup(st->query)) == NULL) {
+        error(c, "53200", "out of memory");
+        return false;
+    }
+    po->nformats = n;
+    for (uint16_t i = 0; i < n; i++) {
+        po->formats[i] = (int16_t)pkt_get_u16(r);
+        if (po->formats[i] != 0 && po->formats[i] != 1) {
+            error(c, "22023", "unsupported format code %d", po->formats[i]);
+            return false;
+        }
+    }
+    proto_add_bind_complete(c->out);
+    return true;
+}
+
+/* Describe or Execute one named statement/portal. */
+static bool run_named(struct client *c, const struct named *n, bool describe, bool *waiting)
+{
+    struct rowset rs;
+    char         *stmt;
+    bool          ok;
+
+    *waiting = false;
+    if (next_statement(n->query, &stmt) == NULL) {
+        if (describe)
+            proto_add_no_data(c->out);
+        else
+            proto_add_empty_query(c->out);
+        return true;
+    }
+    if (stmt == NULL) {
+        error(c, "53200", "out of memory");
+        return false;
+    }
+    rowset_init(&rs, c->out);
+    rs.header = describe;
+    rs.nformats = n->nformats;
+    memcpy(rs.formats, n->formats, sizeof(rs.formats));
+    ok = run_statement(c, stmt, &rs, describe, waiting);
+    rowset_deinit(&rs);
+    free(stmt);
+    return ok;
+}
+
+static bool handle_describe(struct client *c, struct pkt_reader *r)
+{
+    struct admin_session *a = c->console;
+    uint8_t               kind = pkt_get_u8(r);
+    const char           *name = pkt_get_str(r);
+    struct named         *n;
+    bool                  waiting;
+
+    if (r->bad || (kind != 'S' && kind != 'P')) {
+        error(c, "08P01", "malformed Describe message");
+        return false;
+    }
+    n = kind == 'S' ? find_named(a->stmts, a->nstmts, name) : find_named(a->portals, a->nportals, name);
+    if (n == NULL) {
+        error(c, kind == 'S' ? "26000" : "34000", "%s \"%s\" does not exist",
+              kind == 'S' ? "prepared statement" : "portal", name);
+        return false;
+    }
+    if (kind == 'S') proto_add_no_params(c->out);
+    return run_named(c, n, true, &waiting);
+}
+
+static bool handle_execute(struct client *c, struct pkt_reader *r, bool *waiting)
+{
+    struct admin_session *a = c->console;
+    const char           *name = pkt_get_str(r);
+    struct named         *po;
+
+    *waiting = false;
+    (void)pkt_get_u32(r); /* row limit: results are small and sent whole */
+    if (r->bad) {
+        error(c, "08P01", "malformed Execute message");
+        return false;
+    }
+    if ((po = find_named(a->portals, a->nportals, name)) == NULL) {
+        error(c, "34000", "portal \"%s\" does not exist", name);
+        return false;
+    }
+    return run_named(c, po, false, waiting);
+}
+
+static bool handle_close(struct client *c, struct pkt_reader *r)
+{
+    struct admin_session *a = c->console;
+    uint8_t               kind = pkt_get_u8(r);
+    const char           *name = pkt_get_str(r);
+
+    if (r->bad || (kind != 'S' && kind != 'P')) {
+        error(c, "08P01", "malformed Close message");
+        return false;
+    }
+    if (kind == 'S')
+        drop_named(a->stmts, &a->nstmts, name);
+    else
+        drop_named(a->portals, &a->nportals, name);
+    proto_add_close_complete(c->out);
+    return true;
+}
+
+/* ---- the loop ---- */
+
+/* Answers one whole message; false when the client was closed or must wait. */
+static bool handle_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len)
+{
+    struct admin_session *a = c->console;
+    struct pkt_reader     r;
+    bool                  ok = true, waiting = false;
+
+    if (a->skipping && type != 'S' && type != 'X') return true;
+    pkt_reader_init(&r, body, len);
+    switch (type) {
+    case 'Q': {
+        char *sql = strndup((const char *)body, len);
+
+        if (sql == NULL || memchr(body, '\0', len) == NULL) {
+            error(c, "08P01", "malformed Query message");
+            proto_add_ready(c->out, 'I');
+        } else {
+            run_simple(c, sql, false);
+        }
+        free(sql);
+        return a->wait == WAIT_NONE;
+    }
+    case 'P': ok = handle_parse(c, &r); break;
+    case 'B': ok = handle_bind(c, &r); break;
+    case 'D': ok = handle_describe(c, &r); break;
+    case 'E': ok = handle_execute(c, &r, &waiting); break;
+    case 'C': ok = handle_close(c, &r); break;
+    case 'H': break;
+    case 'S':
+        a->skipping = false;
+        drop_named(a->portals, &a->nportals, "");
+        proto_add_ready(c->out, 'I');
+        break;
+    case 'X': client_close(c, NULL, "client sent Terminate"); return false;
+    default:
+        error(c, "08P01", "unexpected message '%c' on the admin console", type >= 32 && type < 127 ? type : '?');
+        ok = false;
+        break;
+    }
+    if (!ok) a->skipping = true;
+    return !waiting;
+}
+
+static void process(struct client *c)
+{
+    for (int n = 0; n < ADMIN_BATCH && c->state == CL_IDLE && c->console->wait == WAIT_NONE; n++) {
+        uint8_t  type, *body;
+        uint32_t len;
+        bool     go_on;
+
+        switch (proto_peek_header(c->in, ADMIN_MSG_MAX, &type, &len)) {
+        case PROTO_NEED_MORE: goto out;
+        case PROTO_BAD: client_close(c, "08P01", "invalid message length %u on the admin console", len); return;
+        case PROTO_OK: break;
+        }
+        if (evbuffer_get_length(c->in) < (size_t)len + 1) break;
+        if ((body = proto_take_body(c->in, len)) == NULL) {
+            client_close(c, "53200", "out of memory");
+            return;
+        }
+        go_on = handle_message(c, type, body, len - 4);
+        free(body);
+        if (c->state == CL_CLOSING) return;
+        if (!go_on) break;
+    }
+out:
+    if (c->state == CL_CLOSING) return;
+    (void)client_flush(c);
+}
+
+void admin_process(struct client *c)
+{
+    process(c);
+}
+
+/* A PAUSE or WAIT_CLOSE waits: reply once its condition holds, then carry on with held input. */
+static void wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client        *c = arg;
+    struct admin_session *a = c->console;
+    char                 *rest;
+
+    if (a->wait == WAIT_PAUSE && pool_busy_servers(a->wait_db) > 0) return;
+    if (a->wait == WAIT_CLOSE_DONE && pool_close_pending(a->wait_db) > 0) return;
+    event_del(a->wait_timer);
+    a->wait = WAIT_NONE;
+    complete(c, a->wait_tag);
+    rest = a->rest;
+    a->rest = NULL;
+    if (a->rest_rfq) {
+        a->rest_rfq = false;
+        run_simple(c, rest ? rest : "", true);
+    }
+    free(rest);
+    process(c);
+}

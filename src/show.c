@@ -1,0 +1,739 @@
+/*
+ * show.c - SHOW POOLS, STATS, SERVERS, CLIENTS, CONFIG and the rest.
+ *
+ * Each builder walks the pools and writes one row per object through the
+ * rowset, which decides what is sent (header, rows, text or binary). Times
+ * are microseconds unless a column name says otherwise; averages are over
+ * the last full stats_period.
+ */
+#include "show.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "client.h"
+#include "config.h"
+#include "pgbun.h"
+#include "pool.h"
+#include "rowset.h"
+#include "server.h"
+#include "stats.h"
+
+#define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static double percent(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static uint64_t per(uint64_t total, uint64_t n)
+{
+    return n ? total / n : 0;
+}
+
+/* ---- POOLS ---- */
+
+static usec_t oldest_wait(const struct pool *p, usec_t now)
+{
+    const struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
+    const struct client *w = TAILQ_FIRST(&p->clients[CL_WELCOME]);
+    usec_t               since = 0;
+
+    if (c != NULL) since = c->state_since;
+    if (w != NULL && (since == 0 || w->state_since < since)) since = w->state_since;
+    return since ? now - since : 0;
+}
+
+static int canceling(const struct pool *p)
+{
+    const struct server *s;
+    int                  n = 0;
+
+    TAILQ_FOREACH(s, &p->servers[SV_ACTIVE], entry)
+    if (s->cancel != NULL) n++;
+    return n;
+}
+
+static void show_pools(struct rowset *rs)
+{
+    static const struct col cols[] = {
+        {"database", COL_TEXT},
+        {"user", COL_TEXT},
+        {"cl_active", COL_INT8},
+        {"cl_waiting", COL_INT8},
+        {"cl_active_cancel_req", COL_INT8},
+        {"cl_waiting_cancel_req", COL_INT8},
+        {"sv_active", COL_INT8},
+        {"sv_active_cancel", COL_INT8},
+        {"sv_being_canceled", COL_INT8},
+        {"sv_idle", COL_INT8},
+        {"sv_used", COL_INT8},
+        {"sv_tested", COL_INT8},
+        {"sv_login", COL_INT8},
+        {"maxwait", COL_INT8},
+        {"maxwait_us", COL_INT8},
+        {"pool_mode", COL_TEXT},
+        {"load_balance_hosts", COL_TEXT},
+        {"reuse_efficiency_percent", COL_NUMERIC},
+        {"max_server_connections_used", COL_INT8},
+    };
+    usec_t now = pgbun_now();
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        usec_t wait = oldest_wait(p, now);
+        int    cancels = canceling(p);
+
+        rowset_text(rs, p->dbname);
+        rowset_text(rs, p->user);
+        rowset_int(rs, p->nclients[CL_IDLE] + p->nclients[CL_ACTIVE]);
+        rowset_int(rs, p->nclients[CL_WAITING] + p->nclients[CL_WELCOME]);
+        rowset_int(rs, 0);
+        rowset_int(rs, 0);
+        rowset_int(rs, p->nservers[SV_ACTIVE] - cancels);
+        rowset_int(rs, cancels);
+        rowset_int(rs, 0);
+        rowset_int(rs, p->nservers[SV_IDLE]);
+        rowset_int(rs, p->nservers[SV_RESETTING]);
+        rowset_int(rs, p->nservers[SV_TESTING]);
+        rowset_int(rs, p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN]);
+        rowset_int(rs, wait / USEC_PER_SEC);
+        rowset_int(rs, wait % USEC_PER_SEC);
+        rowset_text(rs, config_pool_mode_name(p->mode));
+        rowset_text(rs, NULL);
+        rowset_numeric(rs, percent(p->stats.reused, p->stats.assignments), 2);
+        rowset_int(rs, p->max_servers_used);
+    }
+    rowset_end(rs, "SHOW");
+}
+
+/* ---- STATS ---- */
+
+/* One database's pools added up. */
+struct db_sum {
+    const char  *name;
+    struct stats total;  /* running totals */
+    struct stats period; /* the last full stats_period */
+    int          max_servers;
+};
+
+/* The databases in order of their first pool; *n of them, malloc'd. */
+static struct db_sum *sum_by_db(int *n)
+{
+    struct db_sum *sums = NULL;
+    int            count = 0, cap = 0;
+
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        struct db_sum *d = NULL;
+
+        for (int i = 0; i < count && d == NULL; i++)
+            if (strcmp(sums[i].name, p->dbname) == 0) d = &sums[i];
+        if (d == NULL) {
+            if (count == cap) {
+                struct db_sum *grown = realloc(sums, (size_t)(cap = cap ? cap * 2 : 8) * sizeof(*sums));
+
+                if (grown == NULL) break;
+                sums = grown;
+            }
+            d = &sums[count++];
+            memset(d, 0, sizeof(*d));
+            d->name = p->dbname;
+        }
+        stats_add(&d->total, &p->stats);
+        stats_add(&d->period, &p->last_period);
+        if (p->max_db_servers > d->max_servers) d->max_servers = p->max_db_servers;
+    }
+    *n = count;
+    return sums;
+}
+
+enum stats_view { STATS_ALL, STATS_TOTALS, STATS_AVERAGES };
+
+/* The twelve counters, as totals or as last-period averages (rates per second, times per event). */
+static void stats_counters(struct rowset *rs, const struct stats *t, bool avg, double secs)
+{
+    if (!avg) {
+        rowset_int(rs, (int64_t)t->assignments);
+        rowset_int(rs, (int64_t)t->xact_count);
+        rowset_int(rs, (int64_t)t->query_count);
+        rowset_int(rs, (int64_t)t->bytes_in);
+        rowset_int(rs, (int64_t)t->bytes_out);
+        rowset_int(rs, (int64_t)t->xact_time);
+        rowset_int(rs, (int64_t)t->query_time);
+        rowset_int(rs, (int64_t)t->wait_time);
+        rowset_int(rs, (int64_t)t->parse_count);
+        rowset_int(rs, (int64_t)t->parse_count);
+        rowset_int(rs, (int64_t)t->bind_count);
+        rowset_int(rs, (int64_t)t->login_count);
+        return;
+    }
+    rowset_int(rs, (int64_t)((double)t->assignments / secs));
+    rowset_int(rs, (int64_t)((double)t->xact_count / secs));
+    rowset_int(rs, (int64_t)((double)t->query_count / secs));
+    rowset_int(rs, (int64_t)((double)t->bytes_in / secs));
+    rowset_int(rs, (int64_t)((double)t->bytes_out / secs));
+    rowset_int(rs, (int64_t)per(t->xact_time, t->xact_count));
+    rowset_int(rs, (int64_t)per(t->query_time, t->query_count));
+    rowset_int(rs, (int64_t)per(t->wait_time, t->assignments));
+    rowset_int(rs, (int64_t)((double)t->parse_count / secs));
+    rowset_int(rs, (int64_t)((double)t->parse_count / secs));
+    rowset_int(rs, (int64_t)((double)t->bind_count / secs));
+    rowset_int(rs, (int64_t)((double)t->login_count / secs));
+}
+
+/* The twelve counters; `in`/`out` name the byte columns, which PgBouncer names differently in each view. */
+#define COUNTER_COLS(prefix, in, out)                                                                                  \
+    {prefix "server_assignment_count", COL_INT8}, {prefix "xact_count", COL_INT8}, {prefix "query_count", COL_INT8},   \
+        {in, COL_INT8}, {out, COL_INT8}, {prefix "xact_time", COL_INT8}, {prefix "query_time", COL_INT8},              \
+        {prefix "wait_time", COL_INT8}, {prefix "client_parse_count", COL_INT8},                                       \
+        {prefix "server_parse_count", COL_INT8}, {prefix "bind_count", COL_INT8},                                      \
+    {                                                                                                                  \
+        prefix "client_login_count", COL_INT8                                                                          \
+    }
+
+static void show_stats(struct rowset *rs, enum stats_view view)
+{
+    static const struct col all[] = {
+        {"database", COL_TEXT},
+        COUNTER_COLS("total_", "total_received", "total_sent"),
+        COUNTER_COLS("avg_", "avg_recv", "avg_sent"),
+        {"total_server_connect_count", COL_INT8},
+        {"reuse_efficiency_percent", COL_NUMERIC},
+        {"max_server_connections_used", COL_INT8},
+        {"query_p50_us", COL_INT8},
+        {"query_p95_us", COL_INT8},
+        {"query_p99_us", COL_INT8},
+    };
+    static const struct col totals[] = {{"database", COL_TEXT}, COUNTER_COLS("", "bytes_received", "bytes_sent")};
+    static const struct col *const averages = totals; /* the same names, averaged */
+    struct db_sum                 *sums;
+    int                            n;
+    usec_t                         len = pool_last_period_len();
+    double                         secs = len > 0 ? (double)len / USEC_PER_SEC : 1;
+
+    if (view == STATS_ALL)
+        rowset_begin(rs, all, NCOLS(all));
+    else if (view == STATS_TOTALS)
+        rowset_begin(rs, totals, NCOLS(totals));
+    else
+        rowset_begin(rs, averages, NCOLS(totals));
+    sums = sum_by_db(&n);
+    for (int i = 0; i < n; i++) {
+        const struct db_sum *d = &sums[i];
+
+        rowset_text(rs, d->name);
+        if (view != STATS_AVERAGES) stats_counters(rs, &d->total, false, secs);
+        if (view != STATS_TOTALS) stats_counters(rs, &d->period, true, secs);
+        if (view != STATS_ALL) continue;
+        rowset_int(rs, (int64_t)d->total.servers_opened);
+        rowset_numeric(rs, percent(d->total.reused, d->total.assignments), 2);
+        rowset_int(rs, d->max_servers);
+        rowset_int(rs, stats_percentile(&d->period, 0.50));
+        rowset_int(rs, stats_percentile(&d->period, 0.95));
+        rowset_int(rs, stats_percentile(&d->period, 0.99));
+    }
+    free(sums);
+    rowset_end(rs, "SHOW");
+}
+
+/* ---- SERVERS and CLIENTS ---- */
+
+static const struct col conn_cols[] = {
+    {"type", COL_TEXT},
+    {"user", COL_TEXT},
+    {"database", COL_TEXT},
+    {"replication", COL_TEXT},
+    {"state", COL_TEXT},
+    {"addr", COL_TEXT},
+    {"port", COL_INT8},
+    {"local_addr", COL_TEXT},
+    {"local_port", COL_INT8},
+    {"connect_time", COL_TEXT},
+    {"request_time", COL_TEXT},
+    {"wait", COL_INT8},
+    {"wait_us", COL_INT8},
+    {"close_needed", COL_INT8},
+    {"ptr", COL_TEXT},
+    {"link", COL_TEXT},
+    {"remote_pid", COL_INT8},
+    {"tls", COL_TEXT},
+    {"application_name", COL_TEXT},
+    {"prepared_statements", COL_INT8},
+    {"id", COL_INT8},
+    {"pgbun_state", COL_TEXT},
+    {"state_us", COL_INT8},
+};
+
+/* A monotonic time as wall-clock text, the way PgBouncer prints it. */
+static void put_time(struct rowset *rs, usec_t mono)
+{
+    time_t    t = time(NULL) - (time_t)((pgbun_now() - mono) / USEC_PER_SEC);
+    struct tm tm;
+    char      buf[40];
+
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    rowset_text(rs, buf);
+}
+
+/* The local end of fd: address and port, or "unix" and 0. */
+static void put_local(struct rowset *rs, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t               len = sizeof(ss);
+    char                    host[64] = "";
+    int                     port = 0;
+
+    if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            snprintf(host, sizeof(host), "unix");
+        }
+    }
+    rowset_text(rs, host);
+    rowset_int(rs, port);
+}
+
+static const char *client_state_name(const struct client *c)
+{
+    switch (c->state) {
+    case CL_LOGIN: return "login";
+    case CL_WELCOME: return "waiting";
+    case CL_WAITING: return "waiting";
+    case CL_IDLE:
+    case CL_ACTIVE: return "active";
+    default: return "closing";
+    }
+}
+
+static const char *client_pgbun_state(const struct client *c)
+{
+    static const char *const names[] = {"login", "welcome", "idle", "waiting", "active", "closing"};
+
+    return c->state < CL_NSTATES ? names[c->state] : "?";
+}
+
+static void client_row(struct rowset *rs, const struct client *c, usec_t now)
+{
+    const char *app = varlist_get(&c->params, "application_name");
+    usec_t      wait = (c->state == CL_WAITING || c->state == CL_WELCOME) ? now - c->state_since : 0;
+
+    rowset_text(rs, "C");
+    rowset_text(rs, c->user ? c->user : "");
+    rowset_text(rs, c->dbname ? c->dbname : "");
+    rowset_text(rs, "none");
+    rowset_text(rs, client_state_name(c));
+    rowset_text(rs, c->addr);
+    rowset_int(rs, c->port);
+    put_local(rs, c->io.fd);
+    put_time(rs, c->connect_time);
+    put_time(rs, c->request_time);
+    rowset_int(rs, wait / USEC_PER_SEC);
+    rowset_int(rs, wait % USEC_PER_SEC);
+    rowset_int(rs, 0);
+    rowset_textf(rs, "%p", (const void *)c);
+    if (c->server)
+        rowset_textf(rs, "%p", (const void *)c->server);
+    else
+        rowset_text(rs, "");
+    rowset_int(rs, 0);
+    rowset_text(rs, "");
+    rowset_text(rs, app ? app : "");
+    rowset_int(rs, 0);
+    rowset_int(rs, (int64_t)c->id);
+    rowset_text(rs, client_pgbun_state(c));
+    rowset_int(rs, now - c->state_since);
+}
+
+static void show_clients(struct rowset *rs)
+{
+    usec_t now = pgbun_now();
+
+    rowset_begin(rs, conn_cols, NCOLS(conn_cols));
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+        client_row(rs, c, now);
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        for (int st = 0; st < CL_CLOSING; st++)
+            for (const struct client *c = TAILQ_FIRST(&p->clients[st]); c != NULL; c = TAILQ_NEXT(c, entry))
+                client_row(rs, c, now);
+    rowset_end(rs, "SHOW");
+}
+
+static const char *server_state_name(const struct server *s)
+{
+    static const char *const names[] = {"login", "login", "idle", "tested", "active", "used", "closing"};
+
+    if (s->state == SV_ACTIVE && s->cancel != NULL) return "active_cancel";
+    switch (s->state) {
+    case SV_CONNECTING: return names[0];
+    case SV_LOGIN: return names[1];
+    case SV_IDLE: return names[2];
+    case SV_TESTING: return names[3];
+    case SV_ACTIVE: return names[4];
+    case SV_RESETTING: return names[5];
+    default: return names[6];
+    }
+}
+
+static const char *server_pgbun_state(const struct server *s)
+{
+    static const char *const names[] = {"connecting", "login", "idle", "testing", "active", "resetting", "closing"};
+
+    return s->state < SV_NSTATES ? names[s->state] : "?";
+}
+
+static void show_servers(struct rowset *rs)
+{
+    usec_t now = pgbun_now();
+
+    rowset_begin(rs, conn_cols, NCOLS(conn_cols));
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        for (int st = 0; st < SV_CLOSING; st++) {
+            for (const struct server *s = TAILQ_FIRST(&p->servers[st]); s != NULL; s = TAILQ_NEXT(s, entry)) {
+                rowset_text(rs, "S");
+                rowset_text(rs, p->server_user ? p->server_user : p->user);
+                rowset_text(rs, p->dbname);
+                rowset_text(rs, "none");
+                rowset_text(rs, server_state_name(s));
+                rowset_text(rs, p->host);
+                rowset_int(rs, p->port);
+                put_local(rs, s->io.fd);
+                put_time(rs, s->connect_time);
+                put_time(rs, s->last_ready ? s->last_ready : s->connect_time);
+                rowset_int(rs, 0);
+                rowset_int(rs, 0);
+                rowset_int(rs, 0);
+                rowset_textf(rs, "%p", (const void *)s);
+                if (s->client)
+                    rowset_textf(rs, "%p", (const void *)s->client);
+                else
+                    rowset_text(rs, "");
+                rowset_int(rs, s->backend_pid);
+                rowset_text(rs, "");
+                rowset_text(
+                    rs, varlist_get(&s->params, "application_name") ? varlist_get(&s->params, "application_name") : "");
+                rowset_int(rs, 0);
+                rowset_int(rs, (int64_t)s->id);
+                rowset_text(rs, server_pgbun_state(s));
+                rowset_int(rs, now - s->state_since);
+            }
+        }
+    }
+    rowset_end(rs, "SHOW");
+}
+
+/* ---- DATABASES and USERS ---- */
+
+static void count_db(const char *name, int *servers, int *clients)
+{
+    *servers = *clients = 0;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        if (strcmp(p->dbname, name) != 0) continue;
+        *servers += pool_server_count(p);
+        for (int st = 0; st < CL_CLOSING; st++)
+            *clients += p->nclients[st];
+    }
+}
+
+static void database_row(struct rowset *rs, const char *name, const struct db_config *db)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    int                        servers, clients;
+
+    count_db(name, &servers, &clients);
+    rowset_text(rs, name);
+    if (db == NULL) { /* the console */
+        rowset_text(rs, NULL);
+        rowset_int(rs, cfg->listen_port);
+        rowset_text(rs, name);
+        rowset_text(rs, NULL);
+        rowset_int(rs, 2);
+        rowset_int(rs, 0);
+        rowset_int(rs, 0);
+        rowset_int(rs, 0);
+        rowset_text(rs, "statement");
+    } else {
+        rowset_text(rs, db->host ? db->host : cfg->server_host);
+        rowset_int(rs, db->port > 0 ? db->port : cfg->server_port);
+        rowset_text(rs, db->dbname ? db->dbname : name);
+        rowset_text(rs, db->user);
+        rowset_int(rs, db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size);
+        rowset_int(rs, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
+        rowset_int(rs, db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size);
+        rowset_int(rs, cfg->server_lifetime / USEC_PER_SEC);
+        rowset_text(rs, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
+    }
+    rowset_text(rs, NULL);
+    rowset_int(rs, db && db->max_db_connections >= 0 ? db->max_db_connections : (db ? cfg->max_db_connections : 0));
+    rowset_int(rs, servers);
+    rowset_int(rs, 0);
+    rowset_int(rs, clients);
+    rowset_int(rs, pool_is_paused(name));
+    rowset_int(rs, pool_is_disabled(name));
+}
+
+static void show_databases(struct rowset *rs)
+{
+    static const struct col cols[] = {
+        {"name", COL_TEXT},
+        {"host", COL_TEXT},
+        {"port", COL_INT8},
+        {"database", COL_TEXT},
+        {"force_user", COL_TEXT},
+        {"pool_size", COL_INT8},
+        {"min_pool_size", COL_INT8},
+        {"reserve_pool_size", COL_INT8},
+        {"server_lifetime", COL_INT8},
+        {"pool_mode", COL_TEXT},
+        {"load_balance_hosts", COL_TEXT},
+        {"max_connections", COL_INT8},
+        {"current_connections", COL_INT8},
+        {"max_client_connections", COL_INT8},
+        {"current_client_connections", COL_INT8},
+        {"paused", COL_INT8},
+        {"disabled", COL_INT8},
+    };
+    const struct pgbun_config *cfg = pgbun.cfg;
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    for (const struct db_config *db = cfg->databases; db != NULL; db = db->next)
+        database_row(rs, db->name, db);
+    /* Databases reached through "*" get a row of their own, as PgBouncer's auto-databases do. */
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        bool seen = false;
+
+        for (const struct db_config *db = cfg->databases; db != NULL && !seen; db = db->next)
+            seen = strcmp(db->name, p->dbname) == 0;
+        for (struct pool *q = pool_first(); q != p && !seen; q = pool_next(q))
+            seen = strcmp(q->dbname, p->dbname) == 0;
+        if (seen) continue;
+        if (p->admin)
+            database_row(rs, p->dbname, NULL);
+        else
+            database_row(rs, p->dbname, config_find_db(cfg, p->dbname));
+    }
+    rowset_end(rs, "SHOW");
+}
+
+static void show_users(struct rowset *rs)
+{
+    static const struct col cols[] = {
+        {"name", COL_TEXT},
+        {"pool_size", COL_INT8},
+        {"reserve_pool_size", COL_INT8},
+        {"pool_mode", COL_TEXT},
+        {"max_user_connections", COL_INT8},
+        {"current_connections", COL_INT8},
+        {"max_user_client_connections", COL_INT8},
+        {"current_client_connections", COL_INT8},
+    };
+    const struct pgbun_config *cfg = pgbun.cfg;
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        const struct user_config *u = config_find_user(cfg, p->user);
+        int                       servers = 0, clients = 0;
+        bool                      seen = false;
+
+        for (struct pool *q = pool_first(); q != p && !seen; q = pool_next(q))
+            seen = strcmp(q->user, p->user) == 0;
+        if (seen) continue;
+        for (struct pool *q = p; q != NULL; q = pool_next(q)) {
+            if (strcmp(q->user, p->user) != 0) continue;
+            servers += pool_server_count(q);
+            for (int st = 0; st < CL_CLOSING; st++)
+                clients += q->nclients[st];
+        }
+        rowset_text(rs, p->user);
+        rowset_int(rs, u && u->pool_size >= 0 ? u->pool_size : cfg->default_pool_size);
+        rowset_int(rs, cfg->reserve_pool_size);
+        rowset_text(rs, u && u->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(u->pool_mode) : NULL);
+        rowset_int(rs, u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections);
+        rowset_int(rs, servers);
+        rowset_int(rs, 0);
+        rowset_int(rs, clients);
+    }
+    rowset_end(rs, "SHOW");
+}
+
+/* ---- CONFIG, LISTS, STATE, MEM, VERSION ---- */
+
+static void show_config(struct rowset *rs)
+{
+    static const struct col cols[] = {
+        {"key", COL_TEXT},
+        {"value", COL_TEXT},
+        {"default", COL_TEXT},
+        {"changeable", COL_TEXT},
+    };
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    for (size_t i = 0; i < config_item_count(); i++) {
+        struct config_item it;
+
+        if (!config_item(pgbun.cfg, i, &it)) {
+            rs->failed = true;
+            break;
+        }
+        rowset_text(rs, it.key);
+        rowset_text(rs, it.value);
+        rowset_text(rs, it.def);
+        rowset_text(rs, it.changeable ? "yes" : "no");
+        free(it.value);
+    }
+    rowset_end(rs, "SHOW");
+}
+
+static void show_lists(struct rowset *rs)
+{
+    static const struct col cols[] = {{"list", COL_TEXT}, {"items", COL_INT8}};
+    int                     dbs = 0, users = 0, pools = 0, clients = 0, login = 0, servers = 0;
+
+    for (const struct db_config *db = pgbun.cfg->databases; db != NULL; db = db->next)
+        dbs++;
+    for (const struct user_config *u = pgbun.cfg->users; u != NULL; u = u->next)
+        users++;
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+        login++;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        pools++;
+        servers += pool_server_count(p);
+        for (int st = 0; st < CL_CLOSING; st++)
+            clients += p->nclients[st];
+    }
+    rowset_begin(rs, cols, NCOLS(cols));
+    rowset_text(rs, "databases");
+    rowset_int(rs, dbs);
+    rowset_text(rs, "users");
+    rowset_int(rs, users);
+    rowset_text(rs, "pools");
+    rowset_int(rs, pools);
+    rowset_text(rs, "free_clients");
+    rowset_int(rs, 0);
+    rowset_text(rs, "used_clients");
+    rowset_int(rs, clients + login);
+    rowset_text(rs, "login_clients");
+    rowset_int(rs, login);
+    rowset_text(rs, "free_servers");
+    rowset_int(rs, 0);
+    rowset_text(rs, "used_servers");
+    rowset_int(rs, servers);
+    rowset_text(rs, "dns_names");
+    rowset_int(rs, 0);
+    rowset_text(rs, "dns_zones");
+    rowset_int(rs, 0);
+    rowset_text(rs, "dns_queries");
+    rowset_int(rs, 0);
+    rowset_text(rs, "dns_pending");
+    rowset_int(rs, 0);
+    rowset_end(rs, "SHOW");
+}
+
+static void show_state(struct rowset *rs)
+{
+    static const struct col cols[] = {{"key", COL_TEXT}, {"value", COL_TEXT}};
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    rowset_text(rs, "active");
+    rowset_text(rs, pgbun.paused || pgbun.shutting_down ? "no" : "yes");
+    rowset_text(rs, "paused");
+    rowset_text(rs, pgbun.paused ? "yes" : "no");
+    rowset_text(rs, "suspended");
+    rowset_text(rs, "no");
+    rowset_end(rs, "SHOW");
+}
+
+static void show_mem(struct rowset *rs)
+{
+    static const struct col cols[] = {
+        {"name", COL_TEXT}, {"size", COL_INT8}, {"used", COL_INT8}, {"free", COL_INT8}, {"memtotal", COL_INT8},
+    };
+    int64_t npools = 0, nclients = 0, nservers = 0;
+
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+        nclients++;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        npools++;
+        nservers += pool_server_count(p);
+        for (int st = 0; st < CL_CLOSING; st++)
+            nclients += p->nclients[st];
+    }
+    rowset_begin(rs, cols, NCOLS(cols));
+    rowset_text(rs, "pool");
+    rowset_int(rs, sizeof(struct pool));
+    rowset_int(rs, npools);
+    rowset_int(rs, 0);
+    rowset_int(rs, npools * (int64_t)sizeof(struct pool));
+    rowset_text(rs, "client");
+    rowset_int(rs, sizeof(struct client));
+    rowset_int(rs, nclients);
+    rowset_int(rs, 0);
+    rowset_int(rs, nclients * (int64_t)sizeof(struct client));
+    rowset_text(rs, "server");
+    rowset_int(rs, sizeof(struct server));
+    rowset_int(rs, nservers);
+    rowset_int(rs, 0);
+    rowset_int(rs, nservers * (int64_t)sizeof(struct server));
+    rowset_end(rs, "SHOW");
+}
+
+static void show_version(struct rowset *rs)
+{
+    static const struct col cols[] = {{"version", COL_TEXT}};
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    rowset_text(rs, "pgbun " PGBUN_VERSION);
+    rowset_end(rs, "SHOW");
+}
+
+/* ---- dispatch ---- */
+
+static const struct {
+    const char *name;
+    void (*fn)(struct rowset *rs);
+} simple_shows[] = {
+    {"pools", show_pools}, {"servers", show_servers}, {"clients", show_clients}, {"databases", show_databases},
+    {"users", show_users}, {"config", show_config},   {"lists", show_lists},     {"state", show_state},
+    {"mem", show_mem},     {"version", show_version},
+};
+
+const char *show_names(void)
+{
+    return "POOLS, STATS, STATS_TOTALS, STATS_AVERAGES, SERVERS, CLIENTS, DATABASES, USERS, CONFIG, LISTS, STATE, "
+           "MEM, VERSION, HELP";
+}
+
+bool show_run(const char *what, struct rowset *rs, struct client *asker)
+{
+    (void)asker;
+    if (strcasecmp(what, "stats") == 0) {
+        show_stats(rs, STATS_ALL);
+        return true;
+    }
+    if (strcasecmp(what, "stats_totals") == 0) {
+        show_stats(rs, STATS_TOTALS);
+        return true;
+    }
+    if (strcasecmp(what, "stats_averages") == 0) {
+        show_stats(rs, STATS_AVERAGES);
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(simple_shows) / sizeof(simple_shows[0]); i++) {
+        if (strcasecmp(what, simple_shows[i].name) == 0) {
+            simple_shows[i].fn(rs);
+            return true;
+        }
+    }
+    return false;
+}

@@ -619,6 +619,11 @@ void pool_release_server(struct server *s)
         server_close(s, "RECONNECT: replaced once released");
         return;
     }
+    /* Over pool_size (a lowered setting, or the reserve) with nobody waiting: shrink. */
+    if (pool_server_count(p) > p->pool_size && p->nclients[CL_WAITING] == 0) {
+        server_close(s, "pool_size: %d servers open, more than pool_size %d", pool_server_count(p), p->pool_size);
+        return;
+    }
     if (nblocked > 0 && yield_slot(s)) return;
     if (s->throttled) server_resume(s); /* its last client's output was full: read again */
     pool_set_server_state(s, SV_IDLE);

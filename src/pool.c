@@ -605,6 +605,7 @@ void pool_request_server(struct client *c)
 
 static bool server_too_old(const struct server *s, usec_t now);
 static bool yield_slot(struct server *s);
+static bool reserve_open(const struct pool *p, usec_t now);
 
 void pool_release_server(struct server *s)
 {
@@ -619,8 +620,8 @@ void pool_release_server(struct server *s)
         server_close(s, "RECONNECT: replaced once released");
         return;
     }
-    /* Over pool_size (a lowered setting, or the reserve) with nobody waiting: shrink. */
-    if (pool_server_count(p) > p->pool_size && p->nclients[CL_WAITING] == 0) {
+    /* Over pool_size (lowered by SET or RELOAD, or the reserve no longer needed): shrink. */
+    if (pool_server_count(p) > p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0)) {
         server_close(s, "pool_size: %d servers open, more than pool_size %d", pool_server_count(p), p->pool_size);
         return;
     }

@@ -49,10 +49,13 @@ struct named {
     int16_t formats[ROWSET_MAX_FORMATS];
 };
 
+/* Why the client's input is held (reading is off meanwhile). */
 enum wait_kind {
     WAIT_NONE = 0,
     WAIT_PAUSE,      /* PAUSE [db]: until no server of it is in use */
     WAIT_CLOSE_DONE, /* WAIT_CLOSE [db]: until no server of it is marked close_needed */
+    WAIT_OUTPUT,     /* until the client has read what it was sent */
+    WAIT_FOREVER,    /* after SHUTDOWN: nothing more is answered */
 };
 
 struct admin_session {
@@ -67,7 +70,7 @@ struct admin_session {
     const char     *wait_tag; /* CommandComplete to send when the wait ends */
     char           *rest;     /* statements of a Query still to run after the wait */
     bool            rest_rfq; /* the Query still owes its ReadyForQuery */
-    struct event   *wait_timer;
+    struct event   *ev;       /* polls a wait's condition, or continues a long batch */
 };
 
 static void process(struct client *c);
@@ -106,16 +109,18 @@ static bool fill_welcome(struct varlist *w)
            varlist_set(w, "is_superuser", "off") && varlist_set(w, "application_name", "");
 }
 
+static enum admin_role role_of(const struct client *c)
+{
+    if (c->peer_admin || config_list_has(pgbun.cfg->admin_users, c->user)) return ADMIN_FULL;
+    if (config_list_has(pgbun.cfg->stats_users, c->user)) return ADMIN_STATS;
+    return ADMIN_NONE;
+}
+
 struct pool *admin_login(struct client *c)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
-    enum admin_role            role = ADMIN_NONE;
-    struct pool               *p;
+    enum admin_role role = role_of(c);
+    struct pool    *p;
 
-    if (c->peer_admin || config_list_has(cfg->admin_users, c->user))
-        role = ADMIN_FULL;
-    else if (config_list_has(cfg->stats_users, c->user))
-        role = ADMIN_STATS;
     if (role == ADMIN_NONE) {
         client_close(c, "28000",
                      "user \"%s\" may not use the admin console: it is in neither admin_users nor stats_users",
@@ -155,7 +160,7 @@ void admin_client_free(struct client *c)
         clear_named(&a->portals[i]);
     free(a->wait_db);
     free(a->rest);
-    if (a->wait_timer) event_free(a->wait_timer);
+    if (a->ev) event_free(a->ev);
     free(a);
     c->console = NULL;
 }
@@ -197,7 +202,7 @@ struct command {
     int  nargs;
 };
 
-/* Copies one word (letters, digits, _ . - *) or a quoted 'string' / "identifier". false on a bad quote. */
+/* Copies one word or a quoted 'string' / "identifier". false on an unterminated quote or one too long for out. */
 static bool next_token(const char **sp, char *out, size_t cap, bool *quoted)
 {
     const char *s = *sp;
@@ -218,13 +223,13 @@ static bool next_token(const char **sp, char *out, size_t cap, bool *quoted)
                 s++;
                 break;
             }
-            if (n + 1 < cap) out[n++] = *s;
-            s++;
+            if (n + 1 >= cap) return false;
+            out[n++] = *s++;
         }
     } else {
         while (*s != '\0' && !isspace((unsigned char)*s) && *s != '=') {
-            if (n + 1 < cap) out[n++] = *s;
-            s++;
+            if (n + 1 >= cap) return false;
+            out[n++] = *s++;
         }
     }
     out[n] = '\0';
@@ -247,7 +252,7 @@ static bool parse_command(const char *sql, struct command *cmd, const char **err
     for (char *p = cmd->word; *p; p++)
         *p = (char)toupper((unsigned char)*p);
     if (!next_token(&s, cmd->arg, sizeof(cmd->arg), &quoted)) {
-        *err = "syntax error: unterminated quoted string";
+        *err = "syntax error: unterminated quoted string, or a word too long";
         return false;
     }
     if (cmd->arg[0] != '\0' || quoted) cmd->nargs = 1;
@@ -263,7 +268,7 @@ static bool parse_command(const char *sql, struct command *cmd, const char **err
             return false;
         }
         if (!next_token(&s, tok, sizeof(tok), &quoted)) {
-            *err = "syntax error: unterminated quoted string";
+            *err = "syntax error: unterminated quoted string, or a word too long";
             return false;
         }
         if (tok[0] == '\0' && !quoted) {
@@ -316,6 +321,12 @@ static bool check_command(struct client *c, const char *sql, struct command *cmd
     }
     if (cmd->nargs < commands[*idx].min_args || cmd->nargs > commands[*idx].max_args) {
         error(c, "42601", "syntax error: wrong number of arguments for %s", cmd->word);
+        return false;
+    }
+    /* Rights follow the running config: a RELOAD or SET that drops a user applies at once. */
+    c->console->role = role_of(c);
+    if (c->console->role == ADMIN_NONE) {
+        error(c, "42501", "user \"%s\" is no longer in admin_users or stats_users", c->user);
         return false;
     }
     if (!commands[*idx].show && c->console->role != ADMIN_FULL) {
@@ -412,28 +423,52 @@ static bool cmd_set(struct client *c, const struct command *cmd)
 /* A database named in a command must exist (a [databases] entry or a pool). */
 static bool known_db(struct client *c, const char *db)
 {
-    if (config_find_db(pgbun.cfg, db) != NULL) return true;
+    /* By its exact name: "*" would match any typo. */
+    for (const struct db_config *d = pgbun.cfg->databases; d != NULL; d = d->next)
+        if (strcmp(d->name, db) == 0) return true;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         if (strcmp(p->dbname, db) == 0) return true;
     error(c, "3D000", "no such database: \"%s\"", db);
     return false;
 }
 
-static void wait_cb(evutil_socket_t fd, short what, void *arg);
+static void ev_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Holds the client's input until the condition of `kind` holds; false on OOM. */
-static bool start_wait(struct client *c, enum wait_kind kind, const char *db, const char *tag)
+/* The session's event: a poll in 50 ms, or (now) a run after this loop iteration. */
+static bool arm(struct client *c, bool now)
 {
     struct admin_session *a = c->console;
     struct timeval        tv = {0, 50000};
 
-    a->wait = kind;
-    a->wait_tag = tag;
+    if (a->ev == NULL && (a->ev = evtimer_new(pgbun.base, ev_cb, c)) == NULL) return false;
+    if (now)
+        event_active(a->ev, EV_TIMEOUT, 0);
+    else
+        evtimer_add(a->ev, &tv);
+    return true;
+}
+
+/* Holds the client's input: no reading, no answering, until the wait ends. */
+static void hold(struct client *c, enum wait_kind kind)
+{
+    c->console->wait = kind;
+    io_set_reading(&c->io, false);
+}
+
+/* PAUSE or WAIT_CLOSE: answered with `tag` once the condition of `kind` holds; false on OOM. */
+static bool start_wait(struct client *c, enum wait_kind kind, const char *db, const char *tag)
+{
+    struct admin_session *a = c->console;
+    char                 *copy = db ? strdup(db) : NULL;
+
+    if ((db != NULL && copy == NULL) || !arm(c, false)) {
+        free(copy);
+        return false;
+    }
     free(a->wait_db);
-    a->wait_db = db ? strdup(db) : NULL;
-    if (a->wait_timer == NULL) a->wait_timer = event_new(pgbun.base, -1, EV_PERSIST, wait_cb, c);
-    if (a->wait_timer == NULL || (db && a->wait_db == NULL)) return false;
-    event_add(a->wait_timer, &tv);
+    a->wait_db = copy;
+    a->wait_tag = tag;
+    hold(c, kind);
     return true;
 }
 
@@ -504,8 +539,16 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
         return *waiting;
     }
     if (strcmp(cmd->word, "RESUME") == 0) {
-        if (db != NULL ? !pool_is_paused(db) : !pool_any_paused()) {
-            error(c, "55000", "%s is not paused", db ? db : "nothing");
+        if (db != NULL && !pool_db_paused(db)) {
+            error(c, "55000",
+                  pool_is_paused(db) ? "database \"%s\" is not paused by itself: all of pgbun is; RESUME "
+                                       "without a database ends that"
+                                     : "database \"%s\" is not paused",
+                  db);
+            return false;
+        }
+        if (db == NULL && !pool_any_paused()) {
+            error(c, "55000", "nothing is paused");
             return false;
         }
         pool_pause(db, false);
@@ -565,6 +608,8 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
         return *waiting;
     }
     if (strcmp(cmd->word, "SHUTDOWN") == 0) {
+        hold(c, WAIT_FOREVER); /* nothing after SHUTDOWN is answered */
+        *waiting = true;
         if (db == NULL) {
             complete(c, "SHUTDOWN");
             (void)client_flush(c);
@@ -667,25 +712,40 @@ static void run_simple(struct client *c, const char *sql, bool resumed)
     char                 *stmt;
     bool                  any = resumed;
 
-    while ((s = next_statement(s, &stmt)) != NULL) {
+    for (;;) {
+        const char   *here = s;
         struct rowset rs;
         bool          ok, waiting;
 
-        if (stmt == NULL) {
-            error(c, "53200", "out of memory");
-            break;
+        /* A client that does not read its results gets no more of them. */
+        if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT && client_flush(c) &&
+            evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
+            waiting = true;
+            hold(c, WAIT_OUTPUT);
+        } else {
+            if ((s = next_statement(s, &stmt)) == NULL) break;
+            if (stmt == NULL) {
+                error(c, "53200", "out of memory");
+                break;
+            }
+            any = true;
+            rowset_init(&rs, c->out);
+            ok = run_statement(c, stmt, &rs, false, &waiting);
+            rowset_deinit(&rs);
+            free(stmt);
+            here = s;
+            if (!waiting && !ok) break;
         }
-        any = true;
-        rowset_init(&rs, c->out);
-        ok = run_statement(c, stmt, &rs, false, &waiting);
-        rowset_deinit(&rs);
-        free(stmt);
+        if (c->state == CL_CLOSING) return;
         if (waiting) {
-            a->rest = strdup(s);
+            if (a->wait == WAIT_FOREVER) return;
+            if ((a->rest = strdup(here)) == NULL) {
+                error(c, "53200", "out of memory");
+                break;
+            }
             a->rest_rfq = true;
             return;
         }
-        if (!ok) break;
     }
     if (!any) proto_add_empty_query(c->out);
     proto_add_ready(c->out, 'I');
@@ -701,13 +761,14 @@ static struct named *find_named(struct named *list, int n, const char *name)
 }
 
 /* The slot for `name` (replacing an unnamed one; a named one must not exist). NULL after an error. */
-static struct named *claim_named(struct client *c, struct named *list, int *n, const char *name, const char *what)
+static struct named *claim_named(struct client *c, struct named *list, int *n, const char *name, const char *what,
+                                 const char *dup_state)
 {
     struct named *slot = find_named(list, *n, name);
 
     if (slot != NULL) {
         if (name[0] != '\0') {
-            error(c, "42P05", "%s \"%s\" already exists", what, name);
+            error(c, dup_state, "%s \"%s\" already exists", what, name);
             return NULL;
         }
         clear_named(slot);
@@ -744,6 +805,7 @@ static bool handle_parse(struct client *c, struct pkt_reader *r)
     struct command        cmd;
     int                   idx;
     char                 *one;
+    const char           *rest;
 
     if (r->bad) {
         error(c, "08P01", "malformed Parse message");
@@ -754,14 +816,20 @@ static bool handle_parse(struct client *c, struct pkt_reader *r)
         return false;
     }
     /* Checked now, so that a typo fails at Parse as it would in PostgreSQL. */
-    if (next_statement(query, &one) != NULL) {
+    if ((rest = next_statement(query, &one)) != NULL) {
         bool ok = one != NULL && check_command(c, one, &cmd, &idx);
 
         free(one);
         if (!ok) return false;
+        if (next_statement(rest, &one) != NULL) {
+            free(one);
+            error(c, "42601", "cannot insert multiple commands into a prepared statement");
+            return false;
+        }
     }
-    if ((st = claim_named(c, a->stmts, &a->nstmts, name, "prepared statement")) == NULL) return false;
+    if ((st = claim_named(c, a->stmts, &a->nstmts, name, "prepared statement", "42P05")) == NULL) return false;
     if ((st->query = strdup(query)) == NULL) {
+        drop_named(a->stmts, &a->nstmts, name);
         error(c, "53200", "out of memory");
         return false;
     }
@@ -774,6 +842,7 @@ static bool handle_bind(struct client *c, struct pkt_reader *r)
     struct admin_session *a = c->console;
     const char           *portal = pkt_get_str(r), *stmt = pkt_get_str(r);
     struct named         *st, *po;
+    int16_t               formats[ROWSET_MAX_FORMATS];
     uint16_t              n;
 
     n = pkt_get_u16(r); /* parameter format codes */
@@ -784,27 +853,30 @@ static bool handle_bind(struct client *c, struct pkt_reader *r)
         return false;
     }
     n = pkt_get_u16(r);
+    for (uint16_t i = 0; i < n && i < ROWSET_MAX_FORMATS; i++)
+        formats[i] = (int16_t)pkt_get_u16(r);
     if (r->bad || n > ROWSET_MAX_FORMATS) {
         error(c, "08P01", "malformed Bind message");
         return false;
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        if (formats[i] != 0 && formats[i] != 1) {
+            error(c, "22023", "unsupported format code %d", formats[i]);
+            return false;
+        }
     }
     if ((st = find_named(a->stmts, a->nstmts, stmt)) == NULL) {
         error(c, "26000", "prepared statement \"%s\" does not exist", stmt);
         return false;
     }
-    if ((po = claim_named(c, a->portals, &a->nportals, portal, "portal")) == NULL) return false;
+    if ((po = claim_named(c, a->portals, &a->nportals, portal, "portal", "42P03")) == NULL) return false;
     if ((po->query = strdup(st->query)) == NULL) {
+        drop_named(a->portals, &a->nportals, portal);
         error(c, "53200", "out of memory");
         return false;
     }
     po->nformats = n;
-    for (uint16_t i = 0; i < n; i++) {
-        po->formats[i] = (int16_t)pkt_get_u16(r);
-        if (po->formats[i] != 0 && po->formats[i] != 1) {
-            error(c, "22023", "unsupported format code %d", po->formats[i]);
-            return false;
-        }
-    }
+    memcpy(po->formats, formats, n * sizeof(formats[0]));
     proto_add_bind_complete(c->out);
     return true;
 }
@@ -929,14 +1001,22 @@ static bool handle_message(struct client *c, uint8_t type, const uint8_t *body, 
     case 'H': break;
     case 'S':
         a->skipping = false;
-        drop_named(a->portals, &a->nportals, "");
+        /* Portals end with the implicit transaction. */
+        while (a->nportals > 0)
+            clear_named(&a->portals[--a->nportals]);
         proto_add_ready(c->out, 'I');
         break;
     case 'X': client_close(c, NULL, "client sent Terminate"); return false;
+    case 'd':
+    case 'c':
+    case 'f': break; /* COPY messages outside a COPY: ignored, as PostgreSQL does */
+    case 'F':
+        error(c, "0A000", "the admin console has no functions to call");
+        proto_add_ready(c->out, 'I');
+        return true;
     default:
-        error(c, "08P01", "unexpected message '%c' on the admin console", type >= 32 && type < 127 ? type : '?');
-        ok = false;
-        break;
+        client_close(c, "08P01", "unexpected message '%c' on the admin console", type >= 32 && type < 127 ? type : '?');
+        return false;
     }
     if (!ok) a->skipping = true;
     return !waiting;
@@ -944,17 +1024,29 @@ static bool handle_message(struct client *c, uint8_t type, const uint8_t *body, 
 
 static void process(struct client *c)
 {
-    for (int n = 0; n < ADMIN_BATCH && c->state == CL_IDLE && c->console->wait == WAIT_NONE; n++) {
+    struct admin_session *a = c->console;
+
+    for (int n = 0; c->state == CL_IDLE && a->wait == WAIT_NONE; n++) {
         uint8_t  type, *body;
         uint32_t len;
         bool     go_on;
 
+        if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT && client_flush(c) &&
+            evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
+            hold(c, WAIT_OUTPUT);
+            return;
+        }
         switch (proto_peek_header(c->in, ADMIN_MSG_MAX, &type, &len)) {
         case PROTO_NEED_MORE: goto out;
         case PROTO_BAD: client_close(c, "08P01", "invalid message length %u on the admin console", len); return;
         case PROTO_OK: break;
         }
         if (evbuffer_get_length(c->in) < (size_t)len + 1) break;
+        if (n == ADMIN_BATCH) {
+            /* Enough for one wakeup: others get their turn, then this continues. */
+            if (!arm(c, true)) client_close(c, "53200", "out of memory");
+            break;
+        }
         if ((body = proto_take_body(c->in, len)) == NULL) {
             client_close(c, "53200", "out of memory");
             return;
@@ -974,24 +1066,50 @@ void admin_process(struct client *c)
     process(c);
 }
 
-/* A PAUSE or WAIT_CLOSE waits: reply once its condition holds, then carry on with held input. */
-static void wait_cb(evutil_socket_t fd, short what, void *arg)
+/* The wait is over: reply, finish the held Query, then read and answer again. */
+static void resume(struct client *c)
 {
-    struct client        *c = arg;
     struct admin_session *a = c->console;
-    char                 *rest;
+    char                 *rest = a->rest;
 
-    if (a->wait == WAIT_PAUSE && pool_busy_servers(a->wait_db) > 0) return;
-    if (a->wait == WAIT_CLOSE_DONE && pool_close_pending(a->wait_db) > 0) return;
-    event_del(a->wait_timer);
     a->wait = WAIT_NONE;
-    complete(c, a->wait_tag);
-    rest = a->rest;
+    if (a->wait_tag != NULL) complete(c, a->wait_tag);
+    a->wait_tag = NULL;
     a->rest = NULL;
     if (a->rest_rfq) {
         a->rest_rfq = false;
         run_simple(c, rest ? rest : "", true);
     }
     free(rest);
+    if (c->state != CL_IDLE || a->wait != WAIT_NONE) return;
+    io_set_reading(&c->io, true);
     process(c);
+}
+
+void admin_output_drained(struct client *c)
+{
+    if (c->console != NULL && c->console->wait == WAIT_OUTPUT && evbuffer_get_length(c->out) <= PGBUN_OUT_LIMIT)
+        resume(c);
+}
+
+static void ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client        *c = arg;
+    struct admin_session *a = c->console;
+
+    if (c->state != CL_IDLE) return;
+    switch (a->wait) {
+    case WAIT_NONE: process(c); return; /* a long batch continues */
+    case WAIT_PAUSE:
+        if (pool_busy_servers(a->wait_db) > 0) break;
+        resume(c);
+        return;
+    case WAIT_CLOSE_DONE:
+        if (pool_close_pending(a->wait_db) > 0) break;
+        resume(c);
+        return;
+    case WAIT_OUTPUT:
+    case WAIT_FOREVER: return;
+    }
+    if (!arm(c, false)) client_close(c, "53200", "out of memory");
 }

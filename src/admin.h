@@ -31,6 +31,8 @@ struct pool;
 struct pool *admin_login(struct client *c);
 /* The console client has bytes to answer. */
 void admin_process(struct client *c);
+/* The client read enough of its results: carry on answering. */
+void admin_output_drained(struct client *c);
 /* Frees the console state of a client. */
 void admin_client_free(struct client *c);
 

@@ -722,6 +722,7 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
     struct client *c = arg;
 
     if (!client_flush(c)) return;
+    if (c->console != NULL) admin_output_drained(c);
     if (c->server != NULL && c->server->throttled && evbuffer_get_length(c->out) <= PGBUN_OUT_LIMIT)
         server_resume(c->server);
 }

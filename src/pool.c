@@ -317,6 +317,19 @@ static struct db_state *db_state(const char *name, bool create)
     return d;
 }
 
+/* Drops entries that say nothing any more, so that the table stays as small as what is paused or disabled. */
+static void db_states_trim(void)
+{
+    for (size_t i = 0; i < ndb_states;) {
+        if (db_states[i].paused || db_states[i].disabled) {
+            i++;
+            continue;
+        }
+        free(db_states[i].name);
+        db_states[i] = db_states[--ndb_states];
+    }
+}
+
 void pool_pause(const char *dbname, bool on)
 {
     struct db_state *d;
@@ -328,6 +341,7 @@ void pool_pause(const char *dbname, bool on)
     } else if ((d = db_state(dbname, on)) != NULL) {
         d->paused = on;
     }
+    db_states_trim();
     if (!on) pool_dispatch_all();
 }
 
@@ -337,6 +351,13 @@ bool pool_is_paused(const char *dbname)
 
     if (pgbun.paused) return true;
     return dbname != NULL && ndb_states > 0 && (d = db_state(dbname, false)) != NULL && d->paused;
+}
+
+bool pool_db_paused(const char *dbname)
+{
+    const struct db_state *d = ndb_states > 0 ? db_state(dbname, false) : NULL;
+
+    return d != NULL && d->paused;
 }
 
 bool pool_any_paused(void)
@@ -351,6 +372,7 @@ void pool_disable(const char *dbname, bool on)
     struct db_state *d = db_state(dbname, on);
 
     if (d != NULL) d->disabled = on;
+    db_states_trim();
 }
 
 bool pool_is_disabled(const char *dbname)
@@ -646,6 +668,10 @@ void pool_server_ready(struct server *s)
     }
     p->last_fail_time = 0;
     p->fail_count = 0;
+    if (s->close_needed) { /* RECONNECT came while it was logging in with the old settings */
+        server_close(s, "RECONNECT: replaced after its login");
+        return;
+    }
     s->checked = true; /* its login just proved it alive */
     pool_set_server_state(s, SV_IDLE);
     while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
@@ -830,6 +856,11 @@ static bool needs_check(const struct server *s, usec_t now)
     if (cfg->server_check_query == NULL || cfg->server_check_query[0] == '\0') return false;
     if (s->checked && now - s->last_ready < USEC_PER_SEC) return false;
     return now - s->last_ready >= cfg->server_check_delay;
+}
+
+bool pool_server_stale(const struct server *s)
+{
+    return s->state == SV_IDLE && needs_check(s, pgbun_now());
 }
 
 /* Clients that want a server, and servers on their way to being usable. */
@@ -1098,8 +1129,11 @@ int pool_total_clients(void)
     int          n = nlogin_clients;
 
     TAILQ_FOREACH(p, &pools, entry)
-    for (int st = 0; st < CL_CLOSING; st++)
-        n += p->nclients[st];
+    {
+        if (p->admin) continue; /* a console holds no work: it does not keep pgbun from stopping */
+        for (int st = 0; st < CL_CLOSING; st++)
+            n += p->nclients[st];
+    }
     return n;
 }
 

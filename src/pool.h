@@ -113,6 +113,8 @@ void pool_pause(const char *dbname, bool on);
 bool pool_is_paused(const char *dbname);
 /* pgbun or any database is paused. */
 bool pool_any_paused(void);
+/* dbname itself is paused (PAUSE db or KILL db), not just all of pgbun. */
+bool pool_db_paused(const char *dbname);
 void pool_disable(const char *dbname, bool on);
 bool pool_is_disabled(const char *dbname);
 /* Servers of dbname (NULL: all) still linked to a client or resetting. */
@@ -159,6 +161,8 @@ void pool_dispatch_later(struct pool *p);
 /* Every pool: after RESUME (SIGUSR2). */
 void pool_dispatch_all(void);
 
+/* An idle server that would run server_check_query before its next client (SHOW's "used"). */
+bool pool_server_stale(const struct server *s);
 /* Every open server connection of the pool (not closing). */
 int pool_server_count(const struct pool *p);
 

@@ -50,13 +50,28 @@ static usec_t oldest_wait(const struct pool *p, usec_t now)
     return since ? now - since : 0;
 }
 
-static int canceling(const struct pool *p)
+/* Cancel requests in flight for the pool's servers, and servers that wait only for theirs to land. */
+static void canceling(const struct pool *p, int *sending, int *waiting)
+{
+    const struct server *s;
+
+    *sending = *waiting = 0;
+    TAILQ_FOREACH(s, &p->servers[SV_ACTIVE], entry)
+    {
+        if (s->cancel == NULL) continue;
+        (*sending)++;
+        if (s->expect_rfq == 0) (*waiting)++;
+    }
+}
+
+/* Idle servers due for server_check_query: PgBouncer's "used". */
+static int stale(const struct pool *p)
 {
     const struct server *s;
     int                  n = 0;
 
-    TAILQ_FOREACH(s, &p->servers[SV_ACTIVE], entry)
-    if (s->cancel != NULL) n++;
+    TAILQ_FOREACH(s, &p->servers[SV_IDLE], entry)
+    if (pool_server_stale(s)) n++;
     return n;
 }
 
@@ -88,20 +103,21 @@ static void show_pools(struct rowset *rs)
     rowset_begin(rs, cols, NCOLS(cols));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         usec_t wait = oldest_wait(p, now);
-        int    cancels = canceling(p);
+        int    sending, waiting, used = stale(p);
 
+        canceling(p, &sending, &waiting);
         rowset_text(rs, p->dbname);
         rowset_text(rs, p->user);
         rowset_int(rs, p->nclients[CL_IDLE] + p->nclients[CL_ACTIVE]);
         rowset_int(rs, p->nclients[CL_WAITING] + p->nclients[CL_WELCOME]);
         rowset_int(rs, 0);
         rowset_int(rs, 0);
-        rowset_int(rs, p->nservers[SV_ACTIVE] - cancels);
-        rowset_int(rs, cancels);
-        rowset_int(rs, 0);
-        rowset_int(rs, p->nservers[SV_IDLE]);
-        rowset_int(rs, p->nservers[SV_RESETTING]);
-        rowset_int(rs, p->nservers[SV_TESTING]);
+        rowset_int(rs, p->nservers[SV_ACTIVE] - waiting);
+        rowset_int(rs, sending);
+        rowset_int(rs, waiting);
+        rowset_int(rs, p->nservers[SV_IDLE] - used);
+        rowset_int(rs, used);
+        rowset_int(rs, p->nservers[SV_TESTING] + p->nservers[SV_RESETTING]);
         rowset_int(rs, p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN]);
         rowset_int(rs, wait / USEC_PER_SEC);
         rowset_int(rs, wait % USEC_PER_SEC);
@@ -370,19 +386,17 @@ static void show_clients(struct rowset *rs)
     rowset_end(rs, "SHOW");
 }
 
+/* PgBouncer's names: new (logging in), idle, used (due for a check), tested (check or reset running), active. */
 static const char *server_state_name(const struct server *s)
 {
-    static const char *const names[] = {"login", "login", "idle", "tested", "active", "used", "closing"};
-
-    if (s->state == SV_ACTIVE && s->cancel != NULL) return "active_cancel";
     switch (s->state) {
-    case SV_CONNECTING: return names[0];
-    case SV_LOGIN: return names[1];
-    case SV_IDLE: return names[2];
-    case SV_TESTING: return names[3];
-    case SV_ACTIVE: return names[4];
-    case SV_RESETTING: return names[5];
-    default: return names[6];
+    case SV_CONNECTING:
+    case SV_LOGIN: return "new";
+    case SV_IDLE: return pool_server_stale(s) ? "used" : "idle";
+    case SV_TESTING:
+    case SV_RESETTING: return "tested";
+    case SV_ACTIVE: return s->cancel != NULL && s->expect_rfq == 0 ? "being_canceled" : "active";
+    default: return "closing";
     }
 }
 
@@ -413,7 +427,7 @@ static void show_servers(struct rowset *rs)
                 put_time(rs, s->last_ready ? s->last_ready : s->connect_time);
                 rowset_int(rs, 0);
                 rowset_int(rs, 0);
-                rowset_int(rs, 0);
+                rowset_int(rs, s->close_needed);
                 rowset_textf(rs, "%p", (const void *)s);
                 if (s->client)
                     rowset_textf(rs, "%p", (const void *)s->client);
@@ -479,7 +493,7 @@ static void database_row(struct rowset *rs, const char *name, const struct db_co
     rowset_int(rs, servers);
     rowset_int(rs, 0);
     rowset_int(rs, clients);
-    rowset_int(rs, pool_is_paused(name));
+    rowset_int(rs, pool_db_paused(name));
     rowset_int(rs, pool_is_disabled(name));
 }
 

@@ -911,3 +911,97 @@ def test_pgbuns_own_os_user_on_the_unix_socket_is_admin_but_not_over_tcp(start_p
         # another OS user (root) on the same socket is not pgbun's own user either
         err = login_error(bun, "postgres", "pgbun", host=bun.unix_dir)
         assert err is not None and err.sqlstate == "28000", err and err.fields
+
+
+# ---------------------------------------------------------------- a console that misbehaves
+
+def _count(w, mtype, n, timeout=20):
+    """Reads messages until n of type mtype have arrived; returns every type seen."""
+    seen = []
+    while seen.count(mtype) < n:
+        t, _ = w.read_message(timeout=timeout)
+        seen.append(t)
+    return seen
+
+
+def test_a_console_that_does_not_read_holds_only_itself(start_pgbun):
+    """300 Queries and 200 statements in one Query, sent without reading: pgbun
+    stops answering that client until it reads (bounded memory), serves others
+    meanwhile, and then answers every one of them."""
+    bun = start_pgbun(config={"stats_users": "md5user", "admin_users": "postgres"})
+    greedy = bun.wire()
+    greedy.login("md5user", "pgbun")
+    greedy.send(b"".join(pgwire.query_message("SHOW CONFIG") for _ in range(300)) +
+                pgwire.query_message("; ".join(["SHOW CONFIG"] * 200)))
+    time.sleep(0.5)
+    with console(bun) as other:
+        start = time.monotonic()
+        assert show(other, "VERSION")[0]["version"].startswith("pgbun ")
+        assert time.monotonic() - start < 5
+    seen = _count(greedy, b"Z", 301, timeout=30)
+    assert seen.count(b"C") == 500, "every SHOW CONFIG was answered once the client read"
+    assert b"E" not in seen
+
+
+def test_many_pipelined_syncs_all_get_their_ready_for_query(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres"})
+    w = bun.wire()
+    w.login("postgres", "pgbun")
+    w.send(pgwire.message(b"S") * 700)
+    seen = _count(w, b"Z", 700)
+    assert len(seen) == 700
+
+
+def test_console_protocol_oddities_get_postgresql_answers(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres"})
+    w = bun.wire()
+    w.login("postgres", "pgbun")
+    # CopyData outside COPY is ignored; a FunctionCall gets an error and ReadyForQuery
+    w.send(pgwire.message(b"d", b"junk") + pgwire.message(b"F", b"\0\0\0\1\0\0\0\0\0\0"))
+    assert [t for t in _count(w, b"Z", 1)] == [b"E", b"Z"]
+    assert w.scalar("SHOW VERSION").startswith("pgbun ")
+    # two commands in one prepared statement are refused at Parse
+    w.send(pgwire.message(b"P", b"\0SHOW VERSION; RESUME\0\0\0") + pgwire.message(b"S"))
+    t, body = w.read_message()
+    assert t == b"E" and pgwire.parse_fields(body)["C"] == "42601"
+    assert w.read_message()[0] == b"Z"
+    # a named portal ends at Sync: binding the same name again works
+    for _ in range(2):
+        w.send(pgwire.message(b"P", b"\0SHOW VERSION\0\0\0") + pgwire.message(b"B", b"p1\0\0\0\0\0\0\0\0") +
+               pgwire.message(b"E", b"p1\0\0\0\0\0") + pgwire.message(b"S"))
+        seen = _count(w, b"Z", 1)
+        assert b"E" not in seen and seen.count(b"D") == 1
+    # an unknown message type closes only this connection
+    w.send(pgwire.message(b"y"))
+    t, body = w.read_message()
+    assert t == b"E" and pgwire.parse_fields(body)["C"] == "08P01"
+    assert w.is_closed(timeout=5)
+    with console(bun) as other:
+        assert show(other, "STATE")
+
+
+def test_a_set_value_too_long_is_refused_not_cut(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres"})
+    with console(bun) as conn:
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("SET stats_users = '" + "x" * 5000 + "'")
+        assert row_for(show(conn, "CONFIG"), key="stats_users")["value"] == ""
+
+
+def test_rights_follow_a_reload(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres, md5user"})
+    with console(bun, user="md5user") as conn:
+        conn.execute("SET stats_users = 'md5user'")
+        with console(bun) as root:
+            root.execute("SET admin_users = 'postgres'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("RESUME")
+        assert show(conn, "VERSION")  # still a stats user
+
+
+def test_pause_of_a_mistyped_database_is_an_error_even_with_a_star_entry(start_pgbun, pg):
+    bun = start_pgbun(config={"admin_users": "postgres"}, databases={"*": pg.entry(dbname=None)})
+    with console(bun) as conn:
+        with pytest.raises(psycopg.errors.InvalidCatalogName):
+            conn.execute("PAUSE no_such_db")
+        assert all(r["paused"] == 0 for r in show(conn, "DATABASES"))

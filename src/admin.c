@@ -306,6 +306,22 @@ static int find_command(const struct command *cmd)
     return -1;
 }
 
+/*
+ * Session settings drivers send right after connecting (JDBC's SET
+ * extra_float_digits = 3, ...): accepted and ignored, since the console's
+ * output does not depend on them. Anything else must be a pgbun key.
+ */
+static bool session_setting(const char *key)
+{
+    static const char *const names[] = {
+        "extra_float_digits", "application_name", "client_encoding",   "datestyle",    "timezone",
+        "intervalstyle",      "search_path",      "statement_timeout", "lock_timeout", "client_min_messages"};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(key, names[i]) == 0) return true;
+    return false;
+}
+
 /* Checks a statement without running it: known, right number of arguments, allowed for this user. */
 static bool check_command(struct client *c, const char *sql, struct command *cmd, int *idx)
 {
@@ -329,7 +345,8 @@ static bool check_command(struct client *c, const char *sql, struct command *cmd
         error(c, "42501", "user \"%s\" is no longer in admin_users or stats_users", c->user);
         return false;
     }
-    if (!commands[*idx].show && c->console->role != ADMIN_FULL) {
+    if (!commands[*idx].show && c->console->role != ADMIN_FULL &&
+        !(strcmp(cmd->word, "SET") == 0 && session_setting(cmd->arg))) {
         error(c, "42501", "admin rights are needed for %s: user \"%s\" is in stats_users only", cmd->word, c->user);
         return false;
     }
@@ -397,8 +414,14 @@ static bool cmd_reload(struct client *c)
 
 static bool cmd_set(struct client *c, const struct command *cmd)
 {
-    struct pgbun_config *cfg = config_dup(pgbun.cfg);
+    struct pgbun_config *cfg;
     char                *err = NULL;
+
+    if (session_setting(cmd->arg)) {
+        complete(c, "SET");
+        return true;
+    }
+    cfg = config_dup(pgbun.cfg);
 
     if (cfg == NULL) {
         error(c, "53200", "out of memory");

@@ -51,3 +51,26 @@ def test_jdbc_options_search_path_takes_effect(jdbc_bun, pg):
     direct = jdbc(f"jdbc:postgresql://{pg.host}:{pg.port}/pgbun_test{query}")
     assert direct["search_path"] == "jdbc_schema,public"
     assert out["search_path"] == direct["search_path"]
+
+
+def test_jdbc_reads_the_admin_console(start_pgbun):
+    """Statement and server-prepared statement with binary transfer: the console answers both,
+    for a stats user too (the driver's own SET extra_float_digits is accepted)."""
+    bun = start_pgbun(config={"auth_type": "scram-sha-256", "stats_users": "pgbun_user"},
+                      auth_file={"pgbun_user": "pgbun_pass"})
+    res = run([JAVA, "-cp", JAR, HERE / "JdbcConsole.java", f"jdbc:postgresql://{bun.host}:{bun.port}/pgbun",
+               "pgbun_user", "pgbun_pass"], timeout=90, check=False)
+    assert res.returncode == 0, f"JdbcConsole failed:\n{res.stdout}\n{res.stderr}"
+    lines = res.stdout.splitlines()
+    out = dict(line.split("=", 1) for line in lines if "=" in line)
+    pools = out["pools_columns"].split(",")
+    assert pools[0] == "database:text" and pools[2] == "cl_active:int8"
+    assert "reuse_efficiency_percent:numeric" in pools
+    assert out["console_cl_active"] == "1"
+    assert out["console_reuse"] == "0.00"
+    stats = [line for line in lines if line.startswith("stats_columns=")]
+    assert len(stats) == 3 and len(set(stats)) == 1, "every prepared round sees the same columns"
+    assert "query_p99_us:int8" in stats[0]
+    assert int(out["console_logins"]) >= 1
+    assert out["error"] == "42704"
+    assert out["version"].startswith("pgbun ")

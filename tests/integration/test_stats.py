@@ -110,6 +110,10 @@ def test_stats_period_logs_rates_and_log_stats_0_silences_it(start_pgbun):
         return [m for m in PERIOD.finditer(bun.log_text()) if int(m["queries"]) > 0]
 
     lines = wait_until(busy_line, timeout=10, what="a stats line with queries")
+    pool_line = re.search(r"stats: pool pgbun_test/postgres: (\d+) xacts/s, (\d+) queries/s, query (\d+) us "
+                          r"\(p95 (\d+) us\), ([\d.]+)% reused", bun.log_text())
+    assert pool_line, "no per-pool stats line"
+    assert int(pool_line[2]) > 0 and 0 <= float(pool_line[5]) <= 100
     m = lines[0]
     assert int(m["bin"]) > 0 and int(m["bout"]) > 0
     assert int(m["assignments"]) > 0 and int(m["reused"]) <= int(m["assignments"])

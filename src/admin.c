@@ -631,9 +631,9 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
         return *waiting;
     }
     if (strcmp(cmd->word, "SHUTDOWN") == 0) {
-        hold(c, WAIT_FOREVER); /* nothing after SHUTDOWN is answered */
-        *waiting = true;
         if (db == NULL) {
+            hold(c, WAIT_FOREVER); /* nothing after it is answered: pgbun is going */
+            *waiting = true;
             complete(c, "SHUTDOWN");
             (void)client_flush(c);
             pgbun_shutdown(PGBUN_STOP_NOW, "SHUTDOWN from the admin console");

@@ -1005,3 +1005,41 @@ def test_pause_of_a_mistyped_database_is_an_error_even_with_a_star_entry(start_p
         with pytest.raises(psycopg.errors.InvalidCatalogName):
             conn.execute("PAUSE no_such_db")
         assert all(r["paused"] == 0 for r in show(conn, "DATABASES"))
+
+
+def test_shutdown_stops_pgbun_at_once(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres"})
+    bystander = client(bun)
+    bystander.execute("SELECT 1")
+    res = bun.psql(["-U", "postgres", "-d", "pgbun", "-c", "SHUTDOWN"], check=False)
+    assert "SHUTDOWN" in res.stdout or res.returncode != 0
+    bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0
+    assert "SHUTDOWN from the admin console" in bun.log_text()
+
+
+def test_shutdown_wait_for_clients_waits_for_clients_but_not_for_consoles(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres"})
+    conn = client(bun)
+    conn.execute("SELECT 1")
+    with console(bun) as admin:
+        admin.execute("SHUTDOWN WAIT_FOR_CLIENTS")
+        time.sleep(0.5)
+        assert bun.alive(), "pgbun stopped while a client was connected"
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        conn.close()  # the last client leaves; the console still connected does not count
+        bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0
+
+
+def test_shutdown_wait_for_servers_waits_for_the_open_transaction(start_pgbun):
+    bun = start_pgbun(config={"admin_users": "postgres", "pool_mode": "transaction"})
+    conn = client(bun, autocommit=False)
+    conn.execute("SELECT 1")  # a transaction holds a server
+    with console(bun) as admin:
+        admin.execute("SHUTDOWN WAIT_FOR_SERVERS")
+    time.sleep(0.5)
+    assert bun.alive(), "pgbun stopped while a transaction held a server"
+    conn.commit()
+    bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0

@@ -1043,3 +1043,19 @@ def test_shutdown_wait_for_servers_waits_for_the_open_transaction(start_pgbun):
     conn.commit()
     bun.proc.wait(timeout=10)
     assert bun.proc.returncode == 0
+
+
+def test_the_console_welcome_names_pgbun_and_a_version_psql_understands(start_pgbun, pg):
+    bun = start_pgbun(config={"admin_users": "postgres"})
+    with client(bun) as c:  # a server pool exists: the console borrows PostgreSQL's version from it
+        c.execute("SELECT 1")
+        real = c.info.parameter_status("server_version")
+    with console(bun) as conn:
+        version = conn.info.parameter_status("server_version")
+        assert version.startswith(real.split()[0] + " (pgbun ")
+        assert conn.info.server_version // 10000 == int(real.split(".")[0])
+        assert conn.info.parameter_status("client_encoding") == "UTF8"
+        assert conn.info.parameter_status("standard_conforming_strings") == "on"
+    # psql connects without a version warning and prints a result
+    res = bun.psql(["-U", "postgres", "-d", "pgbun", "-c", "SHOW VERSION"])
+    assert "WARNING" not in res.stderr and "pgbun" in res.stdout

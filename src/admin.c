@@ -132,13 +132,13 @@ struct pool *admin_login(struct client *c)
         return NULL;
     }
     c->console->role = role;
-    if (!p->welcome_ready) {
-        if (!fill_welcome(&p->welcome)) {
-            client_close(c, "53200", "out of memory");
-            return NULL;
-        }
-        p->welcome_ready = true;
+    /* Made anew for each login: the first real server may have appeared since. */
+    varlist_clear(&p->welcome);
+    if (!fill_welcome(&p->welcome)) {
+        client_close(c, "53200", "out of memory");
+        return NULL;
     }
+    p->welcome_ready = true;
     return p;
 }
 
@@ -197,7 +197,7 @@ static void complete(struct client *c, const char *tag)
 /* A parsed statement: the command word and up to two arguments (SET key value). */
 struct command {
     char word[32];    /* upper-cased */
-    char arg[256];    /* first argument, as written (identifiers lower-cased) */
+    char arg[256];    /* first argument, as written */
     char value[1024]; /* SET: the value */
     int  nargs;
 };
@@ -394,20 +394,94 @@ static int notice_changes(struct client *c, char **before)
     return n;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool same_db(const struct db_config *a, const struct db_config *b)
+{
+    return same_str(a->host, b->host) && a->port == b->port && same_str(a->dbname, b->dbname) &&
+           same_str(a->user, b->user) && same_str(a->password, b->password) && a->pool_size == b->pool_size &&
+           a->min_pool_size == b->min_pool_size && a->reserve_pool_size == b->reserve_pool_size &&
+           a->max_db_connections == b->max_db_connections && a->pool_mode == b->pool_mode &&
+           same_str(a->application_name, b->application_name);
+}
+
+static bool same_user(const struct user_config *a, const struct user_config *b)
+{
+    return a->pool_size == b->pool_size && a->pool_mode == b->pool_mode &&
+           a->max_user_connections == b->max_user_connections;
+}
+
+/* A NOTICE per [databases] and [users] entry added, removed or changed between old and the running config. */
+static int notice_entries(struct client *c, const struct pgbun_config *old)
+{
+    const struct pgbun_config *now = pgbun.cfg;
+    int                        n = 0;
+
+    for (const struct db_config *d = now->databases; d != NULL; d = d->next) {
+        const struct db_config *o = old->databases;
+
+        while (o != NULL && strcmp(o->name, d->name) != 0)
+            o = o->next;
+        if (o == NULL || !same_db(o, d)) {
+            notice(c, "[databases] %s: %s", d->name, o == NULL ? "added" : "changed");
+            n++;
+        }
+    }
+    for (const struct db_config *o = old->databases; o != NULL; o = o->next) {
+        const struct db_config *d = now->databases;
+
+        while (d != NULL && strcmp(o->name, d->name) != 0)
+            d = d->next;
+        if (d == NULL) {
+            notice(c, "[databases] %s: removed", o->name);
+            n++;
+        }
+    }
+    for (const struct user_config *u = now->users; u != NULL; u = u->next) {
+        const struct user_config *o = old->users;
+
+        while (o != NULL && strcmp(o->name, u->name) != 0)
+            o = o->next;
+        if (o == NULL || !same_user(o, u)) {
+            notice(c, "[users] %s: %s", u->name, o == NULL ? "added" : "changed");
+            n++;
+        }
+    }
+    for (const struct user_config *o = old->users; o != NULL; o = o->next) {
+        const struct user_config *u = now->users;
+
+        while (u != NULL && strcmp(o->name, u->name) != 0)
+            u = u->next;
+        if (u == NULL) {
+            notice(c, "[users] %s: removed", o->name);
+            n++;
+        }
+    }
+    return n;
+}
+
 static bool cmd_reload(struct client *c)
 {
-    char **before = snapshot(pgbun.cfg);
-    char  *err = NULL;
+    char               **before = snapshot(pgbun.cfg);
+    struct pgbun_config *old = config_dup(pgbun.cfg);
+    char                *err = NULL;
+    int                  changes;
 
     if (!pgbun_reload(pgbun_config_path(), &err)) {
         error(c, "F0000", "RELOAD failed, the running configuration stays: %s", err ? err : "out of memory");
         free(err);
         free_snapshot(before);
+        if (old) config_free(old);
         return false;
     }
     log_info("RELOAD from the console (C-%llu): configuration reloaded", (unsigned long long)c->id);
-    if (notice_changes(c, before) == 0) notice(c, "no setting changed");
+    changes = notice_changes(c, before) + (old ? notice_entries(c, old) : 0);
+    if (changes == 0) notice(c, "no setting changed");
     free_snapshot(before);
+    if (old) config_free(old);
     complete(c, "RELOAD");
     return true;
 }

@@ -1059,3 +1059,19 @@ def test_the_console_welcome_names_pgbun_and_a_version_psql_understands(start_pg
     # psql connects without a version warning and prints a result
     res = bun.psql(["-U", "postgres", "-d", "pgbun", "-c", "SHOW VERSION"])
     assert "WARNING" not in res.stderr and "pgbun" in res.stdout
+
+
+def test_reload_notices_name_changed_database_and_user_entries(start_pgbun, pg):
+    bun = start_pgbun(config={"admin_users": "postgres"}, databases={"pgbun_test": pg.entry(), "gone": pg.entry()},
+                      users={"md5user": "pool_size=3"})
+    bun.config_path.write_text(_ini_lines("pgbun", bun.config, {"pgbun_test": pg.entry(pool_size=4),
+                                                                "new_db": pg.entry()}, None))
+    chown_to_run_user(bun.config_path)
+    notices = []
+    with console(bun) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("RELOAD")
+    assert "[databases] pgbun_test: changed" in notices
+    assert "[databases] new_db: added" in notices
+    assert "[databases] gone: removed" in notices
+    assert "[users] md5user: removed" in notices

@@ -97,6 +97,9 @@ static void show_pools(struct rowset *rs)
         {"load_balance_hosts", COL_TEXT},
         {"reuse_efficiency_percent", COL_NUMERIC},
         {"max_server_connections_used", COL_INT8},
+        {"total_xact_count", COL_INT8},
+        {"total_query_count", COL_INT8},
+        {"query_p95_us", COL_INT8},
     };
     usec_t now = pgbun_now();
 
@@ -125,6 +128,9 @@ static void show_pools(struct rowset *rs)
         rowset_text(rs, NULL);
         rowset_numeric(rs, percent(p->stats.reused, p->stats.assignments), 2);
         rowset_int(rs, p->max_servers_used);
+        rowset_int(rs, (int64_t)p->stats.xact_count);
+        rowset_int(rs, (int64_t)p->stats.query_count);
+        rowset_int(rs, stats_percentile(&p->last_period, 0.95));
     }
     rowset_end(rs, "SHOW");
 }

@@ -70,7 +70,7 @@ host  all all        ::1/128      scram-sha-256
 
 # Keep the caller's libpq settings out of every client and server we start.
 for _var in list(os.environ):
-    if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_SRCDIR", "PGBUN_TEST_PEER",
+    if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_ADMIN_BIN", "PGBUN_SRCDIR", "PGBUN_TEST_PEER",
                                              "PGBUN_TEST_USER", "PGBUN_TEST_TIMEOUT",
                                              "PGBUN_TEST_KEEP", "PGBUN_SKIP_INTEGRATION",
                                              "PG_BINDIR"):
@@ -163,6 +163,16 @@ def pg_bindir():
     if pg_ctl:
         return Path(pg_ctl).parent
     pytest.fail("no PostgreSQL server binaries: install postgresql (scripts/deps)")
+
+
+def admin_binary():
+    """pgbun-admin: PGBUN_ADMIN_BIN, else next to the daemon's build."""
+    env = os.environ.get("PGBUN_ADMIN_BIN")
+    candidates = [Path(env)] if env else [SRCDIR / "build" / "admin" / "pgbun-admin", SRCDIR / "admin" / "pgbun-admin"]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    pytest.fail(f"pgbun-admin not found in {[str(c) for c in candidates]}: build it first or set PGBUN_ADMIN_BIN")
 
 
 def pgbun_binary():

@@ -456,7 +456,7 @@ static void handle_line(char *line)
         else
             watch(&app.last, 1, secs);
     } else if (strcmp(s, "\\top") == 0) {
-        top_run(app.color);
+        top_run(app.color && isatty(STDOUT_FILENO));
     } else if (s[0] == '\\') {
         say_error("unknown command %s; \\? lists them\n", s);
     } else {
@@ -628,7 +628,7 @@ int main(int argc, char **argv)
 
     if (top) {
         catch_sigint();
-        rc = top_run(app.color) ? 0 : 1;
+        rc = top_run(app.color && isatty(STDOUT_FILENO)) ? 0 : 1;
     } else if (every > 0) {
         catch_sigint();
         rc = watch(cmds, ncmds, every) ? 0 : 1;

@@ -130,7 +130,8 @@ static void show_pools(struct rowset *rs)
         rowset_int(rs, p->max_servers_used);
         rowset_int(rs, (int64_t)p->stats.xact_count);
         rowset_int(rs, (int64_t)p->stats.query_count);
-        rowset_int(rs, stats_percentile(&p->last_period, 0.95));
+        /* Until a first stats_period has ended, over everything so far. */
+        rowset_int(rs, stats_percentile(pool_last_period_len() > 0 ? &p->last_period : &p->stats, 0.95));
     }
     rowset_end(rs, "SHOW");
 }

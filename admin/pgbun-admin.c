@@ -291,6 +291,7 @@ static bool watch(char **cmds, int n, double secs)
         if (!admin_sleep((int)(secs * 1000))) break;
     }
     interrupted = 0;
+    putchar('\n');
     return ok;
 }
 
@@ -337,9 +338,13 @@ static void query_choices(const char *sql)
     int       n = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : 0;
 
     free_choices();
-    if ((choices = calloc((size_t)n + 1, sizeof(*choices))) != NULL)
+    if ((choices = calloc((size_t)n + 1, sizeof(*choices))) != NULL) {
+        int k = 0;
+
         for (int i = 0; i < n; i++)
-            choices[i] = strdup(PQgetvalue(res, i, 0));
+            if (strcmp(PQgetvalue(res, i, 0), "*") != 0) /* the fallback entry is no name to type */
+                choices[k++] = strdup(PQgetvalue(res, i, 0));
+    }
     PQclear(res);
 }
 
@@ -368,10 +373,9 @@ static char *generator(const char *text, int state)
 
 static char **complete(const char *text, int start, int end)
 {
-    char  first[64] = "";
-    int   words = 0;
-    bool  in_word = false;
-    char *db_sql = "SHOW DATABASES";
+    char first[64] = "";
+    int  words = 0;
+    bool in_word = false;
 
     (void)end;
     rl_attempted_completion_over = 1; /* never file names */
@@ -405,7 +409,7 @@ static char **complete(const char *text, int start, int end)
                 strcasecmp(first, "RECONNECT") == 0 || strcasecmp(first, "ENABLE") == 0 ||
                 strcasecmp(first, "DISABLE") == 0 || strcasecmp(first, "WAIT_CLOSE") == 0)) {
         lowercase = false;
-        query_choices(db_sql);
+        query_choices("SHOW DATABASES");
     } else if (words == 1 && strcasecmp(first, "SHUTDOWN") == 0) {
         set_choices(shutdown_modes);
     } else if (words == 1 && strcasecmp(first, "RESET") == 0) {
@@ -468,6 +472,8 @@ static void handle_line(char *line)
 
 static void on_readline(char *line)
 {
+    /* Removed here, before readline puts the prompt back up: the command's output starts on a clean line. */
+    rl_callback_handler_remove();
     if (line == NULL) { /* Ctrl-D */
         app.quit = true;
         putchar('\n');
@@ -514,7 +520,6 @@ static int interactive(void)
             char *line = app.pending;
 
             app.pending = NULL;
-            rl_callback_handler_remove();
             handle_line(line);
             free(line);
             if (!app.quit) rl_callback_handler_install(app.prompt, on_readline);

@@ -588,7 +588,7 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
     };
     char **cmds = calloc((size_t)argc + 1, sizeof(*cmds));
-    int    ncmds = 0, ch, rc;
+    int    ncmds = 0, ch, rc = 0;
     double every = 0;
     bool   top = false;
 
@@ -607,13 +607,31 @@ int main(int argc, char **argv)
             every = strtod(optarg, NULL);
             if (every <= 0) {
                 fprintf(stderr, "pgbun-admin: --watch wants a number of seconds above 0\n");
-                return 2;
+                {
+                    rc = 2;
+                    goto out;
+                }
             }
             break;
         case 'N': app.color = false; break;
-        case 'H': usage(stdout); return 0;
-        case 'V': printf("pgbun-admin %s\n", PGBUN_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case 'H':
+            usage(stdout);
+            {
+                rc = 0;
+                goto out;
+            }
+        case 'V':
+            printf("pgbun-admin %s\n", PGBUN_VERSION);
+            {
+                rc = 0;
+                goto out;
+            }
+        default:
+            usage(stderr);
+            {
+                rc = 2;
+                goto out;
+            }
         }
     }
     for (; optind < argc; optind++) {
@@ -622,14 +640,23 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "pgbun-admin: unexpected argument \"%s\"\n", argv[optind]);
             usage(stderr);
-            return 2;
+            {
+                rc = 2;
+                goto out;
+            }
         }
     }
     if (every > 0 && ncmds == 0) {
         fprintf(stderr, "pgbun-admin: --watch repeats -c commands: give at least one\n");
-        return 2;
+        {
+            rc = 2;
+            goto out;
+        }
     }
-    if (!connect_db()) return 2;
+    if (!connect_db()) {
+        rc = 2;
+        goto out;
+    }
 
     if (top) {
         catch_sigint();
@@ -650,6 +677,7 @@ int main(int argc, char **argv)
     }
     PQfinish(app.conn);
     free(app.last);
+out:
     if (app.password) {
         memset(app.password, 0, strlen(app.password));
         free(app.password);

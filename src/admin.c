@@ -399,7 +399,7 @@ static bool same_str(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-static bool same_db(const struct db_config *a, const struct db_config *b)
+static bool db_entry_equal(const struct db_config *a, const struct db_config *b)
 {
     return same_str(a->host, b->host) && a->port == b->port && same_str(a->dbname, b->dbname) &&
            same_str(a->user, b->user) && same_str(a->password, b->password) && a->pool_size == b->pool_size &&
@@ -408,10 +408,24 @@ static bool same_db(const struct db_config *a, const struct db_config *b)
            same_str(a->application_name, b->application_name);
 }
 
-static bool same_user(const struct user_config *a, const struct user_config *b)
+static bool user_entry_equal(const struct user_config *a, const struct user_config *b)
 {
     return a->pool_size == b->pool_size && a->pool_mode == b->pool_mode &&
            a->max_user_connections == b->max_user_connections;
+}
+
+static const struct db_config *db_named(const struct db_config *d, const char *name)
+{
+    while (d != NULL && strcmp(d->name, name) != 0)
+        d = d->next;
+    return d;
+}
+
+static const struct user_config *user_named(const struct user_config *u, const char *name)
+{
+    while (u != NULL && strcmp(u->name, name) != 0)
+        u = u->next;
+    return u;
 }
 
 /* A NOTICE per [databases] and [users] entry added, removed or changed between old and the running config. */
@@ -420,46 +434,26 @@ static int notice_entries(struct client *c, const struct pgbun_config *old)
     const struct pgbun_config *now = pgbun.cfg;
     int                        n = 0;
 
-    for (const struct db_config *d = now->databases; d != NULL; d = d->next) {
-        const struct db_config *o = old->databases;
-
-        while (o != NULL && strcmp(o->name, d->name) != 0)
-            o = o->next;
-        if (o == NULL || !same_db(o, d)) {
+    for (const struct db_config *d = now->databases, *o; d != NULL; d = d->next)
+        if ((o = db_named(old->databases, d->name)) == NULL || !db_entry_equal(o, d)) {
             notice(c, "[databases] %s: %s", d->name, o == NULL ? "added" : "changed");
             n++;
         }
-    }
-    for (const struct db_config *o = old->databases; o != NULL; o = o->next) {
-        const struct db_config *d = now->databases;
-
-        while (d != NULL && strcmp(o->name, d->name) != 0)
-            d = d->next;
-        if (d == NULL) {
+    for (const struct db_config *o = old->databases; o != NULL; o = o->next)
+        if (db_named(now->databases, o->name) == NULL) {
             notice(c, "[databases] %s: removed", o->name);
             n++;
         }
-    }
-    for (const struct user_config *u = now->users; u != NULL; u = u->next) {
-        const struct user_config *o = old->users;
-
-        while (o != NULL && strcmp(o->name, u->name) != 0)
-            o = o->next;
-        if (o == NULL || !same_user(o, u)) {
+    for (const struct user_config *u = now->users, *o; u != NULL; u = u->next)
+        if ((o = user_named(old->users, u->name)) == NULL || !user_entry_equal(o, u)) {
             notice(c, "[users] %s: %s", u->name, o == NULL ? "added" : "changed");
             n++;
         }
-    }
-    for (const struct user_config *o = old->users; o != NULL; o = o->next) {
-        const struct user_config *u = now->users;
-
-        while (u != NULL && strcmp(o->name, u->name) != 0)
-            u = u->next;
-        if (u == NULL) {
+    for (const struct user_config *o = old->users; o != NULL; o = o->next)
+        if (user_named(now->users, o->name) == NULL) {
             notice(c, "[users] %s: removed", o->name);
             n++;
         }
-    }
     return n;
 }
 
@@ -521,8 +515,7 @@ static bool cmd_set(struct client *c, const struct command *cmd)
 static bool known_db(struct client *c, const char *db)
 {
     /* By its exact name: "*" would match any typo. */
-    for (const struct db_config *d = pgbun.cfg->databases; d != NULL; d = d->next)
-        if (strcmp(d->name, db) == 0) return true;
+    if (db_named(pgbun.cfg->databases, db) != NULL) return true;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         if (strcmp(p->dbname, db) == 0) return true;
     error(c, "3D000", "no such database: \"%s\"", db);

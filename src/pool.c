@@ -116,11 +116,6 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
-static uint64_t per(uint64_t total, uint64_t n)
-{
-    return n ? total / n : 0;
-}
-
 /* What a pool did over its life, logged when pgbun stops. */
 static void log_totals(const struct pool *p)
 {
@@ -133,9 +128,9 @@ static void log_totals(const struct pool *p)
              p->dbname, p->user, (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
              (unsigned long long)st->assignments, (unsigned long long)st->reused,
              (unsigned long long)st->servers_opened, p->max_servers_used, (unsigned long long)st->bytes_in,
-             (unsigned long long)st->bytes_out, (unsigned long long)per(st->xact_time, st->xact_count),
-             (unsigned long long)per(st->query_time, st->query_count),
-             (unsigned long long)per(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
+             (unsigned long long)st->bytes_out, (unsigned long long)stats_avg(st->xact_time, st->xact_count),
+             (unsigned long long)stats_avg(st->query_time, st->query_count),
+             (unsigned long long)stats_avg(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
              (long long)stats_percentile(st, 0.95), (long long)stats_percentile(st, 0.99));
 }
 
@@ -794,8 +789,7 @@ static bool shared_room(const struct pool *p, bool evict)
  * longer than p's own queue: close it so that pool gets the slot. Without
  * this a busy pool would keep a shared limit to itself.
  */
-/* Since when p's longest-waiting client has wanted a server; 0 when none does. */
-static usec_t waiting_since(const struct pool *p)
+usec_t pool_waiting_since(const struct pool *p)
 {
     const struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
     const struct client *w = p->welcome_ready ? NULL : TAILQ_FIRST(&p->clients[CL_WELCOME]);
@@ -814,11 +808,11 @@ static usec_t waiting_since(const struct pool *p)
 static struct pool *older_blocked(const struct pool *p, const char **limit)
 {
     struct pool *q;
-    usec_t       mine = waiting_since(p);
+    usec_t       mine = pool_waiting_since(p);
 
     TAILQ_FOREACH(q, &pools, entry)
     {
-        usec_t theirs = waiting_since(q);
+        usec_t theirs = pool_waiting_since(q);
 
         if (q == p || !q->blocked || theirs == 0 || (mine != 0 && mine <= theirs)) continue;
         if (q->max_db_connections > 0 && same_db(q, p))
@@ -1055,8 +1049,8 @@ void pool_stats_period(void)
         if (pgbun.cfg->log_stats && st->query_count > 0)
             log_info("stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %llu us (p95 %lld us), %.1f%% reused",
                      p->dbname, p->user, (double)st->xact_count / s, (double)st->query_count / s,
-                     (unsigned long long)per(st->query_time, st->query_count), (long long)stats_percentile(st, 0.95),
-                     st->assignments ? 100.0 * (double)st->reused / (double)st->assignments : 0.0);
+                     (unsigned long long)stats_avg(st->query_time, st->query_count),
+                     (long long)stats_percentile(st, 0.95), stats_percent(st->reused, st->assignments));
     }
     period_began = now;
     period_len = len;
@@ -1065,12 +1059,12 @@ void pool_stats_period(void)
              "wait %llu us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
              "%llu servers opened",
              (double)total.xact_count / s, (double)total.query_count / s, (double)total.bytes_in / s,
-             (double)total.bytes_out / s, (unsigned long long)per(total.xact_time, total.xact_count),
-             (unsigned long long)per(total.query_time, total.query_count),
-             (unsigned long long)per(total.wait_time, total.assignments), (long long)stats_percentile(&total, 0.50),
-             (long long)stats_percentile(&total, 0.95), (long long)stats_percentile(&total, 0.99),
-             (unsigned long long)total.reused, (unsigned long long)total.assignments,
-             (unsigned long long)total.servers_opened);
+             (double)total.bytes_out / s, (unsigned long long)stats_avg(total.xact_time, total.xact_count),
+             (unsigned long long)stats_avg(total.query_time, total.query_count),
+             (unsigned long long)stats_avg(total.wait_time, total.assignments),
+             (long long)stats_percentile(&total, 0.50), (long long)stats_percentile(&total, 0.95),
+             (long long)stats_percentile(&total, 0.99), (unsigned long long)total.reused,
+             (unsigned long long)total.assignments, (unsigned long long)total.servers_opened);
 }
 
 usec_t pool_last_period_len(void)

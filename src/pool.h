@@ -163,6 +163,8 @@ void pool_dispatch_all(void);
 
 /* An idle server that would run server_check_query before its next client (SHOW's "used"). */
 bool pool_server_stale(const struct server *s);
+/* Since when p's longest-waiting client (queued, or waiting for the first login) has wanted a server; 0: none. */
+usec_t pool_waiting_since(const struct pool *p);
 /* Every open server connection of the pool (not closing). */
 int pool_server_count(const struct pool *p);
 

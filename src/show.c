@@ -27,28 +27,7 @@
 
 #define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static double percent(uint64_t part, uint64_t whole)
-{
-    return whole ? 100.0 * (double)part / (double)whole : 0.0;
-}
-
-static uint64_t per(uint64_t total, uint64_t n)
-{
-    return n ? total / n : 0;
-}
-
 /* ---- POOLS ---- */
-
-static usec_t oldest_wait(const struct pool *p, usec_t now)
-{
-    const struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
-    const struct client *w = TAILQ_FIRST(&p->clients[CL_WELCOME]);
-    usec_t               since = 0;
-
-    if (c != NULL) since = c->state_since;
-    if (w != NULL && (since == 0 || w->state_since < since)) since = w->state_since;
-    return since ? now - since : 0;
-}
 
 /* Cancel requests in flight for the pool's servers, and servers that wait only for theirs to land. */
 static void canceling(const struct pool *p, int *sending, int *waiting)
@@ -105,7 +84,7 @@ static void show_pools(struct rowset *rs)
 
     rowset_begin(rs, cols, NCOLS(cols));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        usec_t wait = oldest_wait(p, now);
+        usec_t since = pool_waiting_since(p), wait = since ? now - since : 0;
         int    sending, waiting, used = stale(p);
 
         canceling(p, &sending, &waiting);
@@ -126,7 +105,7 @@ static void show_pools(struct rowset *rs)
         rowset_int(rs, wait % USEC_PER_SEC);
         rowset_text(rs, config_pool_mode_name(p->mode));
         rowset_text(rs, NULL);
-        rowset_numeric(rs, percent(p->stats.reused, p->stats.assignments), 2);
+        rowset_numeric(rs, stats_percent(p->stats.reused, p->stats.assignments), 2);
         rowset_int(rs, p->max_servers_used);
         rowset_int(rs, (int64_t)p->stats.xact_count);
         rowset_int(rs, (int64_t)p->stats.query_count);
@@ -201,9 +180,9 @@ static void stats_counters(struct rowset *rs, const struct stats *t, bool avg, d
     rowset_int(rs, (int64_t)((double)t->query_count / secs));
     rowset_int(rs, (int64_t)((double)t->bytes_in / secs));
     rowset_int(rs, (int64_t)((double)t->bytes_out / secs));
-    rowset_int(rs, (int64_t)per(t->xact_time, t->xact_count));
-    rowset_int(rs, (int64_t)per(t->query_time, t->query_count));
-    rowset_int(rs, (int64_t)per(t->wait_time, t->assignments));
+    rowset_int(rs, (int64_t)stats_avg(t->xact_time, t->xact_count));
+    rowset_int(rs, (int64_t)stats_avg(t->query_time, t->query_count));
+    rowset_int(rs, (int64_t)stats_avg(t->wait_time, t->assignments));
     rowset_int(rs, (int64_t)((double)t->parse_count / secs));
     rowset_int(rs, (int64_t)((double)t->parse_count / secs));
     rowset_int(rs, (int64_t)((double)t->bind_count / secs));
@@ -255,7 +234,7 @@ static void show_stats(struct rowset *rs, enum stats_view view)
         if (view != STATS_TOTALS) stats_counters(rs, &d->period, true, secs);
         if (view != STATS_ALL) continue;
         rowset_int(rs, (int64_t)d->total.servers_opened);
-        rowset_numeric(rs, percent(d->total.reused, d->total.assignments), 2);
+        rowset_numeric(rs, stats_percent(d->total.reused, d->total.assignments), 2);
         rowset_int(rs, d->max_servers);
         rowset_int(rs, stats_percentile(&d->period, 0.50));
         rowset_int(rs, stats_percentile(&d->period, 0.95));

@@ -52,6 +52,18 @@ _Static_assert(sizeof(struct stats) == sizeof(uint64_t) * (STATS_SCALARS + STATS
                "struct stats holds uint64_t counters only");
 _Static_assert(STATS_TOP_BIT < 62, "bucket bounds must fit in usec_t");
 
+/* total / n, 0 when n is 0 (an average time per event). */
+static inline uint64_t stats_avg(uint64_t total, uint64_t n)
+{
+    return n ? total / n : 0;
+}
+
+/* part of whole in percent, 0 when whole is 0. */
+static inline double stats_percent(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
 /* A query of `latency` us was answered. */
 void stats_add_query(struct stats *st, usec_t latency);
 /* dst += src */

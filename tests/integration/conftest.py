@@ -165,24 +165,22 @@ def pg_bindir():
     pytest.fail("no PostgreSQL server binaries: install postgresql (scripts/deps)")
 
 
-def admin_binary():
-    """pgbun-admin: PGBUN_ADMIN_BIN, else next to the daemon's build."""
-    env = os.environ.get("PGBUN_ADMIN_BIN")
-    candidates = [Path(env)] if env else [SRCDIR / "build" / "admin" / "pgbun-admin", SRCDIR / "admin" / "pgbun-admin"]
+def _built(var, subdir, name):
+    """A program of ours: $var, else in build/subdir (out of tree) or subdir (in tree)."""
+    env = os.environ.get(var)
+    candidates = [Path(env)] if env else [SRCDIR / "build" / subdir / name, SRCDIR / subdir / name]
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return c
-    pytest.fail(f"pgbun-admin not found in {[str(c) for c in candidates]}: build it first or set PGBUN_ADMIN_BIN")
+    pytest.fail(f"{name} not found in {[str(c) for c in candidates]}: build it first or set {var}")
+
+
+def admin_binary():
+    return _built("PGBUN_ADMIN_BIN", "admin", "pgbun-admin")
 
 
 def pgbun_binary():
-    env = os.environ.get("PGBUN_BIN")
-    candidates = [Path(env)] if env else [SRCDIR / "build" / "src" / "pgbun", SRCDIR / "src" / "pgbun"]
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    pytest.fail(f"pgbun binary not found in {[str(c) for c in candidates]}: build it first "
-                "or set PGBUN_BIN")
+    return _built("PGBUN_BIN", "src", "pgbun")
 
 
 # ------------------------------------------------------------------ PostgreSQL

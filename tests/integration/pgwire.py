@@ -195,6 +195,15 @@ class Wire:
         self.buf = self.buf[1 + length:]
         return mtype, body
 
+    def read_until(self, mtype, timeout=None):
+        """Every (type, body) up to and including the first message of type mtype."""
+        seen = []
+        while True:
+            got, body = self.read_message(timeout=timeout)
+            seen.append((got, body))
+            if got == mtype:
+                return seen
+
     def read_until_closed(self, timeout=None):
         """All messages up to EOF; a timeout here means the peer kept the socket open."""
         out = []

@@ -14,16 +14,6 @@ from conftest import backend_pid, error_fields, wait_until
 from pgwire import message, query_message
 
 
-def read_until(w, mtype, timeout=10):
-    """Every message up to and including the first of type mtype."""
-    seen = []
-    while True:
-        got, body = w.read_message(timeout=timeout)
-        seen.append((got, body))
-        if got == mtype:
-            return seen
-
-
 def activity(pg, where, params=()):
     """(pid, state, query) of the client backends on pgbun_test matching where
     (not counting the backend running this query)."""
@@ -308,7 +298,7 @@ def test_client_vanishing_in_copy_from_stdin_commits_nothing(start_pgbun, pg, be
     if begin:
         a.query("BEGIN")
     a.send(query_message("COPY vanish_copy (tag, i) FROM STDIN"))
-    read_until(a, b"G")
+    a.read_until(b"G")
     a.send(b"".join(message(b"d", f"{tag}\t{i}\n".encode()) for i in range(100)))
     if partial:
         big = message(b"d", b"".join(f"{tag}\t{i}\n".encode() for i in range(1000)))

@@ -13,16 +13,6 @@ from conftest import wait_until
 from pgwire import message, query_message
 
 
-def read_until(w, mtype, timeout=10):
-    """Every message up to and including the first of type mtype."""
-    seen = []
-    while True:
-        got, body = w.read_message(timeout=timeout)
-        seen.append((got, body))
-        if got == mtype:
-            return seen
-
-
 def test_waiting_client_is_served_after_the_busy_server_is_closed(start_pgbun):
     bun = start_pgbun(config={"default_pool_size": 1})
     a = bun.login()
@@ -32,7 +22,7 @@ def test_waiting_client_is_served_after_the_busy_server_is_closed(start_pgbun):
     b.send(query_message("SELECT 42"))
     time.sleep(0.3)
     a.close()  # the server is busy, so pgbun closes it: B must get a new one
-    seen = read_until(b, b"Z", timeout=8)
+    seen = b.read_until(b"Z", timeout=8)
     rows = [body for t, body in seen if t == b"D"]
     assert len(rows) == 1 and rows[0].endswith(b"42"), seen
 
@@ -104,9 +94,9 @@ def test_bytes_sent_during_the_first_server_login_are_not_lost(start_pgbun, pg):
         time.sleep(0.3)
         query = query_message("SELECT 7")
         w.send(query[:3])  # part of the first query, while pgbun waits for its first server
-        read_until(w, b"Z")
+        w.read_until(b"Z")
         w.send(query[3:])
-        seen = read_until(w, b"Z", timeout=10)
+        seen = w.read_until(b"Z", timeout=10)
         rows = [body for t, body in seen if t == b"D"]
         assert len(rows) == 1 and rows[0].endswith(b"7"), seen
     finally:
@@ -119,18 +109,18 @@ def test_copy_data_that_outlives_the_error_does_not_reach_the_next_client(start_
     bun = start_pgbun(config={"default_pool_size": 1, "pool_mode": "transaction"})
     a = bun.login()
     a.send(query_message("COPY link_copy FROM STDIN"))
-    read_until(a, b"G")
+    a.read_until(b"G")
     a.send(message(b"d", b"notanint\n"))
     row = b"1\n" * 5000
     big = message(b"d", row)
     a.send(big[:1000])  # half a CopyData: the server must not go to anyone else
-    seen = read_until(a, b"Z")
+    seen = a.read_until(b"Z")
     assert any(t == b"E" for t, _ in seen)
     b = bun.login()
     b.send(query_message("SELECT 42"))
     time.sleep(0.5)
     a.send(big[1000:])  # the rest; PostgreSQL ignores it, and the server is free again
-    seen = read_until(b, b"Z", timeout=10)
+    seen = b.read_until(b"Z", timeout=10)
     rows = [body for t, body in seen if t == b"D"]
     assert len(rows) == 1 and rows[0].endswith(b"42"), seen
     assert b.scalar("SELECT count(*) FROM link_copy") == "0"
@@ -147,9 +137,9 @@ def test_extended_protocol_copy_returns_the_server_to_the_pool(start_pgbun, pg):
            + message(b"B", b"\0\0" + b"\0\0" * 3)
            + message(b"E", b"\0\0\0\0\0")
            + message(b"S"))
-    read_until(a, b"G")
+    a.read_until(b"G")
     a.send(message(b"d", b"1\n") + message(b"c") + message(b"S"))
-    read_until(a, b"Z")
+    a.read_until(b"Z")
     b = bun.login()
     assert b.scalar("SELECT count(*) FROM link_copy2") == "1"
     a.close()

@@ -152,8 +152,10 @@ def test_max_db_connections_closes_another_pools_idle_server_to_make_room(start_
     assert server_backends(pg) <= 1
 
 
-def test_a_limited_pool_is_served_when_another_pool_releases_its_server(start_pgbun, pg):
-    """The other pool's server is busy, not idle: the waiting client gets the slot once it frees."""
+def _held_back(start_pgbun, wait):
+    """max_db_connections = 1 and postgres holds the one server in a transaction; md5user
+    waits for it in a thread. Returns (bun, holder, thread, result) once `wait` s passed
+    with md5user unserved."""
     bun = start_pgbun(config={"pool_mode": "transaction", "max_db_connections": 1})
     holder = bun.connect(user="postgres", autocommit=False)
     holder.execute("SELECT 1")  # in a transaction: holds the only server
@@ -165,8 +167,14 @@ def test_a_limited_pool_is_served_when_another_pool_releases_its_server(start_pg
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
-    time.sleep(1)
+    time.sleep(wait)
     assert "pid" not in result, "the second user got a server past max_db_connections"
+    return bun, holder, t, result
+
+
+def test_a_limited_pool_is_served_when_another_pool_releases_its_server(start_pgbun, pg):
+    """The other pool's server is busy, not idle: the waiting client gets the slot once it frees."""
+    bun, holder, t, result = _held_back(start_pgbun, 1)
     holder.commit()  # released: idle in postgres's pool, then handed over
     t.join(10)
     assert "pid" in result, "the waiting user was not served after the slot freed"
@@ -260,19 +268,7 @@ def test_a_busy_pool_does_not_keep_a_shared_limit_to_itself(start_pgbun, pg):
 
 
 def test_reload_raising_a_limit_serves_the_clients_it_held_back(start_pgbun, pg):
-    bun = start_pgbun(config={"pool_mode": "transaction", "max_db_connections": 1})
-    holder = bun.connect(autocommit=False)
-    holder.execute("SELECT 1")  # the database's one server, held in a transaction
-    result = {}
-
-    def waiter():
-        with bun.connect(user="md5user") as conn:
-            result["pid"] = backend_pid(conn)
-
-    t = threading.Thread(target=waiter, daemon=True)
-    t.start()
-    time.sleep(0.5)
-    assert "pid" not in result
+    bun, holder, t, result = _held_back(start_pgbun, 0.5)
     cfg = dict(bun.config, max_db_connections=2)
     bun.config_path.write_text(_ini_lines("pgbun", cfg, {"pgbun_test": pg.entry()}, None))
     chown_to_run_user(bun.config_path)

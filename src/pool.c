@@ -674,6 +674,8 @@ void pool_server_ready(struct server *s)
     pool_dispatch(p);
 }
 
+static usec_t retry_pause(const struct pool *p);
+
 /* Clients waiting for a server that cannot be had get the last failure. */
 static void fail_waiting(struct pool *p)
 {
@@ -687,8 +689,14 @@ static void fail_waiting(struct pool *p)
 
 void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
 {
-    p->last_fail_time = pgbun_now();
-    p->fail_count++;
+    usec_t now = pgbun_now();
+
+    /* Attempts started together and failing together are one failure: only a
+     * failure after the pause (a new round of attempts) makes the pause grow.
+     * So a server that refused a burst of logins while it restarted is tried
+     * again after 0.5 s, not 4. */
+    if (p->last_fail_time == 0 || now - p->last_fail_time >= retry_pause(p)) p->fail_count++;
+    p->last_fail_time = now;
     snprintf(p->last_fail_state, sizeof(p->last_fail_state), "%s", sqlstate);
     snprintf(p->last_fail_msg, sizeof(p->last_fail_msg), "%s", msg);
     /* Clients keep waiting while another server may still serve them. */
@@ -1081,8 +1089,9 @@ void pool_reset_stats(void)
         memset(&p->stats, 0, sizeof(p->stats));
         memset(&p->period_start, 0, sizeof(p->period_start));
         memset(&p->last_period, 0, sizeof(p->last_period));
+        /* The peaks start from what is open now, not from 0. */
         p->max_servers_used = pool_server_count(p);
-        p->max_db_servers = 0;
+        p->max_db_servers = servers_sharing(p, same_db);
     }
     period_began = pgbun_now();
     period_len = 0;

@@ -70,7 +70,8 @@ host  all all        ::1/128      scram-sha-256
 
 # Keep the caller's libpq settings out of every client and server we start.
 for _var in list(os.environ):
-    if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_ADMIN_BIN", "PGBUN_SRCDIR", "PGBUN_TEST_PEER",
+    if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_ADMIN_BIN", "PGBUN_LOADTEST_BIN", "PGBUN_SRCDIR",
+                                             "PGBUN_TEST_PEER",
                                              "PGBUN_TEST_USER", "PGBUN_TEST_TIMEOUT",
                                              "PGBUN_TEST_KEEP", "PGBUN_SKIP_INTEGRATION",
                                              "PG_BINDIR"):
@@ -181,6 +182,10 @@ def admin_binary():
 
 def pgbun_binary():
     return _built("PGBUN_BIN", "src", "pgbun")
+
+
+def loadtest_binary():
+    return _built("PGBUN_LOADTEST_BIN", "tests/load", "pgbun-loadtest")
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -1,0 +1,626 @@
+"""The container stack (docker-compose.yml, docker-compose.dev.yml,
+docker/Dockerfile, docker/Dockerfile.test, docker/dev-watch, .dockerignore,
+.env.example), checked without a Docker engine, since none runs on CI:
+
+- Debian's docker-compose 1.29 validates the compose files against the
+  Compose Specification and resolves them; the resolved stack is checked
+  (services, network, volume, health conditions, ports, profiles, mounts), and
+  so are the variables against .env.example;
+- the Dockerfiles are read: their build step is scripts/build, their runtime
+  stages install a package for every library the binaries load;
+- the build step is run the way the image build runs it: on a copy of the
+  tree as the build context sees it through .dockerignore, with the exact
+  command line of the Dockerfile, then `make install`;
+- docker/dev-watch is run on that copy: it starts pgbun, keeps it through a
+  broken build, restarts it after a good one and stops it on SIGTERM.
+
+The two that build are skipped with SKIP_DOCKER_BUILD_TESTS=1: scripts/check
+sets it after the first run of the suite, so they run once per check.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import IS_PGBOUNCER, KEEP, RUN_USER, SRCDIR, free_port, pgbun_env, port_accepts, run, wait_until
+
+COMPOSE = SRCDIR / "docker-compose.yml"
+COMPOSE_DEV = SRCDIR / "docker-compose.dev.yml"
+ENV_EXAMPLE = SRCDIR / ".env.example"
+DOCKERIGNORE = SRCDIR / ".dockerignore"
+DOCKERFILE = SRCDIR / "docker" / "Dockerfile"
+DOCKERFILE_TEST = SRCDIR / "docker" / "Dockerfile.test"
+DEV_WATCH = SRCDIR / "docker" / "dev-watch"
+
+# What `make install` must put in bin (the test-runner image runs pgbun-loadtest).
+INSTALLED = ("pgbun", "pgbun-admin", "pgbun-loadtest")
+# Libraries that come with debian:12-slim itself.
+BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}
+
+VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+build_tests = pytest.mark.skipif(
+    bool(os.environ.get("SKIP_DOCKER_BUILD_TESTS")) or IS_PGBOUNCER,
+    reason="SKIP_DOCKER_BUILD_TESTS is set (the build already ran once in this check)"
+    if os.environ.get("SKIP_DOCKER_BUILD_TESTS") else "pgbun's own tree")
+
+
+# ---------------------------------------------------------------- compose
+
+def compose_vars(path):
+    """{name: default or None} for every ${NAME...} in a compose file."""
+    found = {}
+    for m in VAR_RE.finditer(Path(path).read_text()):
+        name = m.group(1) or m.group(4)
+        default = m.group(3) if m.group(2) in (":-", "-") else None
+        found.setdefault(name, default)
+    return found
+
+
+def env_example():
+    """{name: value} of .env.example, and the names without a comment above them."""
+    values, uncommented = {}, []
+    previous = ""
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
+        if m:
+            values[m.group(1)] = m.group(2)
+            if not previous.startswith("#"):
+                uncommented.append(m.group(1))
+        previous = line.strip()
+    return values, uncommented
+
+
+def compose_env(extra=None):
+    """The environment without any variable the compose files read."""
+    names = set(compose_vars(COMPOSE)) | set(compose_vars(COMPOSE_DEV))
+    env = {k: v for k, v in os.environ.items()
+           if k not in names and not k.startswith(("COMPOSE_", "DOCKER_"))}
+    env.update(extra or {})
+    return env
+
+
+def docker_compose(args, files=(COMPOSE,), env_file=None, env=None, check=True):
+    """docker-compose with the given files; .env is never read (an empty
+    --env-file stands in unless one is given)."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is not installed: scripts/deps installs it (Debian's 1.29)")
+    with tempfile.NamedTemporaryFile("w", prefix="pgbun-env-", suffix=".env") as empty:
+        cmd = [exe, "--env-file", str(env_file or empty.name)]
+        for f in files:
+            cmd += ["-f", str(f)]
+        return run(cmd + list(args), timeout=60, check=check, env=compose_env(env), cwd=SRCDIR)
+
+
+def resolved(files=(COMPOSE,), env_file=None, env=None):
+    """The stack as docker-compose resolves it, as a dict."""
+    import yaml  # python3-yaml: a dependency of docker-compose
+    return yaml.safe_load(docker_compose(["config"], files, env_file, env).stdout)
+
+
+def published_ports(service):
+    ports = set()
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            ports.add((int(p["published"]), int(p["target"])))
+        else:
+            published, target = str(p).rsplit(":", 2)[-2:]
+            ports.add((int(published), int(target)))
+    return ports
+
+
+def mounts(service):
+    """{target: (source, read_only)} of a service's volumes."""
+    out = {}
+    for v in service.get("volumes", []):
+        if isinstance(v, dict):
+            out[v["target"]] = (v.get("source"), bool(v.get("read_only")))
+        else:
+            parts = v.split(":")
+            out[parts[1]] = (parts[0], len(parts) > 2 and "ro" in parts[2].split(","))
+    return out
+
+
+def test_compose_files_validate():
+    docker_compose(["config", "-q"])
+    docker_compose(["config", "-q"], files=(COMPOSE, COMPOSE_DEV))
+    docker_compose(["config", "-q"], env_file=ENV_EXAMPLE)
+    docker_compose(["config", "-q"], files=(COMPOSE, COMPOSE_DEV), env_file=ENV_EXAMPLE)
+    assert not re.search(r"^version\s*:", COMPOSE.read_text(), re.M), "Compose Specification: no version key"
+    assert not re.search(r"^version\s*:", COMPOSE_DEV.read_text(), re.M)
+
+
+def test_compose_stack():
+    stack = resolved()
+    services = stack["services"]
+    assert set(services) == {"postgres", "pgbun", "test-runner"}
+    assert "pgbun_net" in stack["networks"]
+    assert "pgbun_data" in stack["volumes"]
+    for name, service in services.items():
+        assert list(service["networks"]) == ["pgbun_net"], name
+
+    pg = services["postgres"]
+    assert pg["image"] == "postgres:16-alpine"
+    assert "pg_isready" in pg["healthcheck"]["test"]
+    pg_mounts = mounts(pg)
+    assert pg_mounts["/var/lib/postgresql/data"][0] == "pgbun_data"
+    assert Path(pg_mounts["/docker-entrypoint-initdb.d"][0]) == SRCDIR / "docker-entrypoint-initdb.d"
+    assert "POSTGRES_PASSWORD" in pg["environment"]
+
+    bun = services["pgbun"]
+    assert bun["build"]["dockerfile"] == "docker/Dockerfile"
+    assert Path(bun["build"]["context"]) == SRCDIR
+    assert "target" not in bun["build"], "the default build is the runtime image"
+    assert bun["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert bun["mem_limit"] == "256m"
+    assert (6432, 6432) in published_ports(bun)
+    env = bun["environment"]
+    assert env["SERVER_HOST"] == "postgres" and env["SERVER_PORT"] == "5432"
+    assert env["LISTEN_ADDR"] == "*" and env["LISTEN_PORT"] == "6432"
+    assert env["POOL_MODE"] == "transaction"
+    assert env["DEFAULT_POOL_SIZE"] == "20"
+    assert int(env["MAX_CLIENT_CONN"]) > 100
+    assert env["PGBUN_AUTH_TYPE"] == "scram-sha-256"
+    assert env["PGBUN_UNIX_SOCKET_DIR"] == ""
+    assert "pgbun_user" in env["PGBUN_ADMIN_USERS"].split(",")
+    for key in ("PGBUN_SERVER_IDLE_TIMEOUT", "PGBUN_CLIENT_IDLE_TIMEOUT", "PGBUN_QUERY_WAIT_TIMEOUT"):
+        assert env[key].isdigit(), key
+    # The auth file is mounted where pgbun is told to read it, and knows the
+    # role init.sql creates, with its password.
+    auth_source, read_only = mounts(bun)[env["PGBUN_AUTH_FILE"]]
+    assert read_only
+    assert '"pgbun_user" "pgbun_pass"' in Path(auth_source).read_text()
+    init_sql = (SRCDIR / "docker-entrypoint-initdb.d" / "init.sql").read_text()
+    assert "CREATE ROLE pgbun_user LOGIN PASSWORD ''pgbun_pass''" in init_sql
+    assert "CREATE DATABASE pgbun_test" in init_sql
+    assert "healthcheck" in bun
+
+    runner = services["test-runner"]
+    assert runner["profiles"] == ["test"]
+    assert runner["build"]["dockerfile"] == "docker/Dockerfile.test"
+    assert "pgbun" in runner["depends_on"]
+    renv = runner["environment"]
+    assert renv["PGHOST"] == "pgbun" and renv["PGPORT"] == env["LISTEN_PORT"]
+    assert (renv["PGUSER"], renv["PGPASSWORD"], renv["PGDATABASE"]) == ("pgbun_user", "pgbun_pass", "pgbun_test")
+    direct = dict(kv.split("=", 1) for kv in renv["LOADTEST_DIRECT"].split())
+    assert direct == {"host": "postgres", "port": "5432", "user": "pgbun_user", "password": "pgbun_pass",
+                      "dbname": "pgbun_test"}
+    assert renv["METRICS_DIR"] == "/metrics"
+    assert Path(mounts(runner)["/metrics"][0]) == SRCDIR / "metrics"
+
+    # `docker compose up` leaves the test-runner out; `run test-runner` starts it.
+    assert docker_compose(["config", "--profiles"]).stdout.split() == ["test"]
+
+
+def test_compose_variables_reach_the_services():
+    stack = resolved(env={"POOL_MODE": "session", "PGBUN_PORT": "7432", "PGBUN_MEM_LIMIT": "512m",
+                          "DEFAULT_POOL_SIZE": "7", "PGBUN_QUERY_WAIT_TIMEOUT": "9"})
+    bun = stack["services"]["pgbun"]
+    assert bun["environment"]["POOL_MODE"] == "session"
+    assert bun["environment"]["DEFAULT_POOL_SIZE"] == "7"
+    assert bun["environment"]["PGBUN_QUERY_WAIT_TIMEOUT"] == "9"
+    assert (7432, 6432) in published_ports(bun)
+    assert bun["mem_limit"] == "512m"
+
+
+def test_env_example_lists_every_compose_variable_with_its_default():
+    used = compose_vars(COMPOSE)
+    for name, default in compose_vars(COMPOSE_DEV).items():
+        used.setdefault(name, default)
+    values, uncommented = env_example()
+    assert set(used) == set(values), (f"only in the compose files: {sorted(set(used) - set(values))}; "
+                                      f"only in .env.example: {sorted(set(values) - set(used))}")
+    for name, default in used.items():
+        assert default is not None, f"${{{name}}} has no default in the compose files"
+        assert values[name] == default, f"{name}: .env.example says {values[name]!r}, the compose files {default!r}"
+    assert not uncommented, f"no comment line above {uncommented} in .env.example"
+    # Hence .env.example changes nothing, with or without the dev override.
+    for files in ((COMPOSE,), (COMPOSE, COMPOSE_DEV)):
+        assert resolved(files, env_file=ENV_EXAMPLE) == resolved(files)
+
+
+def test_dev_override_builds_the_dev_stage_and_mounts_the_sources():
+    stack = resolved(files=(COMPOSE, COMPOSE_DEV))
+    bun = stack["services"]["pgbun"]
+    assert bun["build"]["dockerfile"] == "docker/Dockerfile"
+    assert bun["build"]["target"] == "dev"
+    stages = dockerfile_stages(DOCKERFILE)
+    dev = stages["dev"]
+    env = instruction_env(dev)
+    assert "docker/dev-watch" in instruction(dev, "ENTRYPOINT")
+    src_mounts = {t: s for t, s in mounts(bun).items() if t.startswith(env["DEV_SRC"] + "/")}
+    assert src_mounts, "the dev override mounts no sources into the dev stage's tree"
+    for target, (source, read_only) in src_mounts.items():
+        assert read_only, target
+        assert Path(source) == SRCDIR / Path(target).relative_to(env["DEV_SRC"]), target
+    # The base file's settings stay (network, health of postgres, the port).
+    assert bun["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert (6432, 6432) in published_ports(bun)
+    assert stack["services"]["test-runner"]["profiles"] == ["test"]
+
+
+# ---------------------------------------------------------------- Dockerfiles
+
+def dockerfile_instructions(path):
+    """[(KEYWORD, arguments)] with continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in Path(path).read_text().splitlines()
+                                          if not line.lstrip().startswith("#")))
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            out.append((keyword.upper(), " ".join(rest.split())))
+    return out
+
+
+def dockerfile_stages(path):
+    """{stage name: [(KEYWORD, arguments)]}, in order (dicts keep it)."""
+    stages = {}
+    current = None
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "FROM":
+            words = rest.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else f"stage{len(stages)}"
+            current = stages.setdefault(name, [])
+        current.append((keyword, rest))
+    return stages
+
+
+def instruction(stage, keyword):
+    values = [rest for kw, rest in stage if kw == keyword]
+    return values[-1] if values else None
+
+
+def instructions(stage, keyword):
+    return [rest for kw, rest in stage if kw == keyword]
+
+
+def instruction_env(stage):
+    env = {}
+    for kw, rest in stage:
+        if kw == "ENV":
+            for word in shlex.split(rest):
+                key, _, value = word.partition("=")
+                env[key] = value
+    return env
+
+
+def build_step(stage):
+    """(scripts/build command line, builddir it installs from) of a stage."""
+    for kw, rest in stage:
+        if kw == "RUN" and "scripts/build" in rest:
+            m = re.search(r"((?:bash\s+)?(?:\./)?scripts/build(?:\s+[^&;|]+)?)", rest)
+            inst = re.search(r"make\s+-C\s+(\S+)\s+install\b", rest)
+            return m.group(1).strip(), (inst.group(1) if inst else None)
+    return None, None
+
+
+def apt_packages(stage):
+    pkgs = set()
+    for kw, rest in stage:
+        if kw == "RUN":
+            for m in re.finditer(r"apt-get install ([^&;|]*)", rest):
+                pkgs |= {w for w in m.group(1).split() if not w.startswith("-")}
+    return pkgs
+
+
+@pytest.mark.parametrize("path", [DOCKERFILE, DOCKERFILE_TEST], ids=["Dockerfile", "Dockerfile.test"])
+def test_dockerfile_builds_with_scripts_build(path):
+    stages = dockerfile_stages(path)
+    assert "build" in stages
+    for name, stage in stages.items():
+        for kw, rest in stage:
+            if kw == "RUN":
+                # configure and make are scripts/build's: no second way to build.
+                assert not re.search(r"autoreconf|(^|[\s/])configure\b|make\s+(-j|all\b)", rest), (name, rest)
+    command, install_dir = build_step(stages["build"])
+    assert command is not None, "the build stage does not run scripts/build"
+    args = shlex.split(command)
+    assert args[0].endswith("scripts/build")
+    assert install_dir == args[1], "make install runs in the dir scripts/build built"
+    assert "--prefix=/usr/local" in args
+    assert instruction(stages["build"], "WORKDIR") == "/src"
+
+    runtime = list(stages.values())[-1]
+    assert runtime[0][1].startswith("debian:12-slim"), "the last (default) target starts from debian:12-slim"
+    assert not apt_packages(runtime) & {"build-essential", "autoconf", "automake", "libtool", "gcc",
+                                        "libevent-dev", "libssl-dev", "libpq-dev"}, "build tools in the runtime"
+    assert {"libpq5", "libssl3", "libevent-core-2.1-7", "libevent-extra-2.1-7"} <= apt_packages(runtime)
+    entry = instruction(runtime, "ENTRYPOINT")
+    if path == DOCKERFILE:
+        assert entry == '["/usr/local/bin/pgbun"]'
+        assert instruction(runtime, "EXPOSE") == "6432"
+        assert instruction(runtime, "USER") not in (None, "root", "0")
+        copied = instruction(runtime, "COPY")
+        assert "/usr/local/bin/pgbun " in copied and "/usr/local/bin/pgbun-admin" in copied
+        assert "dev" in stages and instruction(stages["dev"], "USER") not in (None, "root", "0")
+    else:
+        assert "run-scenarios" in entry
+        assert {"python3", "postgresql-client"} <= apt_packages(runtime)
+        assert "--from=build /usr/local/bin/ /usr/local/bin/" in instructions(runtime, "COPY")
+        assert instruction_env(runtime).get("METRICS_DIR") == "/metrics"
+
+
+def test_build_scripts_parse_and_are_executable():
+    for script in ("scripts/build", "scripts/check", "scripts/quickstart", "scripts/deps", "docker/dev-watch"):
+        path = SRCDIR / script
+        run(["bash", "-n", path], timeout=30)
+        assert os.access(path, os.X_OK), f"{script} is not executable"
+    # Every local build goes through scripts/build too.
+    assert "scripts/build build" in (SRCDIR / "scripts" / "quickstart").read_text()
+    check = (SRCDIR / "scripts" / "check").read_text()
+    assert "scripts/build" in check and "../configure" not in check
+
+
+# ---------------------------------------------------------------- the build context
+
+def dockerignore_rules():
+    rules = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line[1:] if negate else line).lstrip("/")
+        rules.append((negate, pattern, re.compile(glob_regex(pattern))))
+    return rules
+
+
+def glob_regex(pattern):
+    """Docker's .dockerignore globbing: * and ? within a path element, ** across them."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            j = pattern.index("]", i + 1)
+            cls = pattern[i + 1:j]
+            out.append("[" + ("^" + cls[1:] if cls.startswith(("!", "^")) else cls) + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out) + r"\Z"
+
+
+def ignored(rel, rules):
+    """Whether the build context leaves rel out: the last rule matching rel or
+    one of its parent dirs decides."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    result = False
+    for negate, _, rx in rules:
+        if any(rx.match(c) for c in candidates):
+            result = not negate
+    return result
+
+
+def context_files():
+    """The files of the build context: the tree as .dockerignore lets Docker see it."""
+    rules = dockerignore_rules()
+    exceptions = [pattern for negate, pattern, _ in rules if negate]
+    files = []
+    for dirpath, dirnames, filenames in os.walk(SRCDIR):
+        reldir = os.path.relpath(dirpath, SRCDIR)
+        reldir = "" if reldir == "." else reldir + "/"
+        keep = []
+        for d in dirnames:
+            rel = reldir + d
+            if ignored(rel, rules) and not any(p.startswith(rel + "/") for p in exceptions):
+                continue
+            keep.append(d)
+        dirnames[:] = sorted(keep)
+        files += [reldir + f for f in sorted(filenames) if not ignored(reldir + f, rules)]
+    return files
+
+
+def test_dockerignore_leaves_out_build_output_and_keeps_the_sources():
+    files = set(context_files())
+    for needed in ("configure.ac", "Makefile.am", "m4/.gitkeep", "scripts/build", "src/main.c",
+                   "admin/pgbun-admin.c", "tests/unit/tap.h", "docker/dev-watch",
+                   "docker-entrypoint-initdb.d/init.sql"):
+        assert needed in files, f"{needed} is not in the build context"
+    assert any(f.startswith("tests/unit/test_") and f.endswith(".c") for f in files)
+    for f in files:
+        first = f.split("/")[0]
+        assert first not in ("build", "build-asan", "build-aux", ".git", ".pgbun-dev", "metrics",
+                             "autom4te.cache"), f
+        assert f not in ("configure", "Makefile.in", "Makefile", "aclocal.m4", "config.status"), f
+        assert not f.endswith((".o", ".a", ".trs", ".pyc")), f
+    # Every file a Dockerfile copies from the context is in it.
+    for path in (DOCKERFILE, DOCKERFILE_TEST):
+        for kw, rest in dockerfile_instructions(path):
+            if kw == "COPY" and not rest.startswith("--from"):
+                for source in shlex.split(rest)[:-1]:
+                    if source.startswith("--"):
+                        continue
+                    assert source == "." or source.rstrip("/") in files or \
+                        any(f.startswith(source.rstrip("/") + "/") for f in files), f"{path.name}: COPY {source}"
+
+
+# ---------------------------------------------------------------- real builds
+
+@pytest.fixture(scope="module")
+def context_build():
+    """A copy of the build context, built with each Dockerfile's own command
+    line and installed into a DESTDIR per Dockerfile. Yields
+    (context dir, {Dockerfile: DESTDIR})."""
+    base = Path(tempfile.mkdtemp(prefix="pgbun-docker-", dir=os.environ.get("PGBUN_TEST_TMPDIR") or None))
+    ctx = base / "src"
+    try:
+        for rel in context_files():
+            dst = ctx / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(SRCDIR / rel, dst, follow_symlinks=False)
+        # A build inside an image: no caller's settings, a plain PATH.
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(base),
+               "LANG": "C.UTF-8"}
+        built = {}
+        for path in (DOCKERFILE, DOCKERFILE_TEST):
+            command, install_dir = build_step(dockerfile_stages(path)["build"])
+            assert command, f"{path.name}: no scripts/build step"
+            res = run(["bash", "-c", command], timeout=900, check=False, cwd=ctx, env=env)
+            assert res.returncode == 0, f"{path.name}: `{command}` failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
+            destdir = base / f"install-{path.name}"
+            res = run(["make", "-C", install_dir, "install", f"DESTDIR={destdir}"], timeout=300, check=False,
+                      cwd=ctx, env=env)
+            assert res.returncode == 0, f"{path.name}: make install failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+            built[path] = destdir
+        yield ctx, built
+    finally:
+        if not KEEP:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def package_of(lib):
+    """The Debian package that holds a shared library (usrmerge: /lib or /usr/lib)."""
+    lib = str(lib)
+    alternatives = [lib, lib[4:] if lib.startswith("/usr/") else "/usr" + lib, os.path.realpath(lib)]
+    for candidate in alternatives:
+        res = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True, timeout=30)
+        if res.returncode == 0:
+            return res.stdout.split(":", 1)[0].strip()
+    raise AssertionError(f"no Debian package holds {lib}")
+
+
+def needed_packages(binary):
+    """Packages of the libraries a binary links directly (its NEEDED entries)."""
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                        run(["readelf", "-d", binary], timeout=30).stdout)
+    where = dict(re.findall(r"^\s*(\S+) => (/\S+)", run(["ldd", binary], timeout=30).stdout, re.M))
+    return {package_of(where[soname]) for soname in needed}
+
+
+@build_tests
+@pytest.mark.timeout(900)
+def test_docker_build_step_builds_and_installs(context_build):
+    ctx, built = context_build
+    for path, destdir in built.items():
+        bindir = destdir / "usr" / "local" / "bin"
+        for name in INSTALLED:
+            assert os.access(bindir / name, os.X_OK), f"{path.name}: make install put no {name} in {bindir}"
+        stages = dockerfile_stages(path)
+        runtime = list(stages.values())[-1]
+        installed = apt_packages(runtime) | BASE_IMAGE_PACKAGES
+        # What the runtime stage takes from the build stage, and the packages its libraries come in.
+        copied = []
+        for kw, rest in runtime:
+            if kw == "COPY" and rest.startswith("--from=build"):
+                for source in shlex.split(rest)[1:-1]:
+                    p = destdir / source.lstrip("/")
+                    copied += sorted(p.iterdir()) if p.is_dir() else [p]
+        assert copied, f"{path.name}: the runtime stage copies nothing from the build stage"
+        for binary in copied:
+            assert binary.is_file(), f"{path.name}: COPY --from=build of {binary.relative_to(destdir)}: not installed"
+            missing = needed_packages(binary) - installed
+            assert not missing, f"{path.name}: {binary.name} needs {sorted(missing)}, missing in the runtime stage"
+    # Building again changes nothing: scripts/build configures only when needed.
+    command, _ = build_step(dockerfile_stages(DOCKERFILE)["build"])
+    res = run(["bash", "-c", command], timeout=300, cwd=ctx)
+    assert "build: configuring" not in res.stdout and "autoreconf" not in res.stdout, res.stdout
+
+
+@build_tests
+@pytest.mark.timeout(600)
+def test_dev_watch_rebuilds_and_restarts_pgbun(context_build):
+    ctx, _ = context_build
+    dev = dockerfile_stages(DOCKERFILE)["dev"]
+    denv = instruction_env(dev)
+    workdir = instruction(dockerfile_stages(DOCKERFILE)["build"], "WORKDIR")
+
+    def local(container_path):
+        return str(ctx / Path(container_path).relative_to(workdir))
+
+    port = free_port()
+    env = pgbun_env({
+        "DEV_SRC": local(denv["DEV_SRC"]),
+        "DEV_BUILD": local(denv["DEV_BUILD"]),
+        "DEV_CONFIGURE_OPTS": denv["DEV_CONFIGURE_OPTS"],
+        "DEV_INTERVAL": "0.5",
+        "LISTEN_ADDR": "127.0.0.1",
+        "LISTEN_PORT": str(port),
+        "SERVER_HOST": "127.0.0.1",
+        "SERVER_PORT": str(free_port()),
+        "PGBUN_AUTH_TYPE": "trust",
+        "PGBUN_UNIX_SOCKET_DIR": "",
+    })
+    env.pop("JOBS", None)
+    if RUN_USER:
+        env["PGBUN_USER"] = RUN_USER  # pgbun does not run as root
+    log_path = ctx.parent / "dev-watch.log"
+    main_c = ctx / "src" / "main.c"
+    original = main_c.read_text()
+
+    def log():
+        return log_path.read_text(errors="replace")
+
+    def started():
+        return [int(p) for p in re.findall(r"pgbun started \(pid (\d+)\)", log())]
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ", 1)[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(["bash", str(ctx / "docker" / "dev-watch")], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ctx.parent,
+                                start_new_session=True)
+    try:
+        wait_until(lambda: port_accepts("127.0.0.1", port) and started(), timeout=120,
+                   what=f"dev-watch to start pgbun; log:\n{log_path}")
+        first = started()[0]
+        # The dev stage builds with the build stage's options: nothing to configure at start.
+        assert "build: configuring" not in log(), log()
+
+        # A broken build: the errors are shown, the running pgbun stays.
+        main_c.write_text(original + "\n#error dev-watch test: a broken build\n")
+        wait_until(lambda: "the build failed" in log(), timeout=120, what="the broken build to be reported")
+        assert "dev-watch test: a broken build" in log()
+        assert alive(first) and port_accepts("127.0.0.1", port)
+        assert started() == [first]
+
+        # Fixed: rebuilt, and a new pgbun in place of the old one.
+        main_c.write_text(original)
+        wait_until(lambda: len(started()) == 2 and port_accepts("127.0.0.1", port), timeout=120,
+                   what="pgbun to be rebuilt and restarted")
+        second = started()[1]
+        assert second != first
+        assert not alive(first)
+
+        # SIGTERM: pgbun stops, dev-watch exits 0.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log()
+        assert not alive(second)
+        assert not port_accepts("127.0.0.1", port)
+    except BaseException:
+        print(log())
+        raise
+    finally:
+        main_c.write_text(original)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        for pid in started():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -200,6 +200,27 @@ def test_idle_past_client_idle_timeout_gets_57p05_and_the_next_query_is_served(s
     assert "client_idle_timeout" in log and "57P05" in log, log
 
 
+def test_idle_counts_only_57p05_as_a_clear_disconnect_and_any_other_close_as_an_error(start_pgbun, pg):
+    bun = start_pgbun(config=config(pool_mode="session"))
+    cmd = [str(loadtest_binary()), "--host", bun.host, "--port", str(bun.port), "--user", USER,
+           f"--password={PASSWORD}", "--dbname", DBNAME, f"--direct={direct(pg)}", "--scenario=idle", "-c", "3",
+           "-T", "3s", "--idle=2s"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(1)  # every connection has run its first query and is in its pause
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (USER,))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    report = json.loads(out)
+    assert proc.returncode == 1, (proc.returncode, report, err)
+    assert report["idle"]["idle_disconnects"] == 0, report["idle"]
+    assert report["errors"] >= 3 and "57P05" not in report["errors_by_sqlstate"], report
+
+
 def test_idle_past_server_idle_timeout_only_is_served_on_a_new_server_connection(start_pgbun, pg):
     bun = start_pgbun(config=config(server_idle_timeout=1, client_idle_timeout=30))
     report = clean(*loadtest(bun, pg, "--scenario=idle", "-c", "5", "-T", "4s", "--idle=3s"))

@@ -89,8 +89,9 @@ static void drop_conn(struct slot *s)
 /*
  * Counts an answer that was not the expected one. In the reconnect scenario
  * connection errors are the outage, counted apart; in the idle scenario a
- * FATAL error from the server after a pause is the clear error the scenario
- * allows (pgbun's client_idle_timeout).
+ * FATAL 57P05 after a pause is the clear error the scenario allows (pgbun's
+ * client_idle_timeout). Failures that are not queries (a refused connection)
+ * also count in run->other_failures, the rest of error_rate's denominator.
  */
 static void count_error(struct slot *s, const char *code, const char *severity, const char *message)
 {
@@ -106,7 +107,7 @@ static void count_error(struct slot *s, const char *code, const char *severity, 
         return;
     }
     if (run->opt->scenario == SC_IDLE && s->after_idle && severity != NULL && strcmp(severity, "FATAL") == 0 &&
-        code != NULL && code[0] != '\0') {
+        code != NULL && strcmp(code, "57P05") == 0) {
         errors_add(&run->idle.disconnects, code, NULL);
         run->sec_errors--;
         return;
@@ -114,10 +115,16 @@ static void count_error(struct slot *s, const char *code, const char *severity, 
     errors_add(&run->errors, code, message);
 }
 
+/* Reconnect: a slot whose last answer was an outage error still owes its recovery. */
+static bool owes_recovery(const struct slot *s)
+{
+    return s->run->opt->scenario == SC_RECONNECT && s->last_error > s->recovered;
+}
+
 static void reconnect_later(struct slot *s, nsec_t after)
 {
     drop_conn(s);
-    if (s->run->stopping) {
+    if (s->run->stopping && !owes_recovery(s)) {
         slot_finish(s);
         return;
     }
@@ -140,6 +147,7 @@ static void connect_failed(struct slot *s, const char *message)
         }
     }
     s->run->connect_failures++;
+    s->run->other_failures++;
     count_error(s, code, NULL, message ? message : "out of memory");
     reconnect_later(s, BACKOFF);
 }
@@ -147,24 +155,9 @@ static void connect_failed(struct slot *s, const char *message)
 static void slot_connect(struct slot *s)
 {
     const struct lt_options *o = s->run->opt;
-    const char              *keys[8], *vals[8];
-    int                      n = 0;
+    const char              *keys[LT_CONN_PARAMS], *vals[LT_CONN_PARAMS];
 
-#define PARAM(k, v)                                                                                                    \
-    do {                                                                                                               \
-        if ((v) != NULL) {                                                                                             \
-            keys[n] = (k);                                                                                             \
-            vals[n++] = (v);                                                                                           \
-        }                                                                                                              \
-    } while (0)
-    PARAM("host", o->host);
-    PARAM("port", o->port);
-    PARAM("user", o->user);
-    PARAM("password", o->password);
-    PARAM("dbname", o->dbname);
-    PARAM("application_name", "pgbun-loadtest");
-#undef PARAM
-    keys[n] = vals[n] = NULL;
+    lt_conn_params(o, o->user, o->password, o->dbname, keys, vals);
 
     s->state = SL_CONNECTING;
     s->fatal_notice = false;
@@ -245,7 +238,7 @@ static bool take_turn(struct slot *s, int n)
     struct run *run = s->run;
     nsec_t      now, t;
 
-    if (run->opt->rate <= 0 || s->rated) return true;
+    if (run->opt->rate <= 0 || s->rated || run->stopping) return true;
     now = lt_now();
     t = run->next_turn > now ? run->next_turn : now;
     run->next_turn = t + (nsec_t)((double)n * NS_PER_SEC / run->opt->rate);
@@ -263,10 +256,19 @@ static void send_step(struct slot *s)
     const char  *params[STEP_PARAM];
     int          ok, flushed;
 
+    if (s->fatal_notice) {
+        /* The server said FATAL after its last answer and is closing: nothing is sent. */
+        count_error(s, s->notice_state, "FATAL", s->notice_msg);
+        if (!s->cleanup) scenario_done(s, false);
+        s->cleanup = false;
+        s->iterations++;
+        s->state = SL_PAUSED;
+        reconnect_later(s, s->run->opt->scenario == SC_IDLE && s->after_idle ? 0 : BACKOFF);
+        return;
+    }
     s->failed = false;
     s->sqlstate[0] = s->severity[0] = s->message[0] = s->tag[0] = '\0';
     s->has_value = false;
-    s->fatal_notice = false;
     for (int i = 0; i < st->nparams; i++)
         params[i] = st->param[i];
     s->state = SL_QUERY;
@@ -382,11 +384,11 @@ static void step_answered(struct slot *s)
         run->expected_errors++;
     } else if (st->expect == EXPECT_ERROR) {
         snprintf(why, sizeof(why), "\"%.60s\" succeeded, SQLSTATE %s was expected", st->sql, st->want);
-        fail_step(s, "unexpected_success", "ERROR", why);
+        fail_step(s, "unexpected_success", NULL, why);
         return;
     } else if (st->expect == EXPECT_TAG && strcmp(s->tag, st->want) != 0) {
         snprintf(why, sizeof(why), "\"%.60s\" answered \"%s\", \"%s\" was expected", st->sql, s->tag, st->want);
-        fail_step(s, "unexpected_result", "ERROR", why);
+        fail_step(s, "unexpected_result", NULL, why);
         return;
     }
     if (st->flags & STEP_PID) {
@@ -395,7 +397,7 @@ static void step_answered(struct slot *s)
         } else if (s->value != s->backend_pid) {
             run->longs.backend_changes++;
             snprintf(why, sizeof(why), "the transaction moved from backend %ld to %ld", s->backend_pid, s->value);
-            fail_step(s, "backend_changed", "ERROR", why);
+            fail_step(s, "backend_changed", NULL, why);
             return;
         }
         run->longs.holder_queries++;
@@ -545,13 +547,14 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     run->stopping = true;
-    run->stop_at = lt_now();
     for (int i = 0; i < run->nslots; i++) {
         struct slot *s = &run->slots[i];
 
         switch (s->state) {
         case SL_WAITING:
-        case SL_CONNECTING: slot_finish(s); break;
+        case SL_CONNECTING:
+            if (!owes_recovery(s)) slot_finish(s); /* else it reconnects and queries once, within the grace */
+            break;
         case SL_PAUSED:
             evtimer_del(s->timer);
             s->paused = s->rated = true; /* what is left (a holder's COMMIT) runs at once */
@@ -570,14 +573,16 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    snprintf(msg, sizeof(msg), "still waiting for an answer %.0f s after the run ended",
+    snprintf(msg, sizeof(msg), "still waiting for an answer %g s after the run ended",
              (double)run->opt->grace / NS_PER_SEC);
     for (int i = 0; i < run->nslots; i++) {
         struct slot *s = &run->slots[i];
 
         if (s->state == SL_DONE) continue;
         errors_add(&run->errors, "unfinished", msg);
-        if (s->state == SL_QUERY) {
+        if (s->state != SL_QUERY) {
+            run->other_failures++;
+        } else {
             run->total++; /* sent, never answered */
             if (s->step[s->cur].flags & STEP_COMMITS) run->boundary.rows_uncertain += (uint64_t)s->rows;
         }
@@ -611,6 +616,8 @@ static void restart_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        setpgid(0, 0);                      /* its own group: a kill reaches what it started */
         dup2(STDERR_FILENO, STDOUT_FILENO); /* stdout carries the JSON */
         execl("/bin/sh", "sh", "-c", run->opt->restart_command, (char *)NULL);
         _exit(127);
@@ -647,7 +654,14 @@ bool driver_run(struct run *run)
     struct timeval           sec = {1, 0}, dur = tv_of(o->duration);
     bool                     ok = false;
 
-    run->base = event_base_new();
+    {
+        struct event_config *cfg = event_config_new();
+
+        /* Timers to the microsecond: the run's length, the ramp and the rate depend on them. */
+        if (cfg != NULL) event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+        run->base = cfg ? event_base_new_with_config(cfg) : NULL;
+        if (cfg != NULL) event_config_free(cfg);
+    }
     run->slots = calloc((size_t)o->concurrency, sizeof(*run->slots));
     if (run->base == NULL || run->slots == NULL) goto out;
     run->nslots = o->concurrency;
@@ -693,9 +707,9 @@ bool driver_run(struct run *run)
             if (run->reconnect.child > 0) usleep(50000);
         }
         if (run->reconnect.child > 0) {
+            kill(-run->reconnect.child, SIGKILL); /* main.c reports it killed */
             kill(run->reconnect.child, SIGKILL);
             reap_restart(run, true);
-            errors_add(&run->errors, "restart_failed", "the restart command did not end within the grace period");
         }
     }
     for (int i = 0; i < run->nslots; i++) {

@@ -130,13 +130,14 @@ struct run {
     int                      nslots;
     int                      done;
     char                     tag[40]; /* boundary: the note column of this run's rows */
-    nsec_t                   start, stop_at, end;
+    nsec_t                   start, end;
     bool                     stopping;
     nsec_t                   next_turn; /* --rate: when the next iteration may start */
     struct event            *stop_ev, *grace_ev, *tick_ev, *restart_ev;
     FILE                    *csv;
 
     uint64_t      total, ok, expected_errors;
+    uint64_t      other_failures; /* errors that were not queries: refused connections, cut-off slots */
     struct hist   latency;
     struct errors errors; /* unexpected outcomes */
     struct errors outage; /* reconnect: connection errors while PostgreSQL was away */
@@ -170,7 +171,12 @@ struct run {
     } reconnect;
 };
 
-nsec_t      lt_now(void);
+nsec_t lt_now(void);
+
+#define LT_CONN_PARAMS 8
+/* The target's connection keywords, NULL-terminated (libpq's PG* variables fill in what is NULL). */
+int         lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
+                           const char **keys, const char **vals);
 const char *lt_mode_name(enum lt_mode m);
 const char *lt_scenario_name(enum lt_scenario s);
 

@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -123,7 +124,7 @@ static bool parse_time(const char *s, nsec_t *out)
     char  *end;
     double v = strtod(s, &end), unit = NS_PER_SEC;
 
-    if (end == s || v < 0) return false;
+    if (end == s || !isfinite(v) || v < 0) return false;
     while (isspace((unsigned char)*end))
         end++;
     if (strcmp(end, "ms") == 0)
@@ -134,6 +135,7 @@ static bool parse_time(const char *s, nsec_t *out)
         unit = 3600.0 * NS_PER_SEC;
     else if (*end != '\0' && strcmp(end, "s") != 0)
         return false;
+    if (v * unit > (double)(30LL * 24 * 3600 * NS_PER_SEC)) return false; /* over 30 days */
     *out = (nsec_t)(v * unit);
     return true;
 }
@@ -152,7 +154,7 @@ static nsec_t parse_time_opt(const char *name, const char *s)
 {
     nsec_t v;
 
-    if (!parse_time(s, &v)) die(EXIT_SETUP, "%s: \"%s\" is not a time (30s, 500ms, 2m)", name, s);
+    if (!parse_time(s, &v)) die(EXIT_SETUP, "%s: \"%s\" is not a time up to 30 days (30s, 500ms, 2m)", name, s);
     return v;
 }
 
@@ -255,7 +257,8 @@ static void parse_options(int argc, char **argv, struct lt_options *o)
             char *end;
 
             o->rate = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || o->rate <= 0) die(EXIT_SETUP, "--rate must be a positive number");
+            if (end == optarg || *end != '\0' || !isfinite(o->rate) || o->rate <= 0)
+                die(EXIT_SETUP, "--rate must be a positive number");
             break;
         }
         case OPT_RAMP: o->ramp = parse_time_opt("--ramp", optarg); break;
@@ -291,19 +294,28 @@ static void parse_options(int argc, char **argv, struct lt_options *o)
 
 /* ---- connections for set-up and checks (blocking: they are not the load) ---- */
 
-static PGconn *connect_to(const struct lt_options *o, const char *user, const char *password, const char *dbname)
+int lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
+                   const char **keys, const char **vals)
 {
-    const char *keys[8], *vals[8];
+    const char *given[][2] = {{"host", o->host},        {"port", o->port},  {"user", user},
+                              {"password", password},   {"dbname", dbname}, {"application_name", "pgbun-loadtest"},
+                              {"connect_timeout", "15"}};
     int         n = 0;
 
-    if (o->host) keys[n] = "host", vals[n++] = o->host;
-    if (o->port) keys[n] = "port", vals[n++] = o->port;
-    if (user) keys[n] = "user", vals[n++] = user;
-    if (password) keys[n] = "password", vals[n++] = password;
-    if (dbname) keys[n] = "dbname", vals[n++] = dbname;
-    keys[n] = "application_name", vals[n++] = "pgbun-loadtest";
-    keys[n] = "connect_timeout", vals[n++] = "15";
+    for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++)
+        if (given[i][1] != NULL) {
+            keys[n] = given[i][0];
+            vals[n++] = given[i][1];
+        }
     keys[n] = vals[n] = NULL;
+    return n;
+}
+
+static PGconn *connect_to(const struct lt_options *o, const char *user, const char *password, const char *dbname)
+{
+    const char *keys[LT_CONN_PARAMS], *vals[LT_CONN_PARAMS];
+
+    lt_conn_params(o, user, password, dbname, keys, vals);
     return PQconnectdbParams(keys, vals, 0);
 }
 
@@ -350,7 +362,12 @@ static PGresult *query_params(PGconn *conn, const char *sql, int nparams, const 
                 PQclear(last);
                 return NULL;
             }
-            if (r < 0 || !PQconsumeInput(conn)) break;
+            if (r < 0) {
+                snprintf(err, errlen, "%.60s: poll: %s", sql, strerror(errno));
+                PQclear(last);
+                return NULL;
+            }
+            if (!PQconsumeInput(conn)) break;
         }
         res = PQgetResult(conn);
         if (res == NULL) break;
@@ -417,10 +434,11 @@ static PGconn *admin_connect(const struct lt_options *o, struct pgbun_view *v)
 
 static double config_seconds(const PGresult *res, const char *key)
 {
-    int    r = find_row(res, "key", key, NULL, NULL);
-    nsec_t v;
+    int         r = find_row(res, "key", key, NULL, NULL);
+    const char *value = field(res, r, "value");
+    nsec_t      v;
 
-    if (r < 0 || !parse_time(field(res, r, "value"), &v)) return -1;
+    if (value == NULL || !parse_time(value, &v)) return -1;
     return (double)v / NS_PER_SEC;
 }
 
@@ -432,14 +450,14 @@ static void pgbun_before(const struct lt_options *o, const struct target *t, str
     char      err[512];
 
     v->server_idle_timeout = v->client_idle_timeout = -1;
-    v->scope = "run";
+    v->scope = "since pgbun start or last RESET STATS";
     if (o->admin_db[0] == '\0') {
         snprintf(v->error, sizeof(v->error), "no console (--admin-db='')");
         return;
     }
     conn = admin_connect(o, v);
     if (conn == NULL) return;
-    if ((res = query(conn, "SHOW POOLS", err, sizeof(err))) != NULL) {
+    if ((res = query(conn, "SHOW POOLS", v->error, sizeof(v->error))) != NULL) {
         int r = find_row(res, "database", t->dbname, "user", t->user);
 
         if (r >= 0 && field(res, r, "pool_mode")) snprintf(v->mode, sizeof(v->mode), "%s", field(res, r, "pool_mode"));
@@ -453,12 +471,10 @@ static void pgbun_before(const struct lt_options *o, const struct target *t, str
     if (!o->keep_stats) {
         if ((res = query(conn, "RESET STATS", err, sizeof(err))) != NULL) {
             PQclear(res);
+            v->scope = "run";
         } else {
             warn("%s; pgbun's figures cover everything since its start or last reset", err);
-            v->scope = "since pgbun start or last RESET STATS";
         }
-    } else {
-        v->scope = "since pgbun start or last RESET STATS";
     }
     PQfinish(conn);
 }
@@ -504,12 +520,15 @@ struct checks {
     bool    done; /* the check connection worked */
     char    error[512];
     int64_t rows_found; /* boundary: this run's rows in txn_log */
-    int64_t leaked;     /* sessions of the user left idle in a transaction */
+    int64_t leaked;     /* sessions of the user left idle in a transaction begun during the run */
+    char    since[64];  /* PostgreSQL's clock at the start of the run */
 };
 
 static PGconn *check_connect(const struct lt_options *o, struct checks *c)
 {
-    PGconn *conn = o->direct ? PQconnectdb(o->direct) : connect_to(o, o->user, o->password, o->dbname);
+    static const char *const keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *const        vals[] = {o->direct, "15", "pgbun-loadtest", NULL};
+    PGconn *conn = o->direct ? PQconnectdbParams(keys, vals, 1) : connect_to(o, o->user, o->password, o->dbname);
 
     if (PQstatus(conn) == CONNECTION_OK) return conn;
     snprintf(c->error, sizeof(c->error), "check connection: %s", first_line(PQerrorMessage(conn)));
@@ -531,6 +550,19 @@ static int64_t scalar(PGconn *conn, const char *sql, const char *param, char *er
     return v;
 }
 
+/* Reads PostgreSQL's clock before the run: only transactions begun after it are the run's. */
+static void checks_begin(const struct lt_options *o, struct checks *c)
+{
+    PGconn   *conn = check_connect(o, c);
+    PGresult *res;
+
+    if (conn == NULL) return;
+    res = query(conn, "SELECT now()::text", c->error, sizeof(c->error));
+    if (res != NULL && PQntuples(res) == 1) snprintf(c->since, sizeof(c->since), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(conn);
+}
+
 static void run_checks(const struct run *run, const struct target *t, struct checks *c)
 {
     const struct lt_options *o = run->opt;
@@ -544,10 +576,15 @@ static void run_checks(const struct run *run, const struct target *t, struct che
             scalar(conn, "SELECT count(*) FROM txn_log WHERE note = $1", run->tag, c->error, sizeof(c->error));
     /* pgbun ends a gone client's transaction as it notices; give it a few seconds. */
     while (c->rows_found >= 0 || o->scenario != SC_BOUNDARY) {
-        c->leaked = scalar(conn,
-                           "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                           " AND usename = $1 AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
-                           t->user, c->error, sizeof(c->error));
+        const char *params[2] = {t->user, c->since[0] ? c->since : "-infinity"};
+        PGresult   *res = query_params(conn,
+                                       "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                         " AND usename = $1 AND state LIKE 'idle in transaction%'"
+                                         " AND xact_start >= $2::timestamptz AND pid <> pg_backend_pid()",
+                                       2, params, c->error, sizeof(c->error));
+
+        c->leaked = res != NULL && PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+        PQclear(res);
         if (c->leaked <= 0 || lt_now() >= until) break;
         usleep(100000);
     }
@@ -685,7 +722,8 @@ static void report(FILE *f, const struct run *run, const struct target *t, const
     j_int(&j, "successful_queries", (int64_t)run->ok);
     j_int(&j, "errors", (int64_t)run->errors.total);
     j_key(&j, "error_rate");
-    fprintf(f, "%.6f", total ? (double)run->errors.total / (double)total : 0.0);
+    fprintf(f, "%.6f",
+            total + run->other_failures ? (double)run->errors.total / (double)(total + run->other_failures) : 0.0);
     j_num(&j, "avg_latency_ms", hist_avg_ms(&run->latency));
     j_num(&j, "p50_latency_ms", hist_quantile_ms(&run->latency, 0.50));
     j_num(&j, "p95_latency_ms", hist_quantile_ms(&run->latency, 0.95));
@@ -765,8 +803,8 @@ static void report(FILE *f, const struct run *run, const struct target *t, const
         j_at(&j, "outage_end_s", run, run->reconnect.last_error);
         j_num(&j, "outage_seconds",
               run->reconnect.first_error ? secs(run->reconnect.last_error - run->reconnect.first_error) : 0.0);
-        j_at(&j, "recovered_s", run, run->reconnect.recovered);
-        if (run->reconnect.first_error && run->reconnect.recovered)
+        j_at(&j, "recovered_s", run, run->reconnect.not_recovered ? 0 : run->reconnect.recovered);
+        if (run->reconnect.first_error && run->reconnect.recovered && !run->reconnect.not_recovered)
             j_num(&j, "recovery_seconds", secs(run->reconnect.recovered - run->reconnect.first_error));
         else
             j_null(&j, "recovery_seconds");
@@ -857,6 +895,7 @@ int main(int argc, char **argv)
         PQclear(res);
     }
 
+    checks_begin(&o, &checks); /* before RESET STATS: through pgbun it counts as a query */
     pgbun_before(&o, &t, &view);
     mode = o.mode;
     if (view.mode[0] != '\0') {
@@ -891,7 +930,7 @@ int main(int argc, char **argv)
     run.longs.holders = o.scenario == SC_LONG_SESSION ? o.holders : 0;
     snprintf(run.tag, sizeof(run.tag), "pgbun-loadtest %d-%lld", (int)getpid(), (long long)lt_now());
     if (o.csv_path != NULL) {
-        run.csv = fopen(o.csv_path, "w");
+        run.csv = fopen(o.csv_path, "we");
         if (run.csv == NULL) die(EXIT_SETUP, "%s: %s", o.csv_path, strerror(errno));
         fputs("second,connections,queries,successful,errors,avg_latency_ms,p95_latency_ms\n", run.csv);
     }
@@ -899,11 +938,17 @@ int main(int argc, char **argv)
     if (!driver_run(&run)) die(EXIT_SETUP, "out of memory");
     if (run.csv != NULL && fclose(run.csv) != 0) warn("%s: %s", o.csv_path, strerror(errno));
     if (run.reconnect.restart_status > 0) {
-        char msg[64];
+        char msg[96];
+        int  st = run.reconnect.restart_status;
 
-        snprintf(msg, sizeof(msg), "the restart command exited with status %d",
-                 WIFEXITED(run.reconnect.restart_status) ? WEXITSTATUS(run.reconnect.restart_status) : -1);
+        if (WIFEXITED(st))
+            snprintf(msg, sizeof(msg), "the restart command exited with status %d", WEXITSTATUS(st));
+        else
+            snprintf(msg, sizeof(msg),
+                     "the restart command was killed by signal %d (still running after the grace period?)",
+                     WTERMSIG(st));
         errors_add(&run.errors, "restart_failed", msg);
+        run.other_failures++;
     }
     pgbun_after(&o, &t, &view);
     if (!view.ok) warn("pgbun's figures are null: %s", view.error);
@@ -914,8 +959,8 @@ int main(int argc, char **argv)
     if (mem == NULL) die(EXIT_SETUP, "out of memory");
     report(mem, &run, &t, &view, &checks, started, mode);
     fclose(mem);
-    fwrite(json, 1, json_len, stdout);
-    fflush(stdout);
+    if (fwrite(json, 1, json_len, stdout) != json_len || fflush(stdout) != 0)
+        die(EXIT_ERRORS, "cannot write the report to stdout: %s", strerror(errno));
     if (o.out_path != NULL) {
         FILE *f = fopen(o.out_path, "w");
 

@@ -108,6 +108,20 @@ void errors_add(struct errors *e, const char *code, const char *message)
 
         snprintf(s, sizeof(e->sample[0]), "%s: %s", code, message);
         len = strlen(s);
+        if (len == sizeof(e->sample[0]) - 1) {
+            /* Cut short: drop a UTF-8 sequence the cut left incomplete. */
+            size_t lead = len;
+
+            while (lead > 0 && ((unsigned char)s[lead - 1] & 0xC0) == 0x80)
+                lead--;
+            if (lead > 0 && (unsigned char)s[lead - 1] >= 0xC0) {
+                unsigned char c = (unsigned char)s[lead - 1];
+                size_t        need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+
+                if (len - (lead - 1) < need) len = lead - 1;
+            }
+            s[len] = '\0';
+        }
         while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == ' '))
             s[--len] = '\0';
         for (int j = 0; j < e->nsamples; j++)

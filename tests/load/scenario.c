@@ -195,7 +195,8 @@ static void build_reconnect(struct slot *s)
 {
     struct step *st;
 
-    if (s->run->stopping) return;
+    /* After the stop, only a connection not served since its last outage error queries (once). */
+    if (s->run->stopping && !(s->last_error > s->recovered)) return;
     st = add(s, "SELECT id, name FROM users WHERE id = $1", EXPECT_OK, NULL, 0);
     param(st, "%ld", user_id(s));
 }

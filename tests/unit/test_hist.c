@@ -90,6 +90,23 @@ static void test_errors(void)
     is_str(e.kind[1].code, "unknown", "no SQLSTATE counts as unknown");
     is_int(e.nsamples, 2, "a repeated message is kept once");
     is_str(e.sample[1], "unknown: lost", "a sample names its SQLSTATE, without the trailing newline");
+    {
+        static struct errors u;
+        char                 msg[400];
+
+        /* 'é' (2 bytes) straddles the 255-byte cut: the sample stops before it */
+        memset(msg, 'a', sizeof(msg));
+        msg[246] = (char)0xC3;
+        msg[247] = (char)0xA9;
+        msg[sizeof(msg) - 1] = '\0';
+        errors_add(&u, "XX000", msg); /* "XX000: " is 7 bytes: the 'é' is at 253-254, cut after 254 */
+        is_int((int)strlen(u.sample[0]), 255, "a long sample keeps a whole UTF-8 character at the cut");
+        msg[246] = 'a';
+        msg[247] = (char)0xC3;
+        msg[248] = (char)0xA9;
+        errors_add(&u, "XX001", msg); /* now at 254-255: half of it would be kept */
+        is_int((int)strlen(u.sample[1]), 254, "... and drops one the cut would split");
+    }
     for (int i = 0; i < ERR_KINDS + 10; i++) {
         snprintf(code, sizeof(code), "X%04d", i);
         errors_add(&e, code, NULL);

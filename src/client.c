@@ -54,7 +54,8 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
     struct client             *c = calloc(1, sizeof(*c));
     const struct pgbun_config *cfg = pgbun.cfg;
 
-    if (c == NULL || (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL) {
+    if (c == NULL || (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL ||
+        (c->login = calloc(1, sizeof(*c->login))) == NULL) {
         log_error("out of memory accepting a client");
         if (c) {
             if (c->in) evbuffer_free(c->in);
@@ -81,7 +82,7 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
     (void)salen;
     io_tune_socket(fd, !is_unix);
     io_init(&c->io, fd, client_read_cb, client_write_cb, c);
-    evtimer_assign(&c->timer, pgbun.base, login_timeout_cb, c);
+    evtimer_assign(&c->login->timer, pgbun.base, login_timeout_cb, c);
     c->connect_time = c->request_time = pgbun_now();
     pgbun.client_count++;
     pool_register_client(c);
@@ -89,7 +90,7 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
         struct timeval tv = {(time_t)(cfg->client_login_timeout / USEC_PER_SEC),
                              (suseconds_t)(cfg->client_login_timeout % USEC_PER_SEC)};
 
-        evtimer_add(&c->timer, &tv);
+        evtimer_add(&c->login->timer, &tv);
     }
     io_set_reading(&c->io, true);
     client_log(c, LOGL_DEBUG, "accepted");
@@ -127,10 +128,26 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
         else
             server_client_gone(s, c->quit);
     }
-    evtimer_del(&c->timer);
+    if (c->login != NULL) evtimer_del(&c->login->timer);
     io_close(&c->io);
     pgbun.client_count--;
     pool_set_client_state(c, CL_CLOSING);
+}
+
+/* Drops what only a login needed (not from the login timer's own callback: client_close only stops it). */
+static void login_free(struct client *c)
+{
+    struct client_login *l = c->login;
+
+    if (l == NULL) return;
+    evtimer_del(&l->timer);
+    if (l->has_secret) auth_secret_clear(&l->secret);
+    if (l->scram) {
+        scram_server_free(l->scram);
+        free(l->scram);
+    }
+    free(l);
+    c->login = NULL;
 }
 
 void client_free(struct client *c)
@@ -142,11 +159,7 @@ void client_free(struct client *c)
     admin_client_free(c);
     free(c->user);
     free(c->dbname);
-    if (c->has_secret) auth_secret_clear(&c->secret);
-    if (c->scram) {
-        scram_server_free(c->scram);
-        free(c->scram);
-    }
+    login_free(c);
     free(c);
 }
 
@@ -174,14 +187,14 @@ static void login_ok(struct client *c)
     const char  *err = NULL;
     struct pool *p;
 
-    if (c->has_secret) {
-        auth_secret_clear(&c->secret);
-        c->has_secret = false;
+    if (c->login->has_secret) {
+        auth_secret_clear(&c->login->secret);
+        c->login->has_secret = false;
     }
-    if (c->scram) {
-        scram_server_free(c->scram);
-        free(c->scram);
-        c->scram = NULL;
+    if (c->login->scram) {
+        scram_server_free(c->login->scram);
+        free(c->login->scram);
+        c->login->scram = NULL;
     }
     if (c->console_db) {
         if ((p = admin_login(c)) == NULL) return;
@@ -220,7 +233,7 @@ void client_welcome(struct client *c)
     }
     proto_add_backend_key(c->out, c->cancel_key);
     proto_add_ready(c->out, 'I');
-    evtimer_del(&c->timer);
+    login_free(c);
     pool_set_client_state(c, CL_IDLE);
     if (pgbun.cfg->log_connections) client_log(c, LOGL_INFO, "login succeeded");
     if (!client_flush(c)) return;
@@ -239,14 +252,14 @@ static void send_auth_request(struct client *c)
         return;
     }
     if (sec != NULL) {
-        if (!auth_secret_parse(&c->secret, sec->user, sec->secret)) {
+        if (!auth_secret_parse(&c->login->secret, sec->user, sec->secret)) {
             client_close(c, "28000", "invalid secret for user \"%s\" in auth_file", c->user);
             return;
         }
-        c->has_secret = true;
+        c->login->has_secret = true;
     }
     /* md5 with a SCRAM secret can only be checked by SCRAM: upgrade, as PostgreSQL does. */
-    if (type == AUTH_MD5 && c->has_secret && c->secret.kind == SECRET_SCRAM) type = AUTH_SCRAM;
+    if (type == AUTH_MD5 && c->login->has_secret && c->login->secret.kind == SECRET_SCRAM) type = AUTH_SCRAM;
 
     switch (type) {
     case AUTH_PLAIN:
@@ -254,11 +267,11 @@ static void send_auth_request(struct client *c)
         c->step = LOGIN_PASSWORD;
         break;
     case AUTH_MD5:
-        if (RAND_bytes(c->md5_salt, 4) != 1) {
+        if (RAND_bytes(c->login->md5_salt, 4) != 1) {
             client_close(c, "53000", "could not generate a salt");
             return;
         }
-        proto_add_auth(c->out, AUTH_REQ_MD5, c->md5_salt, 4);
+        proto_add_auth(c->out, AUTH_REQ_MD5, c->login->md5_salt, 4);
         c->step = LOGIN_PASSWORD;
         break;
     case AUTH_SCRAM: {
@@ -443,12 +456,12 @@ static void handle_password(struct client *c, const uint8_t *body, size_t len)
         client_close(c, "08P01", "invalid password message: missing terminator");
         return;
     }
-    if (!c->has_secret)
+    if (!c->login->has_secret)
         good = false;
     else if (pgbun.cfg->auth_type == AUTH_PLAIN)
-        good = auth_check_plain(&c->secret, pw);
+        good = auth_check_plain(&c->login->secret, pw);
     else
-        good = auth_check_md5(&c->secret, c->md5_salt, pw);
+        good = auth_check_md5(&c->login->secret, c->login->md5_salt, pw);
     if (!good) {
         fail_password(c);
         return;
@@ -477,16 +490,16 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
             client_close(c, "08P01", "malformed SASL initial response");
             return;
         }
-        if (!c->has_secret || c->secret.kind == SECRET_MD5) {
+        if (!c->login->has_secret || c->login->secret.kind == SECRET_MD5) {
             fail_password(c);
             return;
         }
-        c->scram = calloc(1, sizeof(*c->scram));
-        if (c->scram == NULL || !scram_server_begin(c->scram, &c->secret, NULL)) {
+        c->login->scram = calloc(1, sizeof(*c->login->scram));
+        if (c->login->scram == NULL || !scram_server_begin(c->login->scram, &c->login->secret, NULL)) {
             fail_password(c);
             return;
         }
-        if (!scram_server_first(c->scram, (const char *)data, dlen, &reply, &err)) {
+        if (!scram_server_first(c->login->scram, (const char *)data, dlen, &reply, &err)) {
             client_close(c, "08P01", "%s", err);
             return;
         }
@@ -496,7 +509,7 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
         (void)client_flush(c);
         return;
     }
-    if (!scram_server_final(c->scram, (const char *)body, len, &reply, &err)) {
+    if (!scram_server_final(c->login->scram, (const char *)body, len, &reply, &err)) {
         if (strcmp(err, "invalid proof") == 0 || strstr(err, "proof") != NULL)
             fail_password(c);
         else

@@ -39,14 +39,13 @@ struct client {
     struct evbuffer      *in;  /* bytes read, not yet forwarded */
     struct evbuffer      *out; /* bytes to write to the client */
     uint64_t              id;
-    char                  addr[64]; /* peer address, or "unix" */
+    char                  addr[48]; /* peer address (INET6_ADDRSTRLEN is 46), or "unix" */
     int                   port;     /* peer port, 0 on a unix socket */
     bool                  is_unix;
     char                 *user;
     char                 *dbname;
     struct varlist        params;        /* startup parameters to hold on its server */
     uint8_t               cancel_key[8]; /* BackendKeyData pgbun gave it */
-    struct event          timer;         /* login deadline */
     usec_t                connect_time;
     usec_t                request_time; /* last read from the client */
     usec_t                state_since;  /* when it entered its current state */
@@ -57,9 +56,14 @@ struct client {
     bool                  peer_admin;   /* on the unix socket as the OS user running pgbun */
     struct admin_session *console;      /* the console's state, or NULL */
 
-    /* login */
     enum login_step      step;
-    struct auth_secret   secret; /* copy of its auth_file entry during login */
+    struct client_login *login; /* what only a login needs; NULL once welcomed (idle clients stay small) */
+};
+
+/* A client's state while it logs in. */
+struct client_login {
+    struct event         timer;  /* client_login_timeout */
+    struct auth_secret   secret; /* copy of its auth_file entry */
     bool                 has_secret;
     uint8_t              md5_salt[4];
     struct scram_server *scram;

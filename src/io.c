@@ -20,14 +20,20 @@ void io_init(struct io *io, int fd, event_callback_fn read_cb, event_callback_fn
     io->reading = false;
     io->writing = false;
     event_assign(&io->rev, pgbun.base, fd, EV_READ | EV_PERSIST, read_cb, arg);
-    event_assign(&io->wev, pgbun.base, fd, EV_WRITE | EV_PERSIST, write_cb, arg);
+    /* Most connections never fill their socket buffer: the write event is made when one does. */
+    io->wev = NULL;
+    io->write_cb = write_cb;
+    io->arg = arg;
 }
 
 void io_close(struct io *io)
 {
     if (io->fd < 0) return;
     event_del(&io->rev);
-    event_del(&io->wev);
+    if (io->wev != NULL) {
+        event_free(io->wev);
+        io->wev = NULL;
+    }
     io->reading = io->writing = false;
     close(io->fd);
     io->fd = -1;
@@ -47,6 +53,26 @@ void io_set_reading(struct io *io, bool on)
  * One readv() straight into reserved buffer space: no FIONREAD ioctl per
  * read (evbuffer_read's way), so a wakeup costs one syscall per socket.
  */
+bool io_want_write(struct io *io)
+{
+    if (io->fd < 0 || io->writing) return true;
+    if (io->wev == NULL &&
+        (io->wev = event_new(pgbun.base, io->fd, EV_WRITE | EV_PERSIST, io->write_cb, io->arg)) == NULL) {
+        errno = ENOMEM;
+        return false;
+    }
+    event_add(io->wev, NULL);
+    io->writing = true;
+    return true;
+}
+
+void io_stop_writing(struct io *io)
+{
+    if (!io->writing) return;
+    event_del(io->wev);
+    io->writing = false;
+}
+
 int io_read(struct io *io, struct evbuffer *buf, int max)
 {
     struct evbuffer_iovec v[2];
@@ -85,19 +111,10 @@ int io_flush(struct io *io, struct evbuffer *buf)
 
         if (n >= 0) continue;
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (!io->writing) {
-                event_add(&io->wev, NULL);
-                io->writing = true;
-            }
-            return IO_AGAIN;
-        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return io_want_write(io) ? IO_AGAIN : IO_ERROR;
         return IO_ERROR;
     }
-    if (io->writing) {
-        event_del(&io->wev);
-        io->writing = false;
-    }
+    io_stop_writing(io);
     return 0;
 }
 

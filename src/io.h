@@ -20,16 +20,21 @@ struct evbuffer;
 #define IO_AGAIN (-2)
 
 struct io {
-    int          fd;      /* -1 when closed */
-    struct event rev;     /* read readiness, persistent */
-    struct event wev;     /* write readiness, armed while output is pending */
-    bool         reading; /* rev is armed */
-    bool         writing; /* wev is armed */
+    int               fd;       /* -1 when closed */
+    struct event      rev;      /* read readiness, persistent */
+    struct event     *wev;      /* write readiness, armed while output is pending; made the first time */
+    event_callback_fn write_cb; /* ... with this callback */
+    void             *arg;
+    bool              reading; /* rev is armed */
+    bool              writing; /* wev is armed */
 };
 
 void io_init(struct io *io, int fd, event_callback_fn read_cb, event_callback_fn write_cb, void *arg);
 void io_close(struct io *io);
 void io_set_reading(struct io *io, bool on);
+/* Arms write readiness (a connect under way, or output the socket did not take); false: out of memory. */
+bool io_want_write(struct io *io) __attribute__((warn_unused_result));
+void io_stop_writing(struct io *io);
 
 /* Reads up to max bytes into buf: >0 bytes read, 0 on EOF, IO_AGAIN or IO_ERROR (errno set). */
 int io_read(struct io *io, struct evbuffer *buf, int max);

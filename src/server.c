@@ -218,8 +218,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
         connect_failed(s, errno);
         return;
     }
-    event_add(&s->io.wev, NULL);
-    s->io.writing = true;
+    if (!io_want_write(&s->io)) connect_failed(s, ENOMEM);
 }
 
 static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
@@ -900,8 +899,7 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
         socklen_t len = sizeof(err);
 
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-        event_del(&s->io.wev);
-        s->io.writing = false;
+        io_stop_writing(&s->io);
         if (err != 0) {
             connect_failed(s, err);
             return;
@@ -996,8 +994,10 @@ void server_send_cancel(struct server *s)
         cancel_free(cc);
         return;
     }
-    event_add(&cc->io.wev, NULL);
-    cc->io.writing = true;
+    if (!io_want_write(&cc->io)) {
+        log_warning("cancel request: out of memory");
+        cancel_free(cc);
+    }
 }
 
 void server_cancel_fini(void)

@@ -14,7 +14,7 @@ docker/Dockerfile, docker/Dockerfile.test, docker/dev-watch, .dockerignore,
 - docker/dev-watch is run on that copy: it starts pgbun, keeps it through a
   broken build, restarts it after a good one and stops it on SIGTERM.
 
-The two that build are skipped with SKIP_DOCKER_BUILD_TESTS=1: scripts/check
+The two that build are skipped with ONCE_PER_CHECK_DONE=1: scripts/check
 sets it after the first run of the suite, so they run once per check.
 """
 
@@ -47,9 +47,9 @@ BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 build_tests = pytest.mark.skipif(
-    bool(os.environ.get("SKIP_DOCKER_BUILD_TESTS")) or IS_PGBOUNCER,
-    reason="SKIP_DOCKER_BUILD_TESTS is set (the build already ran once in this check)"
-    if os.environ.get("SKIP_DOCKER_BUILD_TESTS") else "pgbun's own tree")
+    bool(os.environ.get("ONCE_PER_CHECK_DONE")) or IS_PGBOUNCER,
+    reason="ONCE_PER_CHECK_DONE is set (the build already ran once in this check)"
+    if os.environ.get("ONCE_PER_CHECK_DONE") else "pgbun's own tree")
 
 
 # ---------------------------------------------------------------- compose

@@ -1,0 +1,118 @@
+"""bench/run end to end: every scenario against every target, briefly.
+
+It checks that the benchmark runs and reports, never how fast anything is:
+every scenario produces numbers with no failed transaction (pgbun's
+prepared-c50 may instead be reported as known-unsupported), the JSON and
+Markdown files name every scenario, and nothing the benchmark started is
+left running.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import KEEP, SRCDIR, make_tempdir, pgbun_binary
+
+BENCH = SRCDIR / "bench" / "run"
+PGBENCH_SCENARIOS = ["select-c1", "select-c50", "select-c300", "extended-c50", "extended-c300",
+                     "tpcb-c50", "connect-c50", "prepared-c50"]
+ALL_SCENARIOS = PGBENCH_SCENARIOS + ["idle-memory"]
+IDLE_CLIENTS = 300
+
+
+def processes_mentioning(text):
+    """(pid, command line) of every process whose command line contains text."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(pid), cmdline.strip()))
+    return found
+
+
+def is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@pytest.mark.skipif(bool(os.environ.get("ONCE_PER_CHECK_DONE")),
+                    reason="ONCE_PER_CHECK_DONE is set (bench/run already ran once in this check)")
+@pytest.mark.timeout(420)
+def test_bench_quick_run_reports_every_scenario():
+    base = make_tempdir("pgbun-benchtest-")  # the bench's work dir goes inside
+    out_dir = base / "results"
+    cmd = [sys.executable, str(BENCH), "--quick", "--duration=4", "--scale=1",
+           f"--idle-clients={IDLE_CLIENTS}", f"--scenarios={','.join(ALL_SCENARIOS)}",
+           f"--pgbun={pgbun_binary()}", f"--out-dir={out_dir}"]
+    env = dict(os.environ, TMPDIR=str(base))
+    t0 = time.monotonic()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env,
+                             stdin=subprocess.DEVNULL)
+        elapsed = time.monotonic() - t0
+        output = f"exit {res.returncode} after {elapsed:.0f}s\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+
+        leftovers = processes_mentioning(str(base))
+        assert not leftovers, f"still running after bench/run exited: {leftovers}\n{output}"
+        assert not [p for p in base.iterdir() if p.name.startswith("pgbun-bench-")], \
+            f"the work dir was not removed: {list(base.iterdir())}\n{output}"
+        assert res.returncode == 0, output
+
+        jsons = list(out_dir.glob("*.json"))
+        mds = list(out_dir.glob("*.md"))
+        assert len(jsons) == 1 and len(mds) == 1, f"{list(out_dir.iterdir())}\n{output}"
+        assert jsons[0].stem == mds[0].stem
+        doc = json.loads(jsons[0].read_text())
+        md = mds[0].read_text()
+
+        assert doc["failures"] == [], output
+        for name in PGBENCH_SCENARIOS:
+            assert name in md, f"{name} missing from the Markdown:\n{md}"
+            targets = doc["scenarios"][name]["targets"]
+            expected = ["direct", "pgbun"] if name == "prepared-c50" else ["direct", "pgbun", "pgbouncer"]
+            assert sorted(targets) == sorted(expected), (name, list(targets))
+            for target, t in targets.items():
+                if name == "prepared-c50" and target == "pgbun" and t["status"] == "known-unsupported":
+                    assert "prepared statement" in t["error"], t
+                    continue
+                assert t["status"] == "ok", (name, target, t)
+                assert t["failed_transactions"] == 0, (name, target, t)
+                assert is_number(t["median_tps"]) and t["median_tps"] > 0, (name, target, t)
+                for run in t["runs"]:
+                    assert run["exit"] == 0 and run["error"] is None, (name, target, run)
+                    assert run["transactions"] > 0, (name, target, run)
+                if target != "direct":
+                    assert is_number(t["median_cpu_ms_per_10k_tx"]), (name, target, t)
+
+        assert "idle-memory" in md
+        idle = doc["idle_memory"]
+        assert idle["clients"] == IDLE_CLIENTS
+        for target in ("pgbun", "pgbouncer"):
+            t = idle["targets"][target]
+            assert t["status"] == "ok", (target, t)
+            assert is_number(t["bytes_per_client"]), (target, t)
+            assert is_number(t["rss_before_kb"]) and is_number(t["rss_after_kb"]), (target, t)
+
+        for key in ("pgbun", "pgbouncer", "postgresql"):
+            assert doc["versions"][key], doc["versions"]
+        assert doc["machine"]["nproc"] >= 1
+        assert doc["options"]["duration"] == 4 and doc["options"]["rounds"] == 1
+    finally:
+        for pid, _ in processes_mentioning(str(base)):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        if not KEEP:
+            shutil.rmtree(base, ignore_errors=True)

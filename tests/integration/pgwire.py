@@ -7,6 +7,7 @@ and BackendKeyData that a driver hides.
 """
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -257,7 +258,7 @@ class Wire:
                 elif code == AUTH_SASL:
                     mechs = parse_cstrings(body[4:])
                     assert "SCRAM-SHA-256" in mechs, mechs
-                    scram = _ScramClient(password)
+                    scram = ScramClient(password)
                     first = scram.client_first()
                     self.send(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))
                 elif code == AUTH_SASL_CONTINUE:
@@ -324,8 +325,15 @@ class Wire:
         self.close()
 
 
-class _ScramClient:
-    """The client side of SCRAM-SHA-256 (RFC 5802 / 7677), no channel binding."""
+@functools.lru_cache(maxsize=64)
+def _salted_password(password, salt, iterations):
+    """PBKDF2 of a password: the costly step, the same for every login with one secret."""
+    return hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+
+
+class ScramClient:
+    """The client side of SCRAM-SHA-256 (RFC 5802 / 7677), no channel binding.
+    bench/run uses it too, for its thousands of idle logins."""
 
     def __init__(self, password):
         self.password = password.encode()
@@ -340,7 +348,7 @@ class _ScramClient:
         attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
         assert attrs["r"].startswith(self.nonce), "server nonce does not extend ours"
         salt = base64.b64decode(attrs["s"])
-        salted = hashlib.pbkdf2_hmac("sha256", self.password, salt, int(attrs["i"]))
+        salted = _salted_password(self.password, salt, int(attrs["i"]))
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()
         stored_key = hashlib.sha256(client_key).digest()
         without_proof = f"c=biws,r={attrs['r']}"

@@ -42,6 +42,26 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg);
 static void client_write_cb(evutil_socket_t fd, short what, void *arg);
 static void client_process(struct client *c);
 
+/*
+ * Cryptographic random bytes for cancel keys, drawn from RAND_bytes 4 KB at a
+ * time: one call per login cost more than the rest of a trust login.
+ */
+static bool random_bytes(uint8_t *out, size_t n)
+{
+    static uint8_t pool[4096];
+    static size_t  left;
+
+    assert(n <= sizeof(pool));
+    if (left < n) {
+        if (RAND_bytes(pool, (int)sizeof(pool)) != 1) return false;
+        left = sizeof(pool);
+    }
+    memcpy(out, pool + sizeof(pool) - left, n);
+    memset(pool + sizeof(pool) - left, 0, n); /* a key handed out is not kept */
+    left -= n;
+    return true;
+}
+
 static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
@@ -206,7 +226,7 @@ static void login_ok(struct client *c)
     p->stats.login_count++;
     c->step = LOGIN_DONE;
     do {
-        if (RAND_bytes(c->cancel_key, sizeof(c->cancel_key)) != 1) {
+        if (!random_bytes(c->cancel_key, sizeof(c->cancel_key))) {
             client_close(c, "53000", "could not generate a cancel key");
             return;
         }

@@ -19,6 +19,11 @@ static int  cur_level = LOGL_INFO;
 static bool to_stderr = true;
 static int  log_fd = -1;
 
+static time_t stamp_sec = -1; /* the second stamp[] shows */
+static char   stamp[32];
+static size_t stamp_len;
+static int    stamp_pid;
+
 static const char *const level_names[] = {"FATAL", "ERROR", "WARNING", "LOG", "DEBUG", "NOISE"};
 
 void log_set_level(int level)
@@ -38,6 +43,11 @@ void log_set_stderr(bool on)
     to_stderr = on;
 }
 
+void log_forked(void)
+{
+    stamp_sec = -1; /* a new pid: look again */
+}
+
 bool log_set_file(const char *path)
 {
     int fd = -1;
@@ -55,17 +65,26 @@ void log_vmsg(int level, const char *fmt, va_list ap)
 {
     char           line[4096];
     struct timeval tv;
-    struct tm      tm;
     size_t         n;
     int            r;
     int            saved_errno = errno;
 
     if (level > cur_level) return;
     gettimeofday(&tv, NULL);
-    localtime_r(&tv.tv_sec, &tm);
-    n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-    r = snprintf(line + n, sizeof(line) - n, ".%03d %d %s ", (int)(tv.tv_usec / 1000), (int)getpid(),
-                 level_names[level]);
+    /* A busy pooler logs many lines a second (log_connections): format the
+     * date once per second, and ask for the pid only when the second turns
+     * (it changes once, when -d forks). */
+    if (tv.tv_sec != stamp_sec) {
+        struct tm tm;
+
+        localtime_r(&tv.tv_sec, &tm);
+        stamp_len = strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
+        stamp_sec = tv.tv_sec;
+        stamp_pid = (int)getpid();
+    }
+    memcpy(line, stamp, stamp_len);
+    n = stamp_len;
+    r = snprintf(line + n, sizeof(line) - n, ".%03d %d %s ", (int)(tv.tv_usec / 1000), stamp_pid, level_names[level]);
     if (r > 0) n += (size_t)r;
     if (n < sizeof(line)) {
         r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);

@@ -278,6 +278,7 @@ static bool daemonize(void)
     pid = fork();
     if (pid < 0) return false;
     if (pid > 0) _exit(0);
+    log_forked();
     fd = open("/dev/null", O_RDWR);
     if (fd >= 0) {
         dup2(fd, STDIN_FILENO);

@@ -49,10 +49,6 @@ void io_set_reading(struct io *io, bool on)
     io->reading = on;
 }
 
-/*
- * One readv() straight into reserved buffer space: no FIONREAD ioctl per
- * read (evbuffer_read's way), so a wakeup costs one syscall per socket.
- */
 bool io_want_write(struct io *io)
 {
     if (io->fd < 0 || io->writing) return true;
@@ -73,6 +69,10 @@ void io_stop_writing(struct io *io)
     io->writing = false;
 }
 
+/*
+ * One readv() straight into reserved buffer space: no FIONREAD ioctl per
+ * read (evbuffer_read's way), so a wakeup costs one syscall per socket.
+ */
 int io_read(struct io *io, struct evbuffer *buf, int max)
 {
     struct evbuffer_iovec v[2];

@@ -23,9 +23,9 @@ enum log_level {
 void log_set_level(int level);
 int  log_get_level(void);
 void log_set_stderr(bool on);
-/* Opens (or reopens) the log file; NULL closes it. Returns false with errno set. */
 /* After fork(): the next line asks for the pid again. */
 void log_forked(void);
+/* Opens (or reopens) the log file; NULL closes it. Returns false with errno set. */
 bool log_set_file(const char *path) __attribute__((warn_unused_result));
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

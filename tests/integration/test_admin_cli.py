@@ -434,11 +434,17 @@ def test_interactive_prompt_help_and_output(start_pgbun, term):
     assert t.wait_exit() == 0
 
 
-@pytest.mark.timeout(30)
-def test_interactive_tab_completion(start_pgbun, term):
+def console_in_terminal(start_pgbun, term):
+    """pgbun with an admin user, and pgbun-admin at its prompt in a real terminal."""
     bun = start_pgbun(config=ADMIN)
     t = term(admin_argv(bun))
     t.wait(lambda s: at_prompt(s, bun), what="the prompt")
+    return bun, t
+
+
+@pytest.mark.timeout(30)
+def test_interactive_tab_completion(start_pgbun, term):
+    bun, t = console_in_terminal(start_pgbun, term)
     for typed, want in (("SHOW PO", "SHOW POOLS"), ("set default_po", "set default_pool_size"),
                         ("pause pgbun_te", "pause pgbun_test")):
         t.type(typed)
@@ -468,9 +474,7 @@ STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \(every 1s\)$", re.M)
 
 @pytest.mark.timeout(30)
 def test_interactive_watch_refreshes_and_ctrl_c_returns_to_the_prompt(start_pgbun, term):
-    bun = start_pgbun(config=ADMIN)
-    t = term(admin_argv(bun))
-    t.wait(lambda s: at_prompt(s, bun), what="the prompt")
+    bun, t = console_in_terminal(start_pgbun, term)
     run_line(t, bun, "SHOW VERSION", ROWS)
     t.line("\\watch 1")
     t.wait(lambda s: len(set(STAMP.findall(s))) >= 2, timeout=8,
@@ -490,9 +494,7 @@ def test_interactive_watch_refreshes_and_ctrl_c_returns_to_the_prompt(start_pgbu
 
 @pytest.mark.timeout(30)
 def test_interactive_ctrl_c_drops_a_partly_typed_line(start_pgbun, term):
-    bun = start_pgbun(config=ADMIN)
-    t = term(admin_argv(bun))
-    t.wait(lambda s: at_prompt(s, bun), what="the prompt")
+    bun, t = console_in_terminal(start_pgbun, term)
     t.type("SHOW VERS")
     t.wait(lambda s: at_prompt(s, bun, "SHOW VERS"), what="the typed text")
     t.keys("C-c")
@@ -507,9 +509,7 @@ def test_interactive_ctrl_c_drops_a_partly_typed_line(start_pgbun, term):
 
 @pytest.mark.timeout(30)
 def test_interactive_history_is_saved_and_recalled_and_ctrl_d_exits(start_pgbun, term, home):
-    bun = start_pgbun(config=ADMIN)
-    t = term(admin_argv(bun))
-    t.wait(lambda s: at_prompt(s, bun), what="the prompt")
+    bun, t = console_in_terminal(start_pgbun, term)
     run_line(t, bun, "SHOW VERSION", ROWS)
     run_line(t, bun, "SHOW LISTS", ROWS)
     t.line("\\q")
@@ -574,9 +574,7 @@ def test_top_command_and_ctrl_c_exits_0(start_pgbun, term):
 
 @pytest.mark.timeout(40)
 def test_interactive_reconnects_after_pgbun_restarts(start_pgbun, term):
-    bun = start_pgbun(config=ADMIN)
-    t = term(admin_argv(bun))
-    t.wait(lambda s: at_prompt(s, bun), what="the prompt")
+    bun, t = console_in_terminal(start_pgbun, term)
     run_line(t, bun, "SHOW VERSION", ROWS)
     assert bun.stop() == 0, bun.log_text()
     bun2 = start_pgbun(config=ADMIN, port=bun.port)

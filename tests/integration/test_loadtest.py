@@ -275,7 +275,9 @@ def test_reconnect_through_a_postgresql_restart_recovers_every_client(make_postg
     assert r["restart_exit_status"] == 0, r
     assert r["outage_errors"] > 0, r
     assert r["clients_not_recovered"] == 0, r
-    assert r["recovery_seconds"] is not None and r["recovery_seconds"] < 7, r
+    # Logins refused together while PostgreSQL restarts count as one failure for the retry back-off,
+    # so clients are served again within a second or so here (the back-off's 4 s cap would exceed this).
+    assert r["recovery_seconds"] is not None and r["recovery_seconds"] < 3.5, r
     assert r["restart_at_s"] <= r["outage_start_s"] <= r["outage_end_s"] <= r["recovered_s"], r
     # served again after the outage: the last seconds of the CSV
     with open(csv_path) as f:

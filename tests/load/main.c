@@ -47,16 +47,23 @@ const char *lt_scenario_name(enum lt_scenario s)
     return scenario_names[s];
 }
 
+/* "pgbun-loadtest: [warning: ]message" on stderr. */
+static void say(const char *what, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void say(const char *what, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: %s", progname, what);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void die(int code, const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "%s: ", progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    say("", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     exit(code);
 }
 
@@ -65,11 +72,9 @@ static void warn(const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "%s: warning: ", progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    say("warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 static void usage(FILE *f)

@@ -268,15 +268,14 @@ def test_reconnect_through_a_postgresql_restart_recovers_every_client(make_postg
                + shlex.join([str(own.bindir / "pg_ctl"), "-D", str(own.datadir), "-l", str(own.logfile),
                              "-w", "-t", "30", "-m", "fast", "restart"]))
     csv_path = tmp_path / "reconnect.csv"
-    # pgbun waits up to 4 s before it tries PostgreSQL again: the restart comes early enough to leave room
+    # the restart comes early, so the recovery fits in the run whatever pgbun's retry back-off is
     report = clean(*loadtest(bun, own, "--scenario=reconnect", "-c", "10", "-T", "8s", "--restart-at=1s",
                              f"--restart-command={restart}", f"--csv={csv_path}", timeout=80), outage=True)
     r = report["reconnect"]
     assert r["restart_exit_status"] == 0, r
     assert r["outage_errors"] > 0, r
     assert r["clients_not_recovered"] == 0, r
-    # Logins refused together while PostgreSQL restarts count as one failure for the retry back-off,
-    # so clients are served again within a second or so here (the back-off's 4 s cap would exceed this).
+    # served again soon after PostgreSQL is back (well under a second on a quiet machine; generous bound)
     assert r["recovery_seconds"] is not None and r["recovery_seconds"] < 3.5, r
     assert r["restart_at_s"] <= r["outage_start_s"] <= r["outage_end_s"] <= r["recovered_s"], r
     # served again after the outage: the last seconds of the CSV

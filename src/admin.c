@@ -32,6 +32,7 @@
 #include "config.h"
 #include "log.h"
 #include "pgbun.h"
+#include "worker.h"
 #include "pool.h"
 #include "proto.h"
 #include "rowset.h"
@@ -97,11 +98,13 @@ static bool fill_welcome(struct varlist *w)
     const char *version = NULL;
     char        buf[128];
 
+    worker_stop_world(); /* the version comes from any worker's pool */
     for (struct pool *p = pool_first(); p != NULL && version == NULL; p = pool_next(p))
         if (!p->admin && p->welcome_ready) version = varlist_get(&p->welcome, "server_version");
     /* A PostgreSQL version first, so that clients parse it; then who answers. */
     snprintf(buf, sizeof(buf), "%.*s (pgbun %s)", version ? (int)strcspn(version, " ") : 4, version ? version : "16.0",
              PGBUN_VERSION);
+    worker_start_world();
     return varlist_set(w, "server_version", buf) && varlist_set(w, "server_encoding", "UTF8") &&
            varlist_set(w, "client_encoding", "UTF8") && varlist_set(w, "DateStyle", "ISO, MDY") &&
            varlist_set(w, "IntervalStyle", "postgres") && varlist_set(w, "TimeZone", "UTC") &&
@@ -530,7 +533,7 @@ static bool arm(struct client *c, bool now)
     struct admin_session *a = c->console;
     struct timeval        tv = {0, 50000};
 
-    if (a->ev == NULL && (a->ev = evtimer_new(pgbun.base, ev_cb, c)) == NULL) return false;
+    if (a->ev == NULL && (a->ev = evtimer_new(c->w->base, ev_cb, c)) == NULL) return false;
     if (now)
         event_active(a->ev, EV_TIMEOUT, 0);
     else
@@ -584,7 +587,7 @@ static void kill_pools(const char *db, const char *why)
 
 static struct client *find_client(uint64_t id)
 {
-    for (struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+    for (struct client *c = pool_first_login_client(); c != NULL; c = pool_next_login_client(c))
         if (c->id == id) return c;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         for (int st = 0; st < CL_CLOSING; st++)
@@ -733,7 +736,20 @@ static void show_help(struct client *c)
  * false after an ErrorResponse; *waiting when a PAUSE or WAIT_CLOSE will
  * answer later.
  */
+static bool run_statement_stopped(struct client *c, const char *sql, struct rowset *rs, bool describe, bool *waiting);
+
+/* Every statement sees and changes all workers at once: it runs with the world stopped. */
 static bool run_statement(struct client *c, const char *sql, struct rowset *rs, bool describe, bool *waiting)
+{
+    bool ok;
+
+    worker_stop_world();
+    ok = run_statement_stopped(c, sql, rs, describe, waiting);
+    worker_start_world();
+    return ok;
+}
+
+static bool run_statement_stopped(struct client *c, const char *sql, struct rowset *rs, bool describe, bool *waiting)
 {
     struct command cmd;
     int            idx;
@@ -1191,13 +1207,16 @@ static void ev_cb(evutil_socket_t fd, short what, void *arg)
     switch (a->wait) {
     case WAIT_NONE: process(c); return; /* a long batch continues */
     case WAIT_PAUSE:
-        if (pool_busy_servers(a->wait_db) > 0) break;
+    case WAIT_CLOSE_DONE: {
+        bool busy;
+
+        worker_stop_world();
+        busy = a->wait == WAIT_PAUSE ? pool_busy_servers(a->wait_db) > 0 : pool_close_pending(a->wait_db) > 0;
+        worker_start_world();
+        if (busy) break;
         resume(c);
         return;
-    case WAIT_CLOSE_DONE:
-        if (pool_close_pending(a->wait_db) > 0) break;
-        resume(c);
-        return;
+    }
     case WAIT_OUTPUT:
     case WAIT_FOREVER: return;
     }

@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include "admin.h"
 #include "log.h"
 #include "pgbun.h"
+#include "worker.h"
 #include "proto.h"
 #include "scram.h"
 #include "server.h"
@@ -36,7 +38,7 @@
 /* Login messages (passwords, SASL) are small; anything bigger is an attack or a bug. */
 #define LOGIN_MSG_MAX 8192
 
-static uint64_t next_client_id;
+static atomic_uint_fast64_t next_client_id;
 
 static void client_read_cb(evutil_socket_t fd, short what, void *arg);
 static void client_write_cb(evutil_socket_t fd, short what, void *arg);
@@ -48,8 +50,8 @@ static void client_process(struct client *c);
  */
 static bool random_bytes(uint8_t *out, size_t n)
 {
-    static uint8_t pool[4096];
-    static size_t  left;
+    static _Thread_local uint8_t pool[4096];
+    static _Thread_local size_t  left;
 
     assert(n <= sizeof(pool));
     if (left < n) {
@@ -84,16 +86,17 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
         close(fd);
         return;
     }
-    c->id = ++next_client_id;
+    c->id = atomic_fetch_add(&next_client_id, 1) + 1;
+    c->w = worker_self;
     c->is_unix = is_unix;
     if (is_unix) {
         snprintf(c->addr, sizeof(c->addr), "unix");
-    } else if (sa->sa_family == AF_INET) {
+    } else if (sa != NULL && sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
 
         inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
         c->port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
 
         inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
@@ -101,10 +104,10 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
     }
     (void)salen;
     io_tune_socket(fd, !is_unix);
-    io_init(&c->io, fd, client_read_cb, client_write_cb, c);
-    evtimer_assign(&c->login->timer, pgbun.base, login_timeout_cb, c);
+    io_init(&c->io, c->w->base, fd, client_read_cb, client_write_cb, c);
+    evtimer_assign(&c->login->timer, c->w->base, login_timeout_cb, c);
     c->connect_time = c->request_time = pgbun_now();
-    pgbun.client_count++;
+    atomic_fetch_add(&pgbun.client_count, 1);
     pool_register_client(c);
     if (cfg->client_login_timeout > 0) {
         struct timeval tv = {(time_t)(cfg->client_login_timeout / USEC_PER_SEC),
@@ -150,7 +153,7 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
     }
     if (c->login != NULL) evtimer_del(&c->login->timer);
     io_close(&c->io);
-    pgbun.client_count--;
+    atomic_fetch_sub(&pgbun.client_count, 1);
     pool_set_client_state(c, CL_CLOSING);
 }
 
@@ -230,6 +233,8 @@ static void login_ok(struct client *c)
             client_close(c, "53000", "could not generate a cancel key");
             return;
         }
+        /* With several workers the key's low six bits say whose client it is, so a cancel goes straight there. */
+        if (worker_count() > 1) c->cancel_key[0] = (uint8_t)((c->cancel_key[0] & ~0x3f) | c->w->id);
     } while (pool_find_cancel_key(c->cancel_key) != NULL);
     if (p->welcome_ready) {
         client_welcome(c);
@@ -361,7 +366,7 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
         else
             i++;
     }
-    if (pgbun.client_count > cfg->max_client_conn) {
+    if (atomic_load(&pgbun.client_count) > cfg->max_client_conn) {
         client_close(c, "53300", "no more connections allowed (max_client_conn = %d)", cfg->max_client_conn);
         return;
     }
@@ -388,7 +393,7 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
     send_auth_request(c);
 }
 
-static void handle_cancel(struct client *c, const uint8_t *key)
+void client_cancel_local(const uint8_t key[8])
 {
     struct client *target = pool_find_cancel_key(key);
 
@@ -396,7 +401,18 @@ static void handle_cancel(struct client *c, const uint8_t *key)
         client_log(target, LOGL_INFO, "cancel request forwarded to S-%llu", (unsigned long long)target->server->id);
         server_send_cancel(target->server);
     } else {
-        log_debug("C-%llu: cancel request for an unknown or idle client ignored", (unsigned long long)c->id);
+        log_debug("cancel request for an unknown or idle client ignored");
+    }
+}
+
+static void handle_cancel(struct client *c, const uint8_t *key)
+{
+    int owner = key[0] & 0x3f;
+
+    if (worker_count() > 1 && owner != c->w->id && owner < worker_count()) {
+        if (!worker_send_cancel(worker_get(owner), key)) log_warning("cancel request dropped: out of memory");
+    } else {
+        client_cancel_local(key);
     }
     client_close(c, NULL, "cancel request handled");
 }

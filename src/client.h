@@ -21,6 +21,7 @@
 
 struct scram_server;
 struct admin_session;
+struct worker;
 
 enum login_step {
     LOGIN_STARTUP = 0,   /* waiting for SSLRequest / StartupMessage / CancelRequest */
@@ -35,6 +36,7 @@ struct client {
     enum client_state     state;
     struct pool          *pool;   /* NULL until the startup packet names it */
     struct server        *server; /* linked server, or NULL */
+    struct worker        *w;      /* whose loop it is on */
     struct io             io;
     struct evbuffer      *in;  /* bytes read, not yet forwarded */
     struct evbuffer      *out; /* bytes to write to the client */
@@ -88,6 +90,8 @@ void client_resume(struct client *c);
 bool client_flush(struct client *c);
 
 void client_free(struct client *c);
+/* A CancelRequest with this key, for a client of this worker. */
+void client_cancel_local(const uint8_t key[8]);
 
 #define client_log(c, level, fmt, ...)                                                                                 \
     log_msg(level, "C-%llu: %s/%s@%s:%d " fmt, (unsigned long long)(c)->id, (c)->dbname ? (c)->dbname : "(nodb)",      \

@@ -95,6 +95,7 @@ static const struct key main_keys[] = {
     R_BOOL(so_reuseport, "0"),
 
     /* process */
+    R_INT(workers, "1", 1, 64),
     R_STR(user, NULL),
     R_STR(pidfile, NULL),
     R_STR(logfile, NULL),

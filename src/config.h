@@ -72,7 +72,8 @@ struct pgbun_config {
     bool  so_reuseport;
 
     /* process */
-    char *user; /* setuid target when started as root */
+    int   workers; /* event loops, one thread each (1) */
+    char *user;    /* setuid target when started as root */
     char *pidfile;
     char *logfile;
     int   verbose; /* 0 = LOG level; each step adds DEBUG, NOISE */

@@ -14,12 +14,13 @@
 
 #include "pgbun.h"
 
-void io_init(struct io *io, int fd, event_callback_fn read_cb, event_callback_fn write_cb, void *arg)
+void io_init(struct io *io, struct event_base *base, int fd, event_callback_fn read_cb, event_callback_fn write_cb,
+             void *arg)
 {
     io->fd = fd;
     io->reading = false;
     io->writing = false;
-    event_assign(&io->rev, pgbun.base, fd, EV_READ | EV_PERSIST, read_cb, arg);
+    event_assign(&io->rev, base, fd, EV_READ | EV_PERSIST, read_cb, arg);
     /* Most connections never fill their socket buffer: the write event is made when one does. */
     io->wev = NULL;
     io->write_cb = write_cb;
@@ -39,6 +40,19 @@ void io_close(struct io *io)
     io->fd = -1;
 }
 
+void io_detach(struct io *io)
+{
+    if (io->reading) event_del(&io->rev);
+    if (io->wev != NULL) event_free(io->wev);
+    io->wev = NULL;
+    io->reading = io->writing = false;
+}
+
+void io_attach(struct io *io, struct event_base *base)
+{
+    event_assign(&io->rev, base, io->fd, EV_READ | EV_PERSIST, event_get_callback(&io->rev), io->arg);
+}
+
 void io_set_reading(struct io *io, bool on)
 {
     if (io->fd < 0 || io->reading == on) return;
@@ -53,7 +67,7 @@ bool io_want_write(struct io *io)
 {
     if (io->fd < 0 || io->writing) return true;
     if (io->wev == NULL &&
-        (io->wev = event_new(pgbun.base, io->fd, EV_WRITE | EV_PERSIST, io->write_cb, io->arg)) == NULL) {
+        (io->wev = event_new(event_get_base(&io->rev), io->fd, EV_WRITE | EV_PERSIST, io->write_cb, io->arg)) == NULL) {
         errno = ENOMEM;
         return false;
     }

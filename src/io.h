@@ -29,7 +29,12 @@ struct io {
     bool              writing; /* wev is armed */
 };
 
-void io_init(struct io *io, int fd, event_callback_fn read_cb, event_callback_fn write_cb, void *arg);
+void io_init(struct io *io, struct event_base *base, int fd, event_callback_fn read_cb, event_callback_fn write_cb,
+             void *arg);
+/* Stops every event of the connection, which moves to another loop... */
+void io_detach(struct io *io);
+/* ... and binds them to that loop's base there (nothing armed). */
+void io_attach(struct io *io, struct event_base *base);
 void io_close(struct io *io);
 void io_set_reading(struct io *io, bool on);
 /* Arms write readiness (a connect under way, or output the socket did not take); false: out of memory. */

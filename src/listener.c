@@ -6,6 +6,10 @@
  * <unix_socket_dir>/.s.PGSQL.<port>, named as PostgreSQL names it so that
  * `psql -h /tmp -p 6432` finds it. When the process runs out of file
  * descriptors, accepting pauses for a second instead of spinning.
+ *
+ * With several workers each one has its own TCP sockets, bound with
+ * SO_REUSEPORT, and the kernel spreads new connections over them. The unix
+ * socket is worker 0's; it hands its clients to the workers in turn.
  */
 #include "listener.h"
 
@@ -26,6 +30,7 @@
 #include "io.h"
 #include "log.h"
 #include "pgbun.h"
+#include "worker.h"
 
 #define MAX_LISTENERS 16
 
@@ -34,67 +39,88 @@ struct listener {
     bool                   is_unix;
 };
 
-static struct listener listeners[MAX_LISTENERS];
-static int             nlisteners;
-static char            unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-static struct event   *resume_timer;
+/* One worker's listen sockets (worker.ls). */
+struct listener_set {
+    struct worker  *w;
+    struct listener l[MAX_LISTENERS];
+    int             n;
+    struct event   *resume_timer;
+};
+
+static char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static int  next_unix_worker; /* worker 0's only */
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     struct listener *l = arg;
 
+    if (l->is_unix && worker_count() > 1) {
+        struct worker *w = worker_get(next_unix_worker);
+
+        next_unix_worker = (next_unix_worker + 1) % worker_count();
+        if (w != worker_self) {
+            if (!worker_send_client(w, fd)) {
+                log_warning("could not hand a unix-socket client to worker %d: out of memory", w->id);
+                close(fd);
+            }
+            return;
+        }
+    }
     client_accept(fd, sa, salen, l->is_unix);
 }
 
 static void resume_cb(evutil_socket_t fd, short what, void *arg)
 {
-    for (int i = 0; i < nlisteners; i++)
-        evconnlistener_enable(listeners[i].lev);
+    struct listener_set *ls = arg;
+
+    for (int i = 0; i < ls->n; i++)
+        evconnlistener_enable(ls->l[i].lev);
     log_info("accepting connections again");
 }
 
 static void error_cb(struct evconnlistener *lev, void *arg)
 {
-    int            err = EVUTIL_SOCKET_ERROR();
-    struct timeval tv = {1, 0};
+    struct listener_set *ls = worker_self->ls;
+    int                  err = EVUTIL_SOCKET_ERROR();
+    struct timeval       tv = {1, 0};
 
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         log_warning("accept failed: %s; pausing new connections for 1 s", strerror(err));
-        for (int i = 0; i < nlisteners; i++)
-            evconnlistener_disable(listeners[i].lev);
-        if (resume_timer == NULL) resume_timer = evtimer_new(pgbun.base, resume_cb, NULL);
-        if (resume_timer) evtimer_add(resume_timer, &tv);
+        for (int i = 0; i < ls->n; i++)
+            evconnlistener_disable(ls->l[i].lev);
+        if (ls->resume_timer == NULL) ls->resume_timer = evtimer_new(ls->w->base, resume_cb, ls);
+        if (ls->resume_timer) evtimer_add(ls->resume_timer, &tv);
         return;
     }
     log_warning("accept failed: %s", strerror(err));
 }
 
-static bool add_listener(int fd, bool is_unix, int backlog, char **err, const char *what)
+static bool add_listener(struct listener_set *ls, int fd, bool is_unix, int backlog, char **err, const char *what)
 {
     struct evconnlistener *lev;
 
-    if (nlisteners == MAX_LISTENERS) {
+    if (ls->n == MAX_LISTENERS) {
         close(fd);
         if (asprintf(err, "too many listen addresses (at most %d)", MAX_LISTENERS) < 0) *err = NULL;
         return false;
     }
     evutil_make_socket_nonblocking(fd);
-    lev = evconnlistener_new(pgbun.base, accept_cb, &listeners[nlisteners],
-                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, backlog, fd);
+    lev = evconnlistener_new(ls->w->base, accept_cb, &ls->l[ls->n], LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                             backlog, fd);
     if (lev == NULL) {
         if (asprintf(err, "could not listen on %s: %s", what, strerror(errno)) < 0) *err = NULL;
         close(fd);
         return false;
     }
     evconnlistener_set_error_cb(lev, error_cb);
-    listeners[nlisteners].lev = lev;
-    listeners[nlisteners].is_unix = is_unix;
-    nlisteners++;
-    log_info("listening on %s", what);
+    ls->l[ls->n].lev = lev;
+    ls->l[ls->n].is_unix = is_unix;
+    ls->n++;
+    if (ls->w->id == 0) log_info("listening on %s", what);
     return true;
 }
 
-static bool listen_tcp(const struct pgbun_config *cfg, const char *host, char **err)
+static bool listen_tcp(struct listener_set *ls, const struct pgbun_config *cfg, const char *host, char **err)
 {
     struct addrinfo  hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res, *ai;
@@ -119,14 +145,14 @@ static bool listen_tcp(const struct pgbun_config *cfg, const char *host, char **
             goto fail;
         }
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-        if (cfg->so_reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+        if (cfg->so_reuseport || worker_count() > 1) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
         if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
             if (asprintf(err, "could not bind %s: %s", what, strerror(errno)) < 0) *err = NULL;
             close(fd);
             goto fail;
         }
-        if (!add_listener(fd, false, cfg->listen_backlog, err, what)) goto fail;
+        if (!add_listener(ls, fd, false, cfg->listen_backlog, err, what)) goto fail;
     }
     freeaddrinfo(res);
     return true;
@@ -135,7 +161,7 @@ fail:
     return false;
 }
 
-static bool listen_unix(const struct pgbun_config *cfg, char **err)
+static bool listen_unix(struct listener_set *ls, const struct pgbun_config *cfg, char **err)
 {
     struct sockaddr_un un = {.sun_family = AF_UNIX};
     int                fd;
@@ -164,33 +190,46 @@ static bool listen_unix(const struct pgbun_config *cfg, char **err)
     }
     snprintf(unix_path, sizeof(unix_path), "%s", un.sun_path);
     chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
-    return add_listener(fd, true, cfg->listen_backlog, err, un.sun_path);
+    return add_listener(ls, fd, true, cfg->listen_backlog, err, un.sun_path);
 }
 
-bool listener_start(const struct pgbun_config *cfg, char **err)
+static bool start_worker(struct worker *w, const struct pgbun_config *cfg, char **err)
 {
-    char *addrs, *tok, *save = NULL;
+    struct listener_set *ls = calloc(1, sizeof(*ls));
+    char                *addrs, *tok, *save = NULL;
 
-    *err = NULL;
+    if (ls == NULL) return false;
+    ls->w = w;
+    w->ls = ls;
+    /* The unix socket first: once the TCP port answers, both do. */
+    if (w->id == 0 && cfg->unix_socket_dir != NULL && cfg->unix_socket_dir[0] != '\0' && !listen_unix(ls, cfg, err))
+        return false;
     if (cfg->listen_addr != NULL && cfg->listen_addr[0] != '\0') {
         addrs = strdup(cfg->listen_addr);
         if (addrs == NULL) return false;
         for (tok = strtok_r(addrs, ", ", &save); tok != NULL; tok = strtok_r(NULL, ", ", &save)) {
-            if (!listen_tcp(cfg, tok, err)) {
+            if (!listen_tcp(ls, cfg, tok, err)) {
                 free(addrs);
-                listener_stop();
                 return false;
             }
         }
         free(addrs);
     }
-    if (cfg->unix_socket_dir != NULL && cfg->unix_socket_dir[0] != '\0' && !listen_unix(cfg, err)) {
-        listener_stop();
-        return false;
-    }
-    if (nlisteners == 0) {
+    if (ls->n == 0 && w->id == 0) {
         *err = strdup("nothing to listen on: set listen_addr or unix_socket_dir");
         return false;
+    }
+    return true;
+}
+
+bool listener_start(const struct pgbun_config *cfg, char **err)
+{
+    *err = NULL;
+    for (int i = 0; i < worker_count(); i++) {
+        if (!start_worker(worker_get(i), cfg, err)) {
+            listener_stop();
+            return false;
+        }
     }
     return true;
 }
@@ -203,15 +242,19 @@ void listener_chown(uid_t uid, gid_t gid)
 
 void listener_stop(void)
 {
-    for (int i = 0; i < nlisteners; i++)
-        evconnlistener_free(listeners[i].lev);
-    nlisteners = 0;
+    for (int i = 0; i < worker_count(); i++) {
+        struct worker       *w = worker_get(i);
+        struct listener_set *ls = w->ls;
+
+        if (ls == NULL) continue;
+        for (int j = 0; j < ls->n; j++)
+            evconnlistener_free(ls->l[j].lev);
+        if (ls->resume_timer != NULL) event_free(ls->resume_timer);
+        free(ls);
+        w->ls = NULL;
+    }
     if (unix_path[0] != '\0') {
         unlink(unix_path);
         unix_path[0] = '\0';
-    }
-    if (resume_timer != NULL) {
-        event_free(resume_timer);
-        resume_timer = NULL;
     }
 }

@@ -19,10 +19,11 @@ static int  cur_level = LOGL_INFO;
 static bool to_stderr = true;
 static int  log_fd = -1;
 
-static time_t stamp_sec = -1; /* the second stamp[] shows */
-static char   stamp[32];
-static size_t stamp_len;
-static int    stamp_pid;
+/* Each worker thread keeps its own. */
+static _Thread_local time_t stamp_sec = -1; /* the second stamp[] shows */
+static _Thread_local char   stamp[32];
+static _Thread_local size_t stamp_len;
+static _Thread_local int    stamp_pid;
 
 static const char *const level_names[] = {"FATAL", "ERROR", "WARNING", "LOG", "DEBUG", "NOISE"};
 

@@ -1,12 +1,14 @@
 /*
  * pgbun.h - process-wide state shared by every module.
  *
- * One event loop runs everything. `pgbun` holds the loop, the active config
- * snapshot and the auth_file contents; a reload swaps the latter two.
+ * `pgbun` holds the active config snapshot and the auth_file contents; a
+ * reload swaps them with the world stopped (worker.h), so every worker reads
+ * them freely. Each worker's event loop is in its struct worker.
  */
 #ifndef PGBUN_H
 #define PGBUN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,16 +18,12 @@
 #define PGBUN_VERSION PACKAGE_VERSION
 #endif
 
-struct event_base;
-struct evdns_base;
 struct auth_file;
 
 struct pgbun_state {
-    struct event_base   *base;          /* the one event loop */
-    struct evdns_base   *dns;           /* async resolver, made on first use */
     struct pgbun_config *cfg;           /* current config; replaced on reload */
     struct auth_file    *auth;          /* current auth_file, or NULL */
-    int                  client_count;  /* every client socket, logged in or not */
+    atomic_int           client_count;  /* every client socket of every worker, logged in or not */
     bool                 shutting_down; /* no new clients; exit when drained */
     bool                 paused;        /* SIGUSR1: no server is handed out until SIGUSR2 */
 };

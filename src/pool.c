@@ -15,6 +15,8 @@
 
 #include <assert.h>
 #include <event2/event.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,21 +25,54 @@
 #include "log.h"
 #include "pgbun.h"
 #include "server.h"
+#include "worker.h"
 
 TAILQ_HEAD(pool_list, pool);
 
-static struct pool_list   pools = TAILQ_HEAD_INITIALIZER(pools);
-static struct client_list login_clients = TAILQ_HEAD_INITIALIZER(login_clients);
-static int                nlogin_clients;
-static struct client_list reap_clients = TAILQ_HEAD_INITIALIZER(reap_clients);
-static struct server_list reap_servers = TAILQ_HEAD_INITIALIZER(reap_servers);
-static struct event      *reap_event;
-static struct event      *janitor_event;
-static uint32_t           next_pool_id;
+/* One worker's pools and lists (worker.pw). */
+struct pool_world {
+    struct pool_list   pools;
+    struct client_list login_clients;
+    int                nlogin_clients;
+    struct client_list reap_clients;
+    struct server_list reap_servers;
+    struct event      *reap_event;
+    struct event      *janitor_event;
+    int                nblocked; /* pools waiting on a max_db_connections or max_user_connections limit */
+};
+
+#define PW (worker_self->pw)
+
+/*
+ * What the pools of every worker share: for one (database, user) the open
+ * server connections that pool_size limits, and for one database or one
+ * user those that max_db_connections or max_user_connections limit. Made
+ * with the first pool that needs one, kept until exit; the counts are
+ * atomic, so a worker reserves a connection before it opens one.
+ */
+struct pool_share {
+    struct pool_share *next;
+    char               kind; /* 'p' pool, 'a' admin pool, 'd' database, 'u' user */
+    char              *dbname;
+    char              *user;
+    atomic_int         servers;           /* open (not closing) server connections */
+    atomic_int         peak;              /* most at once since the start or RESET STATS */
+    atomic_uint        wanting;           /* bit per worker whose clients wait and may not open one */
+    atomic_int         held[WORKERS_MAX]; /* 'p': servers on each worker */
+    /* 'd', 'u': per worker, since when the clients of its pools blocked on this limit have waited (0: none) */
+    _Atomic usec_t blocked_since[WORKERS_MAX];
+    struct varlist welcome; /* 'p': ParameterStatus of the first login (share_lock) */
+    bool           welcome_ready;
+};
+
+static pthread_mutex_t    share_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pool_share *shares;
+static atomic_uint        next_pool_id;
 static usec_t             period_began; /* when the current stats_period began */
 static usec_t             period_len;   /* how long the last full one lasted */
 
-/* PAUSE db / DISABLE db, kept by database name so that pools made later inherit it. */
+/* PAUSE db / DISABLE db, kept by database name so that pools made later inherit it. Changed only with the world
+ * stopped. */
 struct db_state {
     char *name;
     bool  paused;
@@ -46,18 +81,115 @@ struct db_state {
 static struct db_state *db_states;
 static size_t           ndb_states;
 
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static struct pool_share *share_get(char kind, const char *dbname, const char *user)
+{
+    struct pool_share *sh;
+
+    pthread_mutex_lock(&share_lock);
+    for (sh = shares; sh != NULL; sh = sh->next)
+        if (sh->kind == kind && same_str(sh->dbname, dbname) && same_str(sh->user, user)) break;
+    if (sh == NULL && (sh = calloc(1, sizeof(*sh))) != NULL) {
+        sh->kind = kind;
+        sh->dbname = dbname ? strdup(dbname) : NULL;
+        sh->user = user ? strdup(user) : NULL;
+        if ((dbname && sh->dbname == NULL) || (user && sh->user == NULL)) {
+            free(sh->dbname);
+            free(sh->user);
+            free(sh);
+            sh = NULL;
+        } else {
+            sh->next = shares;
+            shares = sh;
+        }
+    }
+    pthread_mutex_unlock(&share_lock);
+    return sh;
+}
+
+static void shares_free(void)
+{
+    struct pool_share *sh;
+
+    while ((sh = shares) != NULL) {
+        shares = sh->next;
+        varlist_clear(&sh->welcome);
+        free(sh->dbname);
+        free(sh->user);
+        free(sh);
+    }
+}
+
+/* One more server under `limit` (negative: none); false when it is reached. */
+static bool share_take(struct pool_share *sh, int limit)
+{
+    int n = atomic_load(&sh->servers);
+
+    do {
+        if (limit >= 0 && n >= limit) return false;
+    } while (!atomic_compare_exchange_weak(&sh->servers, &n, n + 1));
+    n++;
+    for (int peak = atomic_load(&sh->peak); n > peak && !atomic_compare_exchange_weak(&sh->peak, &peak, n);)
+        ;
+    return true;
+}
+
+static void share_put(struct pool_share *sh)
+{
+    atomic_fetch_sub(&sh->servers, 1);
+}
+
+int pool_servers_total(const struct pool *p)
+{
+    return atomic_load(&p->share->servers);
+}
+
+int pool_peak_servers(const struct pool *p)
+{
+    return atomic_load(&p->share->peak);
+}
+
+int pool_peak_db_servers(const struct pool *p)
+{
+    return atomic_load(&p->db_share->peak);
+}
+
+/*
+ * The first server login's ParameterStatus, kept for the pool of every
+ * worker: a client whose worker has no server of the pool yet logs in at
+ * once all the same.
+ */
+static void share_welcome(struct pool *p)
+{
+    pthread_mutex_lock(&share_lock);
+    if (!p->share->welcome_ready && p->welcome_ready && varlist_copy(&p->share->welcome, &p->welcome))
+        p->share->welcome_ready = true;
+    else if (p->share->welcome_ready && !p->welcome_ready && varlist_copy(&p->welcome, &p->share->welcome))
+        p->welcome_ready = true;
+    pthread_mutex_unlock(&share_lock);
+}
+
+bool pool_same(const struct pool *a, const struct pool *b)
+{
+    return a->share == b->share;
+}
+
 /* Frees what was closed; nothing may still point at it. */
-static void reap_now(void)
+static void reap_now(struct pool_world *pw)
 {
     struct client *c;
     struct server *s;
 
-    while ((c = TAILQ_FIRST(&reap_clients)) != NULL) {
-        TAILQ_REMOVE(&reap_clients, c, entry);
+    while ((c = TAILQ_FIRST(&pw->reap_clients)) != NULL) {
+        TAILQ_REMOVE(&pw->reap_clients, c, entry);
         client_free(c);
     }
-    while ((s = TAILQ_FIRST(&reap_servers)) != NULL) {
-        TAILQ_REMOVE(&reap_servers, s, entry);
+    while ((s = TAILQ_FIRST(&pw->reap_servers)) != NULL) {
+        TAILQ_REMOVE(&pw->reap_servers, s, entry);
         server_free(s);
     }
 }
@@ -67,8 +199,8 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *p;
 
-    reap_now();
-    TAILQ_FOREACH(p, &pools, entry)
+    reap_now(PW);
+    TAILQ_FOREACH(p, &PW->pools, entry)
     {
         if (!p->dispatch_due) continue;
         p->dispatch_due = false;
@@ -79,7 +211,7 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 void pool_dispatch_later(struct pool *p)
 {
     p->dispatch_due = true;
-    event_active(reap_event, 0, 0);
+    event_active(p->w->pw->reap_event, 0, 0);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -92,14 +224,23 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void janitor_cb(evutil_socket_t fd, short what, void *arg);
 
-void pool_init(void)
+bool pool_init(struct worker *w)
 {
-    struct timeval tv = {0, JANITOR_PERIOD_USEC};
+    struct timeval     tv = {0, JANITOR_PERIOD_USEC};
+    struct pool_world *pw = calloc(1, sizeof(*pw));
 
+    if (pw == NULL) return false;
+    TAILQ_INIT(&pw->pools);
+    TAILQ_INIT(&pw->login_clients);
+    TAILQ_INIT(&pw->reap_clients);
+    TAILQ_INIT(&pw->reap_servers);
+    w->pw = pw;
     period_began = pgbun_now();
-    reap_event = event_new(pgbun.base, -1, 0, reap_cb, NULL);
-    janitor_event = event_new(pgbun.base, -1, EV_PERSIST, janitor_cb, NULL);
-    if (janitor_event) event_add(janitor_event, &tv);
+    pw->reap_event = event_new(w->base, -1, 0, reap_cb, NULL);
+    pw->janitor_event = event_new(w->base, -1, EV_PERSIST, janitor_cb, w);
+    if (pw->reap_event == NULL || pw->janitor_event == NULL) return false;
+    event_add(pw->janitor_event, &tv);
+    return true;
 }
 
 static void pool_free(struct pool *p)
@@ -127,22 +268,42 @@ static void log_totals(const struct pool *p)
              "%llu us, wait %llu us; query p50 %lld us, p95 %lld us, p99 %lld us",
              p->dbname, p->user, (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
              (unsigned long long)st->assignments, (unsigned long long)st->reused,
-             (unsigned long long)st->servers_opened, p->max_servers_used, (unsigned long long)st->bytes_in,
+             (unsigned long long)st->servers_opened, pool_peak_servers(p), (unsigned long long)st->bytes_in,
              (unsigned long long)st->bytes_out, (unsigned long long)stats_avg(st->xact_time, st->xact_count),
              (unsigned long long)stats_avg(st->query_time, st->query_count),
              (unsigned long long)stats_avg(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
              (long long)stats_percentile(st, 0.95), (long long)stats_percentile(st, 0.99));
 }
 
-void pool_fini(void)
+void pool_log_totals(void)
 {
-    struct pool   *p;
-    struct client *c;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        struct pool *q;
+        struct pool  sum;
 
-    TAILQ_FOREACH(p, &pools, entry) log_totals(p);
-    while ((c = TAILQ_FIRST(&login_clients)) != NULL)
+        if (pool_seen(p)) continue;
+        memset(&sum, 0, sizeof(sum));
+        sum.dbname = p->dbname;
+        sum.user = p->user;
+        sum.admin = p->admin;
+        sum.share = p->share;
+        for (q = p; q != NULL; q = pool_next(q))
+            if (pool_same(p, q)) stats_add(&sum.stats, &q->stats);
+        log_totals(&sum);
+    }
+}
+
+void pool_fini(struct worker *w)
+{
+    struct pool_world *pw = w->pw;
+    struct pool       *p;
+    struct client     *c;
+
+    if (pw == NULL) return;
+    worker_self = w;
+    while ((c = TAILQ_FIRST(&pw->login_clients)) != NULL)
         client_close(c, "57P01", "pgbun is shutting down");
-    TAILQ_FOREACH(p, &pools, entry)
+    TAILQ_FOREACH(p, &pw->pools, entry)
     {
         for (int st = 0; st < CL_CLOSING; st++)
             while ((c = TAILQ_FIRST(&p->clients[st])) != NULL)
@@ -154,21 +315,27 @@ void pool_fini(void)
                 server_close(s, "pgbun is shutting down");
         }
     }
-    reap_now();
-    server_cancel_fini();
-    while ((p = TAILQ_FIRST(&pools)) != NULL) {
-        TAILQ_REMOVE(&pools, p, entry);
+    reap_now(pw);
+    server_cancel_fini(w);
+    while ((p = TAILQ_FIRST(&pw->pools)) != NULL) {
+        TAILQ_REMOVE(&pw->pools, p, entry);
         pool_free(p);
     }
+    if (pw->reap_event) event_free(pw->reap_event);
+    if (pw->janitor_event) event_free(pw->janitor_event);
+    free(pw);
+    w->pw = NULL;
+    worker_self = worker_get(0);
+}
+
+void pool_fini_shared(void)
+{
     for (size_t i = 0; i < ndb_states; i++)
         free(db_states[i].name);
     free(db_states);
     db_states = NULL;
     ndb_states = 0;
-    if (reap_event) event_free(reap_event);
-    reap_event = NULL;
-    if (janitor_event) event_free(janitor_event);
-    janitor_event = NULL;
+    shares_free();
 }
 
 static double secs(usec_t us)
@@ -236,7 +403,7 @@ static struct pool *find_or_make(const char *dbname, const char *user, bool admi
 {
     struct pool *p;
 
-    TAILQ_FOREACH(p, &pools, entry)
+    TAILQ_FOREACH(p, &PW->pools, entry)
     if (p->admin == admin && strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0) return p;
 
     p = calloc(1, sizeof(*p));
@@ -252,12 +419,22 @@ static struct pool *find_or_make(const char *dbname, const char *user, bool admi
         *err = "no such database";
         return NULL;
     }
-    p->id = ++next_pool_id;
+    p->share = share_get(admin ? 'a' : 'p', dbname, user);
+    p->db_share = share_get('d', dbname, NULL);
+    p->user_share = share_get('u', NULL, user);
+    if (p->share == NULL || p->db_share == NULL || p->user_share == NULL) {
+        pool_free(p);
+        *err = "out of memory";
+        return NULL;
+    }
+    p->w = worker_self;
+    p->id = atomic_fetch_add(&next_pool_id, 1) + 1;
+    if (!admin) share_welcome(p);
     for (int i = 0; i < CL_NSTATES; i++)
         TAILQ_INIT(&p->clients[i]);
     for (int i = 0; i < SV_NSTATES; i++)
         TAILQ_INIT(&p->servers[i]);
-    TAILQ_INSERT_TAIL(&pools, p, entry);
+    TAILQ_INSERT_TAIL(&PW->pools, p, entry);
     if (admin)
         log_debug("pool %s/%s created: admin console", p->dbname, p->user);
     else
@@ -278,19 +455,58 @@ struct pool *pool_get_admin(const char *dbname, const char *user)
     return find_or_make(dbname, user, true, &err);
 }
 
+/* The first pool of worker `from` or a later one. */
+static struct pool *first_from(int from)
+{
+    for (int i = from; i < worker_count(); i++) {
+        struct pool_world *pw = worker_get(i)->pw;
+        struct pool       *p = pw ? TAILQ_FIRST(&pw->pools) : NULL;
+
+        if (p != NULL) return p;
+    }
+    return NULL;
+}
+
 struct pool *pool_first(void)
 {
-    return TAILQ_FIRST(&pools);
+    return first_from(0);
 }
 
 struct pool *pool_next(const struct pool *p)
 {
-    return TAILQ_NEXT(p, entry);
+    struct pool *n = TAILQ_NEXT(p, entry);
+
+    return n != NULL ? n : first_from(p->w->id + 1);
+}
+
+bool pool_seen(const struct pool *p)
+{
+    for (const struct pool *q = pool_first(); q != p; q = pool_next(q))
+        if (pool_same(p, q)) return true;
+    return false;
+}
+
+static struct client *first_login_from(int from)
+{
+    for (int i = from; i < worker_count(); i++) {
+        struct pool_world *pw = worker_get(i)->pw;
+        struct client     *c = pw ? TAILQ_FIRST(&pw->login_clients) : NULL;
+
+        if (c != NULL) return c;
+    }
+    return NULL;
 }
 
 struct client *pool_first_login_client(void)
 {
-    return TAILQ_FIRST(&login_clients);
+    return first_login_from(0);
+}
+
+struct client *pool_next_login_client(const struct client *c)
+{
+    struct client *n = TAILQ_NEXT(c, entry);
+
+    return n != NULL ? n : first_login_from(c->w->id + 1);
 }
 
 /* ---- PAUSE and DISABLE by database ---- */
@@ -382,8 +598,7 @@ int pool_reconnect(const char *dbname)
     struct pool *p;
     int          marked = 0;
 
-    TAILQ_FOREACH(p, &pools, entry)
-    {
+    for (p = pool_first(); p != NULL; p = pool_next(p)) {
         struct server *s;
 
         if (p->admin || (dbname != NULL && strcmp(p->dbname, dbname) != 0)) continue;
@@ -404,8 +619,7 @@ int pool_close_pending(const char *dbname)
     struct pool *p;
     int          n = 0;
 
-    TAILQ_FOREACH(p, &pools, entry)
-    {
+    for (p = pool_first(); p != NULL; p = pool_next(p)) {
         const struct server *s;
 
         if (dbname != NULL && strcmp(p->dbname, dbname) != 0) continue;
@@ -421,8 +635,8 @@ int pool_busy_servers(const char *dbname)
     struct pool *p;
     int          n = 0;
 
-    TAILQ_FOREACH(p, &pools, entry)
-    if (dbname == NULL || strcmp(p->dbname, dbname) == 0) n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
+    for (p = pool_first(); p != NULL; p = pool_next(p))
+        if (dbname == NULL || strcmp(p->dbname, dbname) == 0) n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
     return n;
 }
 
@@ -430,8 +644,7 @@ void pool_config_changed(void)
 {
     struct pool *p;
 
-    TAILQ_FOREACH(p, &pools, entry)
-    {
+    for (p = pool_first(); p != NULL; p = pool_next(p)) {
         if (!resolve(p))
             log_warning("pool %s/%s: database entry removed; keeping its last settings", p->dbname, p->user);
         pool_dispatch_later(p); /* sizes and limits may have grown */
@@ -442,10 +655,10 @@ void pool_config_changed(void)
 
 static struct client_list *client_list_of(struct client *c, enum client_state st)
 {
-    if (st == CL_CLOSING) return &reap_clients;
+    if (st == CL_CLOSING) return &c->w->pw->reap_clients;
     if (c->pool == NULL) {
         assert(st == CL_LOGIN);
-        return &login_clients;
+        return &c->w->pw->login_clients;
     }
     return &c->pool->clients[st];
 }
@@ -454,7 +667,7 @@ static void client_count(struct client *c, enum client_state st, int delta)
 {
     if (st == CL_CLOSING) return;
     if (c->pool == NULL)
-        nlogin_clients += delta;
+        c->w->pw->nlogin_clients += delta;
     else
         c->pool->nclients[st] += delta;
 }
@@ -472,7 +685,7 @@ void pool_set_client_state(struct client *c, enum client_state st)
     c->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(client_list_of(c, st), c, entry);
     client_count(c, st, +1);
-    if (st == CL_CLOSING) event_active(reap_event, 0, 0);
+    if (st == CL_CLOSING) event_active(c->w->pw->reap_event, 0, 0);
 }
 
 void pool_register_client(struct client *c)
@@ -480,28 +693,77 @@ void pool_register_client(struct client *c)
     c->state = CL_LOGIN;
     c->state_since = pgbun_now();
     c->pool = NULL;
-    TAILQ_INSERT_TAIL(&login_clients, c, entry);
-    nlogin_clients++;
+    TAILQ_INSERT_TAIL(&c->w->pw->login_clients, c, entry);
+    c->w->pw->nlogin_clients++;
 }
 
 void pool_adopt_client(struct pool *p, struct client *c)
 {
-    assert(c->pool == NULL && c->state == CL_LOGIN);
-    TAILQ_REMOVE(&login_clients, c, entry);
-    nlogin_clients--;
+    assert(c->pool == NULL && c->state == CL_LOGIN && p->w == c->w);
+    TAILQ_REMOVE(&c->w->pw->login_clients, c, entry);
+    c->w->pw->nlogin_clients--;
     c->pool = p;
     TAILQ_INSERT_TAIL(&p->clients[CL_LOGIN], c, entry);
     p->nclients[CL_LOGIN]++;
 }
 
-/* Pools whose clients wait on a max_db_connections or max_user_connections limit. */
-static int nblocked;
+/* Pools of any worker waiting on a max_db_connections or max_user_connections limit. */
+static atomic_int nblocked_all;
+
+static bool db_full(const struct pool *p);
+static bool user_full(const struct pool *p);
+
+/* Since when this worker's pools blocked on limit `sh` have waited, for the other workers to see. */
+static void publish_blocked(struct worker *w, struct pool_share *sh)
+{
+    struct pool *q;
+    usec_t       oldest = 0;
+
+    TAILQ_FOREACH(q, &w->pw->pools, entry)
+    {
+        usec_t since;
+
+        if (!q->blocked ||
+            !((q->db_share == sh && q->max_db_connections > 0) || (q->user_share == sh && q->max_user_connections > 0)))
+            continue;
+        since = pool_waiting_since(q);
+        if (since != 0 && (oldest == 0 || since < oldest)) oldest = since;
+    }
+    atomic_store(&sh->blocked_since[w->id], oldest);
+}
 
 static void set_blocked(struct pool *p, bool on)
 {
     if (p->blocked == on) return;
     p->blocked = on;
-    nblocked += on ? 1 : -1;
+    p->w->pw->nblocked += on ? 1 : -1;
+    atomic_fetch_add(&nblocked_all, on ? 1 : -1);
+    if (worker_count() == 1) return;
+    publish_blocked(p->w, p->db_share);
+    publish_blocked(p->w, p->user_share);
+    /* Other workers' idle servers under the limit make room (pool_serve_blocked). */
+    if (on) worker_wake_others(p->w, WAKE_BLOCKED);
+}
+
+/*
+ * A pool of another worker is blocked on a database or user limit that p
+ * is under, and its clients have waited longer than p's (mine; 0: none
+ * wait): p's next free server makes room for it.
+ */
+static bool blocked_elsewhere(const struct pool *p, usec_t mine)
+{
+    const struct pool_share *sh[2] = {p->max_db_connections > 0 ? p->db_share : NULL,
+                                      p->max_user_connections > 0 ? p->user_share : NULL};
+
+    if (worker_count() == 1 || atomic_load(&nblocked_all) == p->w->pw->nblocked) return false;
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; sh[k] != NULL && i < worker_count(); i++) {
+            usec_t since = i == p->w->id ? 0 : atomic_load(&sh[k]->blocked_since[i]);
+
+            if (since != 0 && (mine == 0 || since < mine)) return true;
+        }
+    }
+    return false;
 }
 
 static bool same_db(const struct pool *a, const struct pool *b)
@@ -515,26 +777,54 @@ static bool same_user(const struct pool *a, const struct pool *b)
 }
 
 /* A server of `p` went idle or away: a blocked pool sharing its limit may use the slot. */
-static int servers_sharing(const struct pool *p, bool (*same)(const struct pool *, const struct pool *));
-
 static void wake_blocked(const struct pool *p)
 {
     struct pool *q;
 
-    if (nblocked == 0) return;
-    TAILQ_FOREACH(q, &pools, entry)
+    if (p->w->pw->nblocked > 0) {
+        TAILQ_FOREACH(q, &p->w->pw->pools, entry)
+        {
+            if (q != p && q->blocked &&
+                ((q->max_db_connections > 0 && same_db(q, p)) || (q->max_user_connections > 0 && same_user(q, p))))
+                pool_dispatch_later(q);
+        }
+    }
+    /* Pools of other workers blocked on a limit this one shares look again. */
+    if (atomic_load(&nblocked_all) > p->w->pw->nblocked) worker_wake_others(p->w, WAKE_BLOCKED);
+}
+
+void pool_serve_blocked(void)
+{
+    struct pool *p;
+
+    TAILQ_FOREACH(p, &PW->pools, entry)
     {
-        if (q != p && q->blocked &&
-            ((q->max_db_connections > 0 && same_db(q, p)) || (q->max_user_connections > 0 && same_user(q, p))))
-            pool_dispatch_later(q);
+        struct server *s;
+
+        if (p->blocked) pool_dispatch_later(p);
+        /* Idle servers under a limit another worker's pool is blocked on make room for it. */
+        while (!p->admin && p->nclients[CL_WAITING] == 0 && (s = TAILQ_LAST(&p->servers[SV_IDLE], server_list)) &&
+               blocked_elsewhere(p, 0))
+            server_close(s, "closed while idle to make room for a pool of another worker under the same "
+                            "max_db_connections or max_user_connections");
     }
 }
 
 static void defer_free_server(struct server *s)
 {
-    TAILQ_INSERT_TAIL(&reap_servers, s, entry);
+    struct pool_world *pw = s->pool->w->pw;
+
+    TAILQ_INSERT_TAIL(&pw->reap_servers, s, entry);
     s->state = SV_CLOSING;
-    event_active(reap_event, 0, 0);
+    event_active(pw->reap_event, 0, 0);
+}
+
+/* Gives back the connection's places under pool_size, max_db_connections and max_user_connections. */
+static void put_slots(struct pool *p)
+{
+    share_put(p->share);
+    share_put(p->db_share);
+    share_put(p->user_share);
 }
 
 void pool_set_server_state(struct server *s, enum server_state st)
@@ -548,6 +838,8 @@ void pool_set_server_state(struct server *s, enum server_state st)
     if (st == SV_CLOSING) {
         TAILQ_REMOVE(&p->servers[old], s, entry);
         p->nservers[old]--;
+        put_slots(p);
+        atomic_fetch_sub(&p->share->held[p->w->id], 1);
         defer_free_server(s);
         wake_blocked(p);
         return;
@@ -566,18 +858,13 @@ void pool_set_server_state(struct server *s, enum server_state st)
 
 void pool_add_server(struct pool *p, struct server *s)
 {
-    int n;
-
     s->pool = p;
     s->state = SV_CONNECTING;
     s->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(&p->servers[SV_CONNECTING], s, entry);
     p->nservers[SV_CONNECTING]++;
     p->stats.servers_opened++;
-    n = pool_server_count(p);
-    if (n > p->max_servers_used) p->max_servers_used = n;
-    n = servers_sharing(p, same_db);
-    if (n > p->max_db_servers) p->max_db_servers = n;
+    atomic_fetch_add(&p->share->held[p->w->id], 1);
 }
 
 int pool_server_count(const struct pool *p)
@@ -622,6 +909,7 @@ void pool_request_server(struct client *c)
 
 static bool server_too_old(const struct server *s, usec_t now);
 static bool yield_slot(struct server *s);
+static bool give_away(struct server *s, bool idle);
 static bool reserve_open(const struct pool *p, usec_t now);
 
 void pool_release_server(struct server *s)
@@ -638,11 +926,17 @@ void pool_release_server(struct server *s)
         return;
     }
     /* Over pool_size (lowered by SET or RELOAD, or the reserve no longer needed): shrink. */
-    if (pool_server_count(p) > p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0)) {
-        server_close(s, "pool_size: %d servers open, more than pool_size %d", pool_server_count(p), p->pool_size);
+    if (pool_servers_total(p) > p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0)) {
+        server_close(s, "pool_size: %d servers open, more than pool_size %d", pool_servers_total(p), p->pool_size);
         return;
     }
-    if (nblocked > 0 && yield_slot(s)) return;
+    if (p->w->pw->nblocked > 0 && yield_slot(s)) return;
+    if (blocked_elsewhere(p, pool_waiting_since(p))) {
+        server_close(s, "handing the connection's slot to a pool of another worker under the same "
+                        "max_db_connections or max_user_connections, whose clients waited longer");
+        return;
+    }
+    if (give_away(s, false)) return;
     if (s->throttled) server_resume(s); /* its last client's output was full: read again */
     pool_set_server_state(s, SV_IDLE);
     pool_dispatch(p);
@@ -660,6 +954,7 @@ void pool_server_ready(struct server *s)
             return;
         }
         p->welcome_ready = true;
+        share_welcome(p);
     }
     p->last_fail_time = 0;
     p->fail_count = 0;
@@ -700,7 +995,7 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
     snprintf(p->last_fail_state, sizeof(p->last_fail_state), "%s", sqlstate);
     snprintf(p->last_fail_msg, sizeof(p->last_fail_msg), "%s", msg);
     /* Clients keep waiting while another server may still serve them. */
-    if (pool_server_count(p) == 0) fail_waiting(p);
+    if (pool_servers_total(p) == 0) fail_waiting(p);
 }
 
 /*
@@ -731,30 +1026,18 @@ static bool reserve_open(const struct pool *p, usec_t now)
 
 void pool_dispatch_all(void)
 {
-    struct pool *p;
-
-    TAILQ_FOREACH(p, &pools, entry) pool_dispatch(p);
-}
-
-/* Open servers of every pool that shares p's database (same_db) or user (same_user). */
-static int servers_sharing(const struct pool *p, bool (*same)(const struct pool *, const struct pool *))
-{
-    const struct pool *q;
-    int                n = 0;
-
-    TAILQ_FOREACH(q, &pools, entry)
-    if (same(q, p)) n += pool_server_count(q);
-    return n;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        pool_dispatch_later(p);
 }
 
 static bool db_full(const struct pool *p)
 {
-    return p->max_db_connections > 0 && servers_sharing(p, same_db) >= p->max_db_connections;
+    return p->max_db_connections > 0 && atomic_load(&p->db_share->servers) >= p->max_db_connections;
 }
 
 static bool user_full(const struct pool *p)
 {
-    return p->max_user_connections > 0 && servers_sharing(p, same_user) >= p->max_user_connections;
+    return p->max_user_connections > 0 && atomic_load(&p->user_share->servers) >= p->max_user_connections;
 }
 
 /* The longest-unused idle server of another pool sharing `same` with p, or NULL. */
@@ -763,7 +1046,7 @@ static struct server *idle_victim(const struct pool *p, bool (*same)(const struc
     struct pool   *q;
     struct server *victim = NULL, *s;
 
-    TAILQ_FOREACH(q, &pools, entry)
+    TAILQ_FOREACH(q, &p->w->pw->pools, entry)
     {
         if (q == p || !same(q, p) || (s = TAILQ_LAST(&q->servers[SV_IDLE], server_list)) == NULL) continue;
         if (victim == NULL || s->state_since < victim->state_since) victim = s;
@@ -771,25 +1054,53 @@ static struct server *idle_victim(const struct pool *p, bool (*same)(const struc
     return victim;
 }
 
+static int limit_of(int max)
+{
+    return max > 0 ? max : -1;
+}
+
+/* A place under max_db_connections and max_user_connections. */
+static bool take_shared(struct pool *p)
+{
+    if (!share_take(p->db_share, limit_of(p->max_db_connections))) return false;
+    if (share_take(p->user_share, limit_of(p->max_user_connections))) return true;
+    share_put(p->db_share);
+    return false;
+}
+
 /*
- * Whether max_db_connections and max_user_connections leave room for one
- * more server of p. With `evict`, room is made by closing idle servers of
- * other pools under the full limits, but only when every full limit can
- * give one up.
+ * Makes room under the full max_db_connections and max_user_connections
+ * limits by closing idle servers of this worker's other pools under them,
+ * but only when every full limit can give one up.
  */
-static bool shared_room(const struct pool *p, bool evict)
+static bool evict_for(const struct pool *p)
 {
     bool           dbf = db_full(p), uf = user_full(p);
     struct server *dv = NULL, *uv = NULL;
 
-    if (!dbf && !uf) return true;
-    if (!evict || (dbf && (dv = idle_victim(p, same_db)) == NULL) || (uf && (uv = idle_victim(p, same_user)) == NULL))
+    if ((!dbf && !uf) || (dbf && (dv = idle_victim(p, same_db)) == NULL) ||
+        (uf && (uv = idle_victim(p, same_user)) == NULL))
         return false;
     if (dv != NULL)
         server_close(dv, "max_db_connections: closed while idle to make room for pool %s/%s", p->dbname, p->user);
     if (uv != NULL)
         server_close(uv, "max_user_connections: closed while idle to make room for pool %s/%s", p->dbname, p->user);
     return true;
+}
+
+enum take { TAKEN, POOL_FULL, SHARED_FULL };
+
+/*
+ * Reserves one more server of p under `limit` (pool_size, with the reserve
+ * when open) and the database and user limits, counted over every worker.
+ * With `evict`, idle servers of other pools make room under the latter.
+ */
+static enum take take_slots(struct pool *p, int limit, bool evict)
+{
+    if (!share_take(p->share, limit)) return POOL_FULL;
+    if (take_shared(p) || (evict && evict_for(p) && take_shared(p))) return TAKEN;
+    share_put(p->share);
+    return SHARED_FULL;
 }
 
 /*
@@ -818,7 +1129,7 @@ static struct pool *older_blocked(const struct pool *p, const char **limit)
     struct pool *q;
     usec_t       mine = pool_waiting_since(p);
 
-    TAILQ_FOREACH(q, &pools, entry)
+    TAILQ_FOREACH(q, &p->w->pw->pools, entry)
     {
         usec_t theirs = pool_waiting_since(q);
 
@@ -876,6 +1187,125 @@ static int coming(const struct pool *p)
     return p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN] + p->nservers[SV_TESTING];
 }
 
+/* ---- idle servers moving between workers ---- */
+
+static unsigned worker_bit(const struct worker *w)
+{
+    return 1u << w->id;
+}
+
+/* p's clients wait and pool_size is reached: another worker with idle servers of the same pool gives one up. */
+static void ask_others(struct pool *p)
+{
+    unsigned bit = worker_bit(p->w);
+
+    /* A look first: under load this runs for every request, and a write would bounce the line between CPUs. */
+    if (worker_count() == 1 || (atomic_load(&p->share->wanting) & bit)) return;
+    if ((atomic_fetch_or(&p->share->wanting, bit) & bit) == 0) worker_wake_others(p->w, WAKE_WANT);
+}
+
+static void stop_asking(struct pool *p)
+{
+    if (worker_count() > 1 && (atomic_load(&p->share->wanting) & worker_bit(p->w)))
+        atomic_fetch_and(&p->share->wanting, ~worker_bit(p->w));
+}
+
+/* An idle server unused this long goes to a worker that asks, even when its own holds no more than its share. */
+#define SPARE_AFTER_USEC 10000
+
+/*
+ * s, clean, goes to a worker whose clients of the same pool wait while
+ * pool_size is reached, one per request. Its worker gives it up when it
+ * holds more than its share of pool_size, when the one asking holds none,
+ * or (`idle`) when s has not been used for a while: so busy workers keep
+ * about pool_size / workers servers each without trading them on every
+ * transaction, none waits for ever, and servers follow the load.
+ */
+static bool give_away(struct server *s, bool idle)
+{
+    struct pool       *p = s->pool;
+    struct pool_share *sh = p->share;
+    unsigned           want;
+    int                to, mine, fair;
+
+    if (worker_count() == 1) return false;
+    want = atomic_load(&sh->wanting) & ~worker_bit(p->w);
+    if (want == 0) return false;
+    to = __builtin_ctz(want);
+    mine = atomic_load(&sh->held[p->w->id]);
+    fair = (p->pool_size + worker_count() - 1) / worker_count();
+    if (mine <= fair && atomic_load(&sh->held[to]) > 0 &&
+        !(idle && p->nclients[CL_WAITING] == 0 && pgbun_now() - s->state_since >= SPARE_AFTER_USEC))
+        return false;
+    if ((atomic_fetch_and(&sh->wanting, ~(1u << to)) & (1u << to)) == 0) return false; /* taken meanwhile */
+    TAILQ_REMOVE(&p->servers[s->state], s, entry);
+    p->nservers[s->state]--;
+    atomic_fetch_sub(&sh->held[p->w->id], 1);
+    server_detach(s);
+    if (!worker_send_server(worker_get(to), s)) {
+        /* Out of memory: it stays here. */
+        server_attach(s, p);
+        TAILQ_INSERT_HEAD(&p->servers[s->state], s, entry);
+        p->nservers[s->state]++;
+        atomic_fetch_add(&sh->held[p->w->id], 1);
+        return false;
+    }
+    return true;
+}
+
+void pool_give_wanted(void)
+{
+    struct pool *p;
+
+    TAILQ_FOREACH(p, &PW->pools, entry)
+    {
+        struct server *s;
+
+        /* The longest unused first. */
+        while (!p->admin && (s = TAILQ_LAST(&p->servers[SV_IDLE], server_list)) != NULL && give_away(s, true))
+            ;
+    }
+}
+
+void pool_adopt_server(struct server *s)
+{
+    struct pool *from = s->pool, *p;
+    const char  *err;
+
+    p = find_or_make(from->dbname, from->user, false, &err);
+    if (p == NULL || p->share != from->share) {
+        log_warning("S-%llu: pool %s/%s could not take the connection here (%s); closing it", (unsigned long long)s->id,
+                    from->dbname, from->user, p ? "settings differ" : err);
+        pool_drop_server(s);
+        return;
+    }
+    s->state = SV_IDLE;
+    server_attach(s, p);
+    TAILQ_INSERT_HEAD(&p->servers[SV_IDLE], s, entry);
+    p->nservers[SV_IDLE]++;
+    atomic_fetch_add(&p->share->held[p->w->id], 1);
+    stop_asking(p);
+    if (!p->welcome_ready) {
+        struct client *c;
+
+        varlist_clear(&p->welcome);
+        if (!varlist_copy(&p->welcome, &s->params)) {
+            server_close(s, "out of memory");
+            return;
+        }
+        p->welcome_ready = true;
+        while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
+            client_welcome(c);
+    }
+    pool_dispatch(p);
+}
+
+void pool_drop_server(struct server *s)
+{
+    put_slots(s->pool);
+    server_discard(s);
+}
+
 void pool_dispatch(struct pool *p)
 {
     struct client *c;
@@ -902,36 +1332,40 @@ void pool_dispatch(struct pool *p)
         usec_t         left = pause - (pgbun_now() - p->last_fail_time);
         struct timeval tv = {(time_t)(left / USEC_PER_SEC), (suseconds_t)(left % USEC_PER_SEC)};
 
-        if (pool_server_count(p) == 0) {
+        if (pool_servers_total(p) == 0) {
             fail_waiting(p);
             return;
         }
         /* Others may still serve the queue; try again when the pause is over. */
-        if (p->retry_timer == NULL) p->retry_timer = evtimer_new(pgbun.base, retry_cb, p);
+        if (p->retry_timer == NULL) p->retry_timer = evtimer_new(p->w->base, retry_cb, p);
         if (p->retry_timer != NULL) evtimer_add(p->retry_timer, &tv);
         return;
     }
     limit = p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0);
-    while (demand(p) > coming(p) && pool_server_count(p) < limit) {
-        int fails = p->fail_count;
-
+    while (demand(p) > coming(p)) {
+        int          fails = p->fail_count;
         const char  *shared;
         struct pool *first;
 
-        if (nblocked > 0 && (first = older_blocked(p, &shared)) != NULL) {
+        if (p->w->pw->nblocked > 0 && (first = older_blocked(p, &shared)) != NULL) {
             /* Let the pool ahead in line use the room first. */
             pool_dispatch_later(first);
             set_blocked(p, true);
             return;
         }
         /* A failing pool does not take other pools' connections away. */
-        if (!shared_room(p, fails == 0)) {
-            set_blocked(p, true);
+        switch (take_slots(p, limit, fails == 0)) {
+        case TAKEN: break;
+        case SHARED_FULL: set_blocked(p, true); return;
+        case POOL_FULL: ask_others(p); return;
+        }
+        if (!server_launch(p, false)) {
+            put_slots(p);
             return;
         }
-        server_launch(p, false);
         if (p->fail_count != fails) return; /* failed at once: the retry pause decides */
     }
+    stop_asking(p);
 }
 
 /* Keeps min_pool_size servers open, and opens the reserve to clients that waited long enough. */
@@ -943,9 +1377,14 @@ static void top_up(struct pool *p, usec_t now)
         return;
     }
     if (p->last_fail_time != 0 && now - p->last_fail_time < retry_pause(p)) return;
-    if (nblocked > 0) return; /* a freed slot goes to clients waiting for it first */
-    while (pool_server_count(p) < p->min_pool_size && pool_server_count(p) < p->pool_size && shared_room(p, false))
-        server_launch(p, true);
+    if (atomic_load(&nblocked_all) > 0) return; /* a freed slot goes to clients waiting for it first */
+    while (p->min_pool_size > 0 &&
+           take_slots(p, p->min_pool_size < p->pool_size ? p->min_pool_size : p->pool_size, false) == TAKEN) {
+        if (!server_launch(p, true)) {
+            put_slots(p);
+            return;
+        }
+    }
 }
 
 /* ---- timeouts ---- */
@@ -1032,7 +1471,7 @@ static void maintain(struct pool *p, usec_t now)
         if (server_too_old(s, now))
             server_close(s, "server_lifetime: connection older than %g s", secs(cfg->server_lifetime));
         else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout &&
-                 pool_server_count(p) > p->min_pool_size)
+                 pool_servers_total(p) > p->min_pool_size)
             server_close(s, "server_idle_timeout: unused for more than %g s", secs(cfg->server_idle_timeout));
     }
 }
@@ -1041,24 +1480,27 @@ static void maintain(struct pool *p, usec_t now)
 
 void pool_stats_period(void)
 {
-    static struct stats total; /* ~2.5 KiB: kept off the stack */
+    static struct stats total, sum; /* ~2.5 KiB each: kept off the stack */
     struct pool        *p;
     usec_t              now = pgbun_now(), len = now - period_began;
     double              s = len > 0 ? secs(len) : 1;
 
     memset(&total, 0, sizeof(total));
-    TAILQ_FOREACH(p, &pools, entry)
-    {
-        const struct stats *st = &p->last_period;
-
+    for (p = pool_first(); p != NULL; p = pool_next(p)) {
         stats_diff(&p->last_period, &p->stats, &p->period_start);
         p->period_start = p->stats;
         stats_add(&total, &p->last_period);
-        if (pgbun.cfg->log_stats && st->query_count > 0)
+    }
+    for (p = pool_first(); pgbun.cfg->log_stats && p != NULL; p = pool_next(p)) {
+        if (pool_seen(p)) continue;
+        memset(&sum, 0, sizeof(sum));
+        for (struct pool *q = p; q != NULL; q = pool_next(q))
+            if (pool_same(p, q)) stats_add(&sum, &q->last_period);
+        if (sum.query_count > 0)
             log_info("stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %llu us (p95 %lld us), %.1f%% reused",
-                     p->dbname, p->user, (double)st->xact_count / s, (double)st->query_count / s,
-                     (unsigned long long)stats_avg(st->query_time, st->query_count),
-                     (long long)stats_percentile(st, 0.95), stats_percent(st->reused, st->assignments));
+                     p->dbname, p->user, (double)sum.xact_count / s, (double)sum.query_count / s,
+                     (unsigned long long)stats_avg(sum.query_time, sum.query_count),
+                     (long long)stats_percentile(&sum, 0.95), stats_percent(sum.reused, sum.assignments));
     }
     period_began = now;
     period_len = len;
@@ -1084,30 +1526,40 @@ void pool_reset_stats(void)
 {
     struct pool *p;
 
-    TAILQ_FOREACH(p, &pools, entry)
-    {
+    for (p = pool_first(); p != NULL; p = pool_next(p)) {
         memset(&p->stats, 0, sizeof(p->stats));
         memset(&p->period_start, 0, sizeof(p->period_start));
         memset(&p->last_period, 0, sizeof(p->last_period));
-        /* The peaks start from what is open now, not from 0. */
-        p->max_servers_used = pool_server_count(p);
-        p->max_db_servers = servers_sharing(p, same_db);
     }
+    /* The peaks start from what is open now, not from 0. */
+    pthread_mutex_lock(&share_lock);
+    for (struct pool_share *sh = shares; sh != NULL; sh = sh->next)
+        atomic_store(&sh->peak, atomic_load(&sh->servers));
+    pthread_mutex_unlock(&share_lock);
     period_began = pgbun_now();
     period_len = 0;
 }
 
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct pool *p;
-    usec_t       now = pgbun_now();
+    struct worker *w = arg;
+    struct pool   *p;
+    usec_t         now = pgbun_now();
 
-    TAILQ_FOREACH(p, &pools, entry)
+    TAILQ_FOREACH(p, &w->pw->pools, entry)
     {
         maintain(p, now);
         top_up(p, now);
     }
-    if (pgbun.cfg->stats_period > 0 && now - period_began >= pgbun.cfg->stats_period) pool_stats_period();
+    if (worker_count() > 1) { /* in case a wake-up came between two looks */
+        pool_give_wanted();
+        if (atomic_load(&nblocked_all) > w->pw->nblocked) pool_serve_blocked();
+    }
+    if (w->id == 0 && pgbun.cfg->stats_period > 0 && now - period_began >= pgbun.cfg->stats_period) {
+        worker_stop_world();
+        pool_stats_period();
+        worker_start_world();
+    }
 }
 
 /* ---- lookups ---- */
@@ -1117,7 +1569,7 @@ struct client *pool_find_cancel_key(const uint8_t key[8])
     struct pool   *p;
     struct client *c;
 
-    TAILQ_FOREACH(p, &pools, entry)
+    TAILQ_FOREACH(p, &PW->pools, entry)
     {
         for (int st = CL_IDLE; st <= CL_ACTIVE; st++)
             TAILQ_FOREACH(c, &p->clients[st], entry)
@@ -1129,10 +1581,11 @@ struct client *pool_find_cancel_key(const uint8_t key[8])
 int pool_total_clients(void)
 {
     struct pool *p;
-    int          n = nlogin_clients;
+    int          n = 0;
 
-    TAILQ_FOREACH(p, &pools, entry)
-    {
+    for (int i = 0; i < worker_count(); i++)
+        n += worker_get(i)->pw->nlogin_clients;
+    for (p = pool_first(); p != NULL; p = pool_next(p)) {
         if (p->admin) continue; /* a console holds no work: it does not keep pgbun from stopping */
         for (int st = 0; st < CL_CLOSING; st++)
             n += p->nclients[st];
@@ -1145,6 +1598,7 @@ int pool_total_active_servers(void)
     struct pool *p;
     int          n = 0;
 
-    TAILQ_FOREACH(p, &pools, entry) n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
+    for (p = pool_first(); p != NULL; p = pool_next(p))
+        n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
     return n;
 }

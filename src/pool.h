@@ -25,6 +25,8 @@ struct event;
 
 struct client;
 struct server;
+struct worker;
+struct pool_share;
 
 enum client_state {
     CL_LOGIN = 0, /* startup and authentication; pool may be NULL */
@@ -50,12 +52,21 @@ enum server_state {
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
 
+/*
+ * Each worker has its own pool for a (database, user); they share the
+ * limits through their pool_share (pool.c), and the admin console adds
+ * them up.
+ */
 struct pool {
     TAILQ_ENTRY(pool) entry;
-    uint32_t id;
-    bool     admin;  /* the console's pool: clients only, never a server */
-    char    *dbname; /* database name clients use */
-    char    *user;   /* client user name */
+    struct worker     *w;          /* whose loop its clients and servers are on */
+    struct pool_share *share;      /* every worker's pool of this (database, user): pool_size */
+    struct pool_share *db_share;   /* every pool of the database: max_db_connections */
+    struct pool_share *user_share; /* every pool of the user: max_user_connections */
+    uint32_t           id;
+    bool               admin;  /* the console's pool: clients only, never a server */
+    char              *dbname; /* database name clients use */
+    char              *user;   /* client user name */
 
     /* resolved from [databases], [users] and [pgbun]; refreshed on reload */
     char          *host; /* server host or unix socket directory */
@@ -87,28 +98,49 @@ struct pool {
     int  max_user_connections; /* 0: no limit on the servers of all pools of this user */
     bool blocked;              /* clients wait because a database or user limit is reached */
 
-    struct stats stats;            /* running totals */
-    struct stats period_start;     /* totals when the current stats_period began */
-    struct stats last_period;      /* what the last full stats_period added */
-    int          max_servers_used; /* peak open server connections */
-    int          max_db_servers;   /* peak servers of the whole database, seen when this pool opened one */
+    struct stats stats;        /* running totals */
+    struct stats period_start; /* totals when the current stats_period began */
+    struct stats last_period;  /* what the last full stats_period added */
 };
 
-void pool_init(void);
-/* Closes every connection and frees every pool (shutdown). */
-void pool_fini(void);
+/* Sets up worker w's pools and timers. */
+bool pool_init(struct worker *w) __attribute__((warn_unused_result));
+/* Logs each pool's totals (shutdown, with the world stopped). */
+void pool_log_totals(void);
+/* Closes every connection of worker w and frees its pools (shutdown, its loop ended). */
+void pool_fini(struct worker *w);
+/* Frees what the workers shared (after every pool_fini). */
+void pool_fini_shared(void);
 
 /* Finds or creates the pool; NULL with *err when the database has no entry. */
 struct pool *pool_get(const char *dbname, const char *user, const char **err);
 /* The admin console's pool for `user` (database `dbname`, "pgbun" or its alias). */
 struct pool *pool_get_admin(const char *dbname, const char *user);
-/* Every pool, in creation order. */
+/*
+ * Every pool of every worker, each worker's in creation order: with more
+ * than one worker, only with the world stopped. Pools of one (database,
+ * user) are pool_same; pool_seen says whether one came earlier.
+ */
 struct pool *pool_first(void);
 struct pool *pool_next(const struct pool *p);
-/* Clients still logging in (no pool yet). */
+bool         pool_same(const struct pool *a, const struct pool *b);
+bool         pool_seen(const struct pool *p);
+/* Clients still logging in (no pool yet), of every worker (the same rule). */
 struct client *pool_first_login_client(void);
+struct client *pool_next_login_client(const struct client *c);
+/* Open server connections of p's (database, user) in every worker; the most at once; the database's most at once. */
+int pool_servers_total(const struct pool *p);
+int pool_peak_servers(const struct pool *p);
+int pool_peak_db_servers(const struct pool *p);
 
-/* PAUSE/RESUME and DISABLE/ENABLE of one database; NULL for PAUSE/RESUME of all. */
+/*
+ * What changes shared state (PAUSE, DISABLE, RECONNECT, RESET STATS, a
+ * reload, a stats_period) or adds up every worker's pools (busy servers,
+ * closes pending, the totals) runs with the world stopped (worker.h); any
+ * worker may read whether a database is paused or disabled.
+ *
+ * PAUSE/RESUME and DISABLE/ENABLE of one database; NULL for PAUSE/RESUME of all.
+ */
 void pool_pause(const char *dbname, bool on);
 bool pool_is_paused(const char *dbname);
 /* pgbun or any database is paused. */
@@ -158,16 +190,25 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg);
 void pool_dispatch(struct pool *p);
 /* pool_dispatch after this loop iteration (safe from inside any close path). */
 void pool_dispatch_later(struct pool *p);
-/* Every pool: after RESUME (SIGUSR2). */
+/* Every pool of every worker, on its loop: after RESUME (SIGUSR2). */
 void pool_dispatch_all(void);
+
+/* Inbox and wake-ups (worker.c): an idle server from another worker; give idle servers to workers that want them;
+ * serve pools blocked on a database or user limit. */
+void pool_adopt_server(struct server *s);
+void pool_give_wanted(void);
+void pool_serve_blocked(void);
+/* Frees a server in flight between workers that nobody will take (shutdown). */
+void pool_drop_server(struct server *s);
 
 /* An idle server that would run server_check_query before its next client (SHOW's "used"). */
 bool pool_server_stale(const struct server *s);
 /* Since when p's longest-waiting client (queued, or waiting for the first login) has wanted a server; 0: none. */
 usec_t pool_waiting_since(const struct pool *p);
-/* Every open server connection of the pool (not closing). */
+/* Every open server connection of this worker's pool (not closing). */
 int pool_server_count(const struct pool *p);
 
+/* A logged-in client of this worker with that cancel key. */
 struct client *pool_find_cancel_key(const uint8_t key[8]);
 
 /* Number of logged-in or logging-in clients and open servers (for shutdown). */

@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +32,18 @@
 #include "log.h"
 #include "pgbun.h"
 #include "scram.h"
+#include "worker.h"
 
 /* Messages pgbun must read whole while logging in or in its own phases. */
 #define SERVER_MSG_MAX (1024 * 1024)
 
-static uint64_t next_server_id;
+static atomic_uint_fast64_t next_server_id;
 
 /* A one-shot connection that carries a CancelRequest to PostgreSQL. */
 struct cancel_conn {
-    TAILQ_ENTRY(cancel_conn) entry; /* on cancel_conns until done */
-    struct server   *server;        /* whose query it cancels; NULL once that server closed */
+    TAILQ_ENTRY(cancel_conn) entry; /* on its worker's cancels until done */
+    struct worker   *w;
+    struct server   *server; /* whose query it cancels; NULL once that server closed */
     struct io        io;
     struct evbuffer *out;
     struct event     timer;
@@ -209,7 +212,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
         return;
     }
     io_tune_socket(fd, sa->sa_family != AF_UNIX);
-    io_init(&s->io, fd, server_read_cb, server_write_cb, s);
+    io_init(&s->io, s->pool->w->base, fd, server_read_cb, server_write_cb, s);
     if (connect(fd, sa, salen) == 0) {
         send_startup(s);
         return;
@@ -236,7 +239,7 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     connect_addr(s, res->ai_addr, (socklen_t)res->ai_addrlen);
 }
 
-void server_launch(struct pool *p, bool ahead)
+bool server_launch(struct pool *p, bool ahead)
 {
     struct server *s = calloc(1, sizeof(*s));
     struct timeval tv;
@@ -249,15 +252,15 @@ void server_launch(struct pool *p, bool ahead)
             free(s);
         }
         log_error("out of memory opening a server connection");
-        return;
+        return false;
     }
-    s->id = ++next_server_id;
+    s->id = atomic_fetch_add(&next_server_id, 1) + 1;
     s->io.fd = -1;
     s->txstatus = 'I';
     s->connect_time = pgbun_now();
     s->opened_ahead = ahead;
     pool_add_server(p, s);
-    evtimer_assign(&s->timer, pgbun.base, timeout_cb, s);
+    evtimer_assign(&s->timer, p->w->base, timeout_cb, s);
     if (pgbun.cfg->server_connect_timeout > 0) {
         timeval_of(pgbun.cfg->server_connect_timeout, &tv);
         evtimer_add(&s->timer, &tv);
@@ -270,10 +273,10 @@ void server_launch(struct pool *p, bool ahead)
         if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", host, p->port) >=
             sizeof(un.sun_path)) {
             server_fail(s, "08006", "unix socket path for server %s:%d is too long", host, p->port);
-            return;
+            return true;
         }
         connect_addr(s, (struct sockaddr *)&un, sizeof(un));
-        return;
+        return true;
     }
     {
         struct sockaddr_storage ss;
@@ -285,19 +288,19 @@ void server_launch(struct pool *p, bool ahead)
             in->sin_family = AF_INET;
             in->sin_port = htons((uint16_t)p->port);
             connect_addr(s, (struct sockaddr *)in, sizeof(*in));
-            return;
+            return true;
         }
         if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
             in6->sin6_family = AF_INET6;
             in6->sin6_port = htons((uint16_t)p->port);
             connect_addr(s, (struct sockaddr *)in6, sizeof(*in6));
-            return;
+            return true;
         }
     }
-    if (pgbun.dns == NULL) pgbun.dns = evdns_base_new(pgbun.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (pgbun.dns == NULL) {
+    if (p->w->dns == NULL) p->w->dns = evdns_base_new(p->w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (p->w->dns == NULL) {
         server_fail(s, "08006", "could not start the DNS resolver for server \"%s\"", host);
-        return;
+        return true;
     }
     {
         struct evutil_addrinfo            hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -306,9 +309,10 @@ void server_launch(struct pool *p, bool ahead)
         snprintf(port, sizeof(port), "%d", p->port);
         /* The callback may run before this returns; s->dns is set only if it did not. */
         s->dns = (struct evdns_getaddrinfo_request *)1;
-        req = evdns_getaddrinfo(pgbun.dns, host, port, &hints, dns_cb, s);
+        req = evdns_getaddrinfo(p->w->dns, host, port, &hints, dns_cb, s);
         if (s->dns == (struct evdns_getaddrinfo_request *)1) s->dns = req;
     }
+    return true;
 }
 
 /* ---- login ---- */
@@ -914,13 +918,11 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- cancel requests ---- */
 
-static TAILQ_HEAD(, cancel_conn) cancel_conns = TAILQ_HEAD_INITIALIZER(cancel_conns);
-
 static void cancel_free(struct cancel_conn *cc)
 {
     struct server *s = cc->server;
 
-    TAILQ_REMOVE(&cancel_conns, cc, entry);
+    TAILQ_REMOVE(&cc->w->cancels, cc, entry);
     evtimer_del(&cc->timer);
     io_close(&cc->io);
     evbuffer_free(cc->out);
@@ -981,12 +983,13 @@ void server_send_cancel(struct server *s)
         close(fd);
         return;
     }
-    TAILQ_INSERT_TAIL(&cancel_conns, cc, entry);
+    cc->w = s->pool->w;
+    TAILQ_INSERT_TAIL(&cc->w->cancels, cc, entry);
     /* Until it lands the server stays with this client: a late cancel must not hit the next one. */
     cc->server = s;
     s->cancel = cc;
-    io_init(&cc->io, fd, cancel_read_cb, cancel_write_cb, cc);
-    evtimer_assign(&cc->timer, pgbun.base, cancel_timeout_cb, cc);
+    io_init(&cc->io, cc->w->base, fd, cancel_read_cb, cancel_write_cb, cc);
+    evtimer_assign(&cc->timer, cc->w->base, cancel_timeout_cb, cc);
     evtimer_add(&cc->timer, &tv);
     proto_add_cancel(cc->out, s->cancel_key);
     if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS) {
@@ -1000,12 +1003,41 @@ void server_send_cancel(struct server *s)
     }
 }
 
-void server_cancel_fini(void)
+void server_cancel_fini(struct worker *w)
 {
     struct cancel_conn *cc;
 
-    while ((cc = TAILQ_FIRST(&cancel_conns)) != NULL) {
+    while ((cc = TAILQ_FIRST(&w->cancels)) != NULL) {
         cc->server = NULL;
         cancel_free(cc);
     }
+}
+
+/* ---- moving between workers ---- */
+
+void server_detach(struct server *s)
+{
+    assert(s->client == NULL && s->dns == NULL && s->cancel == NULL);
+    io_detach(&s->io);
+    evtimer_del(&s->timer);
+}
+
+void server_attach(struct server *s, struct pool *p)
+{
+    s->pool = p;
+    s->state_since = pgbun_now();
+    io_attach(&s->io, p->w->base);
+    evtimer_assign(&s->timer, p->w->base, timeout_cb, s);
+    s->throttled = false;
+    io_set_reading(&s->io, true); /* idle: a close or a notice from the server is seen */
+}
+
+void server_discard(struct server *s)
+{
+    io_detach(&s->io);
+    evtimer_del(&s->timer);
+    if (s->io.fd >= 0) close(s->io.fd);
+    s->io.fd = -1;
+    s->state = SV_CLOSING;
+    server_free(s);
 }

@@ -19,6 +19,7 @@
 #include "varlist.h"
 
 struct scram_client;
+struct worker;
 struct cancel_conn;
 struct evdns_getaddrinfo_request;
 struct evutil_addrinfo;
@@ -73,8 +74,9 @@ struct server {
     bool                              close_needed;    /* RECONNECT: close instead of reusing it */
 };
 
-/* Opens a new connection for the pool; `ahead` when no client is waiting for it (min_pool_size). */
-void server_launch(struct pool *p, bool ahead);
+/* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is
+ * waiting for it (min_pool_size). false: out of memory before anything was opened. */
+bool server_launch(struct pool *p, bool ahead);
 /* An idle server runs server_check_query (TESTING), then goes back to the pool. */
 void server_check(struct server *s);
 /* Closes through one door: logs `reason`, unlinks, tells the pool, defers the free. */
@@ -100,7 +102,13 @@ void server_resume(struct server *s);
 /* Sends a CancelRequest with the backend's key on a new connection. */
 void server_send_cancel(struct server *s);
 /* Drops cancel requests still in flight (shutdown). */
-void server_cancel_fini(void);
+void server_cancel_fini(struct worker *w);
+/* An idle server leaves its worker's loop (pool.c has taken it off its lists)... */
+void server_detach(struct server *s);
+/* ... and joins pool p's worker, idle and reading. */
+void server_attach(struct server *s, struct pool *p);
+/* Closes and frees a detached server that no pool holds. */
+void server_discard(struct server *s);
 /* True when the server may be handed to another client. */
 bool server_is_clean(const struct server *s);
 

@@ -80,37 +80,58 @@ static void show_pools(struct rowset *rs)
         {"total_query_count", COL_INT8},
         {"query_p95_us", COL_INT8},
     };
-    usec_t now = pgbun_now();
+    static struct stats total, period; /* ~2.5 KiB each: kept off the stack */
+    usec_t              now = pgbun_now();
 
     rowset_begin(rs, cols, NCOLS(cols));
+    /* One row per (database, user): each worker's pool of it added up. */
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        usec_t since = pool_waiting_since(p), wait = since ? now - since : 0;
-        int    sending, waiting, used = stale(p);
+        int    ncl[CL_NSTATES] = {0}, nsv[SV_NSTATES] = {0}, sending = 0, waiting = 0, used = 0;
+        usec_t wait = 0;
 
-        canceling(p, &sending, &waiting);
+        if (pool_seen(p)) continue;
+        memset(&total, 0, sizeof(total));
+        memset(&period, 0, sizeof(period));
+        for (struct pool *q = p; q != NULL; q = pool_next(q)) {
+            usec_t since = pool_waiting_since(q);
+            int    qs, qw;
+
+            if (!pool_same(p, q)) continue;
+            for (int i = 0; i < CL_NSTATES; i++)
+                ncl[i] += q->nclients[i];
+            for (int i = 0; i < SV_NSTATES; i++)
+                nsv[i] += q->nservers[i];
+            canceling(q, &qs, &qw);
+            sending += qs;
+            waiting += qw;
+            used += stale(q);
+            if (since != 0 && now - since > wait) wait = now - since;
+            stats_add(&total, &q->stats);
+            stats_add(&period, &q->last_period);
+        }
         rowset_text(rs, p->dbname);
         rowset_text(rs, p->user);
-        rowset_int(rs, p->nclients[CL_IDLE] + p->nclients[CL_ACTIVE]);
-        rowset_int(rs, p->nclients[CL_WAITING] + p->nclients[CL_WELCOME]);
+        rowset_int(rs, ncl[CL_IDLE] + ncl[CL_ACTIVE]);
+        rowset_int(rs, ncl[CL_WAITING] + ncl[CL_WELCOME]);
         rowset_int(rs, 0);
         rowset_int(rs, 0);
-        rowset_int(rs, p->nservers[SV_ACTIVE] - waiting);
+        rowset_int(rs, nsv[SV_ACTIVE] - waiting);
         rowset_int(rs, sending);
         rowset_int(rs, waiting);
-        rowset_int(rs, p->nservers[SV_IDLE] - used);
+        rowset_int(rs, nsv[SV_IDLE] - used);
         rowset_int(rs, used);
-        rowset_int(rs, p->nservers[SV_TESTING] + p->nservers[SV_RESETTING]);
-        rowset_int(rs, p->nservers[SV_CONNECTING] + p->nservers[SV_LOGIN]);
+        rowset_int(rs, nsv[SV_TESTING] + nsv[SV_RESETTING]);
+        rowset_int(rs, nsv[SV_CONNECTING] + nsv[SV_LOGIN]);
         rowset_int(rs, wait / USEC_PER_SEC);
         rowset_int(rs, wait % USEC_PER_SEC);
         rowset_text(rs, config_pool_mode_name(p->mode));
         rowset_text(rs, NULL);
-        rowset_numeric(rs, stats_percent(p->stats.reused, p->stats.assignments), 2);
-        rowset_int(rs, p->max_servers_used);
-        rowset_int(rs, (int64_t)p->stats.xact_count);
-        rowset_int(rs, (int64_t)p->stats.query_count);
+        rowset_numeric(rs, stats_percent(total.reused, total.assignments), 2);
+        rowset_int(rs, pool_peak_servers(p));
+        rowset_int(rs, (int64_t)total.xact_count);
+        rowset_int(rs, (int64_t)total.query_count);
         /* Until a first stats_period has ended, over everything so far. */
-        rowset_int(rs, stats_percentile(pool_last_period_len() > 0 ? &p->last_period : &p->stats, 0.95));
+        rowset_int(rs, stats_percentile(pool_last_period_len() > 0 ? &period : &total, 0.95));
     }
     rowset_end(rs, "SHOW");
 }
@@ -149,7 +170,7 @@ static struct db_sum *sum_by_db(int *n)
         }
         stats_add(&d->total, &p->stats);
         stats_add(&d->period, &p->last_period);
-        if (p->max_db_servers > d->max_servers) d->max_servers = p->max_db_servers;
+        if (pool_peak_db_servers(p) > d->max_servers) d->max_servers = pool_peak_db_servers(p);
     }
     *n = count;
     return sums;
@@ -363,7 +384,7 @@ static void show_clients(struct rowset *rs)
     usec_t now = pgbun_now();
 
     rowset_begin(rs, conn_cols, NCOLS(conn_cols));
-    for (const struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = pool_next_login_client(c))
         client_row(rs, c, now);
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         for (int st = 0; st < CL_CLOSING; st++)
@@ -604,7 +625,7 @@ static void show_lists(struct rowset *rs)
         dbs++;
     for (const struct user_config *u = pgbun.cfg->users; u != NULL; u = u->next)
         users++;
-    for (const struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = pool_next_login_client(c))
         login++;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         pools++;
@@ -661,7 +682,7 @@ static void show_mem(struct rowset *rs)
     };
     int64_t npools = 0, nclients = 0, nservers = 0;
 
-    for (const struct client *c = pool_first_login_client(); c != NULL; c = TAILQ_NEXT(c, entry))
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = pool_next_login_client(c))
         nclients++;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         npools++;

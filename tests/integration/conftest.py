@@ -19,6 +19,8 @@ Environment:
   PG_BINDIR           PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin)
   PGBUN_TEST_TIMEOUT  seconds per test (default 60)
   PGBUN_TEST_KEEP     keep temp dirs (for debugging)
+  PGBUN_TEST_WORKERS  N > 1 runs every pgbun the tests start with `workers = N`
+                      (PGBUN_WORKERS=N in sidecar mode) unless the test sets it
 """
 
 import glob
@@ -50,6 +52,19 @@ KEEP = bool(os.environ.get("PGBUN_TEST_KEEP"))
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                      "UndefinedBehaviorSanitizer")
 
+
+def _test_workers():
+    value = os.environ.get("PGBUN_TEST_WORKERS", "").strip()
+    try:
+        return int(value or "1")
+    except ValueError:
+        raise pytest.UsageError(f"PGBUN_TEST_WORKERS={value!r} is not an integer") from None
+
+
+# `workers = N` in every pgbun a test starts without setting it itself (config
+# {"workers": None} keeps the key out); PgBouncer has no such key.
+TEST_WORKERS = 1 if IS_PGBOUNCER else _test_workers()
+
 # Roles created in the test PostgreSQL, one per server authentication method
 # (see PG_HBA). The superuser `postgres` is trusted over TCP and the socket.
 ROLES = {
@@ -73,7 +88,8 @@ for _var in list(os.environ):
     if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_ADMIN_BIN", "PGBUN_LOADTEST_BIN", "PGBUN_SRCDIR",
                                              "PGBUN_TEST_PEER",
                                              "PGBUN_TEST_USER", "PGBUN_TEST_TIMEOUT",
-                                             "PGBUN_TEST_KEEP", "PGBUN_SKIP_INTEGRATION",
+                                             "PGBUN_TEST_KEEP", "PGBUN_TEST_WORKERS",
+                                             "PGBUN_SKIP_INTEGRATION",
                                              "PG_BINDIR"):
         del os.environ[_var]
 os.environ["PGCONNECT_TIMEOUT"] = "10"
@@ -446,6 +462,8 @@ class Pgbun:
 
 
 def _ini_lines(section, config, databases, users):
+    if TEST_WORKERS > 1 and "workers" not in config:
+        config = {**config, "workers": TEST_WORKERS}
     lines = [f"[{section}]"]
     lines += [f"{k} = {v}" for k, v in config.items() if v is not None]
     lines += ["", "[databases]"]
@@ -570,6 +588,8 @@ def start_pgbun(pg, pgbun_workdir, request):
         if databases is None:
             databases = {"pgbun_test": pg.entry()}
         config_path = None
+        if not write_config and TEST_WORKERS > 1 and "PGBUN_WORKERS" not in (env or {}):
+            env = {**(env or {}), "PGBUN_WORKERS": str(TEST_WORKERS)}
         if write_config:
             config_path = workdir / "pgbun.ini"
             sect = section or ("pgbouncer" if IS_PGBOUNCER else "pgbun")

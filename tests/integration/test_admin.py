@@ -793,7 +793,8 @@ def test_reconnect_replaces_servers_once_released_and_wait_close_returns(start_p
 
 def test_reload_picks_up_pool_mode_keeps_sessions_and_notices_the_change(start_pgbun, pg):
     databases = {"pgbun_test": pg.entry()}
-    bun = start_pgbun(config={**ADMIN, "pool_mode": "session"}, databases=databases)
+    # One server: with several workers too, the two clients below must share it.
+    bun = start_pgbun(config={**ADMIN, "pool_mode": "session", "default_pool_size": 1}, databases=databases)
     session = client(bun)
     backend_pid(session)
     adm = console(bun)

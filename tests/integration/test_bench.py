@@ -1,8 +1,9 @@
 """bench/run end to end: every scenario against every target, briefly.
 
 It checks that the benchmark runs and reports, never how fast anything is:
-every scenario produces numbers with no failed transaction (pgbun's
-prepared-c50 may instead be reported as known-unsupported), the JSON and
+every scenario produces numbers with no failed transaction (prepared-c50
+on pgbun and on pgbun-w2, bench/run's default `--workers 1,2`, may instead
+be reported as known-unsupported), the JSON and
 Markdown files name every scenario, and nothing the benchmark started is
 left running.
 """
@@ -24,6 +25,7 @@ PGBENCH_SCENARIOS = ["select-c1", "select-c50", "select-c300", "extended-c50", "
                      "tpcb-c50", "connect-c50", "prepared-c50"]
 ALL_SCENARIOS = PGBENCH_SCENARIOS + ["idle-memory"]
 IDLE_CLIENTS = 300
+PGBUN_TARGETS = ["pgbun", "pgbun-w2"]  # bench/run's default --workers 1,2
 
 
 def processes_mentioning(text):
@@ -80,10 +82,11 @@ def test_bench_quick_run_reports_every_scenario():
         for name in PGBENCH_SCENARIOS:
             assert name in md, f"{name} missing from the Markdown:\n{md}"
             targets = doc["scenarios"][name]["targets"]
-            expected = ["direct", "pgbun"] if name == "prepared-c50" else ["direct", "pgbun", "pgbouncer"]
+            expected = ["direct"] + PGBUN_TARGETS + ([] if name == "prepared-c50" else ["pgbouncer"])
             assert sorted(targets) == sorted(expected), (name, list(targets))
             for target, t in targets.items():
-                if name == "prepared-c50" and target == "pgbun" and t["status"] == "known-unsupported":
+                if name == "prepared-c50" and target in PGBUN_TARGETS \
+                        and t["status"] == "known-unsupported":
                     assert "prepared statement" in t["error"], t
                     continue
                 assert t["status"] == "ok", (name, target, t)
@@ -98,12 +101,16 @@ def test_bench_quick_run_reports_every_scenario():
         assert "idle-memory" in md
         idle = doc["idle_memory"]
         assert idle["clients"] == IDLE_CLIENTS
-        for target in ("pgbun", "pgbouncer"):
+        assert sorted(idle["targets"]) == sorted(PGBUN_TARGETS + ["pgbouncer"]), idle["targets"]
+        for target in PGBUN_TARGETS + ["pgbouncer"]:
             t = idle["targets"][target]
             assert t["status"] == "ok", (target, t)
             assert is_number(t["bytes_per_client"]), (target, t)
             assert is_number(t["rss_before_kb"]) and is_number(t["rss_after_kb"]), (target, t)
 
+        header = doc["table"]["header"]
+        for target in PGBUN_TARGETS:
+            assert f"{target} TPS" in header and f"CPU {target}/PgBouncer" in header, header
         for key in ("pgbun", "pgbouncer", "postgresql"):
             assert doc["versions"][key], doc["versions"]
         assert doc["machine"]["nproc"] >= 1

@@ -36,7 +36,10 @@ def test_two_successive_clients_share_one_backend_in_session_mode(start_pgbun):
 
 
 def test_idle_server_is_reused_even_when_the_pool_could_grow(start_pgbun):
-    bun = start_pgbun(config={"default_pool_size": 10})
+    # One worker: with several, a worker opens its own server while the pool
+    # is under pool_size rather than borrow another worker's idle one (README,
+    # Workers).
+    bun = start_pgbun(config={"default_pool_size": 10, "workers": 1})
     pids = []
     for _ in range(5):
         with bun.connect() as conn:
@@ -147,7 +150,8 @@ def test_per_database_pool_size_caps_the_pool(start_pgbun, pg):
 
 
 def test_waiting_clients_are_served_in_fifo_order(start_pgbun):
-    bun = start_pgbun(config={"default_pool_size": 1})
+    # One worker: with several, the order holds among each worker's clients (README, Workers).
+    bun = start_pgbun(config={"default_pool_size": 1, "workers": 1})
     holder = bun.connect()
     holder.execute("SELECT 1")
     served = []

@@ -623,13 +623,13 @@ static int count_differences(char **a, char **b)
 static void test_items_list_keys_with_a_field_in_table_order(void)
 {
     static const char *const ignored[] = {"job_name", "syslog", "tcp_keepalive", "peer_id", "server_tls_key_file"};
-    static const char *const restart[] = {
-        "listen_addr",  "listen_port", "unix_socket_dir", "unix_socket_mode", "listen_backlog",
-        "so_reuseport", "user",        "pidfile",         "logfile"};
-    struct pgbun_config *cfg = config_load(NULL, NULL);
-    size_t               n = config_item_count();
-    int                  bad_ignored = 0, duplicates = 0, restart_only = 0, restart_listed = 0;
-    struct config_item   first = {0}, it;
+    static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir", "unix_socket_mode",
+                                          "listen_backlog", "so_reuseport", "workers",         "user",
+                                          "pidfile",        "logfile"};
+    struct pgbun_config     *cfg = config_load(NULL, NULL);
+    size_t                   n = config_item_count();
+    int                      bad_ignored = 0, duplicates = 0, restart_only = 0, restart_listed = 0;
+    struct config_item       first = {0}, it;
 
     ok(n >= 50, "config_item_count() lists every implemented key (%zu)", n);
     ok(cfg != NULL && config_item(cfg, 0, &first) && strcmp(first.key, "listen_addr") == 0,
@@ -654,8 +654,8 @@ static void test_items_list_keys_with_a_field_in_table_order(void)
     }
     is_int(bad_ignored, 0, "no ignored key (syslog, tcp_keepalive, ...) is listed");
     is_int(duplicates, 0, "every key is listed once");
-    is_int(restart_listed, 9, "the nine start-only keys are listed as not changeable");
-    is_int(restart_only, 9, "every other key is changeable");
+    is_int(restart_listed, 10, "the ten start-only keys are listed as not changeable");
+    is_int(restart_only, 10, "every other key is changeable");
     ok(cfg != NULL && find_item(cfg, "default_pool_size", &it) && it.changeable, "default_pool_size is changeable");
     if (cfg != NULL) free(it.value);
     config_free(cfg);
@@ -893,13 +893,13 @@ static void expect_set_error(struct pgbun_config *cfg, const char *key, const ch
 
 static void test_set(void)
 {
-    static const char *const restart[] = {
-        "listen_addr",  "listen_port", "unix_socket_dir", "unix_socket_mode", "listen_backlog",
-        "so_reuseport", "user",        "pidfile",         "logfile"};
-    struct pgbun_config *cfg = config_load(NULL, NULL);
-    char                *err = (char *)"garbage";
-    char               **before, **after;
-    int                  refused = 0;
+    static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir", "unix_socket_mode",
+                                          "listen_backlog", "so_reuseport", "workers",         "user",
+                                          "pidfile",        "logfile"};
+    struct pgbun_config     *cfg = config_load(NULL, NULL);
+    char                    *err = (char *)"garbage";
+    char                   **before, **after;
+    int                      refused = 0;
 
     ok(cfg != NULL, "config for config_set loads");
     if (cfg == NULL) return;
@@ -942,7 +942,7 @@ static void test_set(void)
     expect_set_error(cfg, "Listen_Port", "x", "listen_port: cannot be changed without a restart");
     for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
         if (!config_set(cfg, restart[i], "1", NULL)) refused++;
-    is_int(refused, 9, "every start-only key is refused");
+    is_int(refused, 10, "every start-only key is refused");
     ok(!config_set(cfg, "foo", "1", NULL), "errmsg may be NULL");
     after = item_values(cfg);
     is_int(count_differences(before, after), 0, "failed SETs leave the config unchanged");

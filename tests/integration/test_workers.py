@@ -13,7 +13,6 @@ socket, handed round robin by worker 0) that every worker gets some."""
 
 import re
 import signal
-import subprocess
 import threading
 import time
 
@@ -21,8 +20,9 @@ import psycopg
 import pytest
 
 from conftest import (IS_PGBOUNCER, _ini_lines, backend_pid, chown_to_run_user, error_fields, free_port,
-                      pg_bindir, pgbun_binary, pgbun_env, port_accepts, run, run_as_kwargs, server_backends,
-                      sockets_to_port, wait_until)
+                      pg_bindir, port_accepts, run, server_backends, sockets_to_port, wait_until)
+from test_admin import row_for, show  # the console's helpers
+from test_config import run_pgbun
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's workers")
 
@@ -57,22 +57,9 @@ def admin(conn, sql):
     return cur
 
 
-def show(conn, what):
-    """SHOW what as a list of {column: value}."""
-    cur = admin(conn, f"SHOW {what}")
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def one_row(rows, **match):
-    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
-    assert len(found) == 1, f"expected exactly one row with {match}, got {len(found)}: {found}"
-    return found[0]
-
-
 def pool_row(adm, database="pgbun_test", user="postgres"):
     """The one SHOW POOLS row of (database, user): a pool is one row, not one per worker."""
-    return one_row(show(adm, "POOLS"), database=database, user=user)
+    return row_for(show(adm, "POOLS"), database=database, user=user)
 
 
 def servers_in(row):
@@ -186,32 +173,18 @@ def workers_logged(bun, n):
     return any(re.search(rf"\b{n}\b", line) for line in lines) or len(lines) >= n
 
 
-def run_pgbun_expecting_exit(ini, cwd, timeout=15):
-    """Runs pgbun on ini expecting it to exit by itself; (returncode, output)."""
-    proc = subprocess.Popen([str(pgbun_binary()), str(ini)], cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=pgbun_env(),
-                            start_new_session=True, **run_as_kwargs())
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
-        raise AssertionError(f"pgbun kept running for {timeout} s with {ini.read_text()}\n{out}")
-    return proc.returncode, out
-
-
 # ---------------------------------------------------------------- the key
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_show_config_lists_workers_as_not_changeable_and_the_log_names_them(start_pgbun, workers):
     bun = start_pgbun(config=config(workers))
     adm = console(bun)
-    assert one_row(show(adm, "CONFIG"), key="workers") == {"key": "workers", "value": str(workers),
+    assert row_for(show(adm, "CONFIG"), key="workers") == {"key": "workers", "value": str(workers),
                                                           "default": "1", "changeable": "no"}
     with pytest.raises(psycopg.Error) as err:
         admin(adm, "SET workers = 1")
     assert "workers" in str(err.value) and "restart" in str(err.value), str(err.value)
-    assert one_row(show(adm, "CONFIG"), key="workers")["value"] == str(workers)
+    assert row_for(show(adm, "CONFIG"), key="workers")["value"] == str(workers)
     wait_until(lambda: workers_logged(bun, workers), timeout=5, what=f"the log to mention {workers} workers")
     with client(bun) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -219,7 +192,7 @@ def test_show_config_lists_workers_as_not_changeable_and_the_log_names_them(star
 
 def test_workers_defaults_to_one(start_pgbun):
     bun = start_pgbun(config={**ADMIN, "workers": None})
-    row = one_row(show(console(bun), "CONFIG"), key="workers")
+    row = row_for(show(console(bun), "CONFIG"), key="workers")
     assert (row["value"], row["default"], row["changeable"]) == ("1", "1", "no"), row
 
 
@@ -231,7 +204,7 @@ def test_workers_outside_1_to_64_stops_pgbun_naming_the_key(pgbun_workdir, pg, v
                                         "workers": value},
                               {"pgbun_test": pg.entry()}, None))
     chown_to_run_user(ini)
-    rc, out = run_pgbun_expecting_exit(ini, pgbun_workdir)
+    rc, out = run_pgbun([ini], pgbun_workdir)
     assert rc != 0, out
     assert "workers" in out, out
 
@@ -242,7 +215,7 @@ def test_sidecar_mode_reads_pgbun_workers_from_the_environment(start_pgbun, pg, 
         "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(pg.port), "LISTEN_ADDR": "127.0.0.1",
         "LISTEN_PORT": str(port), "PGBUN_AUTH_TYPE": "trust", "PGBUN_ADMIN_USERS": "postgres",
         "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir), "PGBUN_WORKERS": "2"})
-    assert one_row(show(console(bun), "CONFIG"), key="workers")["value"] == "2"
+    assert row_for(show(console(bun), "CONFIG"), key="workers")["value"] == "2"
     conns = [client(bun) for _ in range(10)]
     for i, conn in enumerate(conns):
         assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
@@ -286,9 +259,9 @@ def test_pool_size_counts_the_servers_of_every_worker(start_pgbun, pg, workers):
     assert pool["cl_waiting"] == 0 and servers_in(pool) <= 3, pool
     # counters of every worker added up: each statement is one transaction (+ one backend_pid() each)
     want = clients * (transactions + 1)
-    wait_until(lambda: one_row(show(adm, "STATS"), database="pgbun_test")["total_xact_count"] == want,
+    wait_until(lambda: row_for(show(adm, "STATS"), database="pgbun_test")["total_xact_count"] == want,
                timeout=5, what=f"SHOW STATS to count {want} transactions")
-    stats = one_row(show(adm, "STATS"), database="pgbun_test")
+    stats = row_for(show(adm, "STATS"), database="pgbun_test")
     assert stats["max_server_connections_used"] == 3, stats
     assert stats["total_query_count"] == want and stats["total_client_login_count"] == clients, stats
     # a server goes to the worker whose client waits: it is moved, not closed and opened again
@@ -314,7 +287,7 @@ def test_pool_size_counts_the_servers_of_every_worker_under_pgbench(start_pgbun,
     adm = console(bun)
     pool = pool_row(adm)
     assert 1 <= pool["max_server_connections_used"] <= 3, pool
-    assert one_row(show(adm, "STATS"), database="pgbun_test")["max_server_connections_used"] <= 3
+    assert row_for(show(adm, "STATS"), database="pgbun_test")["max_server_connections_used"] <= 3
 
 
 @pytest.mark.timeout(90)
@@ -329,7 +302,7 @@ def test_one_server_moves_between_workers_to_serve_ten_clients(start_pgbun, pg):
     assert len(pids) == 1, f"the one server was not handed between workers but replaced: pids {pids}"
     adm = console(bun)
     assert pool_row(adm)["max_server_connections_used"] == 1
-    stats = one_row(show(adm, "STATS"), database="pgbun_test")
+    stats = row_for(show(adm, "STATS"), database="pgbun_test")
     assert (stats["max_server_connections_used"], stats["total_server_connect_count"]) == (1, 1), stats
 
 
@@ -509,8 +482,8 @@ def test_a_smaller_default_pool_size_holds_on_every_worker(start_pgbun, pg, how)
                                               {"pgbun_test": pg.entry()}, None))
         chown_to_run_user(bun.config_path)
         assert admin(adm, "RELOAD").statusmessage == "RELOAD"
-    assert one_row(show(adm, "CONFIG"), key="default_pool_size")["value"] == "2"
-    assert one_row(show(adm, "DATABASES"), name="pgbun_test")["pool_size"] == 2
+    assert row_for(show(adm, "CONFIG"), key="default_pool_size")["value"] == "2"
+    assert row_for(show(adm, "DATABASES"), name="pgbun_test")["pool_size"] == 2
     # the servers past the new size close as they idle (server_idle_timeout = 1) ...
     wait_until(lambda: server_backends(pg) <= 2, timeout=10, what="the servers past pool_size 2 to close")
     # ... and no worker opens more again
@@ -537,7 +510,7 @@ def test_pause_holds_the_queries_of_every_worker_until_resume(start_pgbun):
 
     threads, errors = in_threads(n, query)
     try:
-        assert one_row(show(adm, "STATE"), key="paused")["value"] == "yes"
+        assert row_for(show(adm, "STATE"), key="paused")["value"] == "yes"
         wait_until(lambda: pool_row(adm)["cl_waiting"] == n, timeout=10,
                    what=f"SHOW POOLS to show {n} clients waiting")
         time.sleep(0.5)
@@ -547,7 +520,7 @@ def test_pause_holds_the_queries_of_every_worker_until_resume(start_pgbun):
     join_all(threads, 10, what="queries after RESUME")
     assert errors == []
     assert done == {i: (i,) for i in range(n)}
-    assert one_row(show(adm, "STATE"), key="paused")["value"] == "no"
+    assert row_for(show(adm, "STATE"), key="paused")["value"] == "no"
 
 
 def test_pause_answers_only_when_the_transactions_of_every_worker_have_ended(start_pgbun):
@@ -634,7 +607,7 @@ def test_kill_drops_the_database_on_every_worker_until_resume(start_pgbun, pg):
             with pytest.raises(psycopg.OperationalError):
                 v.execute("SELECT 1")
         wait_until(lambda: server_backends(pg) == 0, timeout=10, what="every worker's servers to close")
-        assert one_row(show(adm, "DATABASES"), name="pgbun_test")["paused"] == 1
+        assert row_for(show(adm, "DATABASES"), name="pgbun_test")["paused"] == 1
     finally:
         admin(adm, "RESUME pgbun_test")
     with client(bun) as after:
@@ -647,14 +620,14 @@ def test_reset_stats_zeroes_the_counters_of_every_worker(start_pgbun):
     join_all(threads, 30)
     assert errors == []
     adm = console(bun)
-    wait_until(lambda: one_row(show(adm, "STATS_TOTALS"), database="pgbun_test")["xact_count"] == 8 * 6,
+    wait_until(lambda: row_for(show(adm, "STATS_TOTALS"), database="pgbun_test")["xact_count"] == 8 * 6,
                timeout=5, what="SHOW STATS_TOTALS to count every worker's transactions")
     assert admin(adm, "RESET STATS").statusmessage == "RESET"
-    totals = one_row(show(adm, "STATS_TOTALS"), database="pgbun_test")
+    totals = row_for(show(adm, "STATS_TOTALS"), database="pgbun_test")
     assert {k: v for k, v in totals.items() if k != "database" and v != 0} == {}, totals
     with client(bun) as conn:
         conn.execute("SELECT 1")
-    wait_until(lambda: one_row(show(adm, "STATS_TOTALS"), database="pgbun_test")["xact_count"] == 1,
+    wait_until(lambda: row_for(show(adm, "STATS_TOTALS"), database="pgbun_test")["xact_count"] == 1,
                timeout=5, what="the counters to start again from 0")
 
 

@@ -748,22 +748,24 @@ static void set_blocked(struct pool *p, bool on)
 /*
  * A pool of another worker is blocked on a database or user limit that p
  * is under, and its clients have waited longer than p's (mine; 0: none
- * wait): p's next free server makes room for it.
+ * wait): p's next free server makes room for it. Returns the limit's name,
+ * or NULL.
  */
-static bool blocked_elsewhere(const struct pool *p, usec_t mine)
+static const char *blocked_elsewhere(const struct pool *p, usec_t mine)
 {
+    static const char *const names[2] = {"max_db_connections", "max_user_connections"};
     const struct pool_share *sh[2] = {p->max_db_connections > 0 ? p->db_share : NULL,
                                       p->max_user_connections > 0 ? p->user_share : NULL};
 
-    if (worker_count() == 1 || atomic_load(&nblocked_all) == p->w->pw->nblocked) return false;
+    if (worker_count() == 1 || atomic_load(&nblocked_all) == p->w->pw->nblocked) return NULL;
     for (int k = 0; k < 2; k++) {
         for (int i = 0; sh[k] != NULL && i < worker_count(); i++) {
             usec_t since = i == p->w->id ? 0 : atomic_load(&sh[k]->blocked_since[i]);
 
-            if (since != 0 && (mine == 0 || since < mine)) return true;
+            if (since != 0 && (mine == 0 || since < mine)) return names[k];
         }
     }
-    return false;
+    return NULL;
 }
 
 static bool same_db(const struct pool *a, const struct pool *b)
@@ -800,13 +802,13 @@ void pool_serve_blocked(void)
     TAILQ_FOREACH(p, &PW->pools, entry)
     {
         struct server *s;
+        const char    *limit;
 
         if (p->blocked) pool_dispatch_later(p);
         /* Idle servers under a limit another worker's pool is blocked on make room for it. */
         while (!p->admin && p->nclients[CL_WAITING] == 0 && (s = TAILQ_LAST(&p->servers[SV_IDLE], server_list)) &&
-               blocked_elsewhere(p, 0))
-            server_close(s, "closed while idle to make room for a pool of another worker under the same "
-                            "max_db_connections or max_user_connections");
+               (limit = blocked_elsewhere(p, 0)) != NULL)
+            server_close(s, "%s: closed while idle to make room for a pool of another worker", limit);
     }
 }
 
@@ -915,6 +917,7 @@ static bool reserve_open(const struct pool *p, usec_t now);
 void pool_release_server(struct server *s)
 {
     struct pool *p = s->pool;
+    const char  *limit;
 
     assert(s->client == NULL);
     if (server_too_old(s, pgbun_now())) {
@@ -931,9 +934,9 @@ void pool_release_server(struct server *s)
         return;
     }
     if (p->w->pw->nblocked > 0 && yield_slot(s)) return;
-    if (blocked_elsewhere(p, pool_waiting_since(p))) {
-        server_close(s, "handing the connection's slot to a pool of another worker under the same "
-                        "max_db_connections or max_user_connections, whose clients waited longer");
+    if ((limit = blocked_elsewhere(p, pool_waiting_since(p))) != NULL) {
+        server_close(s, "%s: handing the connection's slot to a pool of another worker, whose clients waited longer",
+                     limit);
         return;
     }
     if (give_away(s, false)) return;

@@ -804,7 +804,7 @@ void pool_serve_blocked(void)
         struct server *s;
         const char    *limit;
 
-        if (p->blocked) pool_dispatch_later(p);
+        if (p->blocked || (atomic_load(&p->share->wanting) & (1u << p->w->id))) pool_dispatch_later(p);
         /* Idle servers under a limit another worker's pool is blocked on make room for it. */
         while (!p->admin && p->nclients[CL_WAITING] == 0 && (s = TAILQ_LAST(&p->servers[SV_IDLE], server_list)) &&
                (limit = blocked_elsewhere(p, 0)) != NULL)
@@ -844,6 +844,9 @@ void pool_set_server_state(struct server *s, enum server_state st)
         atomic_fetch_sub(&p->share->held[p->w->id], 1);
         defer_free_server(s);
         wake_blocked(p);
+        /* Room under pool_size again: workers whose clients wait for a server of this pool may open one. */
+        if (worker_count() > 1 && (atomic_load(&p->share->wanting) & ~(1u << p->w->id)))
+            worker_wake_others(p->w, WAKE_BLOCKED);
         return;
     }
     TAILQ_REMOVE(&p->servers[old], s, entry);
@@ -1556,7 +1559,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (worker_count() > 1) { /* in case a wake-up came between two looks */
         pool_give_wanted();
-        if (atomic_load(&nblocked_all) > w->pw->nblocked) pool_serve_blocked();
+        pool_serve_blocked();
     }
     if (w->id == 0 && pgbun.cfg->stats_period > 0 && now - period_began >= pgbun.cfg->stats_period) {
         worker_stop_world();

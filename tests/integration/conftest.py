@@ -660,9 +660,10 @@ def server_backends(pg, dbname="pgbun_test"):
                             (dbname,)).fetchone()[0]
 
 
-def sockets_to_port(pid, port):
-    """TCP connections process pid holds to remote port, as the kernel sees
-    them (/proc: its socket fds matched against /proc/net/tcp and tcp6)."""
+def local_ports_to(pid, port):
+    """Local ports of the TCP connections process pid holds to remote port, as
+    the kernel sees them (/proc: its socket fds matched against /proc/net/tcp
+    and tcp6)."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -673,8 +674,8 @@ def sockets_to_port(pid, port):
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     except FileNotFoundError:
-        return 0
-    n = 0
+        return set()
+    ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
             next(f)
@@ -682,5 +683,28 @@ def sockets_to_port(pid, port):
                 fields = line.split()
                 remote_port = int(fields[2].rsplit(":", 1)[1], 16)
                 if remote_port == port and fields[9] in inodes:
-                    n += 1
-    return n
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def sockets_to_port(pid, port):
+    """How many TCP connections process pid holds to remote port."""
+    return len(local_ports_to(pid, port))
+
+
+def backend_ports(conn, dbname="pgbun_test", user=None):
+    """The client ports of the client backends PostgreSQL lists on dbname (of
+    user, if given), not counting conn's own."""
+    return [r[0] for r in conn.execute(
+        "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend' "
+        "AND pid <> pg_backend_pid() AND (%s::text IS NULL OR usename = %s)", (dbname, user, user))]
+
+
+def held_backends(ports, pid, pg):
+    """How many of the backends listed by ports (backend_ports) are on a
+    connection process pid still holds. A backend outlives its closed
+    connection until it notices and exits: a few ms, longer on a busy
+    machine. List the backends first, then call this: a connection closed in
+    between is not counted, and one opened in between was not listed."""
+    held = local_ports_to(pid, pg.port)
+    return sum(1 for p in ports if p in held)

@@ -10,8 +10,8 @@ import time
 import psycopg
 import pytest
 
-from conftest import (IS_PGBOUNCER, TEST_WORKERS, _ini_lines, backend_pid, chown_to_run_user, server_backends,
-                      wait_until)
+from conftest import (IS_PGBOUNCER, TEST_WORKERS, _ini_lines, backend_pid, backend_ports, chown_to_run_user,
+                      held_backends, server_backends, wait_until)
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's behaviour")
 
@@ -93,19 +93,17 @@ def _hammer(bun, plan, seconds=0.3, rounds=3):
     return threads, errors
 
 
-def _peak_backends(pg, threads, dbname="pgbun_test"):
-    """The most backends seen on dbname while the threads run, in two samples
-    in a row: a backend pgbun has just closed to hand its slot on (its
-    Terminate sent) may still show for a few milliseconds next to the new
-    one, so one sample alone could count it twice."""
+def _peak_backends(pg, bun, threads, dbname="pgbun_test"):
+    """The most backends seen on dbname while the threads run, counting only
+    those on a connection bun still holds: a backend pgbun has just closed to
+    hand its slot on may still be listed next to the new one until it has
+    noticed and exited."""
     peak = 0
-    prev = 0
     deadline = time.monotonic() + 30
-    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-        now = server_backends(pg, dbname)
-        peak = max(peak, min(prev, now))
-        prev = now
-        time.sleep(0.05)
+    with pg.connect() as conn:
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            peak = max(peak, held_backends(backend_ports(conn, dbname), bun.proc.pid, pg))
+            time.sleep(0.05)
     for t in threads:
         t.join(5)
     assert not any(t.is_alive() for t in threads), "clients did not finish"
@@ -123,7 +121,7 @@ def test_max_db_connections_caps_the_servers_of_all_users_of_a_database(start_pg
     bun = start_pgbun(config=config, databases={"pgbun_test": entry})
     plan = [("pgbun_test", "postgres")] * 3 + [("pgbun_test", "md5user")] * 3
     threads, errors = _hammer(bun, plan)
-    peak = _peak_backends(pg, threads)
+    peak = _peak_backends(pg, bun, threads)
     assert errors == []
     assert 1 <= peak <= 2, f"{peak} server connections with max_db_connections = 2"
 
@@ -139,7 +137,7 @@ def test_max_user_connections_caps_a_user_across_databases(start_pgbun, pg, wher
     bun = start_pgbun(config=config, databases={"db_a": pg.entry(), "db_b": pg.entry()}, users=users)
     plan = [("db_a", "postgres")] * 3 + [("db_b", "postgres")] * 3
     threads, errors = _hammer(bun, plan)
-    peak = _peak_backends(pg, threads)
+    peak = _peak_backends(pg, bun, threads)
     assert errors == []
     assert 1 <= peak <= 2, f"{peak} server connections with max_user_connections = 2"
 

@@ -19,8 +19,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import (IS_PGBOUNCER, _ini_lines, backend_pid, chown_to_run_user, error_fields, free_port,
-                      pg_bindir, port_accepts, run, server_backends, sockets_to_port, wait_until)
+from conftest import (IS_PGBOUNCER, _ini_lines, backend_pid, backend_ports, chown_to_run_user, error_fields,
+                      free_port, held_backends, pg_bindir, port_accepts, run, server_backends, sockets_to_port,
+                      wait_until)
 from test_admin import row_for, show  # the console's helpers
 from test_config import run_pgbun
 
@@ -73,26 +74,20 @@ def rows_of(adm, what, database="pgbun_test"):
 class Sampler:
     """Samples, in a thread every 10 ms, the client backends PostgreSQL has on dbname (of
     user, if given), asked directly over its unix socket, not counting its own (peak;
-    steady_peak: the most seen in two samples in a row), and the TCP connections bun's
+    held_peak: only those whose connection bun still holds), and the TCP connections bun's
     process holds to PostgreSQL's port, as the kernel lists them (os_peak)."""
 
     def __init__(self, pg, bun, dbname="pgbun_test", user=None):
         self.pg, self.dbname, self.user, self.bun = pg, dbname, user, bun
-        self.samples, self.peak, self.steady_peak, self.os_peak, self.error = 0, 0, 0, 0, None
+        self.samples, self.peak, self.held_peak, self.os_peak, self.error = 0, 0, 0, 0, None
         self._stop = threading.Event()
 
-    def count(self):
-        return self.conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend' "
-            "AND pid <> pg_backend_pid() AND (%s::text IS NULL OR usename = %s)",
-            (self.dbname, self.user, self.user)).fetchone()[0]
-
     def _run(self):
-        last = 0
         try:
             while not self._stop.is_set():
-                n = self.count()
-                self.peak, self.steady_peak, last = max(self.peak, n), max(self.steady_peak, min(last, n)), n
+                ports = backend_ports(self.conn, self.dbname, self.user)
+                self.peak = max(self.peak, len(ports))
+                self.held_peak = max(self.held_peak, held_backends(ports, self.bun.proc.pid, self.pg))
                 self.os_peak = max(self.os_peak, sockets_to_port(self.bun.proc.pid, self.pg.port))
                 self.samples += 1
                 self._stop.wait(0.01)
@@ -115,13 +110,13 @@ class Sampler:
     def assert_at_most(self, limit, what, closes=False):
         """PostgreSQL and the kernel saw at most limit connections (and PostgreSQL some).
         closes: pgbun closes servers to open others (a shared limit hands its slot
-        over), and a backend outlives its closed connection by a few ms, so PostgreSQL
-        may list the old and the new one in one sample: then only a count seen twice in
-        a row (20 ms) counts there; pgbun's own sockets are exact either way."""
-        peak = self.steady_peak if closes else self.peak
-        assert 1 <= peak <= limit, (f"PostgreSQL saw {peak} backends {what} "
-                                    f"(peak {self.peak}, in two samples {self.steady_peak})")
+        over), and a backend outlives its closed connection until it notices, so
+        PostgreSQL may list the old and the new one together: then only backends on a
+        connection pgbun still holds count there; pgbun's own sockets are exact either way."""
         assert self.os_peak <= limit, f"pgbun held {self.os_peak} connections to PostgreSQL {what}"
+        peak = self.held_peak if closes else self.peak
+        assert 1 <= peak <= limit, (f"PostgreSQL saw {peak} backends {what} "
+                                    f"(peak {self.peak}, on connections pgbun held {self.held_peak})")
 
     def __exit__(self, *exc):
         if not self._stop.is_set():

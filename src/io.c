@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -132,15 +131,10 @@ int io_flush(struct io *io, struct evbuffer *buf)
     return 0;
 }
 
-void io_tune_socket(int fd, bool tcp)
+void io_tune_tcp(int fd)
 {
     int on = 1;
-    int flags = fcntl(fd, F_GETFL);
 
-    if (flags >= 0) (void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (tcp) {
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 }

@@ -50,7 +50,11 @@ int io_read(struct io *io, struct evbuffer *buf, int max);
  */
 int io_flush(struct io *io, struct evbuffer *buf);
 
-/* Non-blocking socket set-up for accepted and outgoing TCP sockets. */
-void io_tune_socket(int fd, bool tcp);
+/*
+ * TCP_NODELAY and SO_KEEPALIVE for an accepted or outgoing TCP socket. Both
+ * kinds are created non-blocking and close-on-exec (accept4 and socket
+ * flags), which saves three fcntl calls per connection.
+ */
+void io_tune_tcp(int fd);
 
 #endif

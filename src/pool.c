@@ -455,28 +455,41 @@ struct pool *pool_get_admin(const char *dbname, const char *user)
     return find_or_make(dbname, user, true, &err);
 }
 
-/* The first pool of worker `from` or a later one. */
-static struct pool *first_from(int from)
+/* The first element of one list of a worker's pool_world. */
+typedef void *world_list_first(struct pool_world *pw);
+
+static void *first_pool(struct pool_world *pw)
+{
+    return TAILQ_FIRST(&pw->pools);
+}
+
+static void *first_login(struct pool_world *pw)
+{
+    return TAILQ_FIRST(&pw->login_clients);
+}
+
+/* The first element of that list on worker `from` or a later one. */
+static void *first_from(int from, world_list_first *first)
 {
     for (int i = from; i < worker_count(); i++) {
         struct pool_world *pw = worker_get(i)->pw;
-        struct pool       *p = pw ? TAILQ_FIRST(&pw->pools) : NULL;
+        void              *e = pw ? first(pw) : NULL;
 
-        if (p != NULL) return p;
+        if (e != NULL) return e;
     }
     return NULL;
 }
 
 struct pool *pool_first(void)
 {
-    return first_from(0);
+    return first_from(0, first_pool);
 }
 
 struct pool *pool_next(const struct pool *p)
 {
     struct pool *n = TAILQ_NEXT(p, entry);
 
-    return n != NULL ? n : first_from(p->w->id + 1);
+    return n != NULL ? n : first_from(p->w->id + 1, first_pool);
 }
 
 bool pool_seen(const struct pool *p)
@@ -486,27 +499,16 @@ bool pool_seen(const struct pool *p)
     return false;
 }
 
-static struct client *first_login_from(int from)
-{
-    for (int i = from; i < worker_count(); i++) {
-        struct pool_world *pw = worker_get(i)->pw;
-        struct client     *c = pw ? TAILQ_FIRST(&pw->login_clients) : NULL;
-
-        if (c != NULL) return c;
-    }
-    return NULL;
-}
-
 struct client *pool_first_login_client(void)
 {
-    return first_login_from(0);
+    return first_from(0, first_login);
 }
 
 struct client *pool_next_login_client(const struct client *c)
 {
     struct client *n = TAILQ_NEXT(c, entry);
 
-    return n != NULL ? n : first_login_from(c->w->id + 1);
+    return n != NULL ? n : first_from(c->w->id + 1, first_login);
 }
 
 /* ---- PAUSE and DISABLE by database ---- */

@@ -211,7 +211,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
                     strerror(errno));
         return;
     }
-    io_tune_socket(fd, sa->sa_family != AF_UNIX);
+    if (sa->sa_family != AF_UNIX) io_tune_tcp(fd);
     io_init(&s->io, s->pool->w->base, fd, server_read_cb, server_write_cb, s);
     if (connect(fd, sa, salen) == 0) {
         send_startup(s);

@@ -204,3 +204,26 @@ def test_reload_resizes_live_pools_without_dropping_clients(start_pgbun, pg):
     for h in holders:
         h.rollback()
     assert backend_pid(idle) in pids | {pid}, "the client connected before the reload was dropped"
+
+
+def test_every_socket_is_non_blocking_and_closed_on_exec(start_pgbun, pg):
+    """Listening, client (TCP and unix) and server sockets: created so by accept4 and
+    socket() flags, with no fcntl after, so each is checked here as the kernel holds it."""
+    bun = start_pgbun()
+    with bun.connect() as tcp, bun.connect(host=bun.unix_dir) as local:
+        tcp.execute("SELECT 1")
+        local.execute("SELECT 1")
+        sockets = {}
+        for fd in os.listdir(f"/proc/{bun.proc.pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{bun.proc.pid}/fd/{fd}").startswith("socket:"):
+                    continue
+                with open(f"/proc/{bun.proc.pid}/fdinfo/{fd}") as f:
+                    flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+            except OSError:
+                continue  # closed meanwhile
+            sockets[int(fd)] = flags
+    assert len(sockets) >= 5, f"expected listeners, two clients and a server, saw fds {sorted(sockets)}"
+    for fd, flags in sockets.items():
+        assert flags & os.O_NONBLOCK, f"socket fd {fd} is blocking (flags {flags:o})"
+        assert flags & os.O_CLOEXEC, f"socket fd {fd} is inherited by exec (flags {flags:o})"

@@ -32,6 +32,7 @@
 #include "pgbun.h"
 #include "worker.h"
 #include "proto.h"
+#include "scan.h"
 #include "scram.h"
 #include "server.h"
 
@@ -179,6 +180,10 @@ void client_free(struct client *c)
     if (c->in) evbuffer_free(c->in);
     if (c->out) evbuffer_free(c->out);
     varlist_clear(&c->params);
+    if (c->sets) {
+        varlist_clear(c->sets);
+        free(c->sets);
+    }
     admin_client_free(c);
     free(c->user);
     free(c->dbname);
@@ -605,6 +610,36 @@ static inline void request_sent(struct server *s, const struct client *c)
     if (s->expect_rfq++ == 0) s->request_start = c->request_time > s->state_since ? c->request_time : s->state_since;
 }
 
+#define SCAN_MSG_MAX   (64 * 1024) /* longer queries are not scanned: their settings are read back in any case */
+#define SCAN_NAMES_MAX 256         /* custom setting names kept per transaction, past which only built-ins are */
+
+/*
+ * A Query or Parse about to go to s: what its SQL text may do to the
+ * session (scan.h), noted on the server. Outside session mode only, with
+ * session_state = track.
+ */
+static void scan_request(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t avail)
+{
+    struct scan_effects fx;
+    struct pkt_reader   r;
+    const char         *sql;
+
+    if (avail < (size_t)len + 1 || len > SCAN_MSG_MAX) {
+        s->scan_pending |= SCAN_SETTING_ANY; /* not held whole: read back in any case */
+        return;
+    }
+    pkt_reader_init(&r, evbuffer_pullup(c->in, (ev_ssize_t)len + 1) + 5, len - 4);
+    if (type == 'P') (void)pkt_get_str(&r); /* the statement name */
+    sql = pkt_get_str(&r);
+    if (r.bad) return; /* PostgreSQL will refuse the message */
+    scan_init(&fx);
+    scan_sql(sql, strlen(sql), s->std_strings, SCAN_READBACK, &fx);
+    s->scan_pending |= fx.flags;
+    for (int i = 0; i < fx.nnames; i++)
+        if (s->scan_names.count >= SCAN_NAMES_MAX || !varlist_set(&s->scan_names, fx.names[i], ""))
+            s->scan_pending |= SCAN_SETTING_ANY;
+}
+
 /* Moves whole (or streaming) messages from c->in to the server. */
 static void forward_to_server(struct client *c)
 {
@@ -638,6 +673,7 @@ static void forward_to_server(struct client *c)
         case 'Q':
             s->syncs_since_execute = 0;
             request_sent(s, c);
+            if (s->pool->track_session) scan_request(c, s, type, len, avail);
             break;
         case 'F': request_sent(s, c); break;
         case 'S':
@@ -656,10 +692,12 @@ static void forward_to_server(struct client *c)
             break;
         case 'P':
         case 'B':
-            if (type == 'P')
+            if (type == 'P') {
                 c->pool->stats.parse_count++;
-            else
+                if (s->pool->track_session) scan_request(c, s, type, len, avail);
+            } else {
                 c->pool->stats.bind_count++;
+            }
             s->unsynced = true;
             break;
         case 'D':

@@ -47,6 +47,7 @@ struct client {
     char                 *user;
     char                 *dbname;
     struct varlist        params;        /* startup parameters to hold on its server */
+    struct varlist       *sets;          /* session-level settings it made, as read back; NULL: none */
     uint8_t               cancel_key[8]; /* BackendKeyData pgbun gave it */
     usec_t                connect_time;
     usec_t                request_time; /* last read from the client */

@@ -68,6 +68,7 @@ struct key {
 };
 
 static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL};
+static const char *const session_states[] = {"track", "off", NULL};
 
 /* clang-format off */
 #define KEYF(S, n, t, d, f, lo, hi, ch) {#n, t, offsetof(S, n), d, f, lo, hi, ch}
@@ -114,6 +115,7 @@ static const struct key main_keys[] = {
     G_INT(max_db_connections, "0", 0, INT_MAX),
     G_INT(max_user_connections, "0", 0, INT_MAX),
     G_INT(max_prepared_statements, "200", 0, INT_MAX),
+    G_CHOICE(session_state, "track", session_states),
     G_BOOL(server_round_robin, "0"),
     G_STR(server_reset_query, "DISCARD ALL"),
     G_BOOL(server_reset_query_always, "0"),
@@ -222,6 +224,7 @@ static const struct key db_keys[] = {
     {"reserve_pool", KT_INT, offsetof(struct db_config, reserve_pool_size), NULL, 0, 0, INT_MAX, NULL},
     D_INT(max_db_connections, 0, INT_MAX),
     KEY(struct db_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
+    KEY(struct db_config, session_state, KT_STR, NULL, 0, 0, session_states),
     KEY(struct db_config, application_name, KT_STR, NULL, 0, 0, NULL),
     IGNORED(auth_user),
     IGNORED(auth_query),
@@ -530,6 +533,7 @@ static void db_free(struct db_config *db)
     free(db->user);
     free(db->password);
     free(db->application_name);
+    free(db->session_state);
     free(db);
 }
 
@@ -1040,11 +1044,11 @@ static struct db_config *db_dup(const struct db_config *src)
     if (db == NULL) return NULL;
     *db = *src;
     /* Detach first, so that db_free() of a half-made copy frees only what it owns. */
-    db->name = db->host = db->dbname = db->user = db->password = db->application_name = NULL;
+    db->name = db->host = db->dbname = db->user = db->password = db->application_name = db->session_state = NULL;
     db->next = NULL;
     if (!dup_str(&db->name, src->name) || !dup_str(&db->host, src->host) || !dup_str(&db->dbname, src->dbname) ||
         !dup_str(&db->user, src->user) || !dup_str(&db->password, src->password) ||
-        !dup_str(&db->application_name, src->application_name)) {
+        !dup_str(&db->application_name, src->application_name) || !dup_str(&db->session_state, src->session_state)) {
         db_free(db);
         return NULL;
     }

@@ -47,6 +47,7 @@ struct db_config {
     int               reserve_pool_size;  /* -1: global reserve_pool_size */
     int               max_db_connections; /* -1: global max_db_connections */
     enum pool_mode    pool_mode;          /* POOL_MODE_UNSET: inherit */
+    char             *session_state;      /* track or off; NULL: the global session_state */
     char             *application_name;   /* server startup application_name, or NULL */
     struct db_config *next;
 };
@@ -91,6 +92,7 @@ struct pgbun_config {
     int            max_db_connections;
     int            max_user_connections;
     int            max_prepared_statements;
+    char          *session_state; /* track: a client's settings follow it in transaction mode; off: not */
     bool           server_round_robin;
     char          *server_reset_query;
     bool           server_reset_query_always;

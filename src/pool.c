@@ -393,6 +393,8 @@ static bool resolve_server(struct pool *p)
     p->mode = cfg->pool_mode;
     if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
     if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
+    p->track_session =
+        p->mode != POOL_SESSION && strcmp(db->session_state ? db->session_state : cfg->session_state, "off") != 0;
     p->max_db_connections = db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
     p->max_user_connections =
         u != NULL && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;

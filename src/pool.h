@@ -79,6 +79,7 @@ struct pool {
     int            min_pool_size;     /* servers kept open even when unused */
     int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
     enum pool_mode mode;
+    bool           track_session; /* not session mode, session_state = track: scan.h, server.c's read-back */
 
     struct client_list clients[CL_NSTATES];
     int                nclients[CL_NSTATES];

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@
 #include "client.h"
 #include "log.h"
 #include "pgbun.h"
+#include "scan.h"
 #include "scram.h"
 #include "worker.h"
 
@@ -124,6 +126,7 @@ void server_free(struct server *s)
     varlist_clear(&s->params);
     varlist_clear(&s->applied);
     varlist_clear(&s->applying);
+    varlist_clear(&s->scan_names);
     if (s->scram) {
         scram_client_free(s->scram);
         free(s->scram);
@@ -257,6 +260,7 @@ bool server_launch(struct pool *p, bool ahead)
     s->id = atomic_fetch_add(&next_server_id, 1) + 1;
     s->io.fd = -1;
     s->txstatus = 'I';
+    s->std_strings = true;
     s->connect_time = pgbun_now();
     s->opened_ahead = ahead;
     pool_add_server(p, s);
@@ -421,7 +425,33 @@ static bool record_param(struct server *s, const uint8_t *body, size_t len, cons
     *name = pkt_get_str(&r);
     *value = pkt_get_str(&r);
     if (r.bad) return false;
+    if (strcasecmp(*name, "standard_conforming_strings") == 0) s->std_strings = strcmp(*value, "on") == 0;
     return varlist_set(&s->params, *name, *value);
+}
+
+/* One DataRow (name, value) of the read-back query, into s->applying. */
+static bool record_readback(struct server *s, const uint8_t *body, size_t len)
+{
+    struct pkt_reader r;
+    const uint8_t    *field[2];
+    uint32_t          flen[2];
+    char             *name, *value;
+    bool              ok;
+
+    pkt_reader_init(&r, body, len);
+    if (pkt_get_u16(&r) != 2) return false;
+    for (int i = 0; i < 2; i++) {
+        flen[i] = pkt_get_u32(&r);
+        if (flen[i] == UINT32_MAX) return false; /* NULL: neither column can be */
+        field[i] = pkt_get_bytes(&r, flen[i]);
+    }
+    if (r.bad || r.left != 0) return false;
+    name = strndup((const char *)field[0], flen[0]);
+    value = strndup((const char *)field[1], flen[1]);
+    ok = name && value && varlist_set(&s->applying, name, value);
+    free(name);
+    free(value);
+    return ok;
 }
 
 static void login_step(struct server *s)
@@ -489,6 +519,32 @@ static void login_step(struct server *s)
 
 /* ---- pgbun's own queries ---- */
 
+/* Appends SET name = value to sql unless the server already has it. */
+static bool want_setting(const struct server *s, const struct var *v, char **sql, size_t *len)
+{
+    const char *have = varlist_get(&s->applied, v->name);
+    const char *reported = varlist_get(&s->params, v->name);
+
+    if ((have && strcmp(have, v->value) == 0) || (reported && strcmp(reported, v->value) == 0)) return true;
+    return proto_append_set(sql, len, v->name, v->value);
+}
+
+/* Sets every entry of src (NULL: none) in dst; false on out of memory. */
+static bool overlay(struct varlist *dst, const struct varlist *src)
+{
+    for (size_t i = 0; src && i < src->count; i++)
+        if (!varlist_set(dst, src->vars[i].name, src->vars[i].value)) return false;
+    return true;
+}
+
+/* What the client wants of setting `name`: its own SET, else its startup parameter, else NULL. */
+static const char *wanted(const struct client *c, const char *name)
+{
+    const char *v = c->sets ? varlist_get(c->sets, name) : NULL;
+
+    return v ? v : varlist_get(&c->params, name);
+}
+
 void server_prepare_for(struct server *s, struct client *c)
 {
     char  *sql = NULL;
@@ -496,18 +552,14 @@ void server_prepare_for(struct server *s, struct client *c)
     bool   ok = true;
 
     assert(s->client == c && s->phase == PHASE_NONE);
-    for (size_t i = 0; ok && i < c->params.count; i++) {
-        const struct var *v = &c->params.vars[i];
-        const char       *have = varlist_get(&s->applied, v->name);
-        const char       *reported = varlist_get(&s->params, v->name);
-
-        if ((have && strcmp(have, v->value) == 0) || (reported && strcmp(reported, v->value) == 0)) continue;
-        ok = proto_append_set(&sql, &len, v->name, v->value);
-    }
+    for (size_t i = 0; ok && i < c->params.count; i++)
+        if (c->sets == NULL || varlist_get(c->sets, c->params.vars[i].name) == NULL)
+            ok = want_setting(s, &c->params.vars[i], &sql, &len);
+    for (size_t i = 0; ok && c->sets && i < c->sets->count; i++)
+        ok = want_setting(s, &c->sets->vars[i], &sql, &len);
     /* Undo what an earlier client asked for and this one did not. */
     for (size_t i = 0; ok && i < s->applied.count; i++)
-        if (varlist_get(&c->params, s->applied.vars[i].name) == NULL)
-            ok = proto_append_reset(&sql, &len, s->applied.vars[i].name);
+        if (wanted(c, s->applied.vars[i].name) == NULL) ok = proto_append_reset(&sql, &len, s->applied.vars[i].name);
     if (!ok) {
         free(sql);
         client_close(c, "53200", "could not build the parameter settings for the server");
@@ -518,7 +570,7 @@ void server_prepare_for(struct server *s, struct client *c)
         return;
     }
     varlist_clear(&s->applying);
-    if (!varlist_copy(&s->applying, &c->params)) {
+    if (!varlist_copy(&s->applying, &c->params) || !overlay(&s->applying, c->sets)) {
         free(sql);
         client_close(c, "53200", "out of memory");
         return;
@@ -546,6 +598,79 @@ static void start_reset(struct server *s)
     s->expect_rfq++;
     s->has_phase_error = false;
     (void)server_flush(s);
+}
+
+/*
+ * The client's text may have changed session settings (scan.h): ask the
+ * server which settings its session holds now, before anyone else gets
+ * it. Exact whatever happened (a SET rolled back, RESET ALL, set_config
+ * with a computed name), and one round trip only after such transactions.
+ */
+static void start_readback(struct server *s)
+{
+    static const char builtin[] = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+    /* Custom parameters (myext.tenant) are not in pg_settings: those named are asked one by one. */
+    static const char     custom_head[] = " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[";
+    static const char     custom_tail[] = "]::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_catalog.pg_settings)"
+                                          " AND coalesce(current_setting(n, true), '') <> ''";
+    const struct varlist *lists[2] = {&s->scan_names, &s->applied};
+    size_t                len = sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail);
+    char                 *sql, *d;
+    bool                  any = false;
+
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < lists[k]->count; i++)
+            len += strlen(lists[k]->vars[i].name) + 3;
+    if ((sql = malloc(len)) == NULL) {
+        server_close(s, "out of memory");
+        return;
+    }
+    d = sql + sprintf(sql, "%s", builtin);
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < lists[k]->count; i++) {
+            const char *name = lists[k]->vars[i].name;
+
+            if (!proto_valid_param_name(name)) continue; /* [A-Za-z0-9_.$]: nothing to quote */
+            d += sprintf(d, "%s'%s'", any ? "," : custom_head, name);
+            any = true;
+        }
+    }
+    if (any) strcpy(d, custom_tail);
+    proto_add_query(s->out, sql);
+    free(sql);
+    varlist_clear(&s->scan_names);
+    varlist_clear(&s->applying);
+    s->scan_pending = 0;
+    s->phase = PHASE_READBACK;
+    s->expect_rfq++;
+    s->has_phase_error = false;
+    (void)server_flush(s);
+}
+
+/* What the settings read back mean for the server and its client. */
+static bool readback_done(struct server *s)
+{
+    struct client *c = s->client;
+
+    varlist_clear(&s->applied);
+    if (!varlist_copy(&s->applied, &s->applying)) return false;
+    if (c == NULL) return true;
+    /* The client's own settings: those its startup parameters do not already say. */
+    if (c->sets) varlist_clear(c->sets);
+    for (size_t i = 0; i < s->applying.count; i++) {
+        const struct var *v = &s->applying.vars[i];
+        const char       *start = varlist_get(&c->params, v->name);
+
+        if (start && strcmp(start, v->value) == 0) continue;
+        if (c->sets == NULL && (c->sets = calloc(1, sizeof(*c->sets))) == NULL) return false;
+        if (!varlist_set(c->sets, v->name, v->value)) return false;
+    }
+    if (c->sets && c->sets->count == 0) {
+        free(c->sets);
+        c->sets = NULL;
+    }
+    varlist_clear(&s->applying);
+    return true;
 }
 
 void server_check(struct server *s)
@@ -590,6 +715,10 @@ void server_client_gone(struct server *s, bool quit)
                      cancel && s->cancel ? "; query canceled" : "");
         return;
     }
+    if (s->scan_pending & SCAN_READBACK) {
+        start_readback(s); /* ends in phase_done, which comes back here */
+        return;
+    }
     if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
         start_reset(s);
     else
@@ -614,6 +743,21 @@ static void phase_done(struct server *s)
         }
         s->checked = true;
         pool_release_server(s);
+        return;
+    }
+    if (phase == PHASE_READBACK) {
+        if (s->has_phase_error) {
+            server_close(s, "could not read back the session's settings: %s", s->phase_error.message);
+            return;
+        }
+        if (!readback_done(s)) {
+            server_close(s, "out of memory");
+            return;
+        }
+        if (c == NULL)
+            server_client_gone(s, false);
+        else
+            (void)server_release_if_done(s);
         return;
     }
     if (phase == PHASE_RESET) {
@@ -674,6 +818,10 @@ bool server_release_if_done(struct server *s)
     if (c == NULL || s->pool->mode == POOL_SESSION || !server_is_clean(s) || evbuffer_get_length(s->in) > 0)
         return false;
     if (!client_flush(c)) return true;
+    if (s->scan_pending & SCAN_READBACK) {
+        start_readback(s); /* the client's next bytes wait (client_process) */
+        return false;
+    }
     pool_unlink(c, s);
     pool_set_client_state(c, CL_IDLE);
     pool_release_server(s);
@@ -710,7 +858,7 @@ static void relay(struct server *s)
         case PROTO_OK: break;
         }
         /* Read whole what pgbun must parse; an error for the client streams like any message. */
-        if (type == 'Z' || type == 'S' ||
+        if (type == 'Z' || type == 'S' || (type == 'D' && s->phase == PHASE_READBACK) ||
             (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX)))) {
             if (avail < (size_t)len + 1) {
                 if (len > SERVER_MSG_MAX) {
@@ -831,6 +979,15 @@ static void relay(struct server *s)
         case 'C': s->in_copy = false; break;
         case 'N':
         case 'A': break;
+        case 'D':
+            if (s->phase == PHASE_READBACK) {
+                if (!record_readback(s, msg + 5, len - 4)) {
+                    server_close(s, "protocol error from server: malformed row of settings");
+                    return;
+                }
+                break;
+            }
+            __attribute__((fallthrough));
         default:
             if (!to_client && s->phase == PHASE_NONE) {
                 server_close(s, "unexpected message '%c' from an unlinked server",

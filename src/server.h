@@ -29,6 +29,7 @@ enum server_phase {
     PHASE_SETTING,  /* pgbun's SETs for the client's parameters */
     PHASE_RESET,    /* server_reset_query */
     PHASE_CHECK,    /* server_check_query */
+    PHASE_READBACK, /* reading the session-level settings a client's transaction left */
 };
 
 struct server {
@@ -44,7 +45,7 @@ struct server {
     int                               backend_pid;
     struct varlist                    params;   /* ParameterStatus values */
     struct varlist                    applied;  /* values pgbun SET for clients, as the clients wrote them */
-    struct varlist                    applying; /* SETs in flight (PHASE_SETTING) */
+    struct varlist                    applying; /* SETs in flight (PHASE_SETTING), or settings read back */
     struct event                      timer;    /* connect / login deadline */
     struct evdns_getaddrinfo_request *dns;      /* pending lookup */
     struct evutil_addrinfo           *addrs;    /* resolved addresses, or NULL for a literal address */
@@ -72,6 +73,9 @@ struct server {
     bool                              used;            /* has served a client */
     bool                              checked;         /* logged in or checked, and no client since */
     bool                              close_needed;    /* RECONNECT: close instead of reusing it */
+    bool                              std_strings;     /* standard_conforming_strings is on */
+    unsigned                          scan_pending;    /* enum scan_flag: what the client's text may have changed */
+    struct varlist                    scan_names;      /* settings the client's text named (values unused) */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is

@@ -107,6 +107,7 @@ static void test_defaults_in_sidecar_mode(void)
     is_int(cfg->max_db_connections, 0, "default max_db_connections");
     is_int(cfg->max_user_connections, 0, "default max_user_connections");
     is_int(cfg->max_prepared_statements, 200, "default max_prepared_statements");
+    is_str(cfg->session_state, "track", "default session_state");
     is_str(cfg->server_reset_query, "DISCARD ALL", "default server_reset_query");
     is_str(cfg->server_check_query, "<empty>",
            "default server_check_query is <empty> (an empty query), as in PgBouncer");
@@ -156,7 +157,7 @@ static void test_full_ini(void)
                                                                    "[databases]\n"
                                                                    "app = host=db1.example.com port=5433 dbname=appdb user=svc password='it''s a \\'secret' "
                                                                    "pool_size=7 min_pool_size=2 reserve_pool=3 max_db_connections=50 pool_mode=transaction "
-                                                                   "application_name='my app'\n"
+                                                                   "application_name='my app' session_state=off\n"
                                                                    "\"my db\" = host=/var/run/postgresql dbname = other reserve_pool_size=4\n"
                                                                    "empty =\n"
                                                                    "* = host=fallback\n"
@@ -234,6 +235,7 @@ static void test_full_ini(void)
         is_int(db->max_db_connections, 50, "db max_db_connections");
         is_int(db->pool_mode, POOL_TRANSACTION, "db pool_mode");
         is_str(db->application_name, "my app", "db application_name quoted");
+        is_str(db->session_state, "off", "db session_state");
     }
     db = config_find_db(cfg, "my db");
     ok(db != NULL && strcmp(db->name, "my db") == 0, "double-quoted database name");
@@ -382,6 +384,10 @@ static void test_errors(void)
     expect_error("[databases]\nfoo = host=x bogus=1\n", "2: unknown key 'bogus'", "bad db entry key");
     expect_error("[databases]\nfoo = port=abc\n", "2: port: invalid integer 'abc'", "bad db port");
     expect_error("[databases]\nfoo = pool_mode=never\n", "2: pool_mode: invalid pool_mode 'never'", "bad db pool_mode");
+    expect_error("[pgbun]\nsession_state = sometimes\n", "2: session_state: invalid value 'sometimes'",
+                 "bad session_state");
+    expect_error("[databases]\nfoo = session_state=maybe\n", "2: session_state: invalid value 'maybe'",
+                 "bad db session_state");
     expect_error("[databases]\nfoo = password='unterminated\n", "2: password: unterminated quoted value",
                  "unterminated quote");
     expect_error("[databases]\nfoo = host\n", "2: host: missing '=' after key", "db key without '='");

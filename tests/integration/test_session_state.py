@@ -1,0 +1,163 @@
+"""Session state in transaction mode: settings a client makes follow it.
+
+Every test runs pgbun in transaction mode with a pool of two servers and
+steers a client onto each of them in turn (on_server: two holders take both
+servers, the one to use is let go), so that a setting is seen to follow its
+client from server to server, and never to reach another client.
+"""
+
+import pytest
+
+from conftest import IS_PGBOUNCER, backend_pid
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's session-state tracking")
+
+POOL = {"pool_mode": "transaction", "default_pool_size": 2}
+TENANT = "SELECT current_setting('myext.tenant', true)"
+
+
+def client(bun, **kw):
+    kw.setdefault("prepare_threshold", None)
+    return bun.connect(**kw)
+
+
+def servers(bun):
+    """The backend pids of the pool's two servers (opened if need be)."""
+    h1, h2 = client(bun, autocommit=False), client(bun, autocommit=False)
+    try:
+        pids = (backend_pid(h1), backend_pid(h2))
+    finally:
+        h1.rollback()
+        h2.rollback()
+    assert pids[0] != pids[1]
+    return pids
+
+
+def on_server(bun, pid, run):
+    """Calls run() while the server of backend pid is the pool's only idle one: two
+    holders take both servers in a transaction and the one to use is let go."""
+    h1, h2 = client(bun, autocommit=False), client(bun, autocommit=False)
+    try:
+        p1, p2 = backend_pid(h1), backend_pid(h2)
+        assert pid in (p1, p2), f"backend {pid} is not one of the pool's servers {p1}, {p2}"
+        (h1 if p1 == pid else h2).rollback()
+        return run()
+    finally:
+        h1.rollback()
+        h2.rollback()
+        h1.close()
+        h2.close()
+
+
+def on_each(bun, conn, sql):
+    """sql's first value on conn, run once on each server of the pool, with the pid it ran on."""
+    out = []
+    for pid in servers(bun):
+        ran, value = on_server(bun, pid, lambda: conn.execute(f"SELECT pg_backend_pid(), ({sql})").fetchone())
+        assert ran == pid, f"ran on backend {ran}, not {pid}"
+        out.append(value)
+    return out
+
+
+def test_a_set_follows_its_client_to_every_server_and_reaches_no_other_client(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a, b = client(bun), client(bun)
+    a.execute("SET myext.tenant = 'alpha'")
+    assert on_each(bun, a, TENANT) == ["alpha", "alpha"]
+    assert on_each(bun, b, TENANT) in ([None, None], [None, ""], ["", None], ["", ""])
+    assert on_each(bun, a, TENANT) == ["alpha", "alpha"]
+
+
+def test_each_client_keeps_its_own_value(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a, b = client(bun), client(bun)
+    a.execute("SET myext.tenant = 'alpha'")
+    b.execute("SET myext.tenant = 'beta'")
+    for _ in range(2):
+        assert on_each(bun, a, TENANT) == ["alpha", "alpha"]
+        assert on_each(bun, b, TENANT) == ["beta", "beta"]
+
+
+def test_reset_and_reset_all_clear_what_the_client_set(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a = client(bun)
+    a.execute("SET myext.tenant = 'alpha'")
+    a.execute("SET search_path = pg_catalog, public")
+    assert on_each(bun, a, TENANT) == ["alpha", "alpha"]
+    a.execute("RESET myext.tenant")
+    assert set(on_each(bun, a, TENANT)) <= {None, ""}
+    assert on_each(bun, a, "current_setting('search_path')") == ["pg_catalog, public"] * 2
+    a.execute("RESET ALL")
+    assert on_each(bun, a, "current_setting('search_path')") == ['"$user", public'] * 2
+
+
+def test_a_set_in_a_rolled_back_transaction_or_set_local_does_not_stick(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a = client(bun, autocommit=False)
+    a.execute("SET myext.tenant = 'gone'")
+    a.rollback()
+    a.execute("SET LOCAL myext.tenant = 'local'")
+    a.commit()
+    a.autocommit = True
+    assert set(on_each(bun, a, TENANT)) <= {None, ""}
+
+
+def test_set_config_at_session_level_sticks_and_at_transaction_level_does_not(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a = client(bun)
+    a.execute("SELECT set_config('myext.tenant', %s, false)", ["param"])  # extended protocol
+    a.execute("SELECT set_config('myext.other', 'local', true)")
+    assert on_each(bun, a, TENANT) == ["param", "param"]
+    assert set(on_each(bun, a, "current_setting('myext.other', true)")) <= {None, ""}
+
+
+def test_several_statements_in_one_simple_query_are_all_seen(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    w = bun.wire()
+    w.login("postgres", "pgbun_test")
+    w.query("SELECT 1; SET myext.tenant = 'multi'; SELECT 2")
+    pids = servers(bun)
+    for pid in pids:
+        assert on_server(bun, pid, lambda: w.query(f"SELECT pg_backend_pid(), ({TENANT})")[0]) == [str(pid), "multi"]
+
+
+def test_a_set_of_a_startup_parameter_overrides_it(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a = client(bun, options="-c work_mem=8MB")
+    b = client(bun)
+    assert on_each(bun, a, "current_setting('work_mem')") == ["8MB", "8MB"]
+    a.execute("SET work_mem = '16MB'")
+    assert on_each(bun, a, "current_setting('work_mem')") == ["16MB", "16MB"]
+    assert on_each(bun, b, "current_setting('work_mem')") == ["4MB", "4MB"]
+
+
+def test_a_client_that_leaves_leaves_no_setting_behind(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a = client(bun)
+    a.execute("SET myext.tenant = 'leaver'")
+    a.execute("SET statement_timeout = '7s'")
+    a.close()
+    b = client(bun)
+    assert set(on_each(bun, b, TENANT)) <= {None, ""}
+    assert on_each(bun, b, "current_setting('statement_timeout')") == ["0", "0"]
+
+
+def test_discard_all_clears_the_clients_settings(start_pgbun):
+    bun = start_pgbun(config=POOL)
+    a = client(bun)
+    a.execute("SET myext.tenant = 'alpha'")
+    a.execute("DISCARD ALL")
+    assert set(on_each(bun, a, TENANT)) <= {None, ""}
+
+
+@pytest.mark.parametrize("where", ["global", "database entry"])
+def test_session_state_off_leaves_a_set_on_the_server_it_ran_on(start_pgbun, pg, where):
+    if where == "global":
+        bun = start_pgbun(config=dict(POOL, session_state="off"))
+    else:
+        bun = start_pgbun(config=POOL, databases={"pgbun_test": pg.entry(session_state="off")})
+    a = client(bun)
+    first, other = servers(bun)
+    on_server(bun, first, lambda: a.execute("SET myext.tenant = 'stays'"))
+    assert on_server(bun, first, lambda: a.execute(TENANT).fetchone()[0]) == "stays"
+    assert on_server(bun, other, lambda: a.execute(TENANT).fetchone()[0]) is None

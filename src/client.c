@@ -633,7 +633,7 @@ static void scan_request(struct client *c, struct server *s, uint8_t type, uint3
     sql = pkt_get_str(&r);
     if (r.bad) return; /* PostgreSQL will refuse the message */
     scan_init(&fx);
-    scan_sql(sql, strlen(sql), s->std_strings, SCAN_READBACK, &fx);
+    scan_sql(sql, (size_t)((const char *)r.p - sql) - 1, s->std_strings, SCAN_READBACK, &fx); /* r is past its NUL */
     s->scan_pending |= fx.flags;
     for (int i = 0; i < fx.nnames; i++)
         if (s->scan_names.count >= SCAN_NAMES_MAX || !varlist_set(&s->scan_names, fx.names[i], ""))

@@ -166,3 +166,22 @@ def test_session_state_off_leaves_a_set_on_the_server_it_ran_on(start_pgbun, pg,
     on_server(bun, first, lambda: a.execute("SET myext.tenant = 'stays'"))
     assert on_server(bun, first, lambda: a.execute(TENANT).fetchone()[0]) == "stays"
     assert on_server(bun, other, lambda: a.execute(TENANT).fetchone()[0]) is None
+
+
+def test_a_set_in_a_query_too_big_to_scan_still_follows_its_client(start_pgbun):
+    """Past 64 KB (or streamed in pieces) the text is not scanned: the settings are read back anyway."""
+    bun = start_pgbun(config=POOL)
+    a = client(bun)
+    a.execute("SET search_path = pg_catalog, public -- " + "x" * 200_000)
+    assert on_each(bun, a, "current_setting('search_path')") == ["pg_catalog, public"] * 2
+
+
+def test_the_scan_reads_quotes_as_the_server_does_with_standard_conforming_strings_off(start_pgbun):
+    """With standard_conforming_strings off, \\' does not end a string: the SET behind it is seen."""
+    bun = start_pgbun(config=POOL)
+    w = bun.wire()
+    w.login("postgres", "pgbun_test")
+    w.query("SET standard_conforming_strings = off")
+    w.query("SELECT 'it\\'s'; SET myext.tenant = 'seen'")
+    for pid in servers(bun):
+        assert on_server(bun, pid, lambda: w.query(f"SELECT pg_backend_pid(), ({TENANT})")[0]) == [str(pid), "seen"]

@@ -1,0 +1,137 @@
+/*
+ * replyq.c - the queue of requests whose reply is due, on one server.
+ *
+ * Which reply ends which request (an entry is popped by it):
+ *
+ *   P Parse     '1'            B Bind      '2'          C Close   '3'
+ *   D Describe  'T' or 'n' (a statement's 't' comes first)
+ *   E Execute   'C', 'I' or 's' (rows, and a COPY's messages, come first)
+ *   S Sync, Q Query, F FunctionCall   'Z'
+ *
+ * NoticeResponse, NotificationResponse and ParameterStatus may come at any
+ * time and end nothing. An ErrorResponse to an extended-protocol request
+ * makes PostgreSQL skip every request up to the next Sync; the queue pops
+ * them without their SYNTH replies, as PostgreSQL sends none either.
+ */
+#include "replyq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static struct rq_entry *at(const struct reply_queue *q, uint32_t i)
+{
+    return &q->e[(q->head + i) % q->cap];
+}
+
+static void pop(struct reply_queue *q)
+{
+    q->head = (q->head + 1) % q->cap;
+    if (--q->n == 0) q->head = 0;
+}
+
+static bool grow(struct reply_queue *q)
+{
+    uint32_t         cap = q->cap ? q->cap * 2 : 8;
+    struct rq_entry *e = malloc(cap * sizeof(*e));
+
+    if (e == NULL) return false;
+    for (uint32_t i = 0; i < q->n; i++)
+        e[i] = *at(q, i);
+    free(q->e);
+    q->e = e;
+    q->cap = cap;
+    q->head = 0;
+    return true;
+}
+
+void rq_answer_due(struct reply_queue *q, rq_emit_fn *emit, void *arg)
+{
+    while (q->n > 0 && at(q, 0)->action == RQ_SYNTH) {
+        emit(at(q, 0)->synth, arg);
+        pop(q);
+    }
+}
+
+static bool ends(char request, char t)
+{
+    switch (request) {
+    case 'P': return t == '1';
+    case 'B': return t == '2';
+    case 'C': return t == '3';
+    case 'D': return t == 'T' || t == 'n';
+    case 'E': return t == 'C' || t == 'I' || t == 's';
+    case 'S':
+    case 'Q':
+    case 'F': return t == 'Z';
+    default: return false;
+    }
+}
+
+void rq_init(struct reply_queue *q)
+{
+    memset(q, 0, sizeof(*q));
+}
+
+void rq_deinit(struct reply_queue *q)
+{
+    free(q->e);
+    rq_init(q);
+}
+
+bool rq_push(struct reply_queue *q, char type, enum rq_action action, char synth, rq_emit_fn *emit, void *arg)
+{
+    struct rq_entry *e;
+
+    if (q->skipping) {
+        if (type != 'S') return true; /* PostgreSQL skips it: no reply will come */
+        q->skipping = false;
+    }
+    if (q->n == q->cap && !grow(q)) return false;
+    e = at(q, q->n);
+    e->type = type;
+    e->action = (uint8_t)action;
+    e->synth = synth;
+    q->n++;
+    if (q->n == 1) rq_answer_due(q, emit, arg);
+    return true;
+}
+
+/* An error to an extended-protocol request: pop up to the next Sync. Does the client see the error? */
+static bool skip_to_sync(struct reply_queue *q)
+{
+    bool client = false;
+
+    while (q->n > 0 && at(q, 0)->type != 'S') {
+        client |= at(q, 0)->action != RQ_DROP;
+        pop(q);
+    }
+    if (q->n == 0)
+        q->skipping = true; /* the Sync is yet to come */
+    else
+        client |= at(q, 0)->action != RQ_DROP;
+    return client;
+}
+
+bool rq_reply(struct reply_queue *q, char t)
+{
+    const struct rq_entry *h = q->n > 0 ? at(q, 0) : NULL;
+    bool                   pass;
+
+    if (t == 'A' || t == 'S') return true; /* notifications and parameter changes are the client's */
+    if (h == NULL) return true;            /* nothing due: the caller judges */
+    pass = h->action != RQ_DROP;
+    if (t == 'N') return pass;
+    if (t == 'E' && h->type != 'Q' && h->type != 'F' && h->type != 'S') return skip_to_sync(q);
+    if (ends(h->type, t)) pop(q);
+    return pass;
+}
+
+void rq_copy_in(struct reply_queue *q, int n)
+{
+    /* The head is the Execute that began the COPY; the n Syncs are right behind it. */
+    for (int k = 0; k < n && q->n > 1 && at(q, 1)->type == 'S'; k++) {
+        for (uint32_t i = 1; i + 1 < q->n; i++)
+            *at(q, i) = *at(q, i + 1);
+        q->n--;
+    }
+}

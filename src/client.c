@@ -605,6 +605,18 @@ static void handle_login_message(struct client *c)
  * clock of query_timeout and query time: when it was read, or when the
  * server was linked if the client waited for one.
  */
+static void no_emit(char type, void *arg)
+{
+    (void)type;
+    (void)arg;
+}
+
+/* One more request whose reply the client waits for (replyq.h). */
+static void request_queued(struct client *c, struct server *s, char type)
+{
+    if (!rq_push(&s->rq, type, RQ_PASS, 0, no_emit, NULL)) client_close(c, "53200", "out of memory");
+}
+
 static inline void request_sent(struct server *s, const struct client *c)
 {
     if (s->expect_rfq++ == 0) s->request_start = c->request_time > s->state_since ? c->request_time : s->state_since;
@@ -705,6 +717,10 @@ static void forward_to_server(struct client *c)
         case 'c':
         case 'f': s->copy_in = false; break;
         default: break;
+        }
+        if (strchr("PBDECQF", type) != NULL || (type == 'S' && !s->copy_in)) {
+            request_queued(c, s, (char)type);
+            if (c->state == CL_CLOSING) return;
         }
         if (avail >= (size_t)len + 1) {
             evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1);

@@ -32,6 +32,7 @@
 #include "client.h"
 #include "log.h"
 #include "pgbun.h"
+#include "replyq.h"
 #include "scan.h"
 #include "scram.h"
 #include "worker.h"
@@ -127,6 +128,7 @@ void server_free(struct server *s)
     varlist_clear(&s->applied);
     varlist_clear(&s->applying);
     varlist_clear(&s->scan_names);
+    rq_deinit(&s->rq);
     if (s->scram) {
         scram_client_free(s->scram);
         free(s->scram);
@@ -519,6 +521,18 @@ static void login_step(struct server *s)
 
 /* ---- pgbun's own queries ---- */
 
+static void no_emit(char type, void *arg)
+{
+    (void)type;
+    (void)arg;
+}
+
+/* A query pgbun sent for itself: its replies are not the client's. */
+static void own_request(struct server *s)
+{
+    if (!rq_push(&s->rq, 'Q', RQ_DROP, 0, no_emit, NULL)) server_close(s, "out of memory");
+}
+
 /* Appends SET name = value to sql unless the server already has it. */
 static bool want_setting(const struct server *s, const struct var *v, char **sql, size_t *len)
 {
@@ -577,6 +591,7 @@ void server_prepare_for(struct server *s, struct client *c)
     }
     server_log(s, LOGL_DEBUG, "applying client parameters: %s", sql);
     proto_add_query(s->out, sql);
+    own_request(s);
     free(sql);
     s->phase = PHASE_SETTING;
     s->expect_rfq++;
@@ -594,6 +609,7 @@ static void start_reset(struct server *s)
     }
     pool_set_server_state(s, SV_RESETTING);
     proto_add_query(s->out, q);
+    own_request(s);
     s->phase = PHASE_RESET;
     s->expect_rfq++;
     s->has_phase_error = false;
@@ -637,6 +653,7 @@ static void start_readback(struct server *s)
     }
     if (any) strcpy(d, custom_tail);
     proto_add_query(s->out, sql);
+    own_request(s);
     free(sql);
     varlist_clear(&s->scan_names);
     varlist_clear(&s->applying);
@@ -683,6 +700,7 @@ void server_check(struct server *s)
     pool_set_server_state(s, SV_TESTING);
     /* "<empty>" sends an empty query: the cheapest round trip, as in PgBouncer. */
     proto_add_query(s->out, strcmp(q, "<empty>") == 0 ? "" : q);
+    own_request(s);
     s->phase = PHASE_CHECK;
     s->expect_rfq++;
     s->has_phase_error = false;
@@ -730,6 +748,7 @@ static void phase_done(struct server *s)
     struct client    *c = s->client;
     enum server_phase phase = s->phase;
 
+    assert(rq_empty(&s->rq));
     s->phase = PHASE_NONE;
     if (phase == PHASE_CHECK) {
         evtimer_del(&s->timer);
@@ -818,6 +837,7 @@ bool server_release_if_done(struct server *s)
     if (c == NULL || s->pool->mode == POOL_SESSION || !server_is_clean(s) || evbuffer_get_length(s->in) > 0)
         return false;
     if (!client_flush(c)) return true;
+    assert(rq_empty(&s->rq));
     if (s->scan_pending & SCAN_READBACK) {
         start_readback(s); /* the client's next bytes wait (client_process) */
         return false;
@@ -871,6 +891,9 @@ static void relay(struct server *s)
         } else {
             msg = NULL;
         }
+        /* The reply queue runs beside expect_rfq for now, and must agree with it. */
+        if (rq_reply(&s->rq, (char)type) != (s->phase == PHASE_NONE) && type != 'A' && type != 'S')
+            assert(c == NULL && s->phase == PHASE_NONE);
 
         switch (type) {
         case 'Z':
@@ -969,6 +992,7 @@ static void relay(struct server *s)
              */
             s->in_copy = true;
             s->copy_in = true;
+            rq_copy_in(&s->rq, s->syncs_since_execute);
             s->expect_rfq -= s->syncs_since_execute;
             if (s->expect_rfq < 0) s->expect_rfq = 0;
             s->syncs_since_execute = 0;

@@ -16,6 +16,7 @@
 #include "io.h"
 #include "pool.h"
 #include "proto.h"
+#include "replyq.h"
 #include "varlist.h"
 
 struct scram_client;
@@ -76,6 +77,7 @@ struct server {
     bool                              std_strings;     /* standard_conforming_strings is on */
     unsigned                          scan_pending;    /* enum scan_flag: what the client's text may have changed */
     struct varlist                    scan_names;      /* settings the client's text named (values unused) */
+    struct reply_queue                rq;              /* requests whose reply is due, in order */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is

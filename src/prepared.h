@@ -1,0 +1,75 @@
+/*
+ * prepared.h - the bookkeeping of protocol-level prepared statements.
+ *
+ *   client name "s1" --\
+ *   client name "q7" ---+--> struct pstmt (text + parameter types, id 42) <-- server caches: {42, ...}
+ *   (another client) --/                                  prepared there as "pgbun_42"
+ *
+ * A worker's registry holds each distinct statement (the Parse body after
+ * its name) once, with a process-wide id. Each client maps its own names
+ * to registry entries. Each server remembers which ids it has prepared,
+ * least recently used first, up to max_prepared_statements. Not wired
+ * into forwarding yet: see docs/SESSION_STATE.md, section 2.
+ */
+#ifndef PGBUN_PREPARED_H
+#define PGBUN_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pstmt {
+    uint64_t      id;     /* the server-side name is pgbun_<id> */
+    uint32_t      refs;   /* client names that point at it */
+    uint32_t      hash;   /* of body */
+    struct pstmt *next;   /* hash chain */
+    size_t        len;    /* bytes of body */
+    uint8_t       body[]; /* Parse after the name: query, NUL, int16 count, int32 type OIDs */
+};
+
+struct pstmt_registry {
+    struct pstmt **b; /* nb chains */
+    size_t         nb, n;
+};
+
+/* A client's names. */
+struct pstmt_names {
+    struct pstmt_name **b; /* nb chains */
+    size_t              nb, n;
+};
+
+/* The ids prepared on one server, least recently used first. */
+struct pstmt_cache {
+    struct pstmt_slot **b; /* nb chains, by id */
+    size_t              nb, n;
+    struct pstmt_slot  *lru, *mru; /* the use order */
+};
+
+/* The registry's entry for body (found, or added with a new id), one reference more. NULL: out of memory. */
+struct pstmt *pstmt_get(struct pstmt_registry *r, const uint8_t *body, size_t len);
+/* One reference less; the entry goes with the last. */
+void pstmt_put(struct pstmt_registry *r, struct pstmt *p);
+void pstmt_registry_deinit(struct pstmt_registry *r);
+
+/* The statement a client calls name, or NULL. */
+struct pstmt *pstmt_name_find(const struct pstmt_names *m, const char *name);
+/* Adds name -> p (the caller holds a reference for it); false: out of memory. name must be new. */
+bool pstmt_name_add(struct pstmt_names *m, const char *name, struct pstmt *p) __attribute__((warn_unused_result));
+/* Removes name; returns its statement (the caller puts the reference) or NULL. */
+struct pstmt *pstmt_name_remove(struct pstmt_names *m, const char *name);
+/* Removes every name, putting each reference back into r. */
+void pstmt_names_clear(struct pstmt_names *m, struct pstmt_registry *r);
+
+/* Whether the server has id, marking it used now. */
+bool pstmt_cache_use(struct pstmt_cache *c, uint64_t id);
+/*
+ * Notes id as prepared on the server. When that makes more than max, the
+ * least recently used id is evicted into *evicted (the caller closes it on
+ * the server) and true is returned. *oom on out of memory.
+ */
+bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *evicted, bool *oom);
+/* Forgets id (its Parse failed), or everything (DISCARD ALL, a reset). */
+void pstmt_cache_remove(struct pstmt_cache *c, uint64_t id);
+void pstmt_cache_clear(struct pstmt_cache *c);
+
+#endif

@@ -35,6 +35,7 @@
 #include "scan.h"
 #include "scram.h"
 #include "server.h"
+#include "statements.h"
 
 /* Login messages (passwords, SASL) are small; anything bigger is an attack or a bug. */
 #define LOGIN_MSG_MAX 8192
@@ -184,6 +185,7 @@ void client_free(struct client *c)
         varlist_clear(c->sets);
         free(c->sets);
     }
+    stmt_client_free(c);
     admin_client_free(c);
     free(c->user);
     free(c->dbname);
@@ -600,23 +602,17 @@ static void handle_login_message(struct client *c)
 
 /* ---- forwarding ---- */
 
+/* One more request whose reply the client waits for (replyq.h). */
+static void request_queued(struct client *c, struct server *s, char type)
+{
+    if (!rq_push_simple(&s->rq, type, RQ_PASS)) client_close(c, "53200", "out of memory");
+}
+
 /*
  * One more ReadyForQuery is due. The oldest outstanding request starts the
  * clock of query_timeout and query time: when it was read, or when the
  * server was linked if the client waited for one.
  */
-static void no_emit(char type, void *arg)
-{
-    (void)type;
-    (void)arg;
-}
-
-/* One more request whose reply the client waits for (replyq.h). */
-static void request_queued(struct client *c, struct server *s, char type)
-{
-    if (!rq_push(&s->rq, type, RQ_PASS, 0, no_emit, NULL)) client_close(c, "53200", "out of memory");
-}
-
 static inline void request_sent(struct server *s, const struct client *c)
 {
     if (s->expect_rfq++ == 0) s->request_start = c->request_time > s->state_since ? c->request_time : s->state_since;
@@ -627,29 +623,33 @@ static inline void request_sent(struct server *s, const struct client *c)
 
 /*
  * A Query or Parse about to go to s: what its SQL text may do to the
- * session (scan.h), noted on the server. Outside session mode only, with
- * session_state = track.
+ * session (scan.h), noted on the server, and returned (0: not scanned).
+ * Outside session mode only, with session_state = track or pin.
  */
-static void scan_request(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t avail)
+static unsigned scan_request(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t avail)
 {
     struct scan_effects fx;
     struct pkt_reader   r;
     const char         *sql;
 
     if (avail < (size_t)len + 1 || len > SCAN_MSG_MAX) {
-        s->scan_pending |= SCAN_SETTING_ANY; /* not held whole: read back in any case */
-        return;
+        /* Not held whole: read back in any case (a pin flag other than LOAD asks for what the server holds). */
+        s->scan_pending |= SCAN_SETTING_ANY | SCAN_DROP;
+        return 0;
     }
     pkt_reader_init(&r, evbuffer_pullup(c->in, (ev_ssize_t)len + 1) + 5, len - 4);
     if (type == 'P') (void)pkt_get_str(&r); /* the statement name */
     sql = pkt_get_str(&r);
-    if (r.bad) return; /* PostgreSQL will refuse the message */
+    if (r.bad) return 0; /* PostgreSQL will refuse the message */
     scan_init(&fx);
-    scan_sql(sql, (size_t)((const char *)r.p - sql) - 1, s->std_strings, SCAN_READBACK, &fx); /* r is past its NUL */
+    scan_sql(sql, (size_t)((const char *)r.p - sql) - 1, s->std_strings, /* r is past its NUL */
+             SCAN_READBACK | SCAN_PIN | (stmt_tracked(c, s) ? SCAN_STATEMENTS : 0), &fx);
+    if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c, s)) stmt_text_dropped(c, s, fx.flags);
     s->scan_pending |= fx.flags;
     for (int i = 0; i < fx.nnames; i++)
         if (s->scan_names.count >= SCAN_NAMES_MAX || !varlist_set(&s->scan_names, fx.names[i], ""))
             s->scan_pending |= SCAN_SETTING_ANY;
+    return fx.flags;
 }
 
 /* Moves whole (or streaming) messages from c->in to the server. */
@@ -659,9 +659,11 @@ static void forward_to_server(struct client *c)
     uint32_t       max = (uint32_t)pgbun.cfg->max_packet_size;
 
     while (evbuffer_get_length(c->in) > 0) {
-        size_t   avail = evbuffer_get_length(c->in);
+        size_t   avail = evbuffer_get_length(c->in), taken = 0;
         uint8_t  type;
         uint32_t len;
+        bool     named;       /* a message about prepared statements, which pgbun keeps */
+        unsigned scanned = 0; /* what a Query's or Parse's text may do (scan.h) */
 
         if (c->fwd_left > 0) {
             size_t n = avail < c->fwd_left ? avail : c->fwd_left;
@@ -675,6 +677,8 @@ static void forward_to_server(struct client *c)
         case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
         case PROTO_OK: break;
         }
+        named = (type == 'P' || type == 'B' || type == 'D' || type == 'C') && stmt_tracked(c, s);
+        if (named && !stmt_ready(c->in, type, len, avail)) goto out;
         switch (type) {
         case 'X':
             /* What came before it is the client's last word: send it. */
@@ -685,7 +689,7 @@ static void forward_to_server(struct client *c)
         case 'Q':
             s->syncs_since_execute = 0;
             request_sent(s, c);
-            if (s->pool->track_session) scan_request(c, s, type, len, avail);
+            if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail);
             break;
         case 'F': request_sent(s, c); break;
         case 'S':
@@ -706,7 +710,7 @@ static void forward_to_server(struct client *c)
         case 'B':
             if (type == 'P') {
                 c->pool->stats.parse_count++;
-                if (s->pool->track_session) scan_request(c, s, type, len, avail);
+                if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail);
             } else {
                 c->pool->stats.bind_count++;
             }
@@ -718,19 +722,34 @@ static void forward_to_server(struct client *c)
         case 'f': s->copy_in = false; break;
         default: break;
         }
+        if (named) {
+            switch (stmt_forward(c, s, type, len, &taken)) {
+            case STMT_CLOSED: return;
+            case STMT_DONE: continue;
+            case STMT_PASS:
+            case STMT_TAKEN: break;
+            }
+        }
+        if ((scanned & (SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL)) == SCAN_DEALLOCATE && stmt_tracked(c, s) &&
+            stmt_deallocate(c, s, type, len, &taken) == STMT_CLOSED)
+            return;
+        if (type == 'P') c->pool->stats.server_parse_count++;
         if (strchr("PBDECQF", type) != NULL || (type == 'S' && !s->copy_in)) {
             request_queued(c, s, (char)type);
             if (c->state == CL_CLOSING) return;
         }
+        /* The message, or what is left of it after a head pgbun rewrote. */
         if (avail >= (size_t)len + 1) {
-            evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1);
+            evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1 - taken);
         } else {
-            evbuffer_remove_buffer(c->in, s->out, avail);
+            evbuffer_remove_buffer(c->in, s->out, avail - taken);
             c->fwd_left = (uint32_t)((size_t)len + 1 - avail);
         }
     }
 out:
     if (!server_flush(s)) return;
+    /* Replies pgbun gave itself (a Close, a Parse the server had). */
+    if (evbuffer_get_length(c->out) > 0 && !client_flush(c)) return;
     /* The last piece of a message that outlived its ReadyForQuery (COPY data after an error). */
     if (server_release_if_done(s)) return;
     if (c->state == CL_ACTIVE && evbuffer_get_length(s->out) > PGBUN_OUT_LIMIT) {

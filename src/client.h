@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 
 #include "auth.h"
+
+struct pstmt_names;
 #include "io.h"
 #include "pool.h"
 #include "varlist.h"
@@ -48,6 +50,7 @@ struct client {
     char                 *dbname;
     struct varlist        params;        /* startup parameters to hold on its server */
     struct varlist       *sets;          /* session-level settings it made, as read back; NULL: none */
+    struct pstmt_names   *stmts;         /* its prepared statements, kept by pgbun (statements.h); NULL: none */
     uint8_t               cancel_key[8]; /* BackendKeyData pgbun gave it */
     usec_t                connect_time;
     usec_t                request_time; /* last read from the client */

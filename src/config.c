@@ -68,7 +68,7 @@ struct key {
 };
 
 static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL};
-static const char *const session_states[] = {"track", "off", NULL};
+static const char *const session_states[] = {"track", "pin", "off", NULL};
 
 /* clang-format off */
 #define KEYF(S, n, t, d, f, lo, hi, ch) {#n, t, offsetof(S, n), d, f, lo, hi, ch}
@@ -116,6 +116,7 @@ static const struct key main_keys[] = {
     G_INT(max_user_connections, "0", 0, INT_MAX),
     G_INT(max_prepared_statements, "200", 0, INT_MAX),
     G_CHOICE(session_state, "track", session_states),
+    G_TIME(pin_notice_delay, "60"),
     G_BOOL(server_round_robin, "0"),
     G_STR(server_reset_query, "DISCARD ALL"),
     G_BOOL(server_reset_query_always, "0"),

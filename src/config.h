@@ -92,7 +92,8 @@ struct pgbun_config {
     int            max_db_connections;
     int            max_user_connections;
     int            max_prepared_statements;
-    char          *session_state; /* track: a client's settings follow it in transaction mode; off: not */
+    char          *session_state;    /* track: session state follows its client in transaction mode; pin; off */
+    usec_t         pin_notice_delay; /* a pool whose clients stay pinned this long logs a notice; 0: never */
     bool           server_round_robin;
     char          *server_reset_query;
     bool           server_reset_query_always;

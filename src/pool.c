@@ -368,7 +368,7 @@ static bool resolve_server(struct pool *p)
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct db_config    *db = config_find_db(cfg, p->dbname);
     const struct user_config  *u = config_find_user(cfg, p->user);
-    const char                *password = NULL;
+    const char                *password = NULL, *state;
 
     if (db == NULL) return false;
     replace(&p->host, db->host ? db->host : cfg->server_host);
@@ -393,8 +393,10 @@ static bool resolve_server(struct pool *p)
     p->mode = cfg->pool_mode;
     if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
     if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
-    p->track_session =
-        p->mode != POOL_SESSION && strcmp(db->session_state ? db->session_state : cfg->session_state, "off") != 0;
+    state = db->session_state ? db->session_state : cfg->session_state;
+    p->track_session = p->mode != POOL_SESSION && strcmp(state, "off") != 0;
+    p->pin_settings = p->track_session && strcmp(state, "pin") == 0;
+    p->track_prepared = p->track_session && cfg->max_prepared_statements > 0;
     p->max_db_connections = db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
     p->max_user_connections =
         u != NULL && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
@@ -1447,6 +1449,31 @@ static void check_linked(struct server *s, usec_t now)
 }
 
 /*
+ * Clients pinned to their servers for pin_notice_delay leave the pool
+ * fewer servers to share: say so, at most once per ten times that delay.
+ */
+static void notice_long_pins(struct pool *p, usec_t now)
+{
+    usec_t   delay = pgbun.cfg->pin_notice_delay;
+    unsigned why = 0;
+    int      n = 0;
+    char     names[128];
+
+    if (delay <= 0 || (p->pin_noticed != 0 && now - p->pin_noticed < 10 * delay)) return;
+    for (const struct server *s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = TAILQ_NEXT(s, entry)) {
+        if (s->held != 0 && s->client != NULL && now - s->held_since >= delay) {
+            why |= s->held;
+            n++;
+        }
+    }
+    if (n == 0) return;
+    p->pin_noticed = now;
+    log_warning("pool %s/%s: %d client%s pinned to %s server for more than %g s (%s), %d of %d servers", p->dbname,
+                p->user, n, n == 1 ? "" : "s", n == 1 ? "its" : "their", secs(delay),
+                server_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
+}
+
+/*
  * One pass over a pool's clients and servers, closing whatever outlived its
  * timeout. Each close moves only the object at hand (and its linked peer),
  * so the next element is taken before the current one is handled.
@@ -1476,6 +1503,7 @@ static void maintain(struct pool *p, usec_t now)
         snext = TAILQ_NEXT(s, entry);
         check_linked(s, now);
     }
+    notice_long_pins(p, now);
     for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {
         snext = TAILQ_NEXT(s, entry);
         if (server_too_old(s, now))

@@ -79,7 +79,10 @@ struct pool {
     int            min_pool_size;     /* servers kept open even when unused */
     int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
     enum pool_mode mode;
-    bool           track_session; /* not session mode, session_state = track: scan.h, server.c's read-back */
+    bool           track_session;  /* not session mode, session_state = track: scan.h, server.c's read-back */
+    bool           track_prepared; /* ... and max_prepared_statements > 0: statements.h */
+    bool           pin_settings;   /* session_state = pin: a SET pins its client instead of following it */
+    usec_t         pin_noticed;    /* when the last notice of long pins was logged */
 
     struct client_list clients[CL_NSTATES];
     int                nclients[CL_NSTATES];

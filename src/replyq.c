@@ -20,12 +20,17 @@
 
 static struct rq_entry *at(const struct reply_queue *q, uint32_t i)
 {
-    return &q->e[(q->head + i) % q->cap];
+    return &q->e[(q->head + i) & (q->cap - 1)];
 }
 
-static void pop(struct reply_queue *q)
+/* Pops the head; `ok`: it took effect (its reply came, or pgbun gave it). */
+static void pop(struct reply_queue *q, bool ok)
 {
-    q->head = (q->head + 1) % q->cap;
+    struct rq_entry *h = at(q, 0);
+
+    if (!ok && (h->adds_name || h->id != 0)) q->fail(h, q->arg);
+    free(h->name);
+    q->head = (q->head + 1) & (q->cap - 1);
     if (--q->n == 0) q->head = 0;
 }
 
@@ -44,12 +49,10 @@ static bool grow(struct reply_queue *q)
     return true;
 }
 
-void rq_answer_due(struct reply_queue *q, rq_emit_fn *emit, void *arg)
+void rq_answer_owed(struct reply_queue *q)
 {
-    while (q->n > 0 && at(q, 0)->action == RQ_SYNTH) {
-        emit(at(q, 0)->synth, arg);
-        pop(q);
-    }
+    while (q->n > 0 && at(q, 0)->action == RQ_SYNTH && q->emit(at(q, 0), q->arg))
+        pop(q, true);
 }
 
 static bool ends(char request, char t)
@@ -67,32 +70,42 @@ static bool ends(char request, char t)
     }
 }
 
-void rq_init(struct reply_queue *q)
+void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_fail_fn *fail, void *arg)
 {
     memset(q, 0, sizeof(*q));
+    q->emit = emit;
+    q->fail = fail;
+    q->arg = arg;
 }
 
 void rq_deinit(struct reply_queue *q)
 {
+    for (uint32_t i = 0; i < q->n; i++)
+        free(at(q, i)->name);
     free(q->e);
-    rq_init(q);
+    q->e = NULL;
+    q->head = q->n = q->cap = 0;
+    q->skipping = false;
 }
 
-bool rq_push(struct reply_queue *q, char type, enum rq_action action, char synth, rq_emit_fn *emit, void *arg)
+bool rq_push(struct reply_queue *q, const struct rq_entry *e)
 {
-    struct rq_entry *e;
-
     if (q->skipping) {
-        if (type != 'S') return true; /* PostgreSQL skips it: no reply will come */
+        if (e->type != 'S') {
+            /* PostgreSQL skips it: no reply will come, and it never takes effect. */
+            if (e->adds_name || e->id != 0) q->fail(e, q->arg);
+            free(e->name);
+            return true;
+        }
         q->skipping = false;
     }
-    if (q->n == q->cap && !grow(q)) return false;
-    e = at(q, q->n);
-    e->type = type;
-    e->action = (uint8_t)action;
-    e->synth = synth;
+    if (q->n == q->cap && !grow(q)) {
+        free(e->name);
+        return false;
+    }
+    *at(q, q->n) = *e;
     q->n++;
-    if (q->n == 1) rq_answer_due(q, emit, arg);
+    if (q->n == 1) rq_answer_due(q);
     return true;
 }
 
@@ -103,7 +116,7 @@ static bool skip_to_sync(struct reply_queue *q)
 
     while (q->n > 0 && at(q, 0)->type != 'S') {
         client |= at(q, 0)->action != RQ_DROP;
-        pop(q);
+        pop(q, false);
     }
     if (q->n == 0)
         q->skipping = true; /* the Sync is yet to come */
@@ -112,17 +125,23 @@ static bool skip_to_sync(struct reply_queue *q)
     return client;
 }
 
-bool rq_reply(struct reply_queue *q, char t)
+bool rq_reply_due(struct reply_queue *q, char t)
 {
-    const struct rq_entry *h = q->n > 0 ? at(q, 0) : NULL;
+    const struct rq_entry *h = at(q, 0);
     bool                   pass;
 
     if (t == 'A' || t == 'S') return true; /* notifications and parameter changes are the client's */
-    if (h == NULL) return true;            /* nothing due: the caller judges */
-    pass = h->action != RQ_DROP;
+    pass = h->action == RQ_PASS;
     if (t == 'N') return pass;
-    if (t == 'E' && h->type != 'Q' && h->type != 'F' && h->type != 'S') return skip_to_sync(q);
-    if (ends(h->type, t)) pop(q);
+    if (t == 'E' && h->type != 'Q' && h->type != 'F' && h->type != 'S') {
+        if (h->action == RQ_SUBST) {
+            (void)q->emit(h, q->arg); /* pgbun's error in place of the server's (at a message's start: written) */
+            (void)skip_to_sync(q);
+            return false;
+        }
+        return skip_to_sync(q);
+    }
+    if (ends(h->type, t)) pop(q, t != 'E');
     return pass;
 }
 

@@ -12,8 +12,8 @@
  * A reply that ends the head entry pops it; a SYNTH entry that reaches the
  * head has its reply written by pgbun at that point. After an
  * ErrorResponse to an extended-protocol message, PostgreSQL skips to the
- * next Sync, and so does the queue. Not wired into the relay yet: see
- * docs/SESSION_STATE.md, section 1.
+ * next Sync, and so does the queue; entries popped that way failed, and
+ * the owner hears of those that prepared or named a statement, to undo it.
  */
 #ifndef PGBUN_REPLYQ_H
 #define PGBUN_REPLYQ_H
@@ -23,47 +23,96 @@
 
 enum rq_action {
     RQ_PASS,  /* the reply goes to the client */
-    RQ_DROP,  /* pgbun sent the request for itself: the reply is discarded */
+    RQ_DROP,  /* pgbun sent the request for itself: the reply is discarded (an error still reaches the client) */
     RQ_SYNTH, /* pgbun answers it: `synth` is written to the client in its turn */
+    RQ_SUBST, /* pgbun sent a request that fails on purpose: its error is replaced by pgbun's own */
 };
 
 struct rq_entry {
-    char    type;   /* the request: P B D E C S Q F */
-    uint8_t action; /* enum rq_action */
-    char    synth;  /* RQ_SYNTH: the reply message type ('1' ParseComplete, '3' CloseComplete) */
+    char     type;      /* the request: P B D E C S Q F */
+    uint8_t  action;    /* enum rq_action */
+    char     synth;     /* RQ_SYNTH: the reply message type ('1' ParseComplete, '3' CloseComplete) */
+    bool     adds_name; /* a Parse that gave the client the statement `name` */
+    uint64_t id;        /* a Parse that prepares statement id on the server; 0: none */
+    char    *name;      /* owned: the client's statement name (adds_name, or the one RQ_SUBST's error names) */
 };
 
+/*
+ * Writes what pgbun owes the client for e: a SYNTH reply, or the error of
+ * a SUBST. false: not now (a reply to the client is half written); the
+ * owner calls rq_answer_due() again once it is.
+ */
+typedef bool rq_emit_fn(const struct rq_entry *e, void *arg);
+/* e (with adds_name or an id) never took effect: PostgreSQL skipped it or refused it. */
+typedef void rq_fail_fn(const struct rq_entry *e, void *arg);
+
 struct reply_queue {
-    struct rq_entry *e;       /* ring of cap entries */
+    struct rq_entry *e;       /* ring of cap entries, cap a power of two */
     uint32_t         head, n; /* first entry, entries held */
     uint32_t         cap;
     bool             skipping; /* after an error: requests up to the next Sync get no reply */
+    rq_emit_fn      *emit;
+    rq_fail_fn      *fail;
+    void            *arg; /* for emit and fail */
 };
 
-/* Writes a reply pgbun answers itself (type '1' or '3', empty body) to the client. */
-typedef void rq_emit_fn(char type, void *arg);
-
-void rq_init(struct reply_queue *q);
+void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_fail_fn *fail, void *arg);
 void rq_deinit(struct reply_queue *q);
 
 /*
- * A request was sent (or, RQ_SYNTH, answered by pgbun). A SYNTH request
- * with nothing before it is answered at once through emit. While skipping
- * after an error, requests other than Sync are dropped: PostgreSQL will
- * not answer them. false: out of memory.
+ * A request was sent (or, RQ_SYNTH, answered by pgbun); *e is copied and
+ * its name owned by the queue from now on, whatever happens. A SYNTH
+ * request with nothing before it is answered at once. While skipping
+ * after an error, requests other than Sync are dropped (and fail): PostgreSQL
+ * will not answer them. false: out of memory.
  */
-bool rq_push(struct reply_queue *q, char type, enum rq_action action, char synth, rq_emit_fn *emit, void *arg)
-    __attribute__((warn_unused_result));
+bool rq_push(struct reply_queue *q, const struct rq_entry *e) __attribute__((warn_unused_result));
+
+/* rq_push of a plain request. */
+static inline bool rq_push_simple(struct reply_queue *q, char type, enum rq_action action)
+{
+    struct rq_entry e = {.type = type, .action = (uint8_t)action};
+
+    return rq_push(q, &e);
+}
 
 /*
  * A message of type t came from the server. Returns whether it goes to the
- * client (false: the request was pgbun's own), and pops what it ended.
- * Then, once the message is passed on, rq_answer_due().
+ * client (false: the request was pgbun's own, or its error was replaced),
+ * and pops what it ended. Then, once the message is passed on, rq_answer_due().
  */
-bool rq_reply(struct reply_queue *q, char t);
+bool rq_reply_due(struct reply_queue *q, char t);
+
+static inline bool rq_reply(struct reply_queue *q, char t)
+{
+    return q->n == 0 || rq_reply_due(q, t); /* nothing due: the caller judges */
+}
 
 /* Writes, through emit, the replies pgbun owes now that the requests before them are answered. */
-void rq_answer_due(struct reply_queue *q, rq_emit_fn *emit, void *arg);
+void rq_answer_owed(struct reply_queue *q);
+
+static inline void rq_answer_due(struct reply_queue *q)
+{
+    if (q->n > 0 && q->e[q->head].action == RQ_SYNTH) rq_answer_owed(q);
+}
+
+/* Whether the head entry is pgbun's (its replies may be dropped or replaced): they must be read whole. */
+static inline bool rq_head_is_own(const struct reply_queue *q)
+{
+    return q->n > 0 && q->e[q->head].action != RQ_PASS;
+}
+
+/* Whether the head entry is a SUBST, whose error pgbun replaces... */
+static inline bool rq_head_replaces_error(const struct reply_queue *q)
+{
+    return q->n > 0 && q->e[q->head].action == RQ_SUBST;
+}
+
+/* ... unless the server's error is another than the one provoked: then it passes. */
+static inline void rq_head_pass(struct reply_queue *q)
+{
+    q->e[q->head].action = RQ_PASS;
+}
 
 /*
  * COPY FROM STDIN began ('G'): PostgreSQL ignores the n Syncs the client

@@ -17,6 +17,9 @@
 #include "scan.h"
 
 #include <stdint.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <string.h>
 #include <strings.h>
 
@@ -410,9 +413,12 @@ static void classify(const struct stmt *st, struct scan_effects *fx)
         fx->flags |= SCAN_DROP;
     else if (is_word(w, "prepare") && !(st->n > 1 && is_word(&st->first[1], "transaction")))
         fx->flags |= SCAN_PREPARE;
-    else if (is_word(w, "deallocate"))
+    else if (is_word(w, "deallocate")) {
+        int a = st->n > 1 && is_word(&st->first[1], "prepare") ? 2 : 1; /* DEALLOCATE [PREPARE] ALL */
+
         fx->flags |= SCAN_DEALLOCATE;
-    else if (is_word(w, "load"))
+        if (a < st->n && a < KEEP && is_word(&st->first[a], "all")) fx->flags |= SCAN_DEALLOCATE_ALL;
+    } else if (is_word(w, "load"))
         fx->flags |= SCAN_LOAD;
 }
 
@@ -556,36 +562,92 @@ void scan_init(struct scan_effects *fx)
     fx->nnames = 0;
 }
 
-/* Word w (lower case, n bytes) anywhere in the text, in any case: memchr finds the candidates. */
-static bool contains(const char *sql, size_t len, const char *w, size_t n)
+/* Whether word w (lower case) is spelled at p, in any case, before end. */
+static bool word_at(const char *p, const char *end, const char *w)
 {
-    const char *end = sql + len;
-
-    for (int upper = 0; upper < 2; upper++) {
-        char        first = upper ? (char)(w[0] - 'a' + 'A') : w[0];
-        const char *p = sql;
-
-        while ((size_t)(end - p) >= n && (p = memchr(p, first, (size_t)(end - p) - n + 1)) != NULL) {
-            size_t i = 1;
-
-            while (i < n && lower(p[i]) == w[i])
-                i++;
-            if (i == n) return true;
-            p++;
-        }
-    }
-    return false;
+    for (; *w; p++, w++)
+        if (p == end || lower(*p) != *w) return false;
+    return true;
 }
 
 /*
- * A look before the scan: false when no statement of the text can change
- * a setting, because the words all such statements contain (SET, RESET,
- * set_config, DISCARD) appear nowhere in it, strings and comments
- * included. So never a wrong "no"; a few instructions per byte.
+ * Whether one of the words without which no statement can have an effect
+ * in want starts at p, a word's start: SET, RESET and set_config contain
+ * "set" or "reset", pg_advisory_lock "advisory" (after "pg_"), TEMPORARY
+ * and pg_temp "temp", UNLISTEN "unlisten", and so on.
  */
-static bool may_set(const char *sql, size_t len)
+static bool cue_at(const char *p, const char *end, unsigned want)
 {
-    return contains(sql, len, "set", 3) || contains(sql, len, "discard", 7);
+    switch (lower(*p)) {
+    case 's': return (want & (SCAN_SETTING | SCAN_RESET_ALL | SCAN_SETTING_ANY)) && word_at(p, end, "set");
+    case 'r': return (want & (SCAN_SETTING | SCAN_RESET_ALL)) && word_at(p, end, "reset");
+    case 'd':
+        return ((want & (SCAN_DISCARD_ALL | SCAN_RESET_ALL | SCAN_DROP)) && word_at(p, end, "discard")) ||
+               ((want & (SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL)) && word_at(p, end, "dealloc")) ||
+               ((want & SCAN_DROP) && word_at(p, end, "drop"));
+    case 'l':
+        return ((want & SCAN_LISTEN) && word_at(p, end, "listen")) || ((want & SCAN_LOAD) && word_at(p, end, "load"));
+    case 'u': return (want & SCAN_UNLISTEN) && word_at(p, end, "unlisten");
+    case 'a': return (want & (SCAN_LOCK | SCAN_UNLOCK)) && word_at(p, end, "advisory");
+    case 't': return (want & SCAN_TEMP) && word_at(p, end, "temp");
+    case 'h': return (want & SCAN_HOLD) && word_at(p, end, "hold");
+    case 'c': return (want & SCAN_CLOSE) && word_at(p, end, "close");
+    case 'p': return (want & SCAN_PREPARE) && word_at(p, end, "prepare");
+    default: return false;
+    }
+}
+
+#define CUE_LETTERS "sdlathcpru" /* the first letters cue_at knows */
+
+/* An ASCII letter or digit: inside a word, where no cue starts. */
+static bool is_alnum(char c)
+{
+    return (lower(c) >= 'a' && lower(c) <= 'z') || (c >= '0' && c <= '9');
+}
+
+/*
+ * A look before the scan: false when no statement of the text can have an
+ * effect in want, because the words such statements contain start no word
+ * of it (after a space, a punctuation mark or "pg_"), strings and comments
+ * included. So never a wrong "no". Sixteen bytes at a time are compared
+ * with the cues' first letters and their predecessors with letters and
+ * digits (SSE2); only at a word's start with such a letter is a word compared.
+ */
+static bool may_matter(const char *sql, size_t len, unsigned want)
+{
+    const char *end = sql + len, *p = sql;
+
+    if (len == 0) return false;
+    if (cue_at(p, end, want)) return true;
+    p++;
+#ifdef __SSE2__
+    {
+        const __m128i case_bit = _mm_set1_epi8(0x20); /* 'S' | 0x20 == 's'; no other byte becomes a letter of ours */
+        const __m128i a_at_min = _mm_set1_epi8((char)(128 - 'a')), zero_at_min = _mm_set1_epi8((char)(128 - '0'));
+        const __m128i letters_below = _mm_set1_epi8((char)(-128 + 26)), digits_below = _mm_set1_epi8((char)(-128 + 10));
+        __m128i       letters[sizeof(CUE_LETTERS) - 1];
+
+        for (size_t k = 0; k < sizeof(letters) / sizeof(letters[0]); k++)
+            letters[k] = _mm_set1_epi8(CUE_LETTERS[k]);
+        for (; end - p >= 16; p += 16) {
+            __m128i  v = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)p), case_bit);
+            __m128i  b = _mm_loadu_si128((const __m128i *)(const void *)(p - 1)); /* each byte's predecessor */
+            __m128i  hit = _mm_cmpeq_epi8(v, letters[0]), inside;
+            unsigned m;
+
+            for (size_t k = 1; k < sizeof(letters) / sizeof(letters[0]); k++)
+                hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, letters[k]));
+            /* Unsigned "x - min < n" as a signed compare after moving min to -128. */
+            inside = _mm_or_si128(_mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(b, case_bit), a_at_min), letters_below),
+                                  _mm_cmplt_epi8(_mm_add_epi8(b, zero_at_min), digits_below));
+            for (m = (unsigned)_mm_movemask_epi8(_mm_andnot_si128(inside, hit)); m != 0; m &= m - 1)
+                if (cue_at(p + __builtin_ctz(m), end, want)) return true;
+        }
+    }
+#endif
+    for (; p < end; p++)
+        if (!is_alnum(p[-1]) && cue_at(p, end, want)) return true;
+    return false;
 }
 
 void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, struct scan_effects *fx)
@@ -594,7 +656,7 @@ void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, stru
     struct stmt  st;
     struct token t;
 
-    if ((want & ~SCAN_READBACK) == 0 && !may_set(sql, len)) return;
+    if (!may_matter(sql, len, want)) return;
     stmt_reset(&st);
     for (;;) {
         next_token(&lx, &t);

@@ -16,25 +16,34 @@
 #include <stddef.h>
 
 enum scan_flag {
-    SCAN_SETTING = 1u << 0,     /* SET, RESET or set_config(..., false) of the names below */
-    SCAN_RESET_ALL = 1u << 1,   /* RESET ALL: every setting */
-    SCAN_SETTING_ANY = 1u << 2, /* set_config of a name that is not a literal, or too many names */
-    SCAN_LISTEN = 1u << 3,      /* LISTEN */
-    SCAN_UNLISTEN = 1u << 4,    /* UNLISTEN */
-    SCAN_LOCK = 1u << 5,        /* a session-level advisory lock function */
-    SCAN_UNLOCK = 1u << 6,      /* pg_advisory_unlock*, pg_advisory_unlock_all */
-    SCAN_TEMP = 1u << 7,        /* CREATE TEMP ..., SELECT ... INTO TEMP, an object in pg_temp */
-    SCAN_DROP = 1u << 8,        /* DROP ..., DISCARD TEMP */
-    SCAN_HOLD = 1u << 9,        /* DECLARE ... WITH HOLD */
-    SCAN_CLOSE = 1u << 10,      /* CLOSE */
-    SCAN_PREPARE = 1u << 11,    /* PREPARE (not PREPARE TRANSACTION) */
-    SCAN_DEALLOCATE = 1u << 12, /* DEALLOCATE */
-    SCAN_LOAD = 1u << 13,       /* LOAD */
-    SCAN_DISCARD_ALL = 1u << 14 /* DISCARD ALL: every kind of state gone */
+    SCAN_SETTING = 1u << 0,        /* SET, RESET or set_config(..., false) of the names below */
+    SCAN_RESET_ALL = 1u << 1,      /* RESET ALL: every setting */
+    SCAN_SETTING_ANY = 1u << 2,    /* set_config of a name that is not a literal, or too many names */
+    SCAN_LISTEN = 1u << 3,         /* LISTEN */
+    SCAN_UNLISTEN = 1u << 4,       /* UNLISTEN */
+    SCAN_LOCK = 1u << 5,           /* a session-level advisory lock function */
+    SCAN_UNLOCK = 1u << 6,         /* pg_advisory_unlock*, pg_advisory_unlock_all */
+    SCAN_TEMP = 1u << 7,           /* CREATE TEMP ..., SELECT ... INTO TEMP, an object in pg_temp */
+    SCAN_DROP = 1u << 8,           /* DROP ..., DISCARD TEMP */
+    SCAN_HOLD = 1u << 9,           /* DECLARE ... WITH HOLD */
+    SCAN_CLOSE = 1u << 10,         /* CLOSE */
+    SCAN_PREPARE = 1u << 11,       /* PREPARE (not PREPARE TRANSACTION) */
+    SCAN_DEALLOCATE = 1u << 12,    /* DEALLOCATE */
+    SCAN_LOAD = 1u << 13,          /* LOAD */
+    SCAN_DISCARD_ALL = 1u << 14,   /* DISCARD ALL: every kind of state gone */
+    SCAN_DEALLOCATE_ALL = 1u << 15 /* DEALLOCATE [PREPARE] ALL (SCAN_DEALLOCATE too) */
 };
 
 /* What makes pgbun read the session's settings back at the end of the transaction. */
 #define SCAN_READBACK (SCAN_SETTING | SCAN_RESET_ALL | SCAN_SETTING_ANY | SCAN_DISCARD_ALL)
+
+/* What may remove prepared statements from the server. */
+#define SCAN_STATEMENTS (SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL | SCAN_DISCARD_ALL)
+
+/* What may create or remove state that pins a client to its server. */
+#define SCAN_PIN                                                                                                       \
+    (SCAN_LISTEN | SCAN_UNLISTEN | SCAN_LOCK | SCAN_UNLOCK | SCAN_TEMP | SCAN_DROP | SCAN_HOLD | SCAN_CLOSE |          \
+     SCAN_PREPARE | SCAN_DEALLOCATE | SCAN_LOAD | SCAN_DISCARD_ALL)
 
 #define SCAN_MAX_NAMES 8   /* setting names kept per query; more set SCAN_SETTING_ANY */
 #define SCAN_NAME_MAX  128 /* bytes of a setting name, NUL included; longer: SCAN_SETTING_ANY */
@@ -50,9 +59,8 @@ void scan_init(struct scan_effects *fx);
 /*
  * Adds to fx what the statements of sql (len bytes, NUL not needed) may do.
  * std_strings: standard_conforming_strings is on, so a backslash in '...'
- * is an ordinary character. want: the flags the caller looks at; when they
- * are all about settings (SCAN_READBACK), text without the words such
- * statements need is not scanned. Text that ends inside a quote or
+ * is an ordinary character. want: the flags the caller looks at; text without
+ * the words statements with those effects need is not scanned further. Text that ends inside a quote or
  * comment is scanned up to there (PostgreSQL rejects it whole).
  */
 void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, struct scan_effects *fx);

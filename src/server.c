@@ -35,6 +35,7 @@
 #include "replyq.h"
 #include "scan.h"
 #include "scram.h"
+#include "statements.h"
 #include "worker.h"
 
 /* Messages pgbun must read whole while logging in or in its own phases. */
@@ -129,6 +130,7 @@ void server_free(struct server *s)
     varlist_clear(&s->applying);
     varlist_clear(&s->scan_names);
     rq_deinit(&s->rq);
+    pstmt_cache_clear(&s->stmts);
     if (s->scram) {
         scram_client_free(s->scram);
         free(s->scram);
@@ -265,6 +267,7 @@ bool server_launch(struct pool *p, bool ahead)
     s->std_strings = true;
     s->connect_time = pgbun_now();
     s->opened_ahead = ahead;
+    rq_init(&s->rq, stmt_emit, stmt_fail, s);
     pool_add_server(p, s);
     evtimer_assign(&s->timer, p->w->base, timeout_cb, s);
     if (pgbun.cfg->server_connect_timeout > 0) {
@@ -431,7 +434,9 @@ static bool record_param(struct server *s, const uint8_t *body, size_t len, cons
     return varlist_set(&s->params, *name, *value);
 }
 
-/* One DataRow (name, value) of the read-back query, into s->applying. */
+static bool record_held(struct server *s, const uint8_t *body, size_t len);
+
+/* One DataRow of the read-back: a setting (name, value) into s->applying, or the counts of held_query. */
 static bool record_readback(struct server *s, const uint8_t *body, size_t len)
 {
     struct pkt_reader r;
@@ -440,6 +445,7 @@ static bool record_readback(struct server *s, const uint8_t *body, size_t len)
     char             *name, *value;
     bool              ok;
 
+    if (len >= 2 && body[0] == 0 && body[1] == 5) return record_held(s, body, len);
     pkt_reader_init(&r, body, len);
     if (pkt_get_u16(&r) != 2) return false;
     for (int i = 0; i < 2; i++) {
@@ -521,16 +527,10 @@ static void login_step(struct server *s)
 
 /* ---- pgbun's own queries ---- */
 
-static void no_emit(char type, void *arg)
-{
-    (void)type;
-    (void)arg;
-}
-
 /* A query pgbun sent for itself: its replies are not the client's. */
 static void own_request(struct server *s)
 {
-    if (!rq_push(&s->rq, 'Q', RQ_DROP, 0, no_emit, NULL)) server_close(s, "out of memory");
+    if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) server_close(s, "out of memory");
 }
 
 /* Appends SET name = value to sql unless the server already has it. */
@@ -599,10 +599,9 @@ void server_prepare_for(struct server *s, struct client *c)
     (void)server_flush(s);
 }
 
-static void start_reset(struct server *s)
+/* Runs q (server_reset_query, or DISCARD ALL after a pinned client), then returns the server to the pool. */
+static void start_reset(struct server *s, const char *q)
 {
-    const char *q = pgbun.cfg->server_reset_query;
-
     if (q == NULL || q[0] == '\0') {
         pool_release_server(s);
         return;
@@ -617,10 +616,44 @@ static void start_reset(struct server *s)
 }
 
 /*
- * The client's text may have changed session settings (scan.h): ask the
- * server which settings its session holds now, before anyone else gets
- * it. Exact whatever happened (a SET rolled back, RESET ALL, set_config
- * with a computed name), and one round trip only after such transactions.
+ * What of the session's state pins its client, counted: LISTEN channels,
+ * session-level advisory locks (a transaction's are gone at its end), temp
+ * objects, holdable cursors, SQL-level prepared statements. One row of
+ * five columns, which tells it apart from the settings' rows of two.
+ */
+static const char held_query[] =
+    "SELECT (SELECT count(*) FROM pg_catalog.pg_listening_channels()),"
+    " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),"
+    " (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),"
+    " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
+    " (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)";
+
+static const unsigned held_columns[] = {HELD_LISTEN, HELD_LOCK, HELD_TEMP, HELD_CURSOR, HELD_PREPARE};
+
+/* The row of held_query, into s->held_read. */
+static bool record_held(struct server *s, const uint8_t *body, size_t len)
+{
+    struct pkt_reader r;
+
+    pkt_reader_init(&r, body, len);
+    if (pkt_get_u16(&r) != 5) return false;
+    s->held_read = 0;
+    for (int i = 0; i < 5; i++) {
+        uint32_t       n = pkt_get_u32(&r);
+        const uint8_t *v = n == UINT32_MAX ? NULL : pkt_get_bytes(&r, n);
+
+        if (r.bad || v == NULL || n == 0) return false;
+        if (!(n == 1 && v[0] == '0')) s->held_read |= held_columns[i]; /* a count, in text: not "0" */
+    }
+    return r.left == 0;
+}
+
+/*
+ * The client's text may have changed session settings or made state that
+ * pins it (scan.h): ask the server what its session holds now, before
+ * anyone else gets it. Exact whatever happened (a SET rolled back, RESET
+ * ALL, set_config with a computed name, UNLISTEN *), and one round trip
+ * only after such transactions.
  */
 static void start_readback(struct server *s)
 {
@@ -630,9 +663,12 @@ static void start_readback(struct server *s)
     static const char     custom_tail[] = "]::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_catalog.pg_settings)"
                                           " AND coalesce(current_setting(n, true), '') <> ''";
     const struct varlist *lists[2] = {&s->scan_names, &s->applied};
-    size_t                len = sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail);
+    size_t                len = sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail) + sizeof(held_query) + 2;
     char                 *sql, *d;
     bool                  any = false;
+
+    s->readback_settings = (s->scan_pending & SCAN_READBACK) != 0;
+    s->readback_held = (s->scan_pending & SCAN_PIN) != 0;
 
     for (int k = 0; k < 2; k++)
         for (size_t i = 0; i < lists[k]->count; i++)
@@ -641,8 +677,10 @@ static void start_readback(struct server *s)
         server_close(s, "out of memory");
         return;
     }
-    d = sql + sprintf(sql, "%s", builtin);
-    for (int k = 0; k < 2; k++) {
+    d = sql;
+    *d = '\0';
+    if (s->readback_settings) d += sprintf(d, "%s", builtin);
+    for (int k = 0; s->readback_settings && k < 2; k++) {
         for (size_t i = 0; i < lists[k]->count; i++) {
             const char *name = lists[k]->vars[i].name;
 
@@ -651,7 +689,10 @@ static void start_readback(struct server *s)
             any = true;
         }
     }
-    if (any) strcpy(d, custom_tail);
+    if (any) d += sprintf(d, "%s", custom_tail);
+    if (s->readback_held) sprintf(d, "%s%s", s->readback_settings ? "; " : "", held_query);
+    if (s->scan_pending & SCAN_LOAD) s->held |= HELD_LOAD; /* cannot be undone, nor seen */
+    s->held_read = 0;
     proto_add_query(s->out, sql);
     own_request(s);
     free(sql);
@@ -664,8 +705,30 @@ static void start_readback(struct server *s)
     (void)server_flush(s);
 }
 
-/* What the settings read back mean for the server and its client. */
+static bool settings_done(struct server *s);
+
+/* What the state read back means for the server and its client. */
 static bool readback_done(struct server *s)
+{
+    struct client *c = s->client;
+    unsigned       was = s->held;
+
+    if (s->readback_held) s->held = s->held_read | (s->held & HELD_LOAD);
+    if (s->readback_settings && !settings_done(s)) return false;
+    if (s->pool->pin_settings && s->readback_settings)
+        s->held = (s->held & ~HELD_SET) | (c != NULL && c->sets != NULL ? HELD_SET : 0);
+    if (s->held != 0 && was == 0) s->held_since = pgbun_now();
+    if (s->held != was && c != NULL) {
+        char now[128];
+
+        client_log(c, LOGL_DEBUG, "%s its server: %s", s->held ? "pinned to" : "no longer pinned to",
+                   server_held_names(s->held ? s->held : was, now, sizeof(now)));
+    }
+    return true;
+}
+
+/* The settings read back: the server's applied list, and the client's own. */
+static bool settings_done(struct server *s)
 {
     struct client *c = s->client;
 
@@ -733,12 +796,24 @@ void server_client_gone(struct server *s, bool quit)
                      cancel && s->cancel ? "; query canceled" : "");
         return;
     }
-    if (s->scan_pending & SCAN_READBACK) {
+    if (s->scan_pending & (SCAN_READBACK | SCAN_PIN)) {
         start_readback(s); /* ends in phase_done, which comes back here */
         return;
     }
+    if (s->held & HELD_LOAD) {
+        server_close(s, "its client loaded a library (LOAD), which cannot be undone");
+        return;
+    }
+    if (s->held) {
+        char why[128];
+
+        server_log(s, LOGL_DEBUG, "its pinned client left (%s): DISCARD ALL",
+                   server_held_names(s->held, why, sizeof(why)));
+        start_reset(s, "DISCARD ALL");
+        return;
+    }
     if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
-        start_reset(s);
+        start_reset(s, pgbun.cfg->server_reset_query);
     else
         pool_release_server(s);
 }
@@ -775,12 +850,15 @@ static void phase_done(struct server *s)
         }
         if (c == NULL)
             server_client_gone(s, false);
-        else
-            (void)server_release_if_done(s);
+        else if (!server_release_if_done(s) && s->client == c && s->phase == PHASE_NONE)
+            client_resume(c); /* pinned: it keeps the server, and may have sent more meanwhile */
         return;
     }
     if (phase == PHASE_RESET) {
         varlist_clear(&s->applied);
+        s->held = 0;
+        pstmt_cache_clear(&s->stmts); /* DISCARD ALL, most likely; prepared afresh, closed first */
+        s->stmts_dirty = true;
         if (s->has_phase_error) {
             server_close(s, "server_reset_query failed: %s", s->phase_error.message);
             return;
@@ -838,10 +916,11 @@ bool server_release_if_done(struct server *s)
         return false;
     if (!client_flush(c)) return true;
     assert(rq_empty(&s->rq));
-    if (s->scan_pending & SCAN_READBACK) {
+    if (s->scan_pending & (SCAN_READBACK | SCAN_PIN)) {
         start_readback(s); /* the client's next bytes wait (client_process) */
         return false;
     }
+    if (s->held) return false; /* pinned: the server stays the client's, as in session mode */
     pool_unlink(c, s);
     pool_set_client_state(c, CL_IDLE);
     pool_release_server(s);
@@ -858,6 +937,7 @@ static void relay(struct server *s)
         struct client *c = s->client;
         size_t         avail = evbuffer_get_length(s->in);
         bool           to_client = c != NULL && s->phase == PHASE_NONE;
+        bool           own;
         uint8_t        type, *msg;
         uint32_t       len;
         usec_t         now;
@@ -872,13 +952,16 @@ static void relay(struct server *s)
             s->fwd_left -= (uint32_t)n;
             continue;
         }
+        rq_answer_due(&s->rq); /* replies pgbun owes before this message */
         switch (proto_peek_header(s->in, max, &type, &len)) {
         case PROTO_NEED_MORE: goto out;
         case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", len); return;
         case PROTO_OK: break;
         }
+        /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
+        own = to_client && rq_head_is_own(&s->rq) && len < SERVER_MSG_MAX && type != 'A' && type != 'S';
         /* Read whole what pgbun must parse; an error for the client streams like any message. */
-        if (type == 'Z' || type == 'S' || (type == 'D' && s->phase == PHASE_READBACK) ||
+        if (type == 'Z' || type == 'S' || own || (type == 'D' && s->phase == PHASE_READBACK) ||
             (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX)))) {
             if (avail < (size_t)len + 1) {
                 if (len > SERVER_MSG_MAX) {
@@ -891,9 +974,17 @@ static void relay(struct server *s)
         } else {
             msg = NULL;
         }
-        /* The reply queue runs beside expect_rfq for now, and must agree with it. */
-        if (rq_reply(&s->rq, (char)type) != (s->phase == PHASE_NONE) && type != 'A' && type != 'S')
-            assert(c == NULL && s->phase == PHASE_NONE);
+        if (own && type == 'E' && rq_head_replaces_error(&s->rq)) {
+            struct pg_error e;
+
+            /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
+            proto_parse_error(msg + 5, len - 4, &e);
+            if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
+        }
+        if (!rq_reply(&s->rq, (char)type) && own) {
+            evbuffer_drain(s->in, (size_t)len + 1); /* pgbun's own Parse or Close answered, or its error written */
+            continue;
+        }
 
         switch (type) {
         case 'Z':
@@ -1037,6 +1128,7 @@ out:
     if (s->state != SV_CLOSING && s->client != NULL) {
         struct client *c = s->client;
 
+        if (s->fwd_left == 0) rq_answer_due(&s->rq);
         if (server_release_if_done(s)) return;
         if (!client_flush(c)) return;
         if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
@@ -1221,4 +1313,21 @@ void server_discard(struct server *s)
     s->io.fd = -1;
     s->state = SV_CLOSING;
     server_free(s);
+}
+
+const char *server_held_names(unsigned held, char *buf, size_t n)
+{
+    static const struct {
+        unsigned    bit;
+        const char *name;
+    } names[] = {{HELD_LISTEN, "listen"}, {HELD_LOCK, "advisory_lock"}, {HELD_TEMP, "temp_table"},
+                 {HELD_CURSOR, "cursor"}, {HELD_PREPARE, "prepare"},    {HELD_LOAD, "load"},
+                 {HELD_SET, "set"}};
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((held & names[i].bit) && used < n)
+            used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? "," : "", names[i].name);
+    return buf;
 }

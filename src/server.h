@@ -15,6 +15,7 @@
 
 #include "io.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "replyq.h"
 #include "varlist.h"
@@ -31,6 +32,17 @@ enum server_phase {
     PHASE_RESET,    /* server_reset_query */
     PHASE_CHECK,    /* server_check_query */
     PHASE_READBACK, /* reading the session-level settings a client's transaction left */
+};
+
+/* Session state on a server that pins its client to it (docs/SESSION_STATE.md, section 6). */
+enum held_state {
+    HELD_LISTEN = 1u << 0,  /* LISTEN */
+    HELD_LOCK = 1u << 1,    /* a session-level advisory lock */
+    HELD_TEMP = 1u << 2,    /* a temp table, view or sequence */
+    HELD_CURSOR = 1u << 3,  /* a cursor WITH HOLD */
+    HELD_PREPARE = 1u << 4, /* SQL-level PREPARE */
+    HELD_LOAD = 1u << 5,    /* LOAD: until the client leaves, which closes the server */
+    HELD_SET = 1u << 6,     /* a SET, with session_state = pin */
 };
 
 struct server {
@@ -66,18 +78,25 @@ struct server {
     struct pg_error                   phase_error; /* error to report when the phase ends */
     bool                              has_phase_error;
     struct scram_client              *scram;
-    struct cancel_conn               *cancel;          /* CancelRequest in flight, or NULL */
-    usec_t                            request_start;   /* when the oldest unanswered request was sent */
-    bool                              query_timed_out; /* pgbun cancelled the running query (query_timeout) */
-    usec_t                            xact_start;      /* when the open transaction began */
-    bool                              opened_ahead;    /* opened for min_pool_size, not for a waiting client */
-    bool                              used;            /* has served a client */
-    bool                              checked;         /* logged in or checked, and no client since */
-    bool                              close_needed;    /* RECONNECT: close instead of reusing it */
-    bool                              std_strings;     /* standard_conforming_strings is on */
-    unsigned                          scan_pending;    /* enum scan_flag: what the client's text may have changed */
-    struct varlist                    scan_names;      /* settings the client's text named (values unused) */
-    struct reply_queue                rq;              /* requests whose reply is due, in order */
+    struct cancel_conn               *cancel;            /* CancelRequest in flight, or NULL */
+    usec_t                            request_start;     /* when the oldest unanswered request was sent */
+    bool                              query_timed_out;   /* pgbun cancelled the running query (query_timeout) */
+    usec_t                            xact_start;        /* when the open transaction began */
+    bool                              opened_ahead;      /* opened for min_pool_size, not for a waiting client */
+    bool                              used;              /* has served a client */
+    bool                              checked;           /* logged in or checked, and no client since */
+    bool                              close_needed;      /* RECONNECT: close instead of reusing it */
+    bool                              std_strings;       /* standard_conforming_strings is on */
+    unsigned                          scan_pending;      /* enum scan_flag: what the client's text may have changed */
+    struct varlist                    scan_names;        /* settings the client's text named (values unused) */
+    struct reply_queue                rq;                /* requests whose reply is due, in order */
+    struct pstmt_cache                stmts;             /* statements prepared under pgbun's names (statements.h) */
+    bool                              stmts_dirty;       /* a client's text may have dropped some: close before Parse */
+    unsigned                          held;              /* enum held_state: its client is pinned to it while nonzero */
+    unsigned                          held_read;         /* ... as the read-back found it */
+    usec_t                            held_since;        /* when held became nonzero */
+    bool                              readback_settings; /* the read-back asks for the session's settings */
+    bool                              readback_held;     /* ... and for what it holds (held_query) */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is
@@ -115,6 +134,8 @@ void server_detach(struct server *s);
 void server_attach(struct server *s, struct pool *p);
 /* Closes and frees a detached server that no pool holds. */
 void server_discard(struct server *s);
+/* The names of held's bits ("listen,advisory_lock"), in buf. */
+const char *server_held_names(unsigned held, char *buf, size_t n);
 /* True when the server may be handed to another client. */
 bool server_is_clean(const struct server *s);
 

@@ -23,6 +23,7 @@
 #include "pool.h"
 #include "rowset.h"
 #include "server.h"
+#include "statements.h"
 #include "stats.h"
 
 #define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -191,7 +192,7 @@ static void stats_counters(struct rowset *rs, const struct stats *t, bool avg, d
         rowset_int(rs, (int64_t)t->query_time);
         rowset_int(rs, (int64_t)t->wait_time);
         rowset_int(rs, (int64_t)t->parse_count);
-        rowset_int(rs, (int64_t)t->parse_count);
+        rowset_int(rs, (int64_t)t->server_parse_count);
         rowset_int(rs, (int64_t)t->bind_count);
         rowset_int(rs, (int64_t)t->login_count);
         return;
@@ -205,7 +206,7 @@ static void stats_counters(struct rowset *rs, const struct stats *t, bool avg, d
     rowset_int(rs, (int64_t)stats_avg(t->query_time, t->query_count));
     rowset_int(rs, (int64_t)stats_avg(t->wait_time, t->assignments));
     rowset_int(rs, (int64_t)((double)t->parse_count / secs));
-    rowset_int(rs, (int64_t)((double)t->parse_count / secs));
+    rowset_int(rs, (int64_t)((double)t->server_parse_count / secs));
     rowset_int(rs, (int64_t)((double)t->bind_count / secs));
     rowset_int(rs, (int64_t)((double)t->login_count / secs));
 }
@@ -291,6 +292,7 @@ static const struct col conn_cols[] = {
     {"id", COL_INT8},
     {"pgbun_state", COL_TEXT},
     {"state_us", COL_INT8},
+    {"pinned", COL_TEXT},
 };
 
 /* A monotonic time as wall-clock text, the way PgBouncer prints it. */
@@ -349,6 +351,7 @@ static const char *client_pgbun_state(const struct client *c)
 
 static void client_row(struct rowset *rs, const struct client *c, usec_t now)
 {
+    char        why[128];
     const char *app = varlist_get(&c->params, "application_name");
     usec_t      wait = (c->state == CL_WAITING || c->state == CL_WELCOME) ? now - c->state_since : 0;
 
@@ -373,10 +376,11 @@ static void client_row(struct rowset *rs, const struct client *c, usec_t now)
     rowset_int(rs, 0);
     rowset_text(rs, "");
     rowset_text(rs, app ? app : "");
-    rowset_int(rs, 0);
+    rowset_int(rs, (int64_t)stmt_client_count(c));
     rowset_int(rs, (int64_t)c->id);
     rowset_text(rs, client_pgbun_state(c));
     rowset_int(rs, now - c->state_since);
+    rowset_text(rs, c->server ? server_held_names(c->server->held, why, sizeof(why)) : "");
 }
 
 static void show_clients(struct rowset *rs)
@@ -417,6 +421,7 @@ static const char *server_pgbun_state(const struct server *s)
 static void show_servers(struct rowset *rs)
 {
     usec_t now = pgbun_now();
+    char   why[128];
 
     rowset_begin(rs, conn_cols, NCOLS(conn_cols));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
@@ -444,10 +449,11 @@ static void show_servers(struct rowset *rs)
                 rowset_text(rs, "");
                 rowset_text(
                     rs, varlist_get(&s->params, "application_name") ? varlist_get(&s->params, "application_name") : "");
-                rowset_int(rs, 0);
+                rowset_int(rs, (int64_t)stmt_server_count(s));
                 rowset_int(rs, (int64_t)s->id);
                 rowset_text(rs, server_pgbun_state(s));
                 rowset_int(rs, now - s->state_since);
+                rowset_text(rs, server_held_names(s->held, why, sizeof(why)));
             }
         }
     }

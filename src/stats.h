@@ -23,7 +23,7 @@
 #define STATS_TOP_BIT  39                    /* values of 2^40 us and over share the last bucket */
 #define STATS_BUCKETS  (STATS_EXACT + (STATS_TOP_BIT - STATS_SUB_BITS) * STATS_SUB)
 
-#define STATS_SCALARS 13 /* the counters before hist */
+#define STATS_SCALARS 14 /* the counters before hist */
 
 /* Every field is a uint64_t counter; `all` lets stats_add and stats_diff walk them. */
 struct stats {
@@ -40,6 +40,7 @@ struct stats {
             uint64_t query_time;          /* us, summed over query_count */
             uint64_t wait_time;           /* us clients spent queued for a server, summed over assignments */
             uint64_t parse_count;         /* Parse messages from clients */
+            uint64_t server_parse_count;  /* Parse messages sent to servers (pgbun's own included) */
             uint64_t bind_count;          /* Bind messages from clients */
             uint64_t login_count;         /* client logins */
             uint64_t hist[STATS_BUCKETS]; /* query_time, one count per query */

@@ -329,6 +329,7 @@ void worker_fini(void)
         if (w->notify) event_free(w->notify);
         if (w->efd >= 0) close(w->efd);
         if (w->base) event_base_free(w->base);
+        pstmt_registry_deinit(&w->stmts);
         pthread_mutex_destroy(&w->lock);
     }
     free(workers);

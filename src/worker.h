@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "prepared.h"
+
 #define WORKERS_MAX 64
 
 struct event;
@@ -46,14 +48,15 @@ enum {
 TAILQ_HEAD(cancel_list, cancel_conn);
 
 struct worker {
-    int                  id;
-    struct event_base   *base;
-    struct evdns_base   *dns;     /* async resolver, made on first use */
-    struct pool_world   *pw;      /* pool.c: pools, login and reap lists, timers */
-    struct listener_set *ls;      /* listener.c: this worker's listen sockets */
-    struct cancel_list   cancels; /* server.c: cancel requests on their way to PostgreSQL */
-    pthread_t            thread;
-    bool                 started; /* the thread runs (workers 1..N-1) */
+    int                   id;
+    struct event_base    *base;
+    struct evdns_base    *dns;     /* async resolver, made on first use */
+    struct pool_world    *pw;      /* pool.c: pools, login and reap lists, timers */
+    struct listener_set  *ls;      /* listener.c: this worker's listen sockets */
+    struct cancel_list    cancels; /* server.c: cancel requests on their way to PostgreSQL */
+    struct pstmt_registry stmts;   /* statements.c: the prepared statements of its clients */
+    pthread_t             thread;
+    bool                  started; /* the thread runs (workers 1..N-1) */
 
     int                efd;    /* eventfd other threads write to wake it (more than one worker) */
     struct event      *notify; /* ... read here */

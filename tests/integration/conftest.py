@@ -652,6 +652,14 @@ def backend_pid(conn):
     return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
+def console_rows(bun, what, user="postgres"):
+    """SHOW <what> on pgbun's console, as dicts (the user must be in admin_users or stats_users)."""
+    with bun.connect(dbname="pgbun", user=user) as admin:
+        cur = admin.execute(f"SHOW {what}")
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
 def server_backends(pg, dbname="pgbun_test"):
     """Client backends PostgreSQL has on dbname, not counting this query's own."""
     with pg.connect() as conn:

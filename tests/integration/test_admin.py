@@ -43,7 +43,7 @@ def _counters(prefix, received, sent):
 CONN_COLS = ["type", "user", "database", "replication", "state", "addr", "port", "local_addr", "local_port",
              "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls",
              "application_name", "prepared_statements", "id",
-             "pgbun_state", "state_us"]
+             "pgbun_state", "state_us", "pinned"]
 COLUMNS = {
     "POOLS": ["database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
               "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
@@ -81,7 +81,7 @@ TEXT_COLS = {
     "POOLS": {"database", "user", "pool_mode", "load_balance_hosts"},
     "STATS": {"database"}, "STATS_TOTALS": {"database"}, "STATS_AVERAGES": {"database"},
     "SERVERS": {"type", "user", "database", "replication", "state", "addr", "local_addr", "connect_time",
-                "request_time", "ptr", "link", "tls", "application_name", "pgbun_state"},
+                "request_time", "ptr", "link", "tls", "application_name", "pgbun_state", "pinned"},
     "DATABASES": {"name", "host", "database", "force_user", "pool_mode", "load_balance_hosts"},
     "USERS": {"name", "pool_mode"},
     "CONFIG": {"key", "value", "default", "changeable"},

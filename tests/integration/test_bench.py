@@ -1,11 +1,12 @@
 """bench/run end to end: every scenario against every target, briefly.
 
 It checks that the benchmark runs and reports, never how fast anything is:
-every scenario produces numbers with no failed transaction (prepared-c50
-on pgbun and on pgbun-w2, bench/run's default `--workers 1,2`, may instead
-be reported as known-unsupported), the JSON and
-Markdown files name every scenario, and nothing the benchmark started is
-left running.
+every scenario produces numbers with no failed transaction against every
+target it runs (prepared-c50 included, on pgbun and pgbun-w2 with pgbench
+-j = clients; pgbun-off, bench/run's default `--session-state track,off`,
+on select-c50 and extended-c50 only), the JSON and Markdown files name
+every scenario and the cost of session-state tracking, and nothing the
+benchmark started is left running.
 """
 
 import json
@@ -26,6 +27,8 @@ PGBENCH_SCENARIOS = ["select-c1", "select-c50", "select-c300", "extended-c50", "
 ALL_SCENARIOS = PGBENCH_SCENARIOS + ["idle-memory"]
 IDLE_CLIENTS = 300
 PGBUN_TARGETS = ["pgbun", "pgbun-w2"]  # bench/run's default --workers 1,2
+OFF_TARGET = "pgbun-off"  # bench/run's default --session-state track,off
+OFF_SCENARIOS = ["select-c50", "extended-c50"]  # the ones pgbun-off runs
 
 
 def processes_mentioning(text):
@@ -79,22 +82,23 @@ def test_bench_quick_run_reports_every_scenario():
         md = mds[0].read_text()
 
         assert doc["failures"] == [], output
+        assert doc["known_unsupported"] == [], output
         for name in PGBENCH_SCENARIOS:
             assert name in md, f"{name} missing from the Markdown:\n{md}"
             targets = doc["scenarios"][name]["targets"]
-            expected = ["direct"] + PGBUN_TARGETS + ([] if name == "prepared-c50" else ["pgbouncer"])
+            expected = (["direct"] + PGBUN_TARGETS
+                        + ([OFF_TARGET] if name in OFF_SCENARIOS else [])
+                        + ([] if name == "prepared-c50" else ["pgbouncer"]))
             assert sorted(targets) == sorted(expected), (name, list(targets))
             for target, t in targets.items():
-                if name == "prepared-c50" and target in PGBUN_TARGETS \
-                        and t["status"] == "known-unsupported":
-                    assert "prepared statement" in t["error"], t
-                    continue
                 assert t["status"] == "ok", (name, target, t)
                 assert t["failed_transactions"] == 0, (name, target, t)
                 assert is_number(t["median_tps"]) and t["median_tps"] > 0, (name, target, t)
                 for run in t["runs"]:
                     assert run["exit"] == 0 and run["error"] is None, (name, target, run)
                     assert run["transactions"] > 0, (name, target, run)
+                    if name == "prepared-c50":  # one pgbench thread per client
+                        assert " -c 50 -j 50 " in run["command"], (name, target, run)
                 if target != "direct":
                     assert is_number(t["median_cpu_ms_per_10k_tx"]), (name, target, t)
 
@@ -111,6 +115,19 @@ def test_bench_quick_run_reports_every_scenario():
         header = doc["table"]["header"]
         for target in PGBUN_TARGETS:
             assert f"{target} TPS" in header and f"CPU {target}/PgBouncer" in header, header
+
+        # pgbun (session_state = track) against pgbun-off: its own section
+        assert "Cost of session-state tracking" in md, md
+        assert doc["settings"]["pgbun_session_state"][OFF_TARGET] == "off"
+        assert doc["settings"]["pgbun_session_state"]["pgbun"] == "track"
+        cost = doc["session_state_cost"]
+        assert [c["scenario"] for c in cost] == OFF_SCENARIOS, cost
+        for c in cost:
+            for key in ("track_median_tps", "off_median_tps", "tps_ratio_track_over_off",
+                        "track_median_cpu_ms_per_10k_tx", "off_median_cpu_ms_per_10k_tx",
+                        "cpu_ratio_track_over_off"):
+                assert is_number(c[key]) and c[key] > 0, (key, c)
+        assert doc["session_state_table"]["header"][3] == f"TPS pgbun/{OFF_TARGET}"
         for key in ("pgbun", "pgbouncer", "postgresql"):
             assert doc["versions"][key], doc["versions"]
         assert doc["machine"]["nproc"] >= 1

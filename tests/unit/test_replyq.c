@@ -11,36 +11,68 @@
 
 static char out[1024]; /* what the client got, one letter per message: server replies and pgbun's own */
 
-static void emit(char type, void *arg)
+static bool emit(const struct rq_entry *e, void *arg)
 {
     (void)arg;
-    strncat(out, (char[]){'+', type, '\0'}, sizeof(out) - strlen(out) - 1);
+    strncat(out, (char[]){'+', e->action == RQ_SUBST ? '!' : e->synth, '\0'}, sizeof(out) - strlen(out) - 1);
+    return true;
+}
+
+/* A Parse that named or prepared a statement did not take effect. */
+static void fail(const struct rq_entry *e, void *arg)
+{
+    (void)arg;
+    strncat(out, e->adds_name ? "~" : "x", sizeof(out) - strlen(out) - 1);
 }
 
 /*
  * Runs a script: "p" a request (P B D E C S Q F) the client sent, passed;
  * "d" one pgbun sent for itself; "y1" / "y3" one pgbun answers with '1' /
- * '3'; "<" then a server reply. Returns what the client saw.
+ * '3'; "n" + a type: a client Parse that adds a name (PASS), "u" + a
+ * type: a request that fails on purpose for pgbun's own error (SUBST);
+ * "<" then a server reply. Returns what the client saw: replies, "+1"
+ * for pgbun's own, "+!" for its error, "~" / "x" for a Parse (client's /
+ * pgbun's) undone.
  */
 static const char *run(const char *script)
 {
     struct reply_queue q;
 
-    rq_init(&q);
+    rq_init(&q, emit, fail, NULL);
     out[0] = '\0';
     for (const char *p = script; *p; p += 2) {
         bool fine = true;
 
         switch (p[0]) {
-        case 'p': fine = rq_push(&q, p[1], RQ_PASS, 0, emit, NULL); break;
-        case 'd': fine = rq_push(&q, p[1], RQ_DROP, 0, emit, NULL); break;
-        case 'y':
-            fine = rq_push(&q, p[2], RQ_SYNTH, p[1], emit, NULL);
+        case 'p': fine = rq_push_simple(&q, p[1], RQ_PASS); break;
+        case 'd': {
+            struct rq_entry e = {.type = p[1], .action = RQ_DROP, .id = p[1] == 'P' ? 7 : 0};
+
+            fine = rq_push(&q, &e);
+            break;
+        }
+        case 'n': {
+            struct rq_entry e = {.type = p[1], .action = RQ_PASS, .adds_name = true, .name = strdup("s1")};
+
+            fine = rq_push(&q, &e);
+            break;
+        }
+        case 'u': {
+            struct rq_entry e = {.type = p[1], .action = RQ_SUBST, .name = strdup("s1")};
+
+            fine = rq_push(&q, &e);
+            break;
+        }
+        case 'y': {
+            struct rq_entry e = {.type = p[2], .action = RQ_SYNTH, .synth = p[1], .adds_name = p[2] == 'P'};
+
+            fine = rq_push(&q, &e);
             p++;
             break;
+        }
         case '<':
             if (rq_reply(&q, p[1])) strncat(out, (char[]){p[1], '\0'}, sizeof(out) - strlen(out) - 1);
-            rq_answer_due(&q, emit, NULL);
+            rq_answer_due(&q);
             break;
         case '!': rq_copy_in(&q, p[1] - '0'); break;
         }
@@ -68,7 +100,14 @@ int main(void)
     sees("pPy3CpS<1<Z", "1+3Z", "a Close answered in its turn");
     sees("pPpBpEpS<E<Z", "EZ", "an error skips to the Sync");
     sees("pPy3CpS<E<Z", "EZ", "a Close after an error gets no answer, as from PostgreSQL");
-    sees("dPpBpEpS<E<Z", "EZ", "an error of pgbun's own Parse reaches the client, whose Bind it failed");
+    sees("dPpBpEpS<E<Z", "xEZ", "an error of pgbun's own Parse reaches the client, whose Bind it failed; undone");
+    sees("nPpS<1<Z", "1Z", "a client's Parse that succeeds is not undone");
+    sees("nPpS<E<Z", "~EZ", "a client's Parse that fails is undone");
+    sees("pBnPy1PpS<E<Z", "~~EZ", "Parses skipped after an error are undone, answered by pgbun or not");
+    sees("pB<EnPpS<Z", "E~Z", "a Parse sent after the error came is undone at once");
+    sees("pPuDpBpS<1<E<Z", "1+!Z", "a request failed on purpose: pgbun's error replaces the server's");
+    sees("pPuDpS<E<Z", "EZ", "... unless an earlier error skipped it");
+    sees("y1PuDnPpS<E<Z", "+1+!~Z", "... and what follows it is skipped");
     sees("dQ<C<Z", "", "pgbun's own query is hidden whole");
     sees("dQ<N<C<Z", "", "a notice to pgbun's own query is hidden");
     sees("pQ<N<C<Z", "NCZ", "a notice to the client's query passes");

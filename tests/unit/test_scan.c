@@ -135,7 +135,11 @@ static void other_state(void)
     flags_of("CLOSE c", SCAN_CLOSE);
     flags_of("PREPARE p (int) AS SELECT $1", SCAN_PREPARE);
     flags_of("PREPARE TRANSACTION 'tx1'", 0);
-    flags_of("DEALLOCATE ALL", SCAN_DEALLOCATE);
+    flags_of("DEALLOCATE ALL", SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL);
+    flags_of("deallocate prepare all", SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL);
+    flags_of("DEALLOCATE s1", SCAN_DEALLOCATE);
+    flags_of("DEALLOCATE PREPARE s1", SCAN_DEALLOCATE);
+    flags_of("DEALLOCATE \"all\"", SCAN_DEALLOCATE);
     flags_of("LOAD 'auto_explain'", SCAN_LOAD);
     flags_of("BEGIN; SELECT 1; COMMIT", 0);
 }
@@ -215,7 +219,10 @@ static void every_prefix(void)
     ok(fx.flags == (SCAN_SETTING | SCAN_LISTEN) && strcmp(names, "a.b,c.d") == 0, "the whole first query");
 }
 
-/* Asked only about settings: text without SET, RESET, set_config or DISCARD is skipped, never wrongly. */
+/*
+ * Asked only about settings and prepared statements: text without SET,
+ * RESET, set_config, DISCARD or DEALLOCATE is skipped, never wrongly.
+ */
 static void settings_only(void)
 {
     static const struct {
@@ -231,12 +238,18 @@ static void settings_only(void)
         {"Discard All", SCAN_DISCARD_ALL | SCAN_RESET_ALL},
         {"SELECT 1; SET a.b = 1", SCAN_SETTING},
         {"se", 0},
+        {"DEALLOCATE ALL", SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL},
+        {"select 1; deallocate s", SCAN_DEALLOCATE},
+        {"SELECT 'd'", 0},
+        {"dealloc", 0},
+        {"SELECT 1 -- DISCARD", 0},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         scan_init(&fx);
-        scan_sql(cases[i].sql, strlen(cases[i].sql), true, SCAN_READBACK, &fx);
-        if (!ok(fx.flags == cases[i].flags, "settings only: %s: flags %#x", cases[i].sql, cases[i].flags))
+        scan_sql(cases[i].sql, strlen(cases[i].sql), true, SCAN_READBACK | SCAN_STATEMENTS, &fx);
+        if (!ok(fx.flags == cases[i].flags, "settings and statements only: %s: flags %#x", cases[i].sql,
+                cases[i].flags))
             printf("#   got %#x\n", fx.flags);
     }
 }

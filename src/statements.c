@@ -1,0 +1,441 @@
+/*
+ * statements.c - a client's prepared statements on borrowed servers (statements.h).
+ *
+ *   client:  P "s1" text   B "s1"    C "s1"        (any server)
+ *   server:  P "pgbun_42"  B "pgbun_42"            (answered by pgbun)
+ *
+ * A Parse the current server already holds is answered here (ParseComplete
+ * in its turn); one it lacks goes out under pgbun's name. A Bind or
+ * Describe of a statement the server lacks gets that Parse in front, its
+ * reply hidden. Names the client never prepared pass through unchanged,
+ * so PostgreSQL itself reports them missing.
+ */
+#include "statements.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client.h"
+#include "pgbun.h"
+#include "prepared.h"
+#include "proto.h"
+#include "scan.h"
+#include "server.h"
+#include "worker.h"
+
+#define SERVER_NAME_LEN 32 /* "pgbun_" and 20 digits, NUL included */
+
+/* Never prepared: a Describe of it fails, where pgbun owes the client an error of its own. */
+#define NO_SUCH_NAME "pgbun_none"
+
+static void server_name(char out[SERVER_NAME_LEN], uint64_t id)
+{
+    snprintf(out, SERVER_NAME_LEN, "pgbun_%llu", (unsigned long long)id);
+}
+
+bool stmt_tracked(const struct client *c, const struct server *s)
+{
+    return c->stmts != NULL || s->pool->track_prepared;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* A message of type t whose body is a, then b. */
+static void add_message(struct evbuffer *out, char t, const void *a, size_t alen, const void *b, size_t blen)
+{
+    uint8_t h[5] = {(uint8_t)t};
+
+    put_u32(h + 1, (uint32_t)(4 + alen + blen));
+    evbuffer_add(out, h, 5);
+    evbuffer_add(out, a, alen);
+    if (blen > 0) evbuffer_add(out, b, blen);
+}
+
+/* Close 'S' or Describe 'S' of a server-side name. */
+static void add_statement_message(struct evbuffer *out, char t, const char *name)
+{
+    char   body[1 + SERVER_NAME_LEN];
+    size_t n = strlen(name);
+
+    body[0] = 'S';
+    memcpy(body + 1, name, n + 1);
+    add_message(out, t, body, n + 2, NULL, 0);
+}
+
+/* Offset just past the k-th NUL after a message's header, within its first `have` bytes; 0: not there. */
+static size_t names_end(struct evbuffer *in, size_t have, int k)
+{
+    struct evbuffer_ptr pos, end;
+
+    if (evbuffer_ptr_set(in, &pos, 5, EVBUFFER_PTR_SET) < 0 || evbuffer_ptr_set(in, &end, have, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    while (k-- > 0) {
+        pos = evbuffer_search_range(in, "", 1, &pos, &end);
+        if (pos.pos < 0 || evbuffer_ptr_set(in, &pos, 1, EVBUFFER_PTR_ADD) < 0) return 0;
+    }
+    return (size_t)pos.pos;
+}
+
+static size_t whole_or(size_t avail, uint32_t len)
+{
+    return avail < (size_t)len + 1 ? avail : (size_t)len + 1;
+}
+
+bool stmt_ready(struct evbuffer *in, uint8_t type, uint32_t len, size_t avail)
+{
+    if (avail >= (size_t)len + 1) return true;
+    /* A Bind may be large (COPY-sized parameters): its two names are enough. */
+    return type == 'B' && names_end(in, avail, 2) != 0;
+}
+
+static enum stmt_step out_of_memory(struct client *c)
+{
+    client_close(c, "53200", "out of memory keeping prepared statements");
+    return STMT_CLOSED;
+}
+
+static enum stmt_step queued(struct client *c, struct server *s, const struct rq_entry *e)
+{
+    return rq_push(&s->rq, e) ? STMT_DONE : out_of_memory(c);
+}
+
+/*
+ * Sends p's Parse to s under pgbun's name, making room in the server's
+ * cache first; queues e (its id set) for the reply. false: c was closed.
+ */
+static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p, struct rq_entry *e)
+{
+    char     name[SERVER_NAME_LEN];
+    uint64_t evicted;
+    bool     oom;
+
+    if (pstmt_cache_add(&s->stmts, p->id, (size_t)pgbun.cfg->max_prepared_statements, &evicted, &oom)) {
+        server_name(name, evicted);
+        add_statement_message(s->out, 'C', name);
+        if (!rq_push_simple(&s->rq, 'C', RQ_DROP)) oom = true;
+    }
+    if (oom) {
+        free(e->name);
+        out_of_memory(c);
+        return false;
+    }
+    server_name(name, p->id);
+    if (s->stmts_dirty) {
+        /* The client's text may have left the name behind (a DEALLOCATE that failed): close it first. */
+        add_statement_message(s->out, 'C', name);
+        if (!rq_push_simple(&s->rq, 'C', RQ_DROP)) {
+            free(e->name);
+            out_of_memory(c);
+            return false;
+        }
+    }
+    add_message(s->out, 'P', name, strlen(name) + 1, p->body, p->len);
+    c->pool->stats.server_parse_count++;
+    e->id = p->id;
+    if (!rq_push(&s->rq, e)) {
+        out_of_memory(c);
+        return false;
+    }
+    return true;
+}
+
+/* Prepares p on s unless s has it. false: c was closed. */
+static bool ensure_on(struct client *c, struct server *s, const struct pstmt *p)
+{
+    struct rq_entry e = {.type = 'P', .action = RQ_DROP};
+
+    return pstmt_cache_use(&s->stmts, p->id) || prepare_on(c, s, p, &e);
+}
+
+/* A Parse body after the name: query, NUL, int16 count, count int32 OIDs. */
+static bool parse_body_valid(const uint8_t *b, size_t len)
+{
+    const uint8_t *nul = memchr(b, 0, len);
+    size_t         rest;
+
+    if (nul == NULL) return false;
+    rest = len - (size_t)(nul + 1 - b);
+    return rest >= 2 && rest == 2 + 4 * (size_t)((uint16_t)(nul[1] << 8 | nul[2]));
+}
+
+static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
+{
+    const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    struct pkt_reader r;
+    const char       *name;
+    struct pstmt     *p;
+    struct rq_entry   e = {.type = 'P'};
+
+    pkt_reader_init(&r, m + 5, len - 4);
+    name = pkt_get_str(&r);
+    if (r.bad || name[0] == '\0') return STMT_PASS; /* the unnamed statement lives within one transaction */
+    if (!parse_body_valid(r.p, r.left)) {
+        client_close(c, "08P01", "invalid Parse message for statement \"%.64s\"", name);
+        return STMT_CLOSED;
+    }
+    if ((e.name = strdup(name)) == NULL) return out_of_memory(c);
+    if (c->stmts != NULL && pstmt_name_find(c->stmts, name) != NULL) {
+        /*
+         * PostgreSQL refuses it, even with the same text. The server fails a
+         * Describe in its place, so that the transaction fails as it would
+         * there; pgbun's error replaces the server's.
+         */
+        e.type = 'D';
+        e.action = RQ_SUBST;
+        evbuffer_drain(c->in, (size_t)len + 1);
+        add_statement_message(s->out, 'D', NO_SUCH_NAME);
+        return queued(c, s, &e);
+    }
+    if (c->stmts == NULL && (c->stmts = calloc(1, sizeof(*c->stmts))) == NULL) {
+        free(e.name);
+        return out_of_memory(c);
+    }
+    if ((p = pstmt_get(&c->w->stmts, r.p, r.left)) == NULL) {
+        free(e.name);
+        return out_of_memory(c);
+    }
+    if (!pstmt_name_add(c->stmts, name, p)) {
+        pstmt_put(&c->w->stmts, p);
+        free(e.name);
+        return out_of_memory(c);
+    }
+    e.adds_name = true; /* undone if the server refuses it, or skips it after an error */
+    evbuffer_drain(c->in, (size_t)len + 1);
+    if (pstmt_cache_use(&s->stmts, p->id)) {
+        e.action = RQ_SYNTH;
+        e.synth = '1';
+        return queued(c, s, &e);
+    }
+    e.action = RQ_PASS;
+    return prepare_on(c, s, p, &e) ? STMT_DONE : STMT_CLOSED;
+}
+
+/*
+ * The head of a Bind or Describe m, up to the end of the statement name
+ * (name_at to name_end), goes out with pgbun's name for p; the rest of the
+ * message follows as it is.
+ */
+static void rewrite_head(struct server *s, const uint8_t *m, size_t name_at, size_t name_end, uint32_t len,
+                         const struct pstmt *p)
+{
+    char    name[SERVER_NAME_LEN];
+    uint8_t h[5] = {m[0]};
+    size_t  n;
+
+    server_name(name, p->id);
+    n = strlen(name) + 1;
+    put_u32(h + 1, len - (uint32_t)(name_end - name_at) + (uint32_t)n);
+    evbuffer_add(s->out, h, 5);
+    evbuffer_add(s->out, m + 5, name_at - 5);
+    evbuffer_add(s->out, name, n);
+}
+
+static enum stmt_step on_bind(struct client *c, struct server *s, uint32_t len, size_t *taken)
+{
+    size_t         have = whole_or(evbuffer_get_length(c->in), len);
+    size_t         portal_end = names_end(c->in, have, 1), name_end = names_end(c->in, have, 2);
+    const uint8_t *m;
+    struct pstmt  *p;
+
+    if (name_end == 0) return STMT_PASS; /* malformed: PostgreSQL's to refuse */
+    m = evbuffer_pullup(c->in, (ev_ssize_t)name_end);
+    if (m[portal_end] == '\0' || c->stmts == NULL) return STMT_PASS;
+    if ((p = pstmt_name_find(c->stmts, (const char *)m + portal_end)) == NULL)
+        return STMT_PASS; /* PostgreSQL says it does not exist */
+    if (!ensure_on(c, s, p)) return STMT_CLOSED;
+    rewrite_head(s, m, portal_end, name_end, len, p);
+    evbuffer_drain(c->in, name_end);
+    *taken = name_end;
+    return STMT_TAKEN;
+}
+
+static enum stmt_step on_describe_close(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
+{
+    const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    struct pkt_reader r;
+    const char       *name;
+    struct pstmt     *p;
+    uint8_t           kind;
+
+    pkt_reader_init(&r, m + 5, len - 4);
+    kind = pkt_get_u8(&r);
+    name = pkt_get_str(&r);
+    if (r.bad || r.left != 0 || kind != 'S' || name[0] == '\0') return STMT_PASS;
+    if (type == 'C') {
+        /* The server keeps it for other clients and the next Parse of the same text. */
+        struct rq_entry e = {.type = 'C', .action = RQ_SYNTH, .synth = '3'};
+
+        if (c->stmts != NULL && (p = pstmt_name_remove(c->stmts, name)) != NULL) pstmt_put(&c->w->stmts, p);
+        evbuffer_drain(c->in, (size_t)len + 1);
+        return queued(c, s, &e);
+    }
+    if (c->stmts == NULL || (p = pstmt_name_find(c->stmts, name)) == NULL) return STMT_PASS;
+    if (!ensure_on(c, s, p)) return STMT_CLOSED;
+    rewrite_head(s, m, 6, (size_t)len + 1, len, p);
+    evbuffer_drain(c->in, (size_t)len + 1);
+    *taken = (size_t)len + 1;
+    return STMT_TAKEN;
+}
+
+enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
+{
+    *taken = 0;
+    switch (type) {
+    case 'P': return on_parse(c, s, len);
+    case 'B': return on_bind(c, s, len, taken);
+    case 'D':
+    case 'C': return on_describe_close(c, s, type, len, taken);
+    default: return STMT_PASS;
+    }
+}
+
+void stmt_text_dropped(struct client *c, struct server *s, unsigned flags)
+{
+    /* DEALLOCATE of one name: stmt_deallocate's, or a SQL-level statement's (which pins its client). */
+    if ((flags & (SCAN_DEALLOCATE_ALL | SCAN_DISCARD_ALL)) == 0) return;
+    /* DEALLOCATE ALL and DISCARD ALL drop the client's statements, as PostgreSQL would. */
+    stmt_client_free(c);
+    /* Whether the server's went too is known only after it ran: prepare afresh, closing the name first. */
+    pstmt_cache_clear(&s->stmts);
+    s->stmts_dirty = true;
+}
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+static const char *skip_space(const char *p)
+{
+    while (is_space(*p))
+        p++;
+    return p;
+}
+
+/* Word w (lower case) at p, in any case, followed by a space. */
+static bool keyword(const char *p, const char *w)
+{
+    size_t n = strlen(w);
+
+    return strncasecmp(p, w, n) == 0 && is_space(p[n]);
+}
+
+/*
+ * sql is "DEALLOCATE [PREPARE] name [;]" and nothing else (no comment):
+ * the name as PostgreSQL reads it (folded to lower case unless quoted).
+ */
+static bool deallocate_target(const char *sql, char *out, size_t n)
+{
+    const char *p = skip_space(sql);
+    size_t      k = 0;
+
+    if (!keyword(p, "deallocate")) return false;
+    p = skip_space(p + 10);
+    if (keyword(p, "prepare")) p = skip_space(p + 7);
+    if (*p == '"') {
+        for (p++; *p != '\0' && !(p[0] == '"' && p[1] != '"'); p++) {
+            if (*p == '"') p++; /* "" is one " */
+            if (k + 1 >= n) return false;
+            out[k++] = *p;
+        }
+        if (*p++ != '"') return false;
+    } else {
+        for (; (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+               *p == '$' || (unsigned char)*p >= 0x80;
+             p++) {
+            if (k + 1 >= n) return false;
+            out[k++] = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
+        }
+    }
+    out[k] = '\0';
+    p = skip_space(p);
+    if (*p == ';') p = skip_space(p + 1);
+    return k > 0 && *p == '\0';
+}
+
+enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
+{
+    const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    struct pkt_reader r;
+    const char       *sql;
+    char              target[256], text[16 + SERVER_NAME_LEN], name[SERVER_NAME_LEN];
+    struct pstmt     *p;
+
+    *taken = 0;
+    pkt_reader_init(&r, m + 5, len - 4);
+    if (type == 'P' && pkt_get_str(&r)[0] != '\0') return STMT_PASS; /* a named statement of it: left alone */
+    sql = pkt_get_str(&r);
+    if (r.bad || c->stmts == NULL || !deallocate_target(sql, target, sizeof(target)) ||
+        (p = pstmt_name_find(c->stmts, target)) == NULL)
+        return STMT_PASS; /* not one of the client's protocol-level names: the server's to judge */
+    if (!ensure_on(c, s, p)) return STMT_CLOSED;
+    server_name(name, p->id);
+    if (type == 'Q') {
+        snprintf(text, sizeof(text), "DEALLOCATE %s", name);
+        add_message(s->out, 'Q', text, strlen(text) + 1, NULL, 0);
+    } else {
+        snprintf(text, sizeof(text), "%cDEALLOCATE %s", '\0', name); /* the unnamed statement's name, then the text */
+        add_message(s->out, 'P', text, 1 + strlen(text + 1) + 1, r.p, r.left);
+    }
+    /* The server loses it for every client: prepared again where needed, closed first in case it ran not. */
+    pstmt_cache_remove(&s->stmts, p->id);
+    s->stmts_dirty = true;
+    pstmt_put(&c->w->stmts, pstmt_name_remove(c->stmts, target));
+    evbuffer_drain(c->in, (size_t)len + 1);
+    *taken = (size_t)len + 1;
+    return STMT_TAKEN;
+}
+
+bool stmt_emit(const struct rq_entry *e, void *arg)
+{
+    struct server *s = arg;
+    struct client *c = s->client;
+
+    if (c == NULL) return true;        /* nobody to answer */
+    if (s->fwd_left > 0) return false; /* a reply is half relayed: after it */
+    if (e->action == RQ_SUBST)
+        proto_add_error(c->out, "ERROR", "42P05", "prepared statement \"%s\" already exists", e->name);
+    else if (e->synth == '1')
+        proto_add_parse_complete(c->out);
+    else
+        proto_add_close_complete(c->out);
+    return true;
+}
+
+void stmt_fail(const struct rq_entry *e, void *arg)
+{
+    struct server *s = arg;
+    struct client *c = s->client;
+    struct pstmt  *p;
+
+    if (e->id != 0) pstmt_cache_remove(&s->stmts, e->id);
+    if (e->adds_name && c != NULL && c->stmts != NULL && (p = pstmt_name_remove(c->stmts, e->name)) != NULL)
+        pstmt_put(&c->w->stmts, p);
+}
+
+size_t stmt_client_count(const struct client *c)
+{
+    return c->stmts ? c->stmts->n : 0;
+}
+
+size_t stmt_server_count(const struct server *s)
+{
+    return s->stmts.n;
+}
+
+void stmt_client_free(struct client *c)
+{
+    if (c->stmts == NULL) return;
+    pstmt_names_clear(c->stmts, &c->w->stmts);
+    free(c->stmts);
+    c->stmts = NULL;
+}

@@ -1,0 +1,65 @@
+/*
+ * statements.h - a client's protocol-level prepared statements on the
+ * servers it borrows (transaction and statement mode).
+ *
+ * The client's Parse names a statement for pgbun; the server gets it as
+ * pgbun_<id> (prepared.h), prepared once per server for every client that
+ * uses the same text. Bind and Describe are rewritten to that name, with
+ * a Parse put in front where the server lacks it; Close is answered here.
+ * The reply queue (replyq.h) hides the replies pgbun's additions cause and
+ * undoes what a failed or skipped Parse registered.
+ */
+#ifndef PGBUN_STATEMENTS_H
+#define PGBUN_STATEMENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "replyq.h"
+
+struct client;
+struct server;
+struct evbuffer;
+
+/* Whether c's statements are kept by pgbun on s: a pool that tracks them, or a client that has some already. */
+bool stmt_tracked(const struct client *c, const struct server *s);
+
+/*
+ * Whether c->in holds enough of a P, B, D or C message (len as in its
+ * header, avail bytes buffered) for stmt_forward. False: wait for more.
+ */
+bool stmt_ready(struct evbuffer *in, uint8_t type, uint32_t len, size_t avail);
+
+enum stmt_step {
+    STMT_PASS,   /* not a named statement: forward the message as it is */
+    STMT_TAKEN,  /* the message's head is rewritten into s->out: forward the rest (*taken bytes are gone) */
+    STMT_DONE,   /* handled whole: consumed, its reply entry queued */
+    STMT_CLOSED, /* the client was closed */
+};
+
+/* A P, B, D or C message of c, once stmt_ready(). */
+enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken);
+
+/*
+ * A Query, or a Parse of the unnamed statement, whose text is DEALLOCATE of
+ * one of c's statements (PHP's PDO, psycopg past prepared_max): sent to s
+ * under pgbun's name, the client's name forgotten. STMT_PASS otherwise.
+ */
+enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken);
+
+/* The client's text may have dropped prepared statements (scan.h SCAN_STATEMENTS flags). */
+void stmt_text_dropped(struct client *c, struct server *s, unsigned flags);
+
+/* The reply queue's callbacks for a server (arg: the server). */
+rq_emit_fn stmt_emit;
+rq_fail_fn stmt_fail;
+
+/* The number of statements c has named, and that s holds. */
+size_t stmt_client_count(const struct client *c);
+size_t stmt_server_count(const struct server *s);
+
+/* A client's names go, with it. */
+void stmt_client_free(struct client *c);
+
+#endif

@@ -21,6 +21,8 @@ struct pstmt_slot {
     struct pstmt_slot *next; /* hash chain */
     struct pstmt_slot *older, *newer;
     uint64_t           id;
+    uint32_t           seq;       /* its Parse went out before this Sync */
+    bool               confirmed; /* ... and succeeded */
 };
 
 static atomic_uint_fast64_t next_id; /* process-wide: a server may move between workers */
@@ -101,6 +103,8 @@ struct pstmt *pstmt_get(struct pstmt_registry *r, const uint8_t *body, size_t le
     if ((p = malloc(sizeof(*p) + len)) == NULL) return NULL;
     p->id = atomic_fetch_add(&next_id, 1) + 1;
     p->refs = 1;
+    p->effects = 0;
+    p->names = NULL;
     p->hash = h;
     p->len = len;
     memcpy(p->body, body, len);
@@ -119,6 +123,7 @@ void pstmt_put(struct pstmt_registry *r, struct pstmt *p)
         ;
     *link = p->next;
     r->n--;
+    free(p->names);
     free(p);
 }
 
@@ -127,6 +132,7 @@ void pstmt_registry_deinit(struct pstmt_registry *r)
     for (size_t i = 0; i < r->nb; i++) {
         for (struct pstmt *p = r->b[i], *next; p != NULL; p = next) {
             next = p->next;
+            free(p->names);
             free(p);
         }
     }
@@ -257,6 +263,8 @@ bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *e
         return false;
     }
     s->id = id;
+    s->seq = 0;
+    s->confirmed = true; /* until pstmt_cache_sent says otherwise */
     k = slot_of_id(id, c->nb);
     s->next = c->b[k];
     c->b[k] = s;
@@ -266,6 +274,29 @@ bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *e
     *evicted = c->lru->id;
     pstmt_cache_remove(c, *evicted);
     return true;
+}
+
+void pstmt_cache_sent(struct pstmt_cache *c, uint64_t id, uint32_t seq)
+{
+    struct pstmt_slot **link = slot_link(c, id);
+
+    if (link == NULL || *link == NULL) return;
+    (*link)->seq = seq;
+    (*link)->confirmed = false;
+}
+
+void pstmt_cache_confirm(struct pstmt_cache *c, uint64_t id)
+{
+    struct pstmt_slot **link = slot_link(c, id);
+
+    if (link != NULL && *link != NULL) (*link)->confirmed = true;
+}
+
+bool pstmt_cache_settled(const struct pstmt_cache *c, uint64_t id, uint32_t seq)
+{
+    struct pstmt_slot **link = slot_link(c, id);
+
+    return link != NULL && *link != NULL && ((*link)->confirmed || (*link)->seq == seq);
 }
 
 void pstmt_cache_remove(struct pstmt_cache *c, uint64_t id)

@@ -19,12 +19,14 @@
 #include <stdint.h>
 
 struct pstmt {
-    uint64_t      id;     /* the server-side name is pgbun_<id> */
-    uint32_t      refs;   /* client names that point at it */
-    uint32_t      hash;   /* of body */
-    struct pstmt *next;   /* hash chain */
-    size_t        len;    /* bytes of body */
-    uint8_t       body[]; /* Parse after the name: query, NUL, int16 count, int32 type OIDs */
+    uint64_t      id;      /* the server-side name is pgbun_<id> */
+    uint32_t      refs;    /* client names that point at it */
+    unsigned      effects; /* what running it may do to the session (scan.h flags), set by its user */
+    char         *names;   /* ... the settings it names, each NUL-terminated, an empty one last; or NULL (freed here) */
+    uint32_t      hash;    /* of body */
+    struct pstmt *next;    /* hash chain */
+    size_t        len;     /* bytes of body */
+    uint8_t       body[];  /* Parse after the name: query, NUL, int16 count, int32 type OIDs */
 };
 
 struct pstmt_registry {
@@ -68,6 +70,16 @@ bool pstmt_cache_use(struct pstmt_cache *c, uint64_t id);
  * the server) and true is returned. *oom on out of memory.
  */
 bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *evicted, bool *oom);
+/*
+ * The Parse of id (in the cache) went out before the seq-th Sync; its
+ * outcome is unknown until pstmt_cache_confirm. Whether the server may be
+ * counted on to hold id for a request sent before the seq-th Sync: its
+ * Parse succeeded, or went out in the same stretch (so that its failure
+ * would make PostgreSQL skip that request too).
+ */
+void pstmt_cache_sent(struct pstmt_cache *c, uint64_t id, uint32_t seq);
+void pstmt_cache_confirm(struct pstmt_cache *c, uint64_t id);
+bool pstmt_cache_settled(const struct pstmt_cache *c, uint64_t id, uint32_t seq);
 /* Forgets id (its Parse failed), or everything (DISCARD ALL, a reset). */
 void pstmt_cache_remove(struct pstmt_cache *c, uint64_t id);
 void pstmt_cache_clear(struct pstmt_cache *c);

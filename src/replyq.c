@@ -28,7 +28,7 @@ static void pop(struct reply_queue *q, bool ok)
 {
     struct rq_entry *h = at(q, 0);
 
-    if (!ok && (h->adds_name || h->id != 0)) q->fail(h, q->arg);
+    if (h->adds_name || h->id != 0) q->settle(h, ok, q->arg);
     free(h->name);
     q->head = (q->head + 1) & (q->cap - 1);
     if (--q->n == 0) q->head = 0;
@@ -70,11 +70,11 @@ static bool ends(char request, char t)
     }
 }
 
-void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_fail_fn *fail, void *arg)
+void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_settle_fn *settle, void *arg)
 {
     memset(q, 0, sizeof(*q));
     q->emit = emit;
-    q->fail = fail;
+    q->settle = settle;
     q->arg = arg;
 }
 
@@ -90,10 +90,11 @@ void rq_deinit(struct reply_queue *q)
 
 bool rq_push(struct reply_queue *q, const struct rq_entry *e)
 {
+    if (e->type == 'S') q->syncs++;
     if (q->skipping) {
         if (e->type != 'S') {
             /* PostgreSQL skips it: no reply will come, and it never takes effect. */
-            if (e->adds_name || e->id != 0) q->fail(e, q->arg);
+            if (e->adds_name || e->id != 0) q->settle(e, false, q->arg);
             free(e->name);
             return true;
         }

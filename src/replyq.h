@@ -13,7 +13,8 @@
  * head has its reply written by pgbun at that point. After an
  * ErrorResponse to an extended-protocol message, PostgreSQL skips to the
  * next Sync, and so does the queue; entries popped that way failed, and
- * the owner hears of those that prepared or named a statement, to undo it.
+ * the owner hears of those that prepared or named a statement, to undo it
+ * (and of those that succeeded, to count on them).
  */
 #ifndef PGBUN_REPLYQ_H
 #define PGBUN_REPLYQ_H
@@ -33,7 +34,7 @@ struct rq_entry {
     uint8_t  action;    /* enum rq_action */
     char     synth;     /* RQ_SYNTH: the reply message type ('1' ParseComplete, '3' CloseComplete) */
     bool     adds_name; /* a Parse that gave the client the statement `name` */
-    uint64_t id;        /* a Parse that prepares statement id on the server; 0: none */
+    uint64_t id;        /* a Parse that prepares statement id on the server, a Close that evicts it; 0: none */
     char    *name;      /* owned: the client's statement name (adds_name, or the one RQ_SUBST's error names) */
 };
 
@@ -43,28 +44,29 @@ struct rq_entry {
  * owner calls rq_answer_due() again once it is.
  */
 typedef bool rq_emit_fn(const struct rq_entry *e, void *arg);
-/* e (with adds_name or an id) never took effect: PostgreSQL skipped it or refused it. */
-typedef void rq_fail_fn(const struct rq_entry *e, void *arg);
+/* e (with adds_name or an id) took effect (ok), or never will: PostgreSQL skipped it or refused it. */
+typedef void rq_settle_fn(const struct rq_entry *e, bool ok, void *arg);
 
 struct reply_queue {
     struct rq_entry *e;       /* ring of cap entries, cap a power of two */
     uint32_t         head, n; /* first entry, entries held */
     uint32_t         cap;
     bool             skipping; /* after an error: requests up to the next Sync get no reply */
+    uint32_t         syncs;    /* Syncs pushed so far: which requests went out before a Sync */
     rq_emit_fn      *emit;
-    rq_fail_fn      *fail;
-    void            *arg; /* for emit and fail */
+    rq_settle_fn    *settle;
+    void            *arg; /* for emit and settle */
 };
 
-void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_fail_fn *fail, void *arg);
+void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_settle_fn *settle, void *arg);
 void rq_deinit(struct reply_queue *q);
 
 /*
  * A request was sent (or, RQ_SYNTH, answered by pgbun); *e is copied and
  * its name owned by the queue from now on, whatever happens. A SYNTH
  * request with nothing before it is answered at once. While skipping
- * after an error, requests other than Sync are dropped (and fail): PostgreSQL
- * will not answer them. false: out of memory.
+ * after an error, requests other than Sync are dropped (and settle as
+ * failed): PostgreSQL will not answer them. false: out of memory.
  */
 bool rq_push(struct reply_queue *q, const struct rq_entry *e) __attribute__((warn_unused_result));
 
@@ -85,7 +87,14 @@ bool rq_reply_due(struct reply_queue *q, char t);
 
 static inline bool rq_reply(struct reply_queue *q, char t)
 {
-    return q->n == 0 || rq_reply_due(q, t); /* nothing due: the caller judges */
+    const struct rq_entry *h;
+
+    if (q->n == 0) return true; /* nothing due: the caller judges */
+    h = &q->e[q->head];
+    /* A Query's, a Sync's or a FunctionCall's rows and tags pass and end nothing: only Z and E need a look. */
+    if (h->action == RQ_PASS && (h->type == 'Q' || h->type == 'S' || h->type == 'F') && t != 'Z' && t != 'E')
+        return true;
+    return rq_reply_due(q, t);
 }
 
 /* Writes, through emit, the replies pgbun owes now that the requests before them are answered. */

@@ -267,7 +267,7 @@ bool server_launch(struct pool *p, bool ahead)
     s->std_strings = true;
     s->connect_time = pgbun_now();
     s->opened_ahead = ahead;
-    rq_init(&s->rq, stmt_emit, stmt_fail, s);
+    rq_init(&s->rq, stmt_emit, stmt_settle, s);
     pool_add_server(p, s);
     evtimer_assign(&s->timer, p->w->base, timeout_cb, s);
     if (pgbun.cfg->server_connect_timeout > 0) {

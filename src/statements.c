@@ -109,27 +109,49 @@ static enum stmt_step queued(struct client *c, struct server *s, const struct rq
 }
 
 /*
- * Sends p's Parse to s under pgbun's name, making room in the server's
- * cache first; queues e (its id set) for the reply. false: c was closed.
+ * Whether s may be counted on to hold p for a request sent now (the cache
+ * marked used). An id whose Parse went out before a Sync not yet answered
+ * may have failed, and a request after that Sync would not be skipped with
+ * it: such an id is forgotten, to be closed and prepared again.
  */
-static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p, struct rq_entry *e)
+static bool holds(struct server *s, const struct pstmt *p, bool *unsure)
+{
+    *unsure = false;
+    if (!pstmt_cache_use(&s->stmts, p->id)) return false;
+    if (pstmt_cache_settled(&s->stmts, p->id, s->rq.syncs)) return true;
+    pstmt_cache_remove(&s->stmts, p->id);
+    *unsure = true;
+    return false;
+}
+
+/*
+ * Sends p's Parse to s under pgbun's name, making room in the server's
+ * cache first, and closing the name first when the server may have it
+ * (`unsure`, or a client's text dropped statements); queues e (its id
+ * set) for the reply. false: c was closed.
+ */
+static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p, struct rq_entry *e, bool unsure)
 {
     char     name[SERVER_NAME_LEN];
     uint64_t evicted;
     bool     oom;
 
     if (pstmt_cache_add(&s->stmts, p->id, (size_t)pgbun.cfg->max_prepared_statements, &evicted, &oom)) {
+        /* Its id: should PostgreSQL skip the Close (an error before it), the server keeps the name. */
+        struct rq_entry close = {.type = 'C', .action = RQ_DROP, .id = evicted};
+
         server_name(name, evicted);
         add_statement_message(s->out, 'C', name);
-        if (!rq_push_simple(&s->rq, 'C', RQ_DROP)) oom = true;
+        if (!rq_push(&s->rq, &close)) oom = true;
     }
     if (oom) {
         free(e->name);
         out_of_memory(c);
         return false;
     }
+    pstmt_cache_sent(&s->stmts, p->id, s->rq.syncs);
     server_name(name, p->id);
-    if (s->stmts_dirty) {
+    if (s->stmts_dirty || unsure) {
         /* The client's text may have left the name behind (a DEALLOCATE that failed): close it first. */
         add_statement_message(s->out, 'C', name);
         if (!rq_push_simple(&s->rq, 'C', RQ_DROP)) {
@@ -152,8 +174,9 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
 static bool ensure_on(struct client *c, struct server *s, const struct pstmt *p)
 {
     struct rq_entry e = {.type = 'P', .action = RQ_DROP};
+    bool            unsure;
 
-    return pstmt_cache_use(&s->stmts, p->id) || prepare_on(c, s, p, &e);
+    return holds(s, p, &unsure) || prepare_on(c, s, p, &e, unsure);
 }
 
 /* A Parse body after the name: query, NUL, int16 count, count int32 OIDs. */
@@ -167,6 +190,39 @@ static bool parse_body_valid(const uint8_t *b, size_t len)
     return rest >= 2 && rest == 2 + 4 * (size_t)((uint16_t)(nul[1] << 8 | nul[2]));
 }
 
+/*
+ * What running p may do to the session, from its text (scan.h), kept with
+ * it: its Parse is scanned once, but each Bind runs it again, on whichever
+ * server. false: out of memory.
+ */
+static bool learn_effects(struct pstmt *p, const struct server *s)
+{
+    struct scan_effects fx;
+    size_t              len = 1;
+    char               *d;
+
+    scan_init(&fx);
+    scan_sql((const char *)p->body, strlen((const char *)p->body), s->std_strings, SCAN_READBACK | SCAN_PIN, &fx);
+    p->effects = fx.flags;
+    if (fx.nnames == 0) return true;
+    for (int i = 0; i < fx.nnames; i++)
+        len += strlen(fx.names[i]) + 1;
+    if ((d = p->names = malloc(len)) == NULL) return false;
+    for (int i = 0; i < fx.nnames; i++)
+        d = stpcpy(d, fx.names[i]) + 1;
+    *d = '\0';
+    return true;
+}
+
+/* A Bind of p: what it may do to the session is noted on the server, as for the text of a Query. */
+static bool note_effects(const struct pstmt *p, struct server *s)
+{
+    s->scan_pending |= p->effects;
+    for (const char *n = p->names; n != NULL && *n != '\0'; n += strlen(n) + 1)
+        if (!varlist_set(&s->scan_names, n, "")) return false;
+    return true;
+}
+
 static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
 {
     const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
@@ -174,6 +230,7 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
     const char       *name;
     struct pstmt     *p;
     struct rq_entry   e = {.type = 'P'};
+    bool              unsure;
 
     pkt_reader_init(&r, m + 5, len - 4);
     name = pkt_get_str(&r);
@@ -199,7 +256,8 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
         free(e.name);
         return out_of_memory(c);
     }
-    if ((p = pstmt_get(&c->w->stmts, r.p, r.left)) == NULL) {
+    if ((p = pstmt_get(&c->w->stmts, r.p, r.left)) == NULL || (p->refs == 1 && !learn_effects(p, s))) {
+        if (p != NULL) pstmt_put(&c->w->stmts, p);
         free(e.name);
         return out_of_memory(c);
     }
@@ -210,13 +268,13 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
     }
     e.adds_name = true; /* undone if the server refuses it, or skips it after an error */
     evbuffer_drain(c->in, (size_t)len + 1);
-    if (pstmt_cache_use(&s->stmts, p->id)) {
+    if (holds(s, p, &unsure)) {
         e.action = RQ_SYNTH;
         e.synth = '1';
         return queued(c, s, &e);
     }
     e.action = RQ_PASS;
-    return prepare_on(c, s, p, &e) ? STMT_DONE : STMT_CLOSED;
+    return prepare_on(c, s, p, &e, unsure) ? STMT_DONE : STMT_CLOSED;
 }
 
 /*
@@ -251,6 +309,7 @@ static enum stmt_step on_bind(struct client *c, struct server *s, uint32_t len, 
     if (m[portal_end] == '\0' || c->stmts == NULL) return STMT_PASS;
     if ((p = pstmt_name_find(c->stmts, (const char *)m + portal_end)) == NULL)
         return STMT_PASS; /* PostgreSQL says it does not exist */
+    if (p->effects != 0 && !note_effects(p, s)) return out_of_memory(c);
     if (!ensure_on(c, s, p)) return STMT_CLOSED;
     rewrite_head(s, m, portal_end, name_end, len, p);
     evbuffer_drain(c->in, name_end);
@@ -369,6 +428,7 @@ enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type,
     const char       *sql;
     char              target[256], text[16 + SERVER_NAME_LEN], name[SERVER_NAME_LEN];
     struct pstmt     *p;
+    bool              unsure;
 
     *taken = 0;
     pkt_reader_init(&r, m + 5, len - 4);
@@ -377,7 +437,21 @@ enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type,
     if (r.bad || c->stmts == NULL || !deallocate_target(sql, target, sizeof(target)) ||
         (p = pstmt_name_find(c->stmts, target)) == NULL)
         return STMT_PASS; /* not one of the client's protocol-level names: the server's to judge */
-    if (!ensure_on(c, s, p)) return STMT_CLOSED;
+    if (type == 'Q' && !holds(s, p, &unsure)) {
+        /*
+         * Prepared first, behind a Sync of pgbun's own: a Query after a
+         * Parse that failed would be skipped, waiting for a Sync that the
+         * client never sends. So the Query runs, and reports what it finds.
+         */
+        struct rq_entry parse = {.type = 'P', .action = RQ_DROP};
+
+        if (s->unsynced) return STMT_PASS; /* extended messages before it: theirs is the Sync */
+        if (!prepare_on(c, s, p, &parse, unsure)) return STMT_CLOSED;
+        add_message(s->out, 'S', "", 0, NULL, 0);
+        if (!rq_push_simple(&s->rq, 'S', RQ_DROP)) return out_of_memory(c);
+    } else if (!ensure_on(c, s, p)) {
+        return STMT_CLOSED;
+    }
     server_name(name, p->id);
     if (type == 'Q') {
         snprintf(text, sizeof(text), "DEALLOCATE %s", name);
@@ -411,12 +485,20 @@ bool stmt_emit(const struct rq_entry *e, void *arg)
     return true;
 }
 
-void stmt_fail(const struct rq_entry *e, void *arg)
+void stmt_settle(const struct rq_entry *e, bool ok, void *arg)
 {
     struct server *s = arg;
     struct client *c = s->client;
     struct pstmt  *p;
 
+    if (ok) {
+        if (e->type == 'P' && e->id != 0) pstmt_cache_confirm(&s->stmts, e->id);
+        return;
+    }
+    if (e->type == 'C') {
+        s->stmts_dirty = true; /* an eviction skipped: the name may still be there, closed before its next Parse */
+        return;
+    }
     if (e->id != 0) pstmt_cache_remove(&s->stmts, e->id);
     if (e->adds_name && c != NULL && c->stmts != NULL && (p = pstmt_name_remove(c->stmts, e->name)) != NULL)
         pstmt_put(&c->w->stmts, p);

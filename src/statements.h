@@ -52,8 +52,8 @@ enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type,
 void stmt_text_dropped(struct client *c, struct server *s, unsigned flags);
 
 /* The reply queue's callbacks for a server (arg: the server). */
-rq_emit_fn stmt_emit;
-rq_fail_fn stmt_fail;
+rq_emit_fn   stmt_emit;
+rq_settle_fn stmt_settle;
 
 /* The number of statements c has named, and that s holds. */
 size_t stmt_client_count(const struct client *c);

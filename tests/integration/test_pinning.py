@@ -210,3 +210,17 @@ def test_a_long_pin_is_logged(start_pgbun):
     a.execute("UNLISTEN slow")
     time.sleep(0.1)
     assert_pinned(bun, a, [])
+
+
+def test_a_prepared_statement_run_again_pins_again(bun):
+    """psycopg with prepare_threshold=0 parses each text once; later runs are Bind and Execute only."""
+    a = client(bun, prepare_threshold=0)
+    lock, unlock = "SELECT pg_advisory_lock(%s)", "SELECT pg_advisory_unlock_all()"
+    a.execute(lock, (11,))
+    assert_pinned(bun, a, ["advisory_lock"])
+    a.execute(unlock)
+    assert_pinned(bun, a, [])
+    a.execute(lock, (11,))  # no Parse this time
+    assert_pinned(bun, a, ["advisory_lock"])
+    a.execute(unlock)
+    assert_pinned(bun, a, [])

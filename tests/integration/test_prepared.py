@@ -154,7 +154,8 @@ def test_a_statement_follows_its_client_to_the_other_server(bun):
 
 
 def test_the_servers_names_are_pgbuns_and_clients_share_them(start_pgbun):
-    bun = start_pgbun(config=dict(POOL, default_pool_size=1))
+    # Clients share the statements of their worker (each worker keeps its own): one worker here.
+    bun = start_pgbun(config=dict(POOL, default_pool_size=1, workers=1))
     w1, w2 = bun.login(), bun.login()
     assert exchange(w1, parse("mine", "SELECT 'shared'::text") + SYNC) == "1 Z:I"
     assert exchange(w2, parse("theirs", "SELECT 'shared'::text") + SYNC) == "1 Z:I"
@@ -362,3 +363,41 @@ def test_a_large_bind_of_a_named_statement_streams(bun):
     w = bun.login()
     assert exchange(w, parse("s", "SELECT length($1::text)") + SYNC) == "1 Z:I"
     assert exchange(w, run_bound("s", ["y" * 500_000])) == "2 D=500000 C Z:I"
+
+
+def test_deallocate_on_a_server_without_the_statement_in_a_failed_transaction(start_pgbun):
+    """The server lacks the statement: pgbun prepares it behind a Sync of its own, so the Query still runs."""
+    bun = start_pgbun(config=dict(POOL, default_pool_size=1))
+    w, other = bun.login(), bun.login()
+    assert exchange(w, parse("s1", "SELECT 1") + parse("s2", "SELECT 2") + SYNC) == "1 1 Z:I"
+    assert exchange(other, query("DISCARD ALL")) == "C Z:I"  # the server loses them: pgbun knows it may have
+    assert exchange(w, query("DEALLOCATE s2")) == "C Z:I"
+    assert exchange(w, run_bound("s2")) == "E:26000 Z:I"
+    assert exchange(w, query("BEGIN")) == "C Z:T"
+    assert exchange(w, query("SELECT 1/0")) == "E:22012 Z:E"
+    assert exchange(w, query("DEALLOCATE s1")) == "E:25P02 Z:E"  # as PostgreSQL answers it there, and no hang
+    assert exchange(w, query("ROLLBACK")) == "C Z:I"
+
+
+def test_an_eviction_skipped_after_an_error_does_not_break_the_server(start_pgbun):
+    bun = start_pgbun(config=dict(POOL, default_pool_size=1, max_prepared_statements=1))
+    w = bun.login()
+    assert exchange(w, parse("s1", "SELECT 1") + SYNC) == "1 Z:I"
+    # s2 needs room: s1's statement is closed ... in a pipeline PostgreSQL skips after the error.
+    assert exchange(w, parse("", "SELECT 1/0") + bind("") + execute() + parse("s2", "SELECT 2") + SYNC) == \
+        "1 E:22012 Z:I"  # 1/0 is folded when the statement is planned, at Bind
+    assert exchange(w, run_bound("s1")) == "2 D=1 C Z:I"
+    assert exchange(w, parse("s2", "SELECT 2") + bind("s2") + execute() + SYNC) == "1 2 D=2 C Z:I"
+
+
+def test_a_parse_in_a_failed_stretch_is_not_counted_on_after_its_sync(start_pgbun):
+    """Pipelined past a Sync before the error came back: the next stretch prepares again."""
+    bun = start_pgbun(config=dict(POOL, default_pool_size=1))
+    w, other = bun.login(), bun.login()
+    assert exchange(w, parse("s1", "SELECT 1") + SYNC) == "1 Z:I"
+    assert exchange(other, query("DISCARD ALL")) == "C Z:I"  # the server loses it
+    failing = parse("", "SELECT 1/0") + bind("") + execute()
+    assert exchange(w, failing + run_bound("s1") + run_bound("s1"), syncs=2) == "1 E:22012 Z:I 2 D=1 C Z:I"
+    # The same text prepared twice in a row, failing: the second is not answered as if it had worked.
+    assert exchange(w, parse("b1", "SELEC 1") + SYNC + parse("b2", "SELEC 1") + run_bound("b2"), syncs=2) == \
+        "E:42601 Z:I E:42601 Z:I"

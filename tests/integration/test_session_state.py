@@ -185,3 +185,12 @@ def test_the_scan_reads_quotes_as_the_server_does_with_standard_conforming_strin
     w.query("SELECT 'it\\'s'; SET myext.tenant = 'seen'")
     for pid in servers(bun):
         assert on_server(bun, pid, lambda: w.query(f"SELECT pg_backend_pid(), ({TENANT})")[0]) == [str(pid), "seen"]
+
+
+def test_a_set_config_in_a_prepared_statement_follows_its_client_each_time(start_pgbun):
+    """Only the first run of a prepared statement has a Parse: the later ones are read back too."""
+    bun = start_pgbun(config=POOL)
+    a = client(bun, prepare_threshold=0)
+    a.execute("SELECT set_config('myext.tenant', %s, false)", ("alpha",))
+    a.execute("SELECT set_config('myext.tenant', %s, false)", ("beta",))  # Bind and Execute only
+    assert on_each(bun, a, TENANT) == ["beta", "beta"]

@@ -18,11 +18,11 @@ static bool emit(const struct rq_entry *e, void *arg)
     return true;
 }
 
-/* A Parse that named or prepared a statement did not take effect. */
-static void fail(const struct rq_entry *e, void *arg)
+/* A Parse that named or prepared a statement took effect, or did not (~ or x). */
+static void settle(const struct rq_entry *e, bool ok, void *arg)
 {
     (void)arg;
-    strncat(out, e->adds_name ? "~" : "x", sizeof(out) - strlen(out) - 1);
+    if (!ok) strncat(out, e->adds_name ? "~" : "x", sizeof(out) - strlen(out) - 1);
 }
 
 /*
@@ -38,7 +38,7 @@ static const char *run(const char *script)
 {
     struct reply_queue q;
 
-    rq_init(&q, emit, fail, NULL);
+    rq_init(&q, emit, settle, NULL);
     out[0] = '\0';
     for (const char *p = script; *p; p += 2) {
         bool fine = true;

@@ -35,6 +35,7 @@ struct rq_entry {
     char     synth;     /* RQ_SYNTH: the reply message type ('1' ParseComplete, '3' CloseComplete) */
     bool     adds_name; /* a Parse that gave the client the statement `name` */
     uint64_t id;        /* a Parse that prepares statement id on the server, a Close that evicts it; 0: none */
+    uint64_t named;     /* adds_name: the statement the name was given (a later Parse may give it another) */
     char    *name;      /* owned: the client's statement name (adds_name, or the one RQ_SUBST's error names) */
 };
 

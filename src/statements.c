@@ -267,6 +267,7 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
         return out_of_memory(c);
     }
     e.adds_name = true; /* undone if the server refuses it, or skips it after an error */
+    e.named = p->id;
     evbuffer_drain(c->in, (size_t)len + 1);
     if (holds(s, p, &unsure)) {
         e.action = RQ_SYNTH;
@@ -500,8 +501,10 @@ void stmt_settle(const struct rq_entry *e, bool ok, void *arg)
         return;
     }
     if (e->id != 0) pstmt_cache_remove(&s->stmts, e->id);
-    if (e->adds_name && c != NULL && c->stmts != NULL && (p = pstmt_name_remove(c->stmts, e->name)) != NULL)
-        pstmt_put(&c->w->stmts, p);
+    /* The name, unless a Close and a Parse behind this one gave it to another statement meanwhile. */
+    if (e->adds_name && c != NULL && c->stmts != NULL && (p = pstmt_name_find(c->stmts, e->name)) != NULL &&
+        p->id == e->named)
+        pstmt_put(&c->w->stmts, pstmt_name_remove(c->stmts, e->name));
 }
 
 size_t stmt_client_count(const struct client *c)

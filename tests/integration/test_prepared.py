@@ -401,3 +401,11 @@ def test_a_parse_in_a_failed_stretch_is_not_counted_on_after_its_sync(start_pgbu
     # The same text prepared twice in a row, failing: the second is not answered as if it had worked.
     assert exchange(w, parse("b1", "SELEC 1") + SYNC + parse("b2", "SELEC 1") + run_bound("b2"), syncs=2) == \
         "E:42601 Z:I E:42601 Z:I"
+
+
+def test_a_failed_parse_undoes_only_its_own_name(bun):
+    """Pipelined: the name's failed Parse, a Close and a new Parse of it; the error undoes the first only."""
+    w = bun.login()
+    assert exchange(w, parse("s1", "SELEC 1") + SYNC + close(b"S", "s1") + parse("s1", "SELECT 1") + SYNC, syncs=2) \
+        == "E:42601 Z:I 3 1 Z:I"
+    assert exchange(w, run_bound("s1")) == "2 D=1 C Z:I"

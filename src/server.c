@@ -609,6 +609,8 @@ static void start_reset(struct server *s, const char *q)
     pool_set_server_state(s, SV_RESETTING);
     proto_add_query(s->out, q);
     own_request(s);
+    /* DISCARD ALL leaves no prepared statement: what pgbun prepares next needs no Close first. */
+    s->stmts_dirty = strcasecmp(q, "DISCARD ALL") != 0;
     s->phase = PHASE_RESET;
     s->expect_rfq++;
     s->has_phase_error = false;
@@ -857,8 +859,7 @@ static void phase_done(struct server *s)
     if (phase == PHASE_RESET) {
         varlist_clear(&s->applied);
         s->held = 0;
-        pstmt_cache_clear(&s->stmts); /* DISCARD ALL, most likely; prepared afresh, closed first */
-        s->stmts_dirty = true;
+        pstmt_cache_clear(&s->stmts); /* prepared afresh (closed first unless it was DISCARD ALL) */
         if (s->has_phase_error) {
             server_close(s, "server_reset_query failed: %s", s->phase_error.message);
             return;

@@ -269,6 +269,18 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
     e.adds_name = true; /* undone if the server refuses it, or skips it after an error */
     e.named = p->id;
     evbuffer_drain(c->in, (size_t)len + 1);
+    if (s->txstatus == 'E' && rq_empty(&s->rq)) {
+        /*
+         * A failed transaction: PostgreSQL refuses any Parse (25P02), which
+         * the server's cache would hide. It refuses this one in its place
+         * (of the unnamed statement, which it cannot replace now).
+         */
+        static const char refused[] = "\0SELECT 1\0\0\0"; /* name, text, int16 0: no parameter types */
+
+        e.action = RQ_PASS;
+        add_message(s->out, 'P', refused, sizeof(refused) - 1, NULL, 0);
+        return queued(c, s, &e);
+    }
     if (holds(s, p, &unsure)) {
         e.action = RQ_SYNTH;
         e.synth = '1';

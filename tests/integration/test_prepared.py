@@ -409,3 +409,15 @@ def test_a_failed_parse_undoes_only_its_own_name(bun):
     assert exchange(w, parse("s1", "SELEC 1") + SYNC + close(b"S", "s1") + parse("s1", "SELECT 1") + SYNC, syncs=2) \
         == "E:42601 Z:I 3 1 Z:I"
     assert exchange(w, run_bound("s1")) == "2 D=1 C Z:I"
+
+
+def test_a_parse_in_a_failed_transaction_is_refused_as_postgresql_does(start_pgbun):
+    bun = start_pgbun(config=dict(POOL, default_pool_size=1))
+    w, other = bun.login(), bun.login()
+    assert exchange(other, parse("o", "SELECT 9") + SYNC) == "1 Z:I"  # the server holds "SELECT 9"
+    assert exchange(w, query("BEGIN")) == "C Z:T"
+    assert exchange(w, query("SELECT 1/0")) == "E:22012 Z:E"
+    assert exchange(w, parse("s9", "SELECT 9") + SYNC) == "E:25P02 Z:E"
+    assert exchange(w, query("ROLLBACK")) == "C Z:I"
+    assert exchange(w, run_bound("s9")) == "E:26000 Z:I"
+    assert exchange(w, parse("s9", "SELECT 9") + bind("s9") + execute() + SYNC) == "1 2 D=9 C Z:I"

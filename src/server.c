@@ -693,7 +693,10 @@ static void start_readback(struct server *s)
     }
     if (any) d += sprintf(d, "%s", custom_tail);
     if (s->readback_held) sprintf(d, "%s%s", s->readback_settings ? "; " : "", held_query);
-    if (s->scan_pending & SCAN_LOAD) s->held |= HELD_LOAD; /* cannot be undone, nor seen */
+    if ((s->scan_pending & SCAN_LOAD) && !(s->held & HELD_LOAD)) {
+        if (s->held == 0) s->held_since = pgbun_now();
+        s->held |= HELD_LOAD; /* cannot be undone, nor seen */
+    }
     s->held_read = 0;
     proto_add_query(s->out, sql);
     own_request(s);

@@ -984,6 +984,13 @@ static void relay(struct server *s)
             /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
             proto_parse_error(msg + 5, len - 4, &e);
             if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
+        } else if (own && type != 'N' && rq_head_replaces_error(&s->rq)) {
+            /* The Describe meant to fail found a statement: the client made one under pgbun's reserved name. */
+            client_close(c, "42P05",
+                         "prepared statement \"%s\" already exists (and \"%s\" was prepared on the "
+                         "server under a name reserved by pgbun: names starting with pgbun_ are pgbun's)",
+                         s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
+            return;
         }
         if (!rq_reply(&s->rq, (char)type) && own) {
             evbuffer_drain(s->in, (size_t)len + 1); /* pgbun's own Parse or Close answered, or its error written */

@@ -28,9 +28,6 @@
 
 #define SERVER_NAME_LEN 32 /* "pgbun_" and 20 digits, NUL included */
 
-/* Never prepared: a Describe of it fails, where pgbun owes the client an error of its own. */
-#define NO_SUCH_NAME "pgbun_none"
-
 static void server_name(char out[SERVER_NAME_LEN], uint64_t id)
 {
     snprintf(out, SERVER_NAME_LEN, "pgbun_%llu", (unsigned long long)id);
@@ -249,7 +246,7 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
         e.type = 'D';
         e.action = RQ_SUBST;
         evbuffer_drain(c->in, (size_t)len + 1);
-        add_statement_message(s->out, 'D', NO_SUCH_NAME);
+        add_statement_message(s->out, 'D', STMT_NO_SUCH_NAME);
         return queued(c, s, &e);
     }
     if (c->stmts == NULL && (c->stmts = calloc(1, sizeof(*c->stmts))) == NULL) {

@@ -22,6 +22,9 @@ struct client;
 struct server;
 struct evbuffer;
 
+/* Never prepared by pgbun: a Describe of it fails, where pgbun owes the client an error of its own. */
+#define STMT_NO_SUCH_NAME "pgbun_none"
+
 /* Whether c's statements are kept by pgbun on s: a pool that tracks them, or a client that has some already. */
 bool stmt_tracked(const struct client *c, const struct server *s);
 

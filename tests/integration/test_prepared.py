@@ -421,3 +421,14 @@ def test_a_parse_in_a_failed_transaction_is_refused_as_postgresql_does(start_pgb
     assert exchange(w, query("ROLLBACK")) == "C Z:I"
     assert exchange(w, run_bound("s9")) == "E:26000 Z:I"
     assert exchange(w, parse("s9", "SELECT 9") + bind("s9") + execute() + SYNC) == "1 2 D=9 C Z:I"
+
+
+def test_a_client_using_pgbuns_reserved_names_loses_only_its_own_connection(bun):
+    w, other = bun.login(), bun.login()
+    assert exchange(w, query("PREPARE pgbun_none AS SELECT 1")) == "C Z:I"  # pins w to its server
+    assert exchange(w, parse("s1", "SELECT 1") + SYNC) == "1 Z:I"
+    w.send(parse("s1", "SELECT 1") + SYNC)  # a duplicate: pgbun's Describe of pgbun_none finds it
+    t, body = w.read_message(timeout=10)
+    assert t == b"E" and parse_fields(body)["C"] == "42P05" and "reserved" in parse_fields(body)["M"]
+    assert w.is_closed(timeout=10)
+    assert exchange(other, query("SELECT 1")) == "T D=1 C Z:I"

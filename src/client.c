@@ -623,10 +623,12 @@ static inline void request_sent(struct server *s, const struct client *c)
 
 /*
  * A Query or Parse about to go to s: what its SQL text may do to the
- * session (scan.h), noted on the server, and returned (0: not scanned).
+ * session (scan.h), noted on the server, and returned (0: not scanned;
+ * else also the name a lone DEALLOCATE names, or "", in deallocated).
  * Outside session mode only, with session_state = track or pin.
  */
-static unsigned scan_request(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t avail)
+static unsigned scan_request(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t avail,
+                             char deallocated[SCAN_NAME_MAX])
 {
     struct scan_effects fx;
     struct pkt_reader   r;
@@ -643,8 +645,10 @@ static unsigned scan_request(struct client *c, struct server *s, uint8_t type, u
     if (r.bad) return 0; /* PostgreSQL will refuse the message */
     scan_init(&fx);
     scan_sql(sql, (size_t)((const char *)r.p - sql) - 1, s->std_strings, /* r is past its NUL */
-             SCAN_READBACK | SCAN_PIN | (stmt_tracked(c, s) ? SCAN_STATEMENTS : 0), &fx);
+             SCAN_READBACK | SCAN_PIN | SCAN_STATEMENTS, &fx);
     if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c, s)) stmt_text_dropped(c, s, fx.flags);
+    /* DEALLOCATE of one name, alone in the text: maybe one of the client's protocol-level statements. */
+    strcpy(deallocated, fx.statements == 1 ? fx.deallocated : "");
     s->scan_pending |= fx.flags;
     for (int i = 0; i < fx.nnames; i++)
         if (s->scan_names.count >= SCAN_NAMES_MAX || !varlist_set(&s->scan_names, fx.names[i], ""))
@@ -662,8 +666,9 @@ static void forward_to_server(struct client *c)
         size_t   avail = evbuffer_get_length(c->in), taken = 0;
         uint8_t  type;
         uint32_t len;
-        bool     named;       /* a message about prepared statements, which pgbun keeps */
-        unsigned scanned = 0; /* what a Query's or Parse's text may do (scan.h) */
+        bool     named;                      /* a message about prepared statements, which pgbun keeps */
+        unsigned scanned = 0;                /* what a Query's or Parse's text may do (scan.h) */
+        char     deallocated[SCAN_NAME_MAX]; /* ... and the statement a lone DEALLOCATE names */
 
         if (c->fwd_left > 0) {
             size_t n = avail < c->fwd_left ? avail : c->fwd_left;
@@ -689,7 +694,7 @@ static void forward_to_server(struct client *c)
         case 'Q':
             s->syncs_since_execute = 0;
             request_sent(s, c);
-            if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail);
+            if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail, deallocated);
             break;
         case 'F': request_sent(s, c); break;
         case 'S':
@@ -710,7 +715,7 @@ static void forward_to_server(struct client *c)
         case 'B':
             if (type == 'P') {
                 c->pool->stats.parse_count++;
-                if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail);
+                if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail, deallocated);
             } else {
                 c->pool->stats.bind_count++;
             }
@@ -730,8 +735,8 @@ static void forward_to_server(struct client *c)
             case STMT_TAKEN: break;
             }
         }
-        if ((scanned & (SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL)) == SCAN_DEALLOCATE && stmt_tracked(c, s) &&
-            stmt_deallocate(c, s, type, len, &taken) == STMT_CLOSED)
+        if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && stmt_tracked(c, s) &&
+            stmt_deallocate(c, s, type, len, deallocated, &taken) == STMT_CLOSED)
             return;
         if (type == 'P') c->pool->stats.server_parse_count++;
         if (strchr("PBDECQF", type) != NULL || (type == 'S' && !s->copy_in)) {

@@ -464,6 +464,43 @@ void proto_add_query(struct evbuffer *out, const char *sql)
     pkt_finish(&p, out, true);
 }
 
+void proto_add_parse(struct evbuffer *out, const char *name, const char *query, const void *params, size_t params_len)
+{
+    static const uint8_t none[2] = {0, 0};
+    struct pkt           p;
+
+    pkt_start(&p, 'P');
+    pkt_put_str(&p, name);
+    pkt_put_str(&p, query);
+    if (params != NULL)
+        pkt_put(&p, params, params_len);
+    else
+        pkt_put(&p, none, sizeof(none));
+    pkt_finish(&p, out, true);
+}
+
+void proto_add_statement_request(struct evbuffer *out, char type, const char *name)
+{
+    struct pkt p;
+
+    pkt_start(&p, (uint8_t)type);
+    pkt_put_u8(&p, 'S');
+    pkt_put_str(&p, name);
+    pkt_finish(&p, out, true);
+}
+
+void proto_add_sync(struct evbuffer *out)
+{
+    add_bare(out, 'S');
+}
+
+void proto_add_header(struct evbuffer *out, char type, uint32_t len)
+{
+    uint8_t h[5] = {(uint8_t)type, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+
+    evbuffer_add(out, h, sizeof(h));
+}
+
 void proto_add_password(struct evbuffer *out, const char *password)
 {
     struct pkt p;

@@ -117,6 +117,13 @@ void proto_add_param_status(struct evbuffer *out, const char *name, const char *
 void proto_add_backend_key(struct evbuffer *out, const uint8_t key[8]);
 void proto_add_ready(struct evbuffer *out, char status);
 void proto_add_query(struct evbuffer *out, const char *sql);
+/* Parse of statement name: the query, then params (int16 count, int32 type OIDs); NULL: none. */
+void proto_add_parse(struct evbuffer *out, const char *name, const char *query, const void *params, size_t params_len);
+/* Describe ('D') or Close ('C') of prepared statement name. */
+void proto_add_statement_request(struct evbuffer *out, char type, const char *name);
+void proto_add_sync(struct evbuffer *out);
+/* The header alone (type, length) of a message whose len - 4 body bytes follow. */
+void proto_add_header(struct evbuffer *out, char type, uint32_t len);
 void proto_add_password(struct evbuffer *out, const char *password);
 void proto_add_sasl_initial(struct evbuffer *out, const char *mech, const char *data, size_t len);
 void proto_add_sasl_response(struct evbuffer *out, const char *data, size_t len);

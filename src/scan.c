@@ -259,7 +259,7 @@ static void next_token(struct lexer *lx, struct token *t)
  * booleans compare so), NUL-terminated in out. False if it does not fit
  * or is not decoded here (U&, a backslash escape other than \' or \\).
  */
-static bool token_text(const struct token *t, char *out, size_t outlen)
+static bool token_text(const struct token *t, char *out, size_t outlen, bool fold_quoted)
 {
     bool   quoted = t->kind != T_IDENT;
     char   q = t->kind == T_QIDENT ? '"' : '\'';
@@ -277,7 +277,7 @@ static bool token_text(const struct token *t, char *out, size_t outlen)
             i++;
         }
         if (n + 1 >= outlen) return false;
-        out[n++] = lower(c);
+        out[n++] = quoted && !fold_quoted ? c : lower(c);
     }
     out[n] = '\0';
     return true;
@@ -323,7 +323,7 @@ static bool dotted_name(const struct stmt *st, int from, char *out, size_t outle
         const struct token *t = &st->first[i];
 
         if (i >= st->n || i >= KEEP || (t->kind != T_IDENT && t->kind != T_QIDENT)) return false;
-        if (!token_text(t, out + n, outlen - n) || strlen(out + n) > NAME_PART_MAX) return false;
+        if (!token_text(t, out + n, outlen - n, true) || strlen(out + n) > NAME_PART_MAX) return false;
         n += strlen(out + n);
         if (!(i + 1 < st->n && i + 1 < KEEP && is_punct(&st->first[i + 1], '.'))) return true;
         if (n + 2 > outlen) return false;
@@ -417,7 +417,11 @@ static void classify(const struct stmt *st, struct scan_effects *fx)
         int a = st->n > 1 && is_word(&st->first[1], "prepare") ? 2 : 1; /* DEALLOCATE [PREPARE] ALL */
 
         fx->flags |= SCAN_DEALLOCATE;
-        if (a < st->n && a < KEEP && is_word(&st->first[a], "all")) fx->flags |= SCAN_DEALLOCATE_ALL;
+        if (a < st->n && a < KEEP && is_word(&st->first[a], "all"))
+            fx->flags |= SCAN_DEALLOCATE_ALL;
+        else if (a + 1 == st->n && st->first[a].kind != T_STRING && /* the name, and nothing after it */
+                 !token_text(&st->first[a], fx->deallocated, sizeof(fx->deallocated), false))
+            fx->deallocated[0] = '\0';
     } else if (is_word(w, "load"))
         fx->flags |= SCAN_LOAD;
 }
@@ -450,7 +454,7 @@ static bool is_true(const struct token *t)
     char                     text[8];
 
     if (t->kind == T_IDENT) return is_word(t, "true");
-    if (t->kind != T_STRING || !token_text(t, text, sizeof(text))) return false;
+    if (t->kind != T_STRING || !token_text(t, text, sizeof(text), true)) return false;
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         if (strcmp(text, yes[i]) == 0) return true;
     return false;
@@ -464,7 +468,7 @@ static void on_config_arg(struct stmt *st, const struct token *t, struct scan_ef
     if (is_punct(t, '(')) st->cfg_depth++;
     if (is_punct(t, ')') && st->cfg_depth-- == 0) {
         /* The call ends: set_config(name, value, is_local). */
-        if (!st->cfg_named || !token_text(&st->cfg_name, name, sizeof(name)))
+        if (!st->cfg_named || !token_text(&st->cfg_name, name, sizeof(name), true))
             fx->flags |= SCAN_SETTING_ANY;
         else if (!(st->cfg_arg == 2 && st->cfg_plain && st->cfg_local))
             add_name(fx, name); /* session level, or not known to be local */
@@ -560,6 +564,8 @@ void scan_init(struct scan_effects *fx)
 {
     fx->flags = 0;
     fx->nnames = 0;
+    fx->statements = 0;
+    fx->deallocated[0] = '\0';
 }
 
 /* Whether word w (lower case) is spelled at p, in any case, before end. */
@@ -662,6 +668,7 @@ void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, stru
         next_token(&lx, &t);
         if (t.kind == T_END || is_punct(&t, ';')) {
             if (st.cfg_arg >= 0) fx->flags |= SCAN_SETTING_ANY; /* set_config( cut short */
+            if (st.n > 0) fx->statements++;
             classify(&st, fx);
             if (t.kind == T_END) return;
             stmt_reset(&st);

@@ -52,6 +52,8 @@ struct scan_effects {
     unsigned flags;                                /* enum scan_flag bits */
     int      nnames;                               /* entries of names */
     char     names[SCAN_MAX_NAMES][SCAN_NAME_MAX]; /* lower-cased, distinct */
+    int      statements;                           /* statements seen, empty ones not counted */
+    char     deallocated[SCAN_NAME_MAX];           /* DEALLOCATE [PREPARE] name: the name as PostgreSQL reads it */
 };
 
 void scan_init(struct scan_effects *fx);

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "client.h"
 #include "pgbun.h"
@@ -36,36 +35,6 @@ static void server_name(char out[SERVER_NAME_LEN], uint64_t id)
 bool stmt_tracked(const struct client *c, const struct server *s)
 {
     return c->stmts != NULL || s->pool->track_prepared;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* A message of type t whose body is a, then b. */
-static void add_message(struct evbuffer *out, char t, const void *a, size_t alen, const void *b, size_t blen)
-{
-    uint8_t h[5] = {(uint8_t)t};
-
-    put_u32(h + 1, (uint32_t)(4 + alen + blen));
-    evbuffer_add(out, h, 5);
-    evbuffer_add(out, a, alen);
-    if (blen > 0) evbuffer_add(out, b, blen);
-}
-
-/* Close 'S' or Describe 'S' of a server-side name. */
-static void add_statement_message(struct evbuffer *out, char t, const char *name)
-{
-    char   body[1 + SERVER_NAME_LEN];
-    size_t n = strlen(name);
-
-    body[0] = 'S';
-    memcpy(body + 1, name, n + 1);
-    add_message(out, t, body, n + 2, NULL, 0);
 }
 
 /* Offset just past the k-th NUL after a message's header, within its first `have` bytes; 0: not there. */
@@ -138,7 +107,7 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
         struct rq_entry close = {.type = 'C', .action = RQ_DROP, .id = evicted};
 
         server_name(name, evicted);
-        add_statement_message(s->out, 'C', name);
+        proto_add_statement_request(s->out, 'C', name);
         if (!rq_push(&s->rq, &close)) oom = true;
     }
     if (oom) {
@@ -150,14 +119,15 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
     server_name(name, p->id);
     if (s->stmts_dirty || unsure) {
         /* The client's text may have left the name behind (a DEALLOCATE that failed): close it first. */
-        add_statement_message(s->out, 'C', name);
+        proto_add_statement_request(s->out, 'C', name);
         if (!rq_push_simple(&s->rq, 'C', RQ_DROP)) {
             free(e->name);
             out_of_memory(c);
             return false;
         }
     }
-    add_message(s->out, 'P', name, strlen(name) + 1, p->body, p->len);
+    proto_add_parse(s->out, name, (const char *)p->body, p->body + strlen((const char *)p->body) + 1,
+                    p->len - strlen((const char *)p->body) - 1);
     c->pool->stats.server_parse_count++;
     e->id = p->id;
     if (!rq_push(&s->rq, e)) {
@@ -246,7 +216,7 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
         e.type = 'D';
         e.action = RQ_SUBST;
         evbuffer_drain(c->in, (size_t)len + 1);
-        add_statement_message(s->out, 'D', STMT_NO_SUCH_NAME);
+        proto_add_statement_request(s->out, 'D', STMT_NO_SUCH_NAME);
         return queued(c, s, &e);
     }
     if (c->stmts == NULL && (c->stmts = calloc(1, sizeof(*c->stmts))) == NULL) {
@@ -272,10 +242,8 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
          * the server's cache would hide. It refuses this one in its place
          * (of the unnamed statement, which it cannot replace now).
          */
-        static const char refused[] = "\0SELECT 1\0\0\0"; /* name, text, int16 0: no parameter types */
-
         e.action = RQ_PASS;
-        add_message(s->out, 'P', refused, sizeof(refused) - 1, NULL, 0);
+        proto_add_parse(s->out, "", "SELECT 1", NULL, 0);
         return queued(c, s, &e);
     }
     if (holds(s, p, &unsure)) {
@@ -295,14 +263,12 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
 static void rewrite_head(struct server *s, const uint8_t *m, size_t name_at, size_t name_end, uint32_t len,
                          const struct pstmt *p)
 {
-    char    name[SERVER_NAME_LEN];
-    uint8_t h[5] = {m[0]};
-    size_t  n;
+    char   name[SERVER_NAME_LEN];
+    size_t n;
 
     server_name(name, p->id);
     n = strlen(name) + 1;
-    put_u32(h + 1, len - (uint32_t)(name_end - name_at) + (uint32_t)n);
-    evbuffer_add(s->out, h, 5);
+    proto_add_header(s->out, (char)m[0], len - (uint32_t)(name_end - name_at) + (uint32_t)n);
     evbuffer_add(s->out, m + 5, name_at - 5);
     evbuffer_add(s->out, name, n);
 }
@@ -378,74 +344,20 @@ void stmt_text_dropped(struct client *c, struct server *s, unsigned flags)
     s->stmts_dirty = true;
 }
 
-static bool is_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
-}
-
-static const char *skip_space(const char *p)
-{
-    while (is_space(*p))
-        p++;
-    return p;
-}
-
-/* Word w (lower case) at p, in any case, followed by a space. */
-static bool keyword(const char *p, const char *w)
-{
-    size_t n = strlen(w);
-
-    return strncasecmp(p, w, n) == 0 && is_space(p[n]);
-}
-
-/*
- * sql is "DEALLOCATE [PREPARE] name [;]" and nothing else (no comment):
- * the name as PostgreSQL reads it (folded to lower case unless quoted).
- */
-static bool deallocate_target(const char *sql, char *out, size_t n)
-{
-    const char *p = skip_space(sql);
-    size_t      k = 0;
-
-    if (!keyword(p, "deallocate")) return false;
-    p = skip_space(p + 10);
-    if (keyword(p, "prepare")) p = skip_space(p + 7);
-    if (*p == '"') {
-        for (p++; *p != '\0' && !(p[0] == '"' && p[1] != '"'); p++) {
-            if (*p == '"') p++; /* "" is one " */
-            if (k + 1 >= n) return false;
-            out[k++] = *p;
-        }
-        if (*p++ != '"') return false;
-    } else {
-        for (; (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
-               *p == '$' || (unsigned char)*p >= 0x80;
-             p++) {
-            if (k + 1 >= n) return false;
-            out[k++] = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
-        }
-    }
-    out[k] = '\0';
-    p = skip_space(p);
-    if (*p == ';') p = skip_space(p + 1);
-    return k > 0 && *p == '\0';
-}
-
-enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
+enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, const char *target,
+                               size_t *taken)
 {
     const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
     struct pkt_reader r;
-    const char       *sql;
-    char              target[256], text[16 + SERVER_NAME_LEN], name[SERVER_NAME_LEN];
+    char              text[16 + SERVER_NAME_LEN], name[SERVER_NAME_LEN];
     struct pstmt     *p;
     bool              unsure;
 
     *taken = 0;
     pkt_reader_init(&r, m + 5, len - 4);
     if (type == 'P' && pkt_get_str(&r)[0] != '\0') return STMT_PASS; /* a named statement of it: left alone */
-    sql = pkt_get_str(&r);
-    if (r.bad || c->stmts == NULL || !deallocate_target(sql, target, sizeof(target)) ||
-        (p = pstmt_name_find(c->stmts, target)) == NULL)
+    (void)pkt_get_str(&r);                                           /* the text, which the scanner has read */
+    if (r.bad || c->stmts == NULL || (p = pstmt_name_find(c->stmts, target)) == NULL)
         return STMT_PASS; /* not one of the client's protocol-level names: the server's to judge */
     if (type == 'Q' && !holds(s, p, &unsure)) {
         /*
@@ -457,19 +369,17 @@ enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type,
 
         if (s->unsynced) return STMT_PASS; /* extended messages before it: theirs is the Sync */
         if (!prepare_on(c, s, p, &parse, unsure)) return STMT_CLOSED;
-        add_message(s->out, 'S', "", 0, NULL, 0);
+        proto_add_sync(s->out);
         if (!rq_push_simple(&s->rq, 'S', RQ_DROP)) return out_of_memory(c);
     } else if (!ensure_on(c, s, p)) {
         return STMT_CLOSED;
     }
     server_name(name, p->id);
-    if (type == 'Q') {
-        snprintf(text, sizeof(text), "DEALLOCATE %s", name);
-        add_message(s->out, 'Q', text, strlen(text) + 1, NULL, 0);
-    } else {
-        snprintf(text, sizeof(text), "%cDEALLOCATE %s", '\0', name); /* the unnamed statement's name, then the text */
-        add_message(s->out, 'P', text, 1 + strlen(text + 1) + 1, r.p, r.left);
-    }
+    snprintf(text, sizeof(text), "DEALLOCATE %s", name);
+    if (type == 'Q')
+        proto_add_query(s->out, text);
+    else
+        proto_add_parse(s->out, "", text, r.p, r.left);
     /* The server loses it for every client: prepared again where needed, closed first in case it ran not. */
     pstmt_cache_remove(&s->stmts, p->id);
     s->stmts_dirty = true;

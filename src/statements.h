@@ -46,10 +46,12 @@ enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, ui
 
 /*
  * A Query, or a Parse of the unnamed statement, whose text is DEALLOCATE of
- * one of c's statements (PHP's PDO, psycopg past prepared_max): sent to s
- * under pgbun's name, the client's name forgotten. STMT_PASS otherwise.
+ * target alone (scan.h: scan_effects.deallocated) and target one of c's
+ * statements (PHP's PDO, psycopg past prepared_max): sent to s under
+ * pgbun's name, the client's name forgotten. STMT_PASS otherwise.
  */
-enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken);
+enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, const char *target,
+                               size_t *taken);
 
 /* The client's text may have dropped prepared statements (scan.h SCAN_STATEMENTS flags). */
 void stmt_text_dropped(struct client *c, struct server *s, unsigned flags);

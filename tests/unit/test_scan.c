@@ -175,6 +175,34 @@ static void quoting_and_statements(void)
     flags_of("SELECT 'ünïcödé'; LISTEN x", SCAN_LISTEN);
 }
 
+/* DEALLOCATE of one name: the name as PostgreSQL reads it, and how many statements the text holds. */
+static void deallocate_targets(void)
+{
+    static const struct {
+        const char *sql;
+        const char *name;
+        int         statements;
+    } cases[] = {
+        {"DEALLOCATE _pg3_0", "_pg3_0", 1},
+        {"deallocate prepare \"S_2\";", "S_2", 1},
+        {"/* pdo */ DEALLOCATE Pdo_Stmt_00000001 -- done", "pdo_stmt_00000001", 1},
+        {"DEALLOCATE \"a\"\"b\"", "a\"b", 1},
+        {"DEALLOCATE ALL", "", 1},
+        {"DEALLOCATE PREPARE ALL", "", 1},
+        {"DEALLOCATE s1 s2", "", 1},
+        {"DEALLOCATE 's1'", "", 1},
+        {"DEALLOCATE s1; SELECT 1", "s1", 2},
+        {";;DEALLOCATE s1;", "s1", 1},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        scan(cases[i].sql, true);
+        if (!ok(strcmp(fx.deallocated, cases[i].name) == 0 && fx.statements == cases[i].statements,
+                "%s: deallocates \"%s\", %d statement(s)", cases[i].sql, cases[i].name, cases[i].statements))
+            printf("#   got \"%s\", %d\n", fx.deallocated, fx.statements);
+    }
+}
+
 static void limits(void)
 {
     char sql[1024];
@@ -260,6 +288,7 @@ int main(void)
     set_config_calls();
     other_state();
     quoting_and_statements();
+    deallocate_targets();
     limits();
     every_prefix();
     settings_only();

@@ -8,8 +8,8 @@
  * A worker's registry holds each distinct statement (the Parse body after
  * its name) once, with a process-wide id. Each client maps its own names
  * to registry entries. Each server remembers which ids it has prepared,
- * least recently used first, up to max_prepared_statements. Not wired
- * into forwarding yet: see docs/SESSION_STATE.md, section 2.
+ * least recently used first, up to max_prepared_statements.
+ * statements.c does the forwarding: see docs/SESSION_STATE.md, section 2.
  */
 #ifndef PGBUN_PREPARED_H
 #define PGBUN_PREPARED_H

@@ -24,6 +24,7 @@ Environment:
 """
 
 import glob
+import json
 import grp
 import os
 import pwd
@@ -652,6 +653,40 @@ def backend_pid(conn):
     return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
+def _holders(bun):
+    """Two clients of bun; each holds one of the pool's two servers once it runs a query."""
+    return bun.connect(autocommit=False, prepare_threshold=None), bun.connect(autocommit=False,
+                                                                               prepare_threshold=None)
+
+
+def server_pids(bun):
+    """The backend pids of the two servers of bun's pool (pool size 2; opened if need be)."""
+    h1, h2 = _holders(bun)
+    try:
+        pids = (backend_pid(h1), backend_pid(h2))
+    finally:
+        h1.rollback()
+        h2.rollback()
+    assert pids[0] != pids[1]
+    return pids
+
+
+def on_server(bun, pid, run):
+    """run() while the server of backend pid is the pool's only idle one: two holders take both
+    servers in a transaction and the one to use is let go (transaction mode, pool size 2)."""
+    h1, h2 = _holders(bun)
+    try:
+        p1, p2 = backend_pid(h1), backend_pid(h2)
+        assert pid in (p1, p2), f"backend {pid} is not one of the pool's servers {p1}, {p2}"
+        (h1 if p1 == pid else h2).rollback()
+        return run()
+    finally:
+        h1.rollback()
+        h2.rollback()
+        h1.close()
+        h2.close()
+
+
 def console_rows(bun, what, user="postgres"):
     """SHOW <what> on pgbun's console, as dicts (the user must be in admin_users or stats_users)."""
     with bun.connect(dbname="pgbun", user=user) as admin:
@@ -716,3 +751,38 @@ def held_backends(ports, pid, pg):
     between is not counted, and one opened in between was not listed."""
     held = local_ports_to(pid, pg.port)
     return sum(1 for p in ports if p in held)
+
+
+NODE_PG_VERSION = "8.13.1"
+
+
+@pytest.fixture(scope="session")
+def node_pg():
+    """node-postgres installed once into a cache outside the source tree; returns
+    the node_modules directory. Fails (not skips) without node or npm."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail(f"node-postgres tests need node and npm on PATH (node: {node}, npm: {npm}); "
+                    "install nodejs and npm", pytrace=False)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pgbun-tests"
+    prefix = cache / f"node-pg-{NODE_PG_VERSION}"
+    manifest = prefix / "node_modules" / "pg" / "package.json"
+
+    def installed():
+        try:
+            return json.loads(manifest.read_text()).get("version") == NODE_PG_VERSION
+        except (OSError, ValueError):
+            return False
+
+    if not installed():
+        prefix.mkdir(parents=True, exist_ok=True)
+        try:
+            res = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                                  f"pg@{NODE_PG_VERSION}"], capture_output=True, text=True, timeout=300,
+                                 cwd=str(prefix))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"npm install pg@{NODE_PG_VERSION} took more than 300 s", pytrace=False)
+        if res.returncode != 0 or not installed():
+            pytest.fail(f"npm install pg@{NODE_PG_VERSION} into {prefix} failed ({res.returncode}):\n"
+                        f"{res.stdout}\n{res.stderr}", pytrace=False)
+    return prefix / "node_modules"

@@ -8,12 +8,10 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -256,41 +254,6 @@ def test_every_show_has_the_right_columns_and_typed_values_through_psycopg(start
     assert mine["cl_active"] == 1 and mine["sv_active"] == 1, mine
     assert mine["pool_mode"] == "session"
     assert row_for(show(conn, "VERSION", mode), )["version"].startswith("pgbun")
-
-
-NODE_PG_VERSION = "8.13.1"
-
-
-@pytest.fixture(scope="session")
-def node_pg():
-    """node-postgres installed once into a cache outside the source tree; returns
-    the node_modules directory. Fails (not skips) without node or npm."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(f"node-postgres tests need node and npm on PATH (node: {node}, npm: {npm}); "
-                    "install nodejs and npm", pytrace=False)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pgbun-tests"
-    prefix = cache / f"node-pg-{NODE_PG_VERSION}"
-    manifest = prefix / "node_modules" / "pg" / "package.json"
-
-    def installed():
-        try:
-            return json.loads(manifest.read_text()).get("version") == NODE_PG_VERSION
-        except (OSError, ValueError):
-            return False
-
-    if not installed():
-        prefix.mkdir(parents=True, exist_ok=True)
-        try:
-            res = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                                  f"pg@{NODE_PG_VERSION}"], capture_output=True, text=True, timeout=300,
-                                 cwd=str(prefix))
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"npm install pg@{NODE_PG_VERSION} took more than 300 s", pytrace=False)
-        if res.returncode != 0 or not installed():
-            pytest.fail(f"npm install pg@{NODE_PG_VERSION} into {prefix} failed ({res.returncode}):\n"
-                        f"{res.stdout}\n{res.stderr}", pytrace=False)
-    return prefix / "node_modules"
 
 
 def node_admin(node_pg, bun, commands, user="postgres", dbname="pgbun"):

@@ -36,7 +36,6 @@ import psycopg
 import pytest
 
 from conftest import HERE, IS_PGBOUNCER, TEST_WORKERS, pg_bindir, run
-from test_admin import node_pg  # noqa: F401 - the fixture: node-postgres installed once per run
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's protocol-level prepared statements")
 

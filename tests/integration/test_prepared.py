@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from conftest import IS_PGBOUNCER, backend_pid, console_rows as show, wait_until
+from conftest import IS_PGBOUNCER, console_rows as show, on_server, server_pids, wait_until
 from pgwire import message, parse_fields
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's prepared statement tracking")
@@ -93,35 +93,6 @@ def run_bound(stmt, params=()):
 
 
 # ---- steering
-
-def holders(bun):
-    return bun.connect(autocommit=False, prepare_threshold=None), bun.connect(autocommit=False,
-                                                                               prepare_threshold=None)
-
-
-def server_pids(bun):
-    h1, h2 = holders(bun)
-    pids = (backend_pid(h1), backend_pid(h2))
-    h1.rollback()
-    h2.rollback()
-    assert pids[0] != pids[1]
-    return pids
-
-
-def on_server(bun, pid, fn):
-    """fn() while the server of backend pid is the only idle one."""
-    h1, h2 = holders(bun)
-    try:
-        p1, p2 = backend_pid(h1), backend_pid(h2)
-        assert pid in (p1, p2)
-        (h1 if p1 == pid else h2).rollback()
-        return fn()
-    finally:
-        h1.rollback()
-        h2.rollback()
-        h1.close()
-        h2.close()
-
 
 def pid_of(w):
     return int(w.scalar("SELECT pg_backend_pid()"))

@@ -8,7 +8,7 @@ client from server to server, and never to reach another client.
 
 import pytest
 
-from conftest import IS_PGBOUNCER, backend_pid
+from conftest import IS_PGBOUNCER, on_server, server_pids
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's session-state tracking")
 
@@ -21,38 +21,10 @@ def client(bun, **kw):
     return bun.connect(**kw)
 
 
-def servers(bun):
-    """The backend pids of the pool's two servers (opened if need be)."""
-    h1, h2 = client(bun, autocommit=False), client(bun, autocommit=False)
-    try:
-        pids = (backend_pid(h1), backend_pid(h2))
-    finally:
-        h1.rollback()
-        h2.rollback()
-    assert pids[0] != pids[1]
-    return pids
-
-
-def on_server(bun, pid, run):
-    """Calls run() while the server of backend pid is the pool's only idle one: two
-    holders take both servers in a transaction and the one to use is let go."""
-    h1, h2 = client(bun, autocommit=False), client(bun, autocommit=False)
-    try:
-        p1, p2 = backend_pid(h1), backend_pid(h2)
-        assert pid in (p1, p2), f"backend {pid} is not one of the pool's servers {p1}, {p2}"
-        (h1 if p1 == pid else h2).rollback()
-        return run()
-    finally:
-        h1.rollback()
-        h2.rollback()
-        h1.close()
-        h2.close()
-
-
 def on_each(bun, conn, sql):
     """sql's first value on conn, run once on each server of the pool, with the pid it ran on."""
     out = []
-    for pid in servers(bun):
+    for pid in server_pids(bun):
         ran, value = on_server(bun, pid, lambda: conn.execute(f"SELECT pg_backend_pid(), ({sql})").fetchone())
         assert ran == pid, f"ran on backend {ran}, not {pid}"
         out.append(value)
@@ -121,7 +93,7 @@ def test_several_statements_in_one_simple_query_are_all_seen(start_pgbun):
     w = bun.wire()
     w.login("postgres", "pgbun_test")
     w.query("SELECT 1; SET myext.tenant = 'multi'; SELECT 2")
-    pids = servers(bun)
+    pids = server_pids(bun)
     for pid in pids:
         assert on_server(bun, pid, lambda: w.query(f"SELECT pg_backend_pid(), ({TENANT})")[0]) == [str(pid), "multi"]
 
@@ -162,7 +134,7 @@ def test_session_state_off_leaves_a_set_on_the_server_it_ran_on(start_pgbun, pg,
     else:
         bun = start_pgbun(config=POOL, databases={"pgbun_test": pg.entry(session_state="off")})
     a = client(bun)
-    first, other = servers(bun)
+    first, other = server_pids(bun)
     on_server(bun, first, lambda: a.execute("SET myext.tenant = 'stays'"))
     assert on_server(bun, first, lambda: a.execute(TENANT).fetchone()[0]) == "stays"
     assert on_server(bun, other, lambda: a.execute(TENANT).fetchone()[0]) is None
@@ -183,7 +155,7 @@ def test_the_scan_reads_quotes_as_the_server_does_with_standard_conforming_strin
     w.login("postgres", "pgbun_test")
     w.query("SET standard_conforming_strings = off")
     w.query("SELECT 'it\\'s'; SET myext.tenant = 'seen'")
-    for pid in servers(bun):
+    for pid in server_pids(bun):
         assert on_server(bun, pid, lambda: w.query(f"SELECT pg_backend_pid(), ({TENANT})")[0]) == [str(pid), "seen"]
 
 

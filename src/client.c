@@ -621,32 +621,57 @@ static inline void request_sent(struct server *s, const struct client *c)
 #define SCAN_MSG_MAX   (64 * 1024) /* longer queries are not scanned: their settings are read back in any case */
 #define SCAN_NAMES_MAX 256         /* custom setting names kept per transaction, past which only built-ins are */
 
+/* Whether pgbun set any of c's startup parameters on s: a RESET there would lose it (server_restore_params). */
+static bool params_applied(const struct client *c, const struct server *s)
+{
+    for (size_t i = 0; i < c->params.count && s->applied.count > 0; i++)
+        if (varlist_get(&s->applied, c->params.vars[i].name) != NULL) return true;
+    return false;
+}
+
 /*
  * A Query or Parse about to go to s: what its SQL text may do to the
- * session (scan.h), noted on the server, and returned (0: not scanned;
- * else also the name a lone DEALLOCATE names, or "", in deallocated).
- * Outside session mode only, with session_state = track or pin.
+ * session (scan.h), noted on the server and returned (with session_state
+ * = track or pin, outside session mode), and in deallocated the name a
+ * lone DEALLOCATE names, or "". In any mode, a RESET that would lose a
+ * startup parameter pgbun applied makes a restore due. A message too big
+ * to hold whole has its head scanned (for the names it sets) and counts
+ * as any setting.
  */
 static unsigned scan_request(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t avail,
                              char deallocated[SCAN_NAME_MAX])
 {
+    bool                track = s->pool->track_session;
+    unsigned            want = track ? SCAN_READBACK | SCAN_PIN | SCAN_STATEMENTS | SCAN_CALL : 0;
+    bool                whole = avail >= (size_t)len + 1 && len <= SCAN_MSG_MAX;
+    size_t              head = whole ? (size_t)len + 1 : avail < SCAN_MSG_MAX ? avail : SCAN_MSG_MAX;
     struct scan_effects fx;
     struct pkt_reader   r;
-    const char         *sql;
+    const char         *sql, *nul;
 
-    if (avail < (size_t)len + 1 || len > SCAN_MSG_MAX) {
-        /* Not held whole: read back in any case (a pin flag other than LOAD asks for what the server holds). */
-        s->scan_pending |= SCAN_SETTING_ANY | SCAN_DROP;
-        return 0;
-    }
-    pkt_reader_init(&r, evbuffer_pullup(c->in, (ev_ssize_t)len + 1) + 5, len - 4);
+    deallocated[0] = '\0';
+    if (params_applied(c, s)) want |= SCAN_RESTORE;
+    if (want == 0) return 0;
+    pkt_reader_init(&r, evbuffer_pullup(c->in, (ev_ssize_t)head) + 5, head - 5);
     if (type == 'P') (void)pkt_get_str(&r); /* the statement name */
-    sql = pkt_get_str(&r);
-    if (r.bad) return 0; /* PostgreSQL will refuse the message */
     scan_init(&fx);
-    scan_sql(sql, (size_t)((const char *)r.p - sql) - 1, s->std_strings, /* r is past its NUL */
-             SCAN_READBACK | SCAN_PIN | SCAN_STATEMENTS, &fx);
-    if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c, s)) stmt_text_dropped(c, s, fx.flags);
+    if (r.bad) {
+        if (whole) return 0; /* PostgreSQL will refuse the message */
+    } else {
+        /* The text up to its NUL, or up to the end of what is here. */
+        sql = (const char *)r.p;
+        nul = memchr(sql, '\0', r.left);
+        scan_sql(sql, nul != NULL ? (size_t)(nul - sql) : r.left, s->std_strings, want, &fx);
+    }
+    if (!whole) {
+        /* The rest is not seen: read back whatever it may have done (a pin flag other than LOAD asks what is held). */
+        fx.flags |= SCAN_SETTING_ANY | SCAN_DROP | SCAN_RESET;
+        fx.deallocated[0] = '\0';
+    }
+    if ((want & SCAN_RESTORE) && (fx.flags & SCAN_RESTORE)) s->restore_due = true;
+    if (!track) return 0;
+    if (fx.flags & SCAN_UNKNOWN) s->unknown_of = c->id; /* server_prepare_for cleans it for anyone else */
+    if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c)) stmt_text_dropped(s, fx.flags);
     /* DEALLOCATE of one name, alone in the text: maybe one of the client's protocol-level statements. */
     strcpy(deallocated, fx.statements == 1 ? fx.deallocated : "");
     s->scan_pending |= fx.flags;
@@ -656,6 +681,50 @@ static unsigned scan_request(struct client *c, struct server *s, uint8_t type, u
     return fx.flags;
 }
 
+/*
+ * Whether the message at the head of c->in (type and len from its header,
+ * avail bytes of it buffered) can go out now. What pgbun must read whole
+ * waits for all of it: a message about a prepared statement it keeps (a
+ * Bind only up to its names), and a Query or Parse small enough to scan.
+ * The answer depends on the client and its pool only.
+ * Anything else streams. A client whose next message cannot go out is
+ * given no server, and gives back the one it has once that is clean.
+ */
+static bool msg_ready(const struct client *c, uint8_t type, uint32_t len, size_t avail)
+{
+    /* Scanned: to follow session state, or to see a RESET of a startup parameter (the same answer with or without
+     * a server, or a client could be given one, send nothing, and give it back, again and again). */
+    bool scanned = (c->pool->track_session || c->params.count > 0) && len <= SCAN_MSG_MAX;
+
+    if (avail >= (size_t)len + 1) return true;
+    switch (type) {
+    case 'Q': return !scanned;
+    case 'P': return !scanned && !stmt_tracked(c);
+    case 'B':
+    case 'D':
+    case 'C': return !stmt_tracked(c) || stmt_ready(c->in, type, len, avail);
+    default: return true;
+    }
+}
+
+/* Whether PostgreSQL owes the client a reply to a message of this kind (on s, where a COPY may run). */
+static bool gets_reply(enum fe_kind kind, const struct server *s)
+{
+    return kind == FE_QUERY || kind == FE_FUNCTION || kind == FE_EXTENDED || (kind == FE_SYNC && !s->copy_in);
+}
+
+/*
+ * A message of type went to s whole. After a Query, or the Sync that ends
+ * extended messages, whose text may have RESET a startup parameter, the
+ * parameters are set again before anything else of the client's. false:
+ * the server (and so the client) was closed.
+ */
+static bool request_done(struct client *c, struct server *s, uint8_t type)
+{
+    if (!s->restore_due || (type != 'Q' && type != 'S') || (type == 'S' && s->copy_in)) return true;
+    return server_restore_params(s, c);
+}
+
 /* Moves whole (or streaming) messages from c->in to the server. */
 static void forward_to_server(struct client *c)
 {
@@ -663,18 +732,20 @@ static void forward_to_server(struct client *c)
     uint32_t       max = (uint32_t)pgbun.cfg->max_packet_size;
 
     while (evbuffer_get_length(c->in) > 0) {
-        size_t   avail = evbuffer_get_length(c->in), taken = 0;
-        uint8_t  type;
-        uint32_t len;
-        bool     named;                      /* a message about prepared statements, which pgbun keeps */
-        unsigned scanned = 0;                /* what a Query's or Parse's text may do (scan.h) */
-        char     deallocated[SCAN_NAME_MAX]; /* ... and the statement a lone DEALLOCATE names */
+        size_t       avail = evbuffer_get_length(c->in), taken = 0;
+        uint8_t      type;
+        uint32_t     len;
+        enum fe_kind kind;
+        bool         named;                      /* a message about prepared statements, which pgbun keeps */
+        unsigned     scanned = 0;                /* what a Query's or Parse's text may do (scan.h) */
+        char         deallocated[SCAN_NAME_MAX]; /* ... and the statement a lone DEALLOCATE names */
 
         if (c->fwd_left > 0) {
             size_t n = avail < c->fwd_left ? avail : c->fwd_left;
 
             evbuffer_remove_buffer(c->in, s->out, n);
             c->fwd_left -= (uint32_t)n;
+            if (c->fwd_left == 0 && !request_done(c, s, c->fwd_type)) return;
             continue;
         }
         switch (proto_peek_header(c->in, max, &type, &len)) {
@@ -682,8 +753,13 @@ static void forward_to_server(struct client *c)
         case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
         case PROTO_OK: break;
         }
-        named = (type == 'P' || type == 'B' || type == 'D' || type == 'C') && stmt_tracked(c, s);
-        if (named && !stmt_ready(c->in, type, len, avail)) goto out;
+        if ((kind = proto_fe_kind(type)) == FE_INVALID) {
+            /* PostgreSQL would close too; forwarded, it would leave a server that looks clean and is not. */
+            client_close(c, "08P01", "invalid frontend message type %u", type);
+            return;
+        }
+        if (!msg_ready(c, type, len, avail)) goto out;
+        named = kind == FE_EXTENDED && type != 'E' && stmt_tracked(c);
         switch (type) {
         case 'X':
             /* What came before it is the client's last word: send it. */
@@ -694,7 +770,7 @@ static void forward_to_server(struct client *c)
         case 'Q':
             s->syncs_since_execute = 0;
             request_sent(s, c);
-            if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail, deallocated);
+            scanned = scan_request(c, s, type, len, avail, deallocated);
             break;
         case 'F': request_sent(s, c); break;
         case 'S':
@@ -715,7 +791,7 @@ static void forward_to_server(struct client *c)
         case 'B':
             if (type == 'P') {
                 c->pool->stats.parse_count++;
-                if (s->pool->track_session) scanned = scan_request(c, s, type, len, avail, deallocated);
+                scanned = scan_request(c, s, type, len, avail, deallocated);
             } else {
                 c->pool->stats.bind_count++;
             }
@@ -735,20 +811,22 @@ static void forward_to_server(struct client *c)
             case STMT_TAKEN: break;
             }
         }
-        if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && stmt_tracked(c, s) &&
+        if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && stmt_tracked(c) &&
             stmt_deallocate(c, s, type, len, deallocated, &taken) == STMT_CLOSED)
             return;
         if (type == 'P') c->pool->stats.server_parse_count++;
-        if (strchr("PBDECQF", type) != NULL || (type == 'S' && !s->copy_in)) {
+        if (gets_reply(kind, s)) {
             request_queued(c, s, (char)type);
             if (c->state == CL_CLOSING) return;
         }
         /* The message, or what is left of it after a head pgbun rewrote. */
         if (avail >= (size_t)len + 1) {
             evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1 - taken);
+            if (!request_done(c, s, type)) return;
         } else {
             evbuffer_remove_buffer(c->in, s->out, avail - taken);
             c->fwd_left = (uint32_t)((size_t)len + 1 - avail);
+            c->fwd_type = type;
         }
     }
 out:
@@ -763,11 +841,53 @@ out:
     }
 }
 
-static void client_process(struct client *c)
+/*
+ * A client with no server: the message at the head of c->in asks for
+ * one, unless pgbun answers it here. COPY messages outside a COPY (there
+ * is none without a server) are dropped, as PostgreSQL ignores them; what
+ * remains of one still arriving is dropped as it comes (fwd_left).
+ */
+static void idle_input(struct client *c)
 {
+    size_t   avail = evbuffer_get_length(c->in);
     uint8_t  type;
     uint32_t len;
 
+    if (c->fwd_left > 0) {
+        size_t n = avail < c->fwd_left ? avail : c->fwd_left;
+
+        evbuffer_drain(c->in, n);
+        c->fwd_left -= (uint32_t)n;
+        c->process_again = c->fwd_left == 0 && avail > n;
+        return;
+    }
+    switch (proto_peek_header(c->in, (uint32_t)pgbun.cfg->max_packet_size, &type, &len)) {
+    case PROTO_NEED_MORE: return;
+    case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
+    case PROTO_OK: break;
+    }
+    if (c->pool->admin) {
+        admin_process(c);
+        return;
+    }
+    switch (proto_fe_kind(type)) {
+    case FE_TERMINATE: client_close(c, NULL, "client sent Terminate"); return;
+    case FE_INVALID: client_close(c, "08P01", "invalid frontend message type %u", type); return;
+    case FE_COPY:
+        c->fwd_left = (uint32_t)((size_t)len + 1 - (avail < (size_t)len + 1 ? avail : (size_t)len + 1));
+        evbuffer_drain(c->in, (size_t)len + 1 - c->fwd_left);
+        c->process_again = true;
+        return;
+    default:
+        /* No server for a message that could not go out on it. */
+        if (msg_ready(c, type, len, avail)) pool_request_server(c);
+        return;
+    }
+}
+
+/* One look at what the client sent, as its state wants; may leave more to do (process_again). */
+static void process_input(struct client *c)
+{
     switch (c->state) {
     case CL_LOGIN:
         if (c->step == LOGIN_STARTUP)
@@ -775,22 +895,7 @@ static void client_process(struct client *c)
         else
             handle_login_message(c);
         break;
-    case CL_IDLE:
-        switch (proto_peek_header(c->in, (uint32_t)pgbun.cfg->max_packet_size, &type, &len)) {
-        case PROTO_NEED_MORE: return;
-        case PROTO_BAD: client_close(c, "08P01", "invalid message length %u (message type '%c')", len, type); return;
-        case PROTO_OK: break;
-        }
-        if (c->pool->admin) {
-            admin_process(c);
-            break;
-        }
-        if (type == 'X') {
-            client_close(c, NULL, "client sent Terminate");
-            return;
-        }
-        pool_request_server(c);
-        break;
+    case CL_IDLE: idle_input(c); break;
     case CL_ACTIVE:
         if (c->server->phase == PHASE_NONE) {
             if (!c->throttled) forward_to_server(c);
@@ -809,6 +914,28 @@ static void client_process(struct client *c)
     case CL_CLOSING:
     case CL_NSTATES: break;
     }
+}
+
+/*
+ * Every way into a client's input comes here, and none recurses: giving
+ * back a server, getting one and being started all may happen while the
+ * client's own input is being forwarded (a server released by that very
+ * forwarding goes back to the pool, which serves the queue). Such a call
+ * from inside only asks for one more pass, which the outer call makes,
+ * as many as it takes, in a loop.
+ */
+static void client_process(struct client *c)
+{
+    if (c->processing) {
+        c->process_again = true;
+        return;
+    }
+    c->processing = true;
+    do {
+        c->process_again = false;
+        process_input(c);
+    } while (c->process_again && c->state != CL_CLOSING && evbuffer_get_length(c->in) > 0);
+    c->processing = false;
 }
 
 void client_start(struct client *c)

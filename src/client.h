@@ -53,14 +53,18 @@ struct client {
     struct pstmt_names   *stmts;         /* its prepared statements, kept by pgbun (statements.h); NULL: none */
     uint8_t               cancel_key[8]; /* BackendKeyData pgbun gave it */
     usec_t                connect_time;
-    usec_t                request_time; /* last read from the client */
-    usec_t                state_since;  /* when it entered its current state */
-    uint32_t              fwd_left;     /* bytes of a message still to pass on */
-    bool                  throttled;    /* reading paused: server output is full */
-    bool                  quit;         /* sent Terminate */
-    bool                  console_db;   /* asked for the admin console's database */
-    bool                  peer_admin;   /* on the unix socket as the OS user running pgbun */
-    struct admin_session *console;      /* the console's state, or NULL */
+    usec_t                request_time;  /* last read from the client */
+    usec_t                state_since;   /* when it entered its current state */
+    uint32_t              fwd_left;      /* bytes of a message still to pass on (with no server: to drop) */
+    uint8_t               fwd_type;      /* ... and its type */
+    uint64_t              last_server;   /* id of the server it had last, 0 before the first */
+    bool                  throttled;     /* reading paused: server output is full */
+    bool                  processing;    /* its input is being handled: a call from inside asks for another pass */
+    bool                  process_again; /* ... which the outer call makes */
+    bool                  quit;          /* sent Terminate */
+    bool                  console_db;    /* asked for the admin console's database */
+    bool                  peer_admin;    /* on the unix socket as the OS user running pgbun */
+    struct admin_session *console;       /* the console's state, or NULL */
 
     enum login_step      step;
     struct client_login *login; /* what only a login needs; NULL once welcomed (idle clients stay small) */

@@ -16,6 +16,12 @@
 
 /* ---- framing ---- */
 
+const uint8_t proto_fe_kinds[256] = {
+    ['Q'] = FE_QUERY,    ['F'] = FE_FUNCTION, ['S'] = FE_SYNC,      ['H'] = FE_FLUSH,    ['P'] = FE_EXTENDED,
+    ['B'] = FE_EXTENDED, ['D'] = FE_EXTENDED, ['E'] = FE_EXTENDED,  ['C'] = FE_EXTENDED, ['d'] = FE_COPY,
+    ['c'] = FE_COPY,     ['f'] = FE_COPY,     ['X'] = FE_TERMINATE,
+};
+
 enum proto_result proto_peek_header(struct evbuffer *buf, uint32_t max_len, uint8_t *type, uint32_t *len)
 {
     uint8_t  hdr[PROTO_HDR_LEN];
@@ -594,6 +600,26 @@ static char *put_literal(char *d, const char *value)
     return d;
 }
 
+/* Appends head, name and value as literals with a comma between, and tail. false as below. */
+static bool append_literals(char **sql, size_t *len, const char *head, const char *name, const char *value,
+                            const char *tail)
+{
+    size_t need = *len + strlen(head) + 2 * strlen(name) + 2 * strlen(value) + strlen(tail) + 8;
+    char  *s, *d;
+
+    if (!proto_valid_param_name(name)) return false;
+    s = realloc(*sql, need + 1);
+    if (s == NULL) return false;
+    d = stpcpy(s + *len, head);
+    d = put_literal(d, name);
+    *d++ = ',';
+    d = put_literal(d, value);
+    d = stpcpy(d, tail);
+    *len = (size_t)(d - s);
+    *sql = s;
+    return true;
+}
+
 /*
  * set_config() takes the value as PostgreSQL takes a startup parameter:
  * `SET search_path TO 'a,b'` would name one schema "a,b", set_config
@@ -601,21 +627,12 @@ static char *put_literal(char *d, const char *value)
  */
 bool proto_append_set(char **sql, size_t *len, const char *name, const char *value)
 {
-    size_t need = *len + 2 * strlen(name) + 2 * strlen(value) + 64;
-    char  *s, *d;
+    return append_literals(sql, len, "SELECT pg_catalog.set_config(", name, value, ",false);");
+}
 
-    if (!proto_valid_param_name(name)) return false;
-    s = realloc(*sql, need + 1);
-    if (s == NULL) return false;
-    d = s + *len;
-    d += sprintf(d, "SELECT pg_catalog.set_config(");
-    d = put_literal(d, name);
-    *d++ = ',';
-    d = put_literal(d, value);
-    d += sprintf(d, ",false);");
-    *len = (size_t)(d - s);
-    *sql = s;
-    return true;
+bool proto_append_pair(char **sql, size_t *len, size_t start, const char *name, const char *value)
+{
+    return append_literals(sql, len, *len == start ? "(" : ",(", name, value, ")");
 }
 
 bool proto_append_reset(char **sql, size_t *len, const char *name)

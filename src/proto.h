@@ -45,6 +45,29 @@ enum proto_result {
     PROTO_BAD,
 };
 
+/*
+ * What a frontend message is once its client has logged in, by type byte:
+ * one table load, so that no other byte (0 included) is taken for one of
+ * these. FE_INVALID: PostgreSQL closes a connection that sends it.
+ */
+enum fe_kind {
+    FE_INVALID = 0,
+    FE_QUERY,     /* Q: answered up to its ReadyForQuery */
+    FE_FUNCTION,  /* F: the same */
+    FE_SYNC,      /* S: ends a batch of extended-protocol messages with a ReadyForQuery */
+    FE_FLUSH,     /* H: sends what is pending; no reply of its own */
+    FE_EXTENDED,  /* P B D E C: answered (or skipped after an error) before the next Sync's ReadyForQuery */
+    FE_COPY,      /* d c f: COPY FROM STDIN data, done, fail; ignored outside a COPY */
+    FE_TERMINATE, /* X */
+};
+
+extern const uint8_t proto_fe_kinds[256];
+
+static inline enum fe_kind proto_fe_kind(uint8_t type)
+{
+    return (enum fe_kind)proto_fe_kinds[type];
+}
+
 /* Head of a regular message: len is the length field (body + 4). */
 enum proto_result proto_peek_header(struct evbuffer *buf, uint32_t max_len, uint8_t *type, uint32_t *len);
 /* Head of a startup-family packet: len is the whole packet length. */
@@ -141,6 +164,10 @@ bool proto_valid_param_name(const char *name);
  * parameter name.
  */
 bool proto_append_set(char **sql, size_t *len, const char *name, const char *value) __attribute__((warn_unused_result));
+
+/* Appends `('name', 'value')` to a VALUES list, a comma first unless *len is `start`. false as proto_append_set. */
+bool proto_append_pair(char **sql, size_t *len, size_t start, const char *name, const char *value)
+    __attribute__((warn_unused_result));
 
 /* Appends `RESET name;`. */
 bool proto_append_reset(char **sql, size_t *len, const char *name) __attribute__((warn_unused_result));

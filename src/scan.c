@@ -47,6 +47,13 @@ struct lexer {
     bool        std_strings;
 };
 
+/* What a scan is asked, and how deep in DO bodies it is. */
+struct scan_ctx {
+    bool     std_strings;
+    unsigned want;
+    int      depth;
+};
+
 #define KEEP 8 /* first tokens of a statement kept for classify() */
 
 /* The leading words on_token() looks further for. */
@@ -54,7 +61,7 @@ enum lead { L_OTHER, L_CREATE, L_SELECT, L_DECLARE };
 
 struct stmt {
     struct token first[KEEP];
-    enum lead    lead;        /* what first[0] is, once seen */
+    enum lead    kind;        /* what first[0] is, once seen */
     int          n;           /* tokens seen, capped at KEEP + 1 */
     struct token prev;        /* the token before the current one */
     bool         declare_for; /* DECLARE: FOR seen, WITH HOLD no longer possible */
@@ -65,6 +72,11 @@ struct stmt {
     bool         cfg_plain;   /* third argument is one literal */
     bool         cfg_named;   /* first argument was one string literal: cfg_name */
     struct token cfg_name;
+    struct token lead;       /* the token before the current (dotted) name */
+    struct token schema;     /* the part before the current name's last, if it has one */
+    struct token last_name;  /* the current name's last part so far */
+    bool         qualified;  /* the current name has a schema */
+    bool         prev2_name; /* the token before st->prev is an identifier */
 };
 
 /* Character classes, one table lookup per byte of the text. */
@@ -254,10 +266,103 @@ static void next_token(struct lexer *lx, struct token *t)
     lx->p++;
 }
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    c = lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* n hex digits at p (n <= 6), or -1. */
+static long hex_digits(const char *p, const char *end, int n)
+{
+    long v = 0;
+
+    if (end - p < n) return -1;
+    for (int i = 0; i < n; i++) {
+        int d = hex_value(p[i]);
+
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Code point cp as UTF-8 at out[*n]; false if it does not fit in outlen - 1 bytes or is not a character. */
+static bool put_utf8(long cp, char *out, size_t outlen, size_t *n)
+{
+    unsigned char b[4];
+    size_t        k;
+
+    if (cp <= 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    if (cp < 0x80) {
+        b[0] = (unsigned char)cp;
+        k = 1;
+    } else if (cp < 0x800) {
+        b[0] = (unsigned char)(0xc0 | cp >> 6);
+        b[1] = (unsigned char)(0x80 | (cp & 0x3f));
+        k = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (unsigned char)(0xe0 | cp >> 12);
+        b[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+        b[2] = (unsigned char)(0x80 | (cp & 0x3f));
+        k = 3;
+    } else {
+        b[0] = (unsigned char)(0xf0 | cp >> 18);
+        b[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
+        b[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+        b[3] = (unsigned char)(0x80 | (cp & 0x3f));
+        k = 4;
+    }
+    if (*n + k >= outlen) return false;
+    memcpy(out + *n, b, k);
+    *n += k;
+    return true;
+}
+
+/*
+ * The text between the quotes of U&"..." or U&'...' with PostgreSQL's
+ * default escape character: doubled quotes stand for one, \\ for a
+ * backslash, \XXXX and \+XXXXXX for a character (a surrogate pair of
+ * two \XXXX as well). False on anything else, or when it does not fit.
+ */
+static bool unicode_text(const struct token *t, char q, char *out, size_t outlen, size_t *n)
+{
+    const char *p = t->p, *end = t->p + t->n;
+
+    while (p < end) {
+        long cp;
+
+        if (*p == q && end - p >= 2 && p[1] == q) {
+            p++; /* the doubled quote: one, below */
+        } else if (*p == '\\' && end - p >= 2 && p[1] == '\\') {
+            p++;
+        } else if (*p == '\\') {
+            bool plus = end - p >= 2 && p[1] == '+';
+
+            if ((cp = hex_digits(p + 1 + plus, end, plus ? 6 : 4)) < 0) return false;
+            p += plus ? 8 : 5;
+            if (cp >= 0xd800 && cp <= 0xdbff) { /* a high surrogate: its low one follows */
+                long low = end - p >= 5 && *p == '\\' ? hex_digits(p + 1, end, 4) : -1;
+
+                if (low < 0xdc00 || low > 0xdfff) return false;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+                p += 5;
+            }
+            if (!put_utf8(cp, out, outlen, n)) return false;
+            continue;
+        }
+        if (*n + 1 >= outlen) return false;
+        out[(*n)++] = *p++;
+    }
+    return true;
+}
+
 /*
  * The text of an identifier or string token, lower-cased (GUC names and
  * booleans compare so), NUL-terminated in out. False if it does not fit
- * or is not decoded here (U&, a backslash escape other than \' or \\).
+ * or is not decoded here (a backslash escape other than \' or \\, a U&
+ * escape that is not one).
  */
 static bool token_text(const struct token *t, char *out, size_t outlen, bool fold_quoted)
 {
@@ -266,7 +371,13 @@ static bool token_text(const struct token *t, char *out, size_t outlen, bool fol
     size_t n = 0;
 
     if (t->kind != T_IDENT && t->kind != T_QIDENT && t->kind != T_STRING) return false;
-    if (quoted && t->quoting == Q_OPAQUE) return false;
+    if (quoted && t->quoting == Q_OPAQUE) {
+        if (!unicode_text(t, q, out, outlen, &n)) return false;
+        for (size_t i = 0; fold_quoted && i < n; i++)
+            out[i] = lower(out[i]);
+        out[n] = '\0';
+        return true;
+    }
     for (size_t i = 0; i < t->n; i++) {
         char c = t->p[i];
 
@@ -324,6 +435,9 @@ static bool dotted_name(const struct stmt *st, int from, char *out, size_t outle
 
         if (i >= st->n || i >= KEEP || (t->kind != T_IDENT && t->kind != T_QIDENT)) return false;
         if (!token_text(t, out + n, outlen - n, true) || strlen(out + n) > NAME_PART_MAX) return false;
+        /* U&"..." UESCAPE 'c': another escape character, not decoded here. */
+        if (t->quoting == Q_OPAQUE && (i + 1 >= st->n || i + 1 >= KEEP || is_word(&st->first[i + 1], "uescape")))
+            return false;
         n += strlen(out + n);
         if (!(i + 1 < st->n && i + 1 < KEEP && is_punct(&st->first[i + 1], '.'))) return true;
         if (n + 2 > outlen) return false;
@@ -332,7 +446,13 @@ static bool dotted_name(const struct stmt *st, int from, char *out, size_t outle
     }
 }
 
-static void set_name(const struct stmt *st, int from, struct scan_effects *fx)
+/* The statement's last token is DEFAULT (SET name TO DEFAULT), or it has more than first[] keeps. */
+static bool ends_in_default(const struct stmt *st)
+{
+    return st->n > KEEP || is_word(&st->first[st->n - 1], "default");
+}
+
+static void set_name(const struct stmt *st, int from, bool reset, struct scan_effects *fx)
 {
     char name[SCAN_NAME_MAX];
 
@@ -340,6 +460,14 @@ static void set_name(const struct stmt *st, int from, struct scan_effects *fx)
         add_name(fx, name);
     else
         fx->flags |= SCAN_SETTING_ANY;
+    if (reset || ends_in_default(st)) fx->flags |= SCAN_RESET;
+}
+
+/* A setting of its own name: SET TIME ZONE ..., SET NAMES ...; LOCAL and DEFAULT bring back its start value. */
+static void set_special(const struct stmt *st, const char *name, bool reset, struct scan_effects *fx)
+{
+    add_name(fx, name);
+    if (reset || ends_in_default(st) || is_word(&st->first[st->n - 1], "local")) fx->flags |= SCAN_RESET;
 }
 
 /* SET ... (first[0] is SET) and RESET ... (reset): the setting it names. */
@@ -375,24 +503,49 @@ static void classify_set(const struct stmt *st, bool reset, struct scan_effects 
         return;
     }
     if (is_word(a, "time") && st->n > at + 1 && is_word(b, "zone"))
-        add_name(fx, "timezone");
+        set_special(st, "timezone", reset, fx);
     else if (is_word(a, "schema"))
-        add_name(fx, "search_path");
+        set_special(st, "search_path", reset, fx);
     else if (is_word(a, "names"))
-        add_name(fx, "client_encoding");
+        set_special(st, "client_encoding", reset, fx);
     else if (is_word(a, "xml") && st->n > at + 1 && is_word(b, "option"))
-        add_name(fx, "xmloption");
+        set_special(st, "xmloption", reset, fx);
     else
-        set_name(st, at, fx); /* role, search_path, myext.tenant, ... */
+        set_name(st, at, reset, fx); /* role, search_path, myext.tenant, ... */
+}
+
+static void scan_text(const char *sql, size_t len, bool std_strings, unsigned want, int depth, struct scan_effects *fx);
+
+/*
+ * DO: its code may do anything (SCAN_CALL). A body in dollar quotes, as
+ * drivers and people write them, is scanned too, once, for the settings
+ * it names, so that its client keeps them: PERFORM set_config('a.b', ...).
+ */
+static void classify_do(const struct stmt *st, const struct scan_ctx *ctx, struct scan_effects *fx)
+{
+    fx->flags |= SCAN_CALL;
+    if (ctx->depth > 0) return;
+    for (int i = 1; i < st->n && i < KEEP; i++) {
+        const struct token *t = &st->first[i];
+
+        if (t->kind == T_STRING && t->quoting == Q_RAW) {
+            scan_text(t->p, t->n, ctx->std_strings, ctx->want, 1, fx);
+            return;
+        }
+    }
 }
 
 /* At the end of a statement: what its leading words say. */
-static void classify(const struct stmt *st, struct scan_effects *fx)
+static void classify(const struct stmt *st, const struct scan_ctx *ctx, struct scan_effects *fx)
 {
     const struct token *w = &st->first[0];
 
     if (st->n == 0 || w->kind != T_IDENT) return;
-    if (is_word(w, "set"))
+    if (is_word(w, "do"))
+        classify_do(st, ctx, fx);
+    else if (is_word(w, "call"))
+        fx->flags |= SCAN_CALL; /* a procedure: may do anything */
+    else if (is_word(w, "set"))
         classify_set(st, false, fx);
     else if (is_word(w, "reset"))
         classify_set(st, true, fx);
@@ -419,7 +572,7 @@ static void classify(const struct stmt *st, struct scan_effects *fx)
         fx->flags |= SCAN_DEALLOCATE;
         if (a < st->n && a < KEEP && is_word(&st->first[a], "all"))
             fx->flags |= SCAN_DEALLOCATE_ALL;
-        else if (a + 1 == st->n && st->first[a].kind != T_STRING && /* the name, and nothing after it */
+        else if (a + 1 == st->n && st->first[a].kind != T_STRING && ctx->depth == 0 && /* the name, alone */
                  !token_text(&st->first[a], fx->deallocated, sizeof(fx->deallocated), false))
             fx->deallocated[0] = '\0';
     } else if (is_word(w, "load"))
@@ -490,12 +643,446 @@ static void on_config_arg(struct stmt *st, const struct token *t, struct scan_ef
     }
 }
 
+/*
+ * Words before a '(' that call nothing that could change a session: SQL
+ * keywords and type names that take parentheses, and built-in functions
+ * in common use (none of which runs SQL text or changes a setting).
+ * Sorted, for bsearch. A function missing here costs a read-back, never
+ * a leak; a user's function (or a built-in's name in a schema of its own)
+ * is a call that may do anything.
+ */
+static const char *const not_calls[] = {
+    "abs",
+    "acos",
+    "age",
+    "all",
+    "and",
+    "any",
+    "array",
+    "array_agg",
+    "array_append",
+    "array_cat",
+    "array_dims",
+    "array_fill",
+    "array_length",
+    "array_lower",
+    "array_ndims",
+    "array_position",
+    "array_positions",
+    "array_prepend",
+    "array_remove",
+    "array_replace",
+    "array_to_json",
+    "array_to_string",
+    "array_upper",
+    "as",
+    "asc",
+    "ascii",
+    "asin",
+    "atan",
+    "atan2",
+    "avg",
+    "bernoulli",
+    "between",
+    "bit",
+    "bit_and",
+    "bit_length",
+    "bit_or",
+    "bool_and",
+    "bool_or",
+    "both",
+    "bpchar",
+    "btrim",
+    "by",
+    "cardinality",
+    "case",
+    "cast",
+    "cbrt",
+    "ceil",
+    "ceiling",
+    "char",
+    "char_length",
+    "character",
+    "character_length",
+    "check",
+    "chr",
+    "clock_timestamp",
+    "coalesce",
+    "col_description",
+    "collate",
+    "concat",
+    "concat_ws",
+    "conflict",
+    "convert_from",
+    "convert_to",
+    "corr",
+    "cos",
+    "cot",
+    "count",
+    "covar_pop",
+    "covar_samp",
+    "cube",
+    "cume_dist",
+    "current_database",
+    "current_schema",
+    "current_schemas",
+    "current_setting",
+    "currval",
+    "date_bin",
+    "date_part",
+    "date_trunc",
+    "dec",
+    "decimal",
+    "decode",
+    "default",
+    "degrees",
+    "dense_rank",
+    "desc",
+    "distinct",
+    "div",
+    "do",
+    "else",
+    "encode",
+    "end",
+    "every",
+    "except",
+    "exists",
+    "exp",
+    "extract",
+    "filter",
+    "first_value",
+    "float",
+    "floor",
+    "following",
+    "for",
+    "foreign",
+    "format",
+    "format_type",
+    "from",
+    "gen_random_uuid",
+    "generate_series",
+    "generate_subscripts",
+    "greatest",
+    "group",
+    "grouping",
+    "has_column_privilege",
+    "has_database_privilege",
+    "has_function_privilege",
+    "has_schema_privilege",
+    "has_sequence_privilege",
+    "has_table_privilege",
+    "having",
+    "ilike",
+    "in",
+    "include",
+    "initcap",
+    "intersect",
+    "interval",
+    "is",
+    "isfinite",
+    "join",
+    "json_agg",
+    "json_array_elements",
+    "json_array_elements_text",
+    "json_array_length",
+    "json_build_array",
+    "json_build_object",
+    "json_each",
+    "json_each_text",
+    "json_extract_path",
+    "json_extract_path_text",
+    "json_object",
+    "json_object_agg",
+    "json_object_keys",
+    "json_populate_record",
+    "json_populate_recordset",
+    "json_strip_nulls",
+    "json_to_record",
+    "json_to_recordset",
+    "json_typeof",
+    "jsonb_agg",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "jsonb_array_length",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "jsonb_each",
+    "jsonb_each_text",
+    "jsonb_extract_path",
+    "jsonb_extract_path_text",
+    "jsonb_insert",
+    "jsonb_object",
+    "jsonb_object_agg",
+    "jsonb_object_keys",
+    "jsonb_path_exists",
+    "jsonb_path_match",
+    "jsonb_path_query",
+    "jsonb_path_query_array",
+    "jsonb_path_query_first",
+    "jsonb_populate_record",
+    "jsonb_populate_recordset",
+    "jsonb_pretty",
+    "jsonb_set",
+    "jsonb_strip_nulls",
+    "jsonb_to_record",
+    "jsonb_to_recordset",
+    "jsonb_typeof",
+    "justify_days",
+    "justify_hours",
+    "justify_interval",
+    "key",
+    "lag",
+    "last_value",
+    "lastval",
+    "lateral",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "like",
+    "limit",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "log",
+    "log10",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "make_interval",
+    "make_time",
+    "make_timestamp",
+    "make_timestamptz",
+    "max",
+    "md5",
+    "min",
+    "mod",
+    "mode",
+    "national",
+    "nchar",
+    "nextval",
+    "not",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "nulls",
+    "num_nonnulls",
+    "num_nulls",
+    "numeric",
+    "obj_description",
+    "octet_length",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "over",
+    "overlay",
+    "partition",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_backend_pid",
+    "pg_column_size",
+    "pg_current_xact_id",
+    "pg_database_size",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_functiondef",
+    "pg_get_indexdef",
+    "pg_get_serial_sequence",
+    "pg_get_userbyid",
+    "pg_get_viewdef",
+    "pg_indexes_size",
+    "pg_is_in_recovery",
+    "pg_notify",
+    "pg_postmaster_start_time",
+    "pg_relation_size",
+    "pg_size_pretty",
+    "pg_sleep",
+    "pg_table_is_visible",
+    "pg_table_size",
+    "pg_total_relation_size",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    "pg_typeof",
+    "phraseto_tsquery",
+    "pi",
+    "plainto_tsquery",
+    "position",
+    "power",
+    "preceding",
+    "primary",
+    "quote_ident",
+    "quote_literal",
+    "quote_nullable",
+    "radians",
+    "random",
+    "range",
+    "rank",
+    "recursive",
+    "references",
+    "regexp_count",
+    "regexp_instr",
+    "regexp_like",
+    "regexp_match",
+    "regexp_matches",
+    "regexp_replace",
+    "regexp_split_to_array",
+    "regexp_split_to_table",
+    "regexp_substr",
+    "repeat",
+    "repeatable",
+    "replace",
+    "returning",
+    "reverse",
+    "right",
+    "rollup",
+    "round",
+    "row",
+    "row_number",
+    "row_to_json",
+    "rows",
+    "rpad",
+    "rtrim",
+    "select",
+    "set",
+    "sets",
+    "setseed",
+    "setval",
+    "sign",
+    "similar",
+    "sin",
+    "some",
+    "split_part",
+    "sqrt",
+    "starts_with",
+    "statement_timestamp",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "string_agg",
+    "string_to_array",
+    "string_to_table",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "system",
+    "table",
+    "tablesample",
+    "tan",
+    "then",
+    "time",
+    "timeofday",
+    "timestamp",
+    "timestamptz",
+    "timetz",
+    "to",
+    "to_char",
+    "to_date",
+    "to_hex",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_regclass",
+    "to_regproc",
+    "to_regtype",
+    "to_timestamp",
+    "to_tsquery",
+    "to_tsvector",
+    "transaction_timestamp",
+    "translate",
+    "trim",
+    "trunc",
+    "ts_headline",
+    "ts_rank",
+    "ts_rank_cd",
+    "txid_current",
+    "union",
+    "unique",
+    "unnest",
+    "upper",
+    "using",
+    "uuid_generate_v4",
+    "values",
+    "var_pop",
+    "var_samp",
+    "varbit",
+    "varchar",
+    "variance",
+    "varying",
+    "version",
+    "websearch_to_tsquery",
+    "when",
+    "where",
+    "width_bucket",
+    "window",
+    "with",
+    "within",
+    "xmlagg",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+};
+
+/* Words before a name whose '(' opens a list of columns or types, not a call: INSERT INTO t (a, b). */
+static const char *const list_leads[] = {
+    "aggregate", "as",        "copy",       "exists", "function", "inherits", "into", "prepare",
+    "procedure", "recursive", "references", "table",  "type",     "using",    "view", "with",
+};
+
+/* Keywords that take a list in parentheses themselves: EXPLAIN (ANALYZE), VACUUM (VERBOSE) ... */
+static const char *const list_words[] = {"analyze", "cluster", "explain", "hash", "list", "reindex", "vacuum"};
+
+static int compare_word(const void *key, const void *elem)
+{
+    return strcmp(key, *(const char *const *)elem);
+}
+
+/* Identifier t, lower-cased, is one of list's n sorted words. */
+static bool word_in(const struct token *t, const char *const *list, size_t n)
+{
+    char w[NAME_PART_MAX + 1];
+
+    if (t->kind != T_IDENT || t->n > NAME_PART_MAX) return false;
+    for (size_t i = 0; i < t->n; i++)
+        w[i] = lower(t->p[i]);
+    w[t->n] = '\0';
+    return bsearch(w, list, n, sizeof(*list), compare_word) != NULL;
+}
+
+#define WORD_IN(t, list) word_in((t), (list), sizeof(list) / sizeof((list)[0]))
+
+/* The name before a '(' (st->prev, with st->lead and st->schema): not a call that may change the session. */
+static bool harmless_call(const struct stmt *st)
+{
+    const struct token *f = &st->prev;
+
+    if (WORD_IN(&st->lead, list_leads)) return true;
+    if (st->qualified) return is_word(&st->schema, "pg_catalog") && WORD_IN(f, not_calls);
+    return WORD_IN(f, not_calls) || WORD_IN(f, list_words);
+}
+
 /* '(' after an identifier: a call of one of the functions that matter? */
 static void on_call(struct stmt *st, struct scan_effects *fx)
 {
     const struct token *f = &st->prev;
 
-    if (f->n < sizeof("set_config") - 1) return; /* the shortest name below */
+    if (f->n < sizeof("set_config") - 1) {
+        /* Shorter than every name below: known, or anything. */
+        if (!harmless_call(st)) fx->flags |= SCAN_CALL;
+        return;
+    }
     if (names_function(f, "set_config")) {
         st->cfg_arg = 0;
         st->cfg_depth = st->cfg_ntok = 0;
@@ -504,6 +1091,8 @@ static void on_call(struct stmt *st, struct scan_effects *fx)
         fx->flags |= SCAN_LOCK;
     } else if (in_list(f, unlock_functions, sizeof(unlock_functions) / sizeof(unlock_functions[0]))) {
         fx->flags |= SCAN_UNLOCK;
+    } else if (!harmless_call(st)) {
+        fx->flags |= SCAN_CALL;
     }
 }
 
@@ -516,14 +1105,16 @@ static bool is_temp(const struct token *t)
 static void on_token(struct stmt *st, const struct token *t, struct scan_effects *fx)
 {
     if (st->cfg_arg >= 0) {
+        if (is_punct(t, '(') && (st->prev.kind == T_IDENT || st->prev.kind == T_QIDENT) && !harmless_call(st))
+            fx->flags |= SCAN_CALL; /* set_config('a.b', f(), false) */
         on_config_arg(st, t, fx);
     } else if (t->kind == T_PUNCT) {
         if (t->punct == '(' && (st->prev.kind == T_IDENT || st->prev.kind == T_QIDENT))
             on_call(st, fx);
-        else if (t->punct == '.' && st->lead == L_CREATE && is_word(&st->prev, "pg_temp"))
+        else if (t->punct == '.' && st->kind == L_CREATE && is_word(&st->prev, "pg_temp"))
             fx->flags |= SCAN_TEMP; /* CREATE ... pg_temp.t */
     } else if (t->kind == T_IDENT) {
-        switch (st->lead) {
+        switch (st->kind) {
         case L_CREATE: /* CREATE [OR REPLACE] [GLOBAL|LOCAL] TEMP ... */
             if (st->n <= 3 && is_temp(t)) fx->flags |= SCAN_TEMP;
             break;
@@ -541,11 +1132,23 @@ static void on_token(struct stmt *st, const struct token *t, struct scan_effects
         }
     }
     if (st->n == 0) {
-        st->lead = is_word(t, "create")                         ? L_CREATE
+        st->kind = is_word(t, "create")                         ? L_CREATE
                    : is_word(t, "select") || is_word(t, "with") ? L_SELECT
                    : is_word(t, "declare")                      ? L_DECLARE
                                                                 : L_OTHER;
     }
+    if (t->kind == T_IDENT || t->kind == T_QIDENT) {
+        /* A name's parts: a.b.c keeps what came before a, and b as c's schema. */
+        if (is_punct(&st->prev, '.') && st->prev2_name) {
+            st->qualified = true;
+            st->schema = st->last_name;
+        } else {
+            st->qualified = false;
+            st->lead = st->prev;
+        }
+        st->last_name = *t;
+    }
+    st->prev2_name = st->prev.kind == T_IDENT || st->prev.kind == T_QIDENT;
     if (st->n < KEEP) st->first[st->n] = *t;
     if (st->n <= KEEP) st->n++;
     st->prev = *t;
@@ -554,8 +1157,10 @@ static void on_token(struct stmt *st, const struct token *t, struct scan_effects
 static void stmt_reset(struct stmt *st)
 {
     st->n = 0;
-    st->lead = L_OTHER;
+    st->kind = L_OTHER;
     st->prev.kind = T_END;
+    st->lead.kind = T_END;
+    st->qualified = st->prev2_name = false;
     st->declare_for = false;
     st->cfg_arg = -1;
 }
@@ -580,24 +1185,28 @@ static bool word_at(const char *p, const char *end, const char *w)
  * Whether one of the words without which no statement can have an effect
  * in want starts at p, a word's start: SET, RESET and set_config contain
  * "set" or "reset", pg_advisory_lock "advisory" (after "pg_"), TEMPORARY
- * and pg_temp "temp", UNLISTEN "unlisten", and so on.
+ * and pg_temp "temp", UNLISTEN "unlisten", SET x TO DEFAULT "default",
+ * and so on. (A function call needs a '(', which may_matter looks for.)
  */
 static bool cue_at(const char *p, const char *end, unsigned want)
 {
     switch (lower(*p)) {
     case 's': return (want & (SCAN_SETTING | SCAN_RESET_ALL | SCAN_SETTING_ANY)) && word_at(p, end, "set");
-    case 'r': return (want & (SCAN_SETTING | SCAN_RESET_ALL)) && word_at(p, end, "reset");
+    case 'r': return (want & (SCAN_SETTING | SCAN_RESET_ALL | SCAN_RESET)) && word_at(p, end, "reset");
     case 'd':
         return ((want & (SCAN_DISCARD_ALL | SCAN_RESET_ALL | SCAN_DROP)) && word_at(p, end, "discard")) ||
                ((want & (SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL)) && word_at(p, end, "dealloc")) ||
-               ((want & SCAN_DROP) && word_at(p, end, "drop"));
+               ((want & SCAN_DROP) && word_at(p, end, "drop")) || ((want & SCAN_RESET) && word_at(p, end, "default")) ||
+               ((want & SCAN_CALL) && word_at(p, end, "do"));
     case 'l':
-        return ((want & SCAN_LISTEN) && word_at(p, end, "listen")) || ((want & SCAN_LOAD) && word_at(p, end, "load"));
+        return ((want & SCAN_LISTEN) && word_at(p, end, "listen")) || ((want & SCAN_LOAD) && word_at(p, end, "load")) ||
+               ((want & SCAN_RESET) && word_at(p, end, "local"));
     case 'u': return (want & SCAN_UNLISTEN) && word_at(p, end, "unlisten");
     case 'a': return (want & (SCAN_LOCK | SCAN_UNLOCK)) && word_at(p, end, "advisory");
     case 't': return (want & SCAN_TEMP) && word_at(p, end, "temp");
     case 'h': return (want & SCAN_HOLD) && word_at(p, end, "hold");
-    case 'c': return (want & SCAN_CLOSE) && word_at(p, end, "close");
+    case 'c':
+        return ((want & SCAN_CLOSE) && word_at(p, end, "close")) || ((want & SCAN_CALL) && word_at(p, end, "call"));
     case 'p': return (want & SCAN_PREPARE) && word_at(p, end, "prepare");
     default: return false;
     }
@@ -624,6 +1233,7 @@ static bool may_matter(const char *sql, size_t len, unsigned want)
     const char *end = sql + len, *p = sql;
 
     if (len == 0) return false;
+    if ((want & SCAN_CALL) && memchr(sql, '(', len) != NULL) return true; /* a call, perhaps */
     if (cue_at(p, end, want)) return true;
     p++;
 #ifdef __SSE2__
@@ -656,11 +1266,13 @@ static bool may_matter(const char *sql, size_t len, unsigned want)
     return false;
 }
 
-void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, struct scan_effects *fx)
+/* depth: 0 for the client's text, 1 inside a DO body (whose own DO bodies are not looked into). */
+static void scan_text(const char *sql, size_t len, bool std_strings, unsigned want, int depth, struct scan_effects *fx)
 {
-    struct lexer lx = {sql, sql + len, std_strings};
-    struct stmt  st;
-    struct token t;
+    struct scan_ctx ctx = {std_strings, want, depth};
+    struct lexer    lx = {sql, sql + len, std_strings};
+    struct stmt     st;
+    struct token    t;
 
     if (!may_matter(sql, len, want)) return;
     stmt_reset(&st);
@@ -668,12 +1280,17 @@ void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, stru
         next_token(&lx, &t);
         if (t.kind == T_END || is_punct(&t, ';')) {
             if (st.cfg_arg >= 0) fx->flags |= SCAN_SETTING_ANY; /* set_config( cut short */
-            if (st.n > 0) fx->statements++;
-            classify(&st, fx);
+            if (st.n > 0 && depth == 0) fx->statements++;
+            classify(&st, &ctx, fx);
             if (t.kind == T_END) return;
             stmt_reset(&st);
             continue;
         }
         on_token(&st, &t, fx);
     }
+}
+
+void scan_sql(const char *sql, size_t len, bool std_strings, unsigned want, struct scan_effects *fx)
+{
+    scan_text(sql, len, std_strings, want, 0, fx);
 }

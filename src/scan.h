@@ -16,26 +16,38 @@
 #include <stddef.h>
 
 enum scan_flag {
-    SCAN_SETTING = 1u << 0,        /* SET, RESET or set_config(..., false) of the names below */
-    SCAN_RESET_ALL = 1u << 1,      /* RESET ALL: every setting */
-    SCAN_SETTING_ANY = 1u << 2,    /* set_config of a name that is not a literal, or too many names */
-    SCAN_LISTEN = 1u << 3,         /* LISTEN */
-    SCAN_UNLISTEN = 1u << 4,       /* UNLISTEN */
-    SCAN_LOCK = 1u << 5,           /* a session-level advisory lock function */
-    SCAN_UNLOCK = 1u << 6,         /* pg_advisory_unlock*, pg_advisory_unlock_all */
-    SCAN_TEMP = 1u << 7,           /* CREATE TEMP ..., SELECT ... INTO TEMP, an object in pg_temp */
-    SCAN_DROP = 1u << 8,           /* DROP ..., DISCARD TEMP */
-    SCAN_HOLD = 1u << 9,           /* DECLARE ... WITH HOLD */
-    SCAN_CLOSE = 1u << 10,         /* CLOSE */
-    SCAN_PREPARE = 1u << 11,       /* PREPARE (not PREPARE TRANSACTION) */
-    SCAN_DEALLOCATE = 1u << 12,    /* DEALLOCATE */
-    SCAN_LOAD = 1u << 13,          /* LOAD */
-    SCAN_DISCARD_ALL = 1u << 14,   /* DISCARD ALL: every kind of state gone */
-    SCAN_DEALLOCATE_ALL = 1u << 15 /* DEALLOCATE [PREPARE] ALL (SCAN_DEALLOCATE too) */
+    SCAN_SETTING = 1u << 0,         /* SET, RESET or set_config(..., false) of the names below */
+    SCAN_RESET_ALL = 1u << 1,       /* RESET ALL: every setting */
+    SCAN_SETTING_ANY = 1u << 2,     /* set_config of a name that is not a literal, or too many names */
+    SCAN_LISTEN = 1u << 3,          /* LISTEN */
+    SCAN_UNLISTEN = 1u << 4,        /* UNLISTEN */
+    SCAN_LOCK = 1u << 5,            /* a session-level advisory lock function */
+    SCAN_UNLOCK = 1u << 6,          /* pg_advisory_unlock*, pg_advisory_unlock_all */
+    SCAN_TEMP = 1u << 7,            /* CREATE TEMP ..., SELECT ... INTO TEMP, an object in pg_temp */
+    SCAN_DROP = 1u << 8,            /* DROP ..., DISCARD TEMP */
+    SCAN_HOLD = 1u << 9,            /* DECLARE ... WITH HOLD */
+    SCAN_CLOSE = 1u << 10,          /* CLOSE */
+    SCAN_PREPARE = 1u << 11,        /* PREPARE (not PREPARE TRANSACTION) */
+    SCAN_DEALLOCATE = 1u << 12,     /* DEALLOCATE */
+    SCAN_LOAD = 1u << 13,           /* LOAD */
+    SCAN_DISCARD_ALL = 1u << 14,    /* DISCARD ALL: every kind of state gone */
+    SCAN_DEALLOCATE_ALL = 1u << 15, /* DEALLOCATE [PREPARE] ALL (SCAN_DEALLOCATE too) */
+    SCAN_RESET = 1u << 16,          /* RESET name, SET name TO DEFAULT: back to its start value (SCAN_SETTING too) */
+    SCAN_CALL = 1u << 17,           /* DO, CALL, or a function not known to be harmless: may do anything */
 };
 
 /* What makes pgbun read the session's settings back at the end of the transaction. */
 #define SCAN_READBACK (SCAN_SETTING | SCAN_RESET_ALL | SCAN_SETTING_ANY | SCAN_DISCARD_ALL)
+
+/*
+ * What may have changed settings pgbun cannot name, or made state it cannot
+ * see: the server is cleaned before another client gets it. (A function
+ * call is not read back: that would cost a read of pg_settings per call.)
+ */
+#define SCAN_UNKNOWN (SCAN_SETTING_ANY | SCAN_CALL)
+
+/* What brings settings back to their start values, which for a client are its startup parameters. */
+#define SCAN_RESTORE (SCAN_RESET | SCAN_RESET_ALL)
 
 /* What may remove prepared statements from the server. */
 #define SCAN_STATEMENTS (SCAN_DEALLOCATE | SCAN_DEALLOCATE_ALL | SCAN_DISCARD_ALL)

@@ -141,7 +141,7 @@ void server_free(struct server *s)
 bool server_is_clean(const struct server *s)
 {
     return s->expect_rfq == 0 && !s->unsynced && !s->in_copy && s->txstatus == 'I' && s->phase == PHASE_NONE &&
-           s->fwd_left == 0 && s->cancel == NULL && (s->client == NULL || s->client->fwd_left == 0);
+           rq_empty(&s->rq) && s->fwd_left == 0 && s->cancel == NULL && (s->client == NULL || s->client->fwd_left == 0);
 }
 
 bool server_flush(struct server *s)
@@ -559,18 +559,42 @@ static const char *wanted(const struct client *c, const char *name)
     return v ? v : varlist_get(&c->params, name);
 }
 
+/*
+ * What a server is reset with when an earlier client may have left state
+ * pgbun cannot name or see (a function's set_config, its temp table): what
+ * DISCARD ALL does, but for the prepared statements pgbun keeps there.
+ */
+static const char clean_sql[] = "SET SESSION AUTHORIZATION DEFAULT;RESET ALL;CLOSE ALL;UNLISTEN *;"
+                                "SELECT pg_catalog.pg_advisory_unlock_all();DISCARD TEMP;DISCARD SEQUENCES;";
+
 void server_prepare_for(struct server *s, struct client *c)
 {
     char  *sql = NULL;
     size_t len = 0;
     bool   ok = true;
+    /*
+     * Settings pgbun cannot name (set_config in a function, a DO block) stay
+     * with their client only while it keeps this server: anyone else, or
+     * the same client back from another server, gets it reset first, then
+     * whatever it wants set.
+     */
+    bool clean = s->unknown_of != 0 && (s->unknown_of != c->id || c->last_server != s->id);
 
     assert(s->client == c && s->phase == PHASE_NONE);
+    c->last_server = s->id;
+    s->restore_due = false;
+    if (clean) {
+        if ((sql = strdup(clean_sql)) == NULL) ok = false;
+        len = sizeof(clean_sql) - 1;
+        varlist_clear(&s->applied);
+    }
     for (size_t i = 0; ok && i < c->params.count; i++)
         if (c->sets == NULL || varlist_get(c->sets, c->params.vars[i].name) == NULL)
-            ok = want_setting(s, &c->params.vars[i], &sql, &len);
+            ok = clean ? proto_append_set(&sql, &len, c->params.vars[i].name, c->params.vars[i].value)
+                       : want_setting(s, &c->params.vars[i], &sql, &len);
     for (size_t i = 0; ok && c->sets && i < c->sets->count; i++)
-        ok = want_setting(s, &c->sets->vars[i], &sql, &len);
+        ok = clean ? proto_append_set(&sql, &len, c->sets->vars[i].name, c->sets->vars[i].value)
+                   : want_setting(s, &c->sets->vars[i], &sql, &len);
     /* Undo what an earlier client asked for and this one did not. */
     for (size_t i = 0; ok && i < s->applied.count; i++)
         if (wanted(c, s->applied.vars[i].name) == NULL) ok = proto_append_reset(&sql, &len, s->applied.vars[i].name);
@@ -593,6 +617,7 @@ void server_prepare_for(struct server *s, struct client *c)
     proto_add_query(s->out, sql);
     own_request(s);
     free(sql);
+    s->cleaning = clean;
     s->phase = PHASE_SETTING;
     s->expect_rfq++;
     s->has_phase_error = false;
@@ -609,8 +634,9 @@ static void start_reset(struct server *s, const char *q)
     pool_set_server_state(s, SV_RESETTING);
     proto_add_query(s->out, q);
     own_request(s);
-    /* DISCARD ALL leaves no prepared statement: what pgbun prepares next needs no Close first. */
-    s->stmts_dirty = strcasecmp(q, "DISCARD ALL") != 0;
+    /* DISCARD ALL leaves no prepared statement (what pgbun prepares next needs no Close first), and no setting. */
+    s->cleaning = strcasecmp(q, "DISCARD ALL") == 0;
+    s->stmts_dirty = !s->cleaning;
     s->phase = PHASE_RESET;
     s->expect_rfq++;
     s->has_phase_error = false;
@@ -661,16 +687,20 @@ static void start_readback(struct server *s)
 {
     static const char builtin[] = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
     /* Custom parameters (myext.tenant) are not in pg_settings: those named are asked one by one. */
-    static const char     custom_head[] = " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[";
+    static const char custom_head[] = " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[";
+    /* role and session_authorization are not in pg_settings either; "none" is no role set. */
     static const char     custom_tail[] = "]::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_catalog.pg_settings)"
-                                          " AND coalesce(current_setting(n, true), '') <> ''";
+                                          " AND coalesce(current_setting(n, true), '') <> ''"
+                                          " AND NOT (n = 'role' AND current_setting(n) = 'none')";
     const struct varlist *lists[2] = {&s->scan_names, &s->applied};
-    size_t                len = sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail) + sizeof(held_query) + 2;
-    char                 *sql, *d;
-    bool                  any = false;
+    size_t                len =
+        sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail) + sizeof(held_query) + sizeof("'role'") + 2;
+    char *sql, *d;
+    bool  any = false;
 
     s->readback_settings = (s->scan_pending & SCAN_READBACK) != 0;
     s->readback_held = (s->scan_pending & SCAN_PIN) != 0;
+    s->readback_unknown = (s->scan_pending & SCAN_UNKNOWN) != 0;
 
     for (int k = 0; k < 2; k++)
         for (size_t i = 0; i < lists[k]->count; i++)
@@ -690,6 +720,11 @@ static void start_readback(struct server *s)
             d += sprintf(d, "%s'%s'", any ? "," : custom_head, name);
             any = true;
         }
+    }
+    /* A SET ROLE pgbun could not see (in a function) is read back too, so that its client keeps it. */
+    if (s->readback_unknown && s->readback_settings) {
+        d += sprintf(d, "%s'role'", any ? "," : custom_head);
+        any = true;
     }
     if (any) d += sprintf(d, "%s", custom_tail);
     if (s->readback_held) sprintf(d, "%s%s", s->readback_settings ? "; " : "", held_query);
@@ -861,6 +896,8 @@ static void phase_done(struct server *s)
     }
     if (phase == PHASE_RESET) {
         varlist_clear(&s->applied);
+        if (s->cleaning && !s->has_phase_error) s->unknown_of = 0; /* DISCARD ALL reset every setting */
+        s->cleaning = false;
         s->held = 0;
         pstmt_cache_clear(&s->stmts); /* prepared afresh (closed first unless it was DISCARD ALL) */
         if (s->has_phase_error) {
@@ -876,6 +913,7 @@ static void phase_done(struct server *s)
     }
     /* PHASE_SETTING */
     if (s->has_phase_error) {
+        s->cleaning = false; /* the SETs ran as one implicit transaction: the reset is undone too */
         /* Nothing was applied: the SETs ran as one implicit transaction. */
         if (c != NULL)
             client_close(c, s->phase_error.sqlstate[0] ? s->phase_error.sqlstate : "22023", "%s",
@@ -892,10 +930,81 @@ static void phase_done(struct server *s)
         }
     }
     varlist_clear(&s->applying);
+    if (s->cleaning) s->unknown_of = 0;
+    s->cleaning = false;
     if (c != NULL)
         client_start(c);
     else
         server_client_gone(s, false);
+}
+
+/*
+ * Where settings are not read back (session_state = off, session mode), a
+ * startup parameter the client changed, as the server reports it, goes
+ * with the client to its next server, as in PgBouncer. Its startup value
+ * stays what RESET brings back.
+ */
+static bool follow_reported(struct client *c, const char *name, const char *value)
+{
+    const char *start = varlist_get(&c->params, name);
+
+    if (start == NULL) return true;
+    if (strcmp(start, value) == 0) {
+        if (c->sets != NULL) varlist_del(c->sets, name);
+        return true;
+    }
+    if (c->sets == NULL && (c->sets = calloc(1, sizeof(*c->sets))) == NULL) return false;
+    return varlist_set(c->sets, name, value);
+}
+
+/*
+ * Sets each startup parameter of c that has no session-level value on the
+ * server, as a RESET leaves it (a custom one: empty), to its startup
+ * value: PostgreSQL's RESET goes back to the startup packet's value, the
+ * server's goes back to its own. One query of pgbun's, right behind the
+ * client's request; its replies are dropped, its ParameterStatus passed on.
+ */
+bool server_restore_params(struct server *s, const struct client *c)
+{
+    static const char head[] = "SELECT pg_catalog.set_config(p.n, p.v, false) FROM (VALUES ";
+    static const char tail[] = ") AS p(n, v) LEFT JOIN pg_catalog.pg_settings s"
+                               " ON pg_catalog.lower(s.name) = pg_catalog.lower(p.n)"
+                               " WHERE CASE WHEN s.name IS NULL"
+                               " THEN coalesce(pg_catalog.current_setting(p.n, true), '') = ''"
+                               " ELSE s.source <> 'session' END";
+    char             *sql = strdup(head), *t;
+    size_t            len = sizeof(head) - 1;
+    bool              any = false;
+
+    s->restore_due = false;
+    for (size_t i = 0; sql != NULL && i < c->params.count; i++) {
+        const struct var *v = &c->params.vars[i];
+
+        if (!proto_valid_param_name(v->name)) continue;
+        if (!proto_append_pair(&sql, &len, sizeof(head) - 1, v->name, v->value)) {
+            free(sql);
+            sql = NULL;
+        }
+        any = true;
+    }
+    if (sql != NULL && !any) {
+        free(sql);
+        return true;
+    }
+    if (sql == NULL || (t = realloc(sql, len + sizeof(tail))) == NULL) {
+        free(sql);
+        server_close(s, "out of memory");
+        return false;
+    }
+    memcpy(t + len, tail, sizeof(tail));
+    server_log(s, LOGL_DEBUG, "restoring its client's startup parameters after a RESET");
+    proto_add_query(s->out, t);
+    free(t);
+    if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) {
+        server_close(s, "out of memory");
+        return false;
+    }
+    return true;
 }
 
 /* ---- relaying ---- */
@@ -933,7 +1042,7 @@ bool server_release_if_done(struct server *s)
     return true;
 }
 
-static void relay(struct server *s)
+static void relay_input(struct server *s)
 {
     uint32_t max = (uint32_t)pgbun.cfg->max_packet_size;
 
@@ -964,9 +1073,11 @@ static void relay(struct server *s)
         }
         /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
         own = to_client && rq_head_is_own(&s->rq) && len < SERVER_MSG_MAX && type != 'A' && type != 'S';
-        /* Read whole what pgbun must parse; an error for the client streams like any message. */
+        /* Read whole what pgbun must parse, or pass on between its own replies; an error for the client streams. */
         if (type == 'Z' || type == 'S' || own || (type == 'D' && s->phase == PHASE_READBACK) ||
-            (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX)))) {
+            (type == 'C' && to_client && s->drop_all_due && len < SERVER_MSG_MAX) ||
+            (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX))) ||
+            (!to_client && c != NULL && (type == 'A' || type == 'N'))) {
             if (avail < (size_t)len + 1) {
                 if (len > SERVER_MSG_MAX) {
                     server_close(s, "protocol error from server: '%c' message of %u bytes", type, len);
@@ -1014,6 +1125,7 @@ static void relay(struct server *s)
                 /* A pipelined request is next: its clock starts now. */
                 if (--s->expect_rfq > 0) s->request_start = now;
             }
+            if (s->expect_rfq == 0) s->drop_all_due = false;
             s->in_copy = false;
             s->copy_in = false;
             if (!to_client) {
@@ -1040,10 +1152,10 @@ static void relay(struct server *s)
                 server_close(s, "protocol error from server: malformed ParameterStatus");
                 return;
             }
-            /* A change pgbun did not make: what it applied no longer holds. */
-            if (s->phase == PHASE_NONE) {
+            /* A change pgbun did not make (not a reply to its own query): what it applied no longer holds. */
+            if (s->phase == PHASE_NONE && !rq_head_is_own(&s->rq)) {
                 varlist_del(&s->applied, n);
-                if (c != NULL && varlist_get(&c->params, n) != NULL && !varlist_set(&c->params, n, v)) {
+                if (c != NULL && !s->pool->track_session && !follow_reported(c, n, v)) {
                     server_close(s, "out of memory");
                     return;
                 }
@@ -1101,10 +1213,22 @@ static void relay(struct server *s)
             break;
         case 'H':
         case 'W': s->in_copy = true; break;
-        case 'c':
-        case 'C': s->in_copy = false; break;
+        case 'C':
+            if (msg != NULL && s->drop_all_due) stmt_command_done(c, (const char *)msg + 5, len - 4);
+            __attribute__((fallthrough));
+        case 'c': s->in_copy = false; break;
         case 'N':
-        case 'A': break;
+        case 'A':
+            if (!to_client && c != NULL) {
+                /*
+                 * A notification (or notice) that came while pgbun's own
+                 * query runs on the client's server (the read-back after
+                 * LISTEN, say) is still the client's.
+                 */
+                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
+                continue;
+            }
+            break;
         case 'D':
             if (s->phase == PHASE_READBACK) {
                 if (!record_readback(s, msg + 5, len - 4)) {
@@ -1147,6 +1271,25 @@ out:
             io_set_reading(&s->io, false);
         }
     }
+}
+
+/*
+ * Every way into a server's input comes here, and none recurses: a call
+ * from inside relay_input (a released server resumed by the pool, say)
+ * asks the outer call for one more pass, made in a loop.
+ */
+static void relay(struct server *s)
+{
+    if (s->relaying) {
+        s->relay_again = true;
+        return;
+    }
+    s->relaying = true;
+    do {
+        s->relay_again = false;
+        relay_input(s);
+    } while (s->relay_again && s->state != SV_CLOSING && evbuffer_get_length(s->in) > 0);
+    s->relaying = false;
 }
 
 void server_resume(struct server *s)

@@ -74,29 +74,36 @@ struct server {
     int                               syncs_since_execute; /* Syncs forwarded after the last Execute or Query */
     char                              txstatus;            /* last ReadyForQuery status: I, T or E */
     enum server_phase                 phase;
-    bool                              throttled;   /* reading paused: client output is full */
-    struct pg_error                   phase_error; /* error to report when the phase ends */
-    bool                              has_phase_error;
-    struct scram_client              *scram;
-    struct cancel_conn               *cancel;            /* CancelRequest in flight, or NULL */
-    usec_t                            request_start;     /* when the oldest unanswered request was sent */
-    bool                              query_timed_out;   /* pgbun cancelled the running query (query_timeout) */
-    usec_t                            xact_start;        /* when the open transaction began */
-    bool                              opened_ahead;      /* opened for min_pool_size, not for a waiting client */
-    bool                              used;              /* has served a client */
-    bool                              checked;           /* logged in or checked, and no client since */
-    bool                              close_needed;      /* RECONNECT: close instead of reusing it */
-    bool                              std_strings;       /* standard_conforming_strings is on */
-    unsigned                          scan_pending;      /* enum scan_flag: what the client's text may have changed */
-    struct varlist                    scan_names;        /* settings the client's text named (values unused) */
-    struct reply_queue                rq;                /* requests whose reply is due, in order */
-    struct pstmt_cache                stmts;             /* statements prepared under pgbun's names (statements.h) */
-    bool                              stmts_dirty;       /* a client's text may have dropped some: close before Parse */
-    unsigned                          held;              /* enum held_state: its client is pinned to it while nonzero */
-    unsigned                          held_read;         /* ... as the read-back found it */
-    usec_t                            held_since;        /* when held became nonzero */
-    bool                              readback_settings; /* the read-back asks for the session's settings */
-    bool                              readback_held;     /* ... and for what it holds (held_query) */
+    bool                              throttled; /* reading paused: client output is full */
+    bool                 relaying;    /* its input is being relayed: a call from inside asks for another pass */
+    bool                 relay_again; /* ... which the outer call makes */
+    struct pg_error      phase_error; /* error to report when the phase ends */
+    bool                 has_phase_error;
+    struct scram_client *scram;
+    struct cancel_conn  *cancel;          /* CancelRequest in flight, or NULL */
+    usec_t               request_start;   /* when the oldest unanswered request was sent */
+    bool                 query_timed_out; /* pgbun cancelled the running query (query_timeout) */
+    usec_t               xact_start;      /* when the open transaction began */
+    bool                 opened_ahead;    /* opened for min_pool_size, not for a waiting client */
+    bool                 used;            /* has served a client */
+    bool                 checked;         /* logged in or checked, and no client since */
+    bool                 close_needed;    /* RECONNECT: close instead of reusing it */
+    bool                 std_strings;     /* standard_conforming_strings is on */
+    unsigned             scan_pending;    /* enum scan_flag: what the client's text may have changed */
+    struct varlist       scan_names;      /* settings the client's text named (values unused) */
+    struct reply_queue   rq;              /* requests whose reply is due, in order */
+    struct pstmt_cache   stmts;           /* statements prepared under pgbun's names (statements.h) */
+    bool                 stmts_dirty;     /* a client's text may have dropped some: close before Parse */
+    bool                 drop_all_due;    /* its client's DEALLOCATE ALL or DISCARD ALL may run: its tag drops names */
+    unsigned             held;            /* enum held_state: its client is pinned to it while nonzero */
+    unsigned             held_read;       /* ... as the read-back found it */
+    usec_t               held_since;      /* when held became nonzero */
+    bool                 readback_settings; /* the read-back asks for the session's settings */
+    bool                 readback_held;     /* ... and for what it holds (held_query) */
+    bool                 readback_unknown;  /* ... after text that may have set what pgbun cannot name */
+    uint64_t unknown_of;  /* a client that may have left state pgbun cannot name here (SCAN_UNKNOWN); 0: none */
+    bool     cleaning;    /* pgbun's query of its phase resets every setting first */
+    bool     restore_due; /* a RESET of a client's startup parameter: restore after the request */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is
@@ -138,6 +145,13 @@ void server_discard(struct server *s);
 const char *server_held_names(unsigned held, char *buf, size_t n);
 /* True when the server may be handed to another client. */
 bool server_is_clean(const struct server *s);
+/*
+ * The client's request that just went to s (a Query, or the Sync after
+ * extended messages) may have RESET startup parameters of c: if so, sets
+ * them again right behind it, before anything else the client sends.
+ * false: out of memory (the server was closed).
+ */
+bool server_restore_params(struct server *s, const struct client *c);
 
 void server_free(struct server *s);
 

@@ -32,9 +32,9 @@ static void server_name(char out[SERVER_NAME_LEN], uint64_t id)
     snprintf(out, SERVER_NAME_LEN, "pgbun_%llu", (unsigned long long)id);
 }
 
-bool stmt_tracked(const struct client *c, const struct server *s)
+bool stmt_tracked(const struct client *c)
 {
-    return c->stmts != NULL || s->pool->track_prepared;
+    return c->stmts != NULL || c->pool->track_prepared;
 }
 
 /* Offset just past the k-th NUL after a message's header, within its first `have` bytes; 0: not there. */
@@ -169,7 +169,8 @@ static bool learn_effects(struct pstmt *p, const struct server *s)
     char               *d;
 
     scan_init(&fx);
-    scan_sql((const char *)p->body, strlen((const char *)p->body), s->std_strings, SCAN_READBACK | SCAN_PIN, &fx);
+    scan_sql((const char *)p->body, strlen((const char *)p->body), s->std_strings, SCAN_READBACK | SCAN_PIN | SCAN_CALL,
+             &fx);
     p->effects = fx.flags;
     if (fx.nnames == 0) return true;
     for (int i = 0; i < fx.nnames; i++)
@@ -185,6 +186,7 @@ static bool learn_effects(struct pstmt *p, const struct server *s)
 static bool note_effects(const struct pstmt *p, struct server *s)
 {
     s->scan_pending |= p->effects;
+    stmt_text_dropped(s, p->effects);
     for (const char *n = p->names; n != NULL && *n != '\0'; n += strlen(n) + 1)
         if (!varlist_set(&s->scan_names, n, "")) return false;
     return true;
@@ -286,6 +288,8 @@ static enum stmt_step on_bind(struct client *c, struct server *s, uint32_t len, 
     if ((p = pstmt_name_find(c->stmts, (const char *)m + portal_end)) == NULL)
         return STMT_PASS; /* PostgreSQL says it does not exist */
     if (p->effects != 0 && !note_effects(p, s)) return out_of_memory(c);
+    if ((p->effects & SCAN_RESTORE) && c->params.count > 0) s->restore_due = true; /* RESET ALL, prepared */
+    if (p->effects & SCAN_UNKNOWN) s->unknown_of = c->id;
     if (!ensure_on(c, s, p)) return STMT_CLOSED;
     rewrite_head(s, m, portal_end, name_end, len, p);
     evbuffer_drain(c->in, name_end);
@@ -333,15 +337,25 @@ enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, ui
     }
 }
 
-void stmt_text_dropped(struct client *c, struct server *s, unsigned flags)
+void stmt_text_dropped(struct server *s, unsigned flags)
 {
     /* DEALLOCATE of one name: stmt_deallocate's, or a SQL-level statement's (which pins its client). */
     if ((flags & (SCAN_DEALLOCATE_ALL | SCAN_DISCARD_ALL)) == 0) return;
-    /* DEALLOCATE ALL and DISCARD ALL drop the client's statements, as PostgreSQL would. */
-    stmt_client_free(c);
-    /* Whether the server's went too is known only after it ran: prepare afresh, closing the name first. */
+    /* Whether the server's went is known only after it ran: prepare afresh, closing the name first. */
     pstmt_cache_clear(&s->stmts);
     s->stmts_dirty = true;
+    /* The client's go when PostgreSQL says it ran the command (stmt_command_done): it may refuse it (25001). */
+    s->drop_all_due = true;
+}
+
+void stmt_command_done(struct client *c, const char *tag, size_t len)
+{
+    static const char discard[] = "DISCARD ALL", deallocate[] = "DEALLOCATE ALL";
+
+    /* DEALLOCATE ALL and DISCARD ALL dropped the client's statements too. */
+    if ((len == sizeof(discard) && memcmp(tag, discard, len) == 0) ||
+        (len == sizeof(deallocate) && memcmp(tag, deallocate, len) == 0))
+        stmt_client_free(c);
 }
 
 enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, const char *target,

@@ -25,8 +25,8 @@ struct evbuffer;
 /* Never prepared by pgbun: a Describe of it fails, where pgbun owes the client an error of its own. */
 #define STMT_NO_SUCH_NAME "pgbun_none"
 
-/* Whether c's statements are kept by pgbun on s: a pool that tracks them, or a client that has some already. */
-bool stmt_tracked(const struct client *c, const struct server *s);
+/* Whether pgbun keeps c's statements: its pool tracks them, or it has some already. */
+bool stmt_tracked(const struct client *c);
 
 /*
  * Whether c->in holds enough of a P, B, D or C message (len as in its
@@ -53,8 +53,14 @@ enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, ui
 enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, const char *target,
                                size_t *taken);
 
-/* The client's text may have dropped prepared statements (scan.h SCAN_STATEMENTS flags). */
-void stmt_text_dropped(struct client *c, struct server *s, unsigned flags);
+/*
+ * The client's text may drop prepared statements (scan.h SCAN_STATEMENTS
+ * flags): the server's are prepared afresh; the client's are dropped by
+ * stmt_command_done if PostgreSQL reports DEALLOCATE ALL or DISCARD ALL done.
+ */
+void stmt_text_dropped(struct server *s, unsigned flags);
+/* A CommandComplete for c while s->drop_all_due: tag (len bytes, its NUL included). */
+void stmt_command_done(struct client *c, const char *tag, size_t len);
 
 /* The reply queue's callbacks for a server (arg: the server). */
 rq_emit_fn   stmt_emit;

@@ -93,6 +93,47 @@ def terminate_message():
     return message(b"X")
 
 
+# The extended protocol, one message at a time (names are str, kinds b"S" or b"P").
+
+def parse(name, sql, types=()):
+    return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" +
+                   struct.pack(f"!h{len(types)}i", len(types), *types))
+
+
+def bind(stmt, params=(), portal=""):
+    body = portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!hh", 0, len(params))
+    for p in params:
+        body += struct.pack("!i", len(p)) + p.encode()
+    return message(b"B", body + struct.pack("!h", 0))
+
+
+def describe(kind, name):
+    return message(b"D", kind + name.encode() + b"\0")
+
+
+def execute(portal=""):
+    return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
+
+
+def close(kind, name):
+    return message(b"C", kind + name.encode() + b"\0")
+
+
+SYNC = message(b"S")
+
+
+def data_row(body):
+    """A DataRow's values: str, or None for NULL."""
+    (n,) = struct.unpack("!h", body[:2])
+    pos, row = 2, []
+    for _ in range(n):
+        (ln,) = struct.unpack("!i", body[pos:pos + 4])
+        pos += 4
+        row.append(None if ln < 0 else body[pos:pos + ln].decode())
+        pos += max(ln, 0)
+    return row
+
+
 def parse_fields(body):
     """ErrorResponse / NoticeResponse body -> {code: text}."""
     fields = {}
@@ -296,17 +337,7 @@ class Wire:
             if mtype == b"T":
                 rows = []
             elif mtype == b"D":
-                (n,) = struct.unpack("!h", body[:2])
-                pos, row = 2, []
-                for _ in range(n):
-                    (ln,) = struct.unpack("!i", body[pos:pos + 4])
-                    pos += 4
-                    if ln < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[pos:pos + ln].decode())
-                        pos += ln
-                rows.append(row)
+                rows.append(data_row(body))
             elif mtype == b"E":
                 error = PgError(parse_fields(body))
             elif mtype == b"Z":
@@ -362,6 +393,37 @@ class ScramClient:
     def verify_server_final(self, data):
         attrs = dict(kv.split("=", 1) for kv in data.decode().split(","))
         assert base64.b64decode(attrs["v"]) == self.expected_server_signature, "bad server signature"
+
+
+def replies(w, syncs=1, timeout=20):
+    """Reads up to the syncs-th ReadyForQuery, or the close. Returns the replies as
+    short words: the message type, 'D=a|b' for a row, 'E:sqlstate' for an error,
+    'Z:status' for ReadyForQuery, '<closed>' for a close (notices and
+    ParameterStatus left out)."""
+    out = []
+    while syncs:
+        try:
+            t, body = w.read_message(timeout=timeout)
+        except ConnectionClosed:
+            out.append("<closed>")
+            break
+        t = t.decode()
+        if t == "D":
+            out.append("D=" + "|".join("NULL" if v is None else v for v in data_row(body)))
+        elif t == "E":
+            out.append("E:" + parse_fields(body)["C"])
+        elif t == "Z":
+            out.append("Z:" + body.decode())
+            syncs -= 1
+        elif t not in ("N", "S"):
+            out.append(t)
+    return " ".join(out)
+
+
+def exchange(w, data, syncs=1, timeout=10):
+    """Sends data, then replies(w, syncs)."""
+    w.send(data)
+    return replies(w, syncs, timeout)
 
 
 def first_error(w, user, database, params=None, sql="SELECT 1"):

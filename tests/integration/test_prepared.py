@@ -14,67 +14,14 @@ import struct
 import pytest
 
 from conftest import IS_PGBOUNCER, console_rows as show, on_server, server_pids, wait_until
-from pgwire import message, parse_fields
+from pgwire import SYNC, bind, close, describe, exchange, execute, message, parse, parse_fields, query_message as query
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's prepared statement tracking")
 
 POOL = {"pool_mode": "transaction", "default_pool_size": 2, "admin_users": "postgres"}
 
 
-# ---- the extended protocol, one message at a time
-
-def parse(name, sql, types=()):
-    return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" +
-                   struct.pack(f"!h{len(types)}i", len(types), *types))
-
-
-def bind(stmt, params=(), portal=""):
-    body = portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!hh", 0, len(params))
-    for p in params:
-        body += struct.pack("!i", len(p)) + p.encode()
-    return message(b"B", body + struct.pack("!h", 0))
-
-
-def describe(kind, name):
-    return message(b"D", kind + name.encode() + b"\0")
-
-
-def execute(portal=""):
-    return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
-
-
-def close(kind, name):
-    return message(b"C", kind + name.encode() + b"\0")
-
-
-SYNC = message(b"S")
-
-
-def query(sql):
-    return message(b"Q", sql.encode() + b"\0")
-
-
-def exchange(w, data, syncs=1):
-    """Sends data, reads up to the syncs-th ReadyForQuery. Returns the replies as
-    short words: the message type, 'D=v' for a one-column row, 'E:sqlstate' for
-    an error, 'Z:status' for ReadyForQuery."""
-    w.send(data)
-    out = []
-    while syncs:
-        t, body = w.read_message(timeout=10)
-        t = t.decode()
-        if t == "D":
-            (ln,) = struct.unpack("!i", body[2:6])
-            out.append("D=" + (body[6:6 + ln].decode() if ln >= 0 else "NULL"))
-        elif t == "E":
-            out.append("E:" + parse_fields(body)["C"])
-        elif t == "Z":
-            out.append("Z:" + body.decode())
-            syncs -= 1
-        elif t not in ("N", "S"):
-            out.append(t)
-    return " ".join(out)
-
+# ---- the extended protocol, one message at a time: pgwire's builders
 
 def error_message(w, data):
     """The message of the first ErrorResponse to data (up to ReadyForQuery)."""
@@ -259,8 +206,10 @@ def test_a_failed_deallocate_all_does_not_confuse_the_server(start_pgbun):
     assert exchange(w, query("SELECT 1/0")) == "E:22012 Z:E"
     assert exchange(w, query("DEALLOCATE ALL")) == "E:25P02 Z:E"  # never ran: the server keeps pgbun_N
     assert exchange(w, query("ROLLBACK")) == "C Z:I"
-    # pgbun no longer knows what the server holds: it closes the name before preparing it again.
-    assert exchange(w, parse("s1", "SELECT 1") + bind("s1") + execute() + SYNC) == "1 2 D=1 C Z:I"
+    # The client keeps s1, as on PostgreSQL; pgbun no longer knows what the server holds, so it
+    # closes the name before preparing it again.
+    assert exchange(w, parse("s1", "SELECT 1") + SYNC) == "E:42P05 Z:I"
+    assert exchange(w, bind("s1") + execute() + SYNC) == "2 D=1 C Z:I"
     assert exchange(w, parse("s2", "SELECT 1") + bind("s2") + execute() + SYNC) == "1 2 D=1 C Z:I"
 
 

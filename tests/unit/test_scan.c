@@ -46,6 +46,15 @@ static void sets(const char *sql, const char *want)
         printf("#   flags %#x, names '%s'\n", flags, names);
 }
 
+/* A RESET of want, or SET want TO DEFAULT: back to its start value. */
+static void resets(const char *sql, const char *want)
+{
+    unsigned flags = scan(sql, true);
+
+    if (!ok(flags == (SCAN_SETTING | SCAN_RESET) && strcmp(names, want) == 0, "%s: resets %s", shown(sql), want))
+        printf("#   flags %#x, names '%s'\n", flags, names);
+}
+
 static void flags_of(const char *sql, unsigned want)
 {
     unsigned flags = scan(sql, true);
@@ -59,9 +68,9 @@ static void forms_of_set(void)
     sets("set SESSION myext.tenant = 'alpha'", "myext.tenant");
     sets("SeT SeArCh_PaTh = public", "search_path");
     sets("SET \"MyExt\".Tenant = 1", "myext.tenant");
-    sets("SET work_mem = DEFAULT", "work_mem");
+    resets("SET work_mem = DEFAULT", "work_mem");
     sets("SET TIME ZONE 'UTC'", "timezone");
-    sets("SET SESSION TIME ZONE LOCAL", "timezone");
+    resets("SET SESSION TIME ZONE LOCAL", "timezone");
     sets("SET SCHEMA 'app'", "search_path");
     sets("SET NAMES 'UTF8'", "client_encoding");
     sets("SET ROLE reader", "role");
@@ -69,13 +78,16 @@ static void forms_of_set(void)
     sets("SET XML OPTION DOCUMENT", "xmloption");
     sets("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
          "default_transaction_isolation,default_transaction_read_only,default_transaction_deferrable");
-    sets("RESET work_mem", "work_mem");
-    sets("RESET TIME ZONE", "timezone");
-    sets("RESET ROLE", "role");
+    resets("RESET work_mem", "work_mem");
+    resets("RESET TIME ZONE", "timezone");
+    resets("RESET ROLE", "role");
     sets("RESET SESSION AUTHORIZATION", "session_authorization");
-    sets("RESET app.tenant_id", "app.tenant_id");
+    resets("RESET app.tenant_id", "app.tenant_id");
     sets("SET /* why */ search_path -- to what\n TO a", "search_path");
-    sets("SET a.b = 1; SET a.b = 2; RESET a.b", "a.b");
+    resets("SET a.b = 1; SET a.b = 2; RESET a.b", "a.b");
+    resets("SET search_path TO DEFAULT", "search_path");
+    resets("set names default", "client_encoding");
+    sets("SET TIME ZONE 'local'", "timezone");
     flags_of("SET LOCAL statement_timeout = 5", 0);
     flags_of("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", 0);
     flags_of("SET CONSTRAINTS ALL DEFERRED", 0);
@@ -95,13 +107,15 @@ static void set_config_calls(void)
     sets("SELECT set_config('a.b', lower(concat('X', 1)), false)", "a.b");
     sets("SELECT set_config('a.b', 'x', is_local) FROM t", "a.b");
     sets("SELECT \"set_config\"('a.b', 'x', false)", "a.b");
-    flags_of("SELECT \"SET_CONFIG\"('a.b', 'x', false)", 0);
+    flags_of("SELECT \"SET_CONFIG\"('a.b', 'x', false)", SCAN_CALL); /* a function of its own */
     sets("SELECT set_config('a.b', '1', false), set_config('c.d', '2', false)", "a.b,c.d");
     sets("SELECT set_config('a.b', '1', true), set_config('c.d', '2', false)", "c.d");
     flags_of("SELECT set_config('a.b', 'x', true)", 0);
     flags_of("SELECT set_config('a.b', 'x', 'on')", 0);
     flags_of("SELECT set_config(name, 'x', false) FROM settings", SCAN_SETTING_ANY);
-    flags_of("SELECT set_config(U&'a.b', 'x', false)", SCAN_SETTING_ANY);
+    sets("SELECT set_config(U&'a.b', 'x', false)", "a.b");
+    flags_of("SELECT set_config(U&'a!0062' UESCAPE '!', 'x', false)", SCAN_SETTING_ANY);
+    flags_of("SELECT set_config('a.b', my_value(), false)", SCAN_SETTING | SCAN_CALL);
     flags_of("SELECT set_config('a.b', 'x'", SCAN_SETTING_ANY);
     flags_of("SELECT 'set_config(''a.b'', ''x'', false)'", 0);
     flags_of("SELECT current_setting('a.b')", 0);
@@ -173,6 +187,54 @@ static void quoting_and_statements(void)
     flags_of(";;;", 0);
     flags_of("  \n\t ", 0);
     flags_of("SELECT 'ünïcödé'; LISTEN x", SCAN_LISTEN);
+}
+
+/* U&"..." names decoded as PostgreSQL decodes them; what cannot be decoded is any setting. */
+static void unicode_names(void)
+{
+    sets("SET U&\"app.ten\\0061nt\" = 'x'", "app.tenant");
+    sets("SET U&\"App\".U&\"T\\+000065nant\" = 'x'", "app.tenant");
+    sets("SET U&\"a.\\00E9t\\00E9\" = 'x'", "a.\xc3\xa9t\xc3\xa9");
+    sets("SET U&\"a.\\D83D\\DE00\" = 'x'", "a.\xf0\x9f\x98\x80");
+    sets("SET U&\"a.b\\\\c\" = 1", "a.b\\c");
+    flags_of("SET U&\"a.!0062\" UESCAPE '!' = 'x'", SCAN_SETTING_ANY);
+    flags_of("SET U&\"a.\\D83D\" = 'x'", SCAN_SETTING_ANY);
+    flags_of("SET U&\"a.\\00zz\" = 'x'", SCAN_SETTING_ANY);
+    flags_of("SET U&\"a.\\0000\" = 'x'", SCAN_SETTING_ANY);
+    flags_of("SET U&\"a.\\12\" = 'x'", SCAN_SETTING_ANY);
+}
+
+/* DO, CALL and functions pgbun does not know may do anything; DO's body is looked into for names. */
+static void calls(void)
+{
+    unsigned flags = scan("DO $$BEGIN PERFORM set_config('app.tenant', 'x', false); END$$", true);
+
+    ok(flags == (SCAN_CALL | SCAN_SETTING) && strcmp(names, "app.tenant") == 0, "DO: anything, and the name in its body");
+    flags_of("do language plpgsql $x$ BEGIN NULL; END $x$", SCAN_CALL);
+    flags_of("DO 'BEGIN PERFORM set_config(''a.b'', ''x'', false); END'", SCAN_CALL);
+    flags = scan("DO $a$ BEGIN EXECUTE $b$ DO $c$ BEGIN PERFORM set_config('x.y', '1', false); END $c$ $b$; END $a$",
+                 true);
+    ok(flags == SCAN_CALL && fx.nnames == 0, "a DO in a DO body is not looked into");
+    scan("DO $$BEGIN DEALLOCATE s1; END$$", true);
+    ok(fx.deallocated[0] == '\0' && fx.statements == 1, "a DEALLOCATE in a DO body is not the text's own");
+    flags_of("CALL refresh_all()", SCAN_CALL);
+    flags_of("SELECT set_tenant('acme')", SCAN_CALL);
+    flags_of("SELECT app.set_tenant('acme')", SCAN_CALL);
+    flags_of("SELECT \"Lower\"(x) FROM t", SCAN_CALL);
+    flags_of("SELECT myschema.lower(x) FROM t", SCAN_CALL);
+    flags_of("SELECT * FROM my_function()", SCAN_CALL);
+    flags_of("SELECT count(*), lower(name), now(), coalesce(a, b) FROM t WHERE id IN (1, 2)", 0);
+    flags_of("SELECT pg_catalog.lower(x), pg_catalog.set_config('a.b', 'c', true)", 0);
+    flags_of("INSERT INTO t (a, b) VALUES (1, 2) ON CONFLICT (a) DO UPDATE SET (a, b) = (3, 4)", 0);
+    flags_of("INSERT INTO public.t (a) VALUES ($1) RETURNING (a)", 0);
+    flags_of("CREATE TABLE t (a varchar(10), b numeric(10, 2), c timestamp(3))", 0);
+    flags_of("WITH x (a) AS (SELECT 1) SELECT * FROM x AS y(b)", 0);
+    flags_of("SELECT CAST(x AS character varying(5)), row_number() OVER (PARTITION BY a) FROM t", 0);
+    flags_of("COPY t (a, b) FROM STDIN", 0);
+    flags_of("EXPLAIN (ANALYZE) SELECT 1", 0);
+    flags_of("SELECT 1 WHERE EXISTS (SELECT 1) AND NOT (1 = 2) OR x = ANY (ARRAY[1])", 0);
+    flags_of("CREATE FUNCTION f(a int) RETURNS int AS 'select set_config(1)' LANGUAGE sql", 0);
+    flags_of("SELECT 'f(x)', \"g\" FROM t", 0);
 }
 
 /* DEALLOCATE of one name: the name as PostgreSQL reads it, and how many statements the text holds. */
@@ -288,6 +350,8 @@ int main(void)
     set_config_calls();
     other_state();
     quoting_and_statements();
+    unicode_names();
+    calls();
     deallocate_targets();
     limits();
     every_prefix();

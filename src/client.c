@@ -217,6 +217,12 @@ static void login_ok(struct client *c)
     const char  *err = NULL;
     struct pool *p;
 
+    /* Only now, authenticated, may the client learn what databases there are. */
+    if (!c->console_db && pool_is_disabled(c->dbname)) {
+        client_close(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)", c->dbname);
+        return;
+    }
+
     if (c->login->has_secret) {
         auth_secret_clear(&c->login->secret);
         c->login->has_secret = false;
@@ -273,6 +279,18 @@ void client_welcome(struct client *c)
     if (evbuffer_get_length(c->in) > 0) client_process(c);
 }
 
+/*
+ * trust: a user not in auth_file, let through to PostgreSQL under its own
+ * name (auth_trust_any_user), unless the database logs in as a forced
+ * user, where PostgreSQL would never see that name to judge it.
+ */
+static bool trust_unlisted(const struct client *c)
+{
+    const struct db_config *db = config_find_db(pgbun.cfg, c->dbname);
+
+    return pgbun.cfg->auth_trust_any_user && (c->console_db || db == NULL || db->user == NULL);
+}
+
 static void send_auth_request(struct client *c)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
@@ -280,6 +298,11 @@ static void send_auth_request(struct client *c)
     enum auth_type             type = cfg->auth_type;
 
     if (type == AUTH_TRUST) {
+        /* No password, but a user pgbun knows, as PgBouncer documents it. */
+        if (sec == NULL && !trust_unlisted(c)) {
+            client_close(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
+            return;
+        }
         login_ok(c);
         return;
     }
@@ -388,15 +411,7 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
         send_auth_request(c);
         return;
     }
-    if (pool_is_disabled(c->dbname)) {
-        client_close(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)", c->dbname);
-        return;
-    }
-    /* The pool itself is made only after authentication: strangers cannot create pools. */
-    if (config_find_db(cfg, c->dbname) == NULL) {
-        client_close(c, "3D000", "no such database: \"%s\" (pgbun has no entry for it and no \"*\" entry)", c->dbname);
-        return;
-    }
+    /* Whether the database exists, or is disabled, is said only after authentication (login_ok). */
     send_auth_request(c);
 }
 
@@ -534,8 +549,12 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
             return;
         }
         if (!c->login->has_secret || c->login->secret.kind == SECRET_MD5) {
-            fail_password(c);
-            return;
+            /* No SCRAM secret: the exchange goes on all the same and fails at the proof, as PostgreSQL's does. */
+            if (c->login->has_secret) auth_secret_clear(&c->login->secret);
+            if (!(c->login->has_secret = scram_mock_secret(&c->login->secret, c->user))) {
+                client_close(c, "53200", "out of memory");
+                return;
+            }
         }
         c->login->scram = calloc(1, sizeof(*c->login->scram));
         if (c->login->scram == NULL || !scram_server_begin(c->login->scram, &c->login->secret, NULL)) {

@@ -143,6 +143,7 @@ static const struct key main_keys[] = {
     /* authentication */
     KEY(struct pgbun_config, auth_type, KT_AUTH_TYPE, "md5", 0, 0, NULL),
     G_STR(auth_file, NULL),
+    G_BOOL(auth_trust_any_user, "0"),
     G_STR(auth_hba_file, NULL),
     G_STR(auth_user, NULL),
     G_STR(auth_query, NULL),

@@ -120,6 +120,7 @@ struct pgbun_config {
     /* authentication */
     enum auth_type auth_type;
     char          *auth_file;
+    bool           auth_trust_any_user; /* trust: a user not in auth_file goes to PostgreSQL under its name */
     char          *auth_hba_file;
     char          *auth_user;
     char          *auth_query;

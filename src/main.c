@@ -102,7 +102,17 @@ bool pgbun_apply(struct pgbun_config *cfg, char **errmsg)
             config_free(cfg);
             return false;
         }
+    } else if (cfg->auth_type == AUTH_TRUST && !cfg->auth_trust_any_user) {
+        /* trust lets in the users of auth_file: with none, letting in everyone must be said, not fallen into. */
+        if (errmsg != NULL)
+            *errmsg = strdup("auth_type = trust lets in the users listed in auth_file, and no auth_file is set: set "
+                             "auth_file, or auth_trust_any_user = 1 to let any user name through to PostgreSQL");
+        config_free(cfg);
+        return false;
     }
+    if (cfg->auth_trust_any_user && cfg->auth_type != AUTH_TRUST)
+        log_warning("auth_trust_any_user has no effect unless auth_type = trust (auth_type is %s)",
+                    config_auth_type_name(cfg->auth_type));
     if (pgbun.cfg != NULL) {
         const struct pgbun_config *old = pgbun.cfg;
 

@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 #include <openssl/rand.h>
 
 #include "base64.h"
@@ -150,6 +151,48 @@ static bool sane_message(const char *msg, size_t len)
 
 /* ---- server side ---- */
 
+static uint8_t        mock_key[SCRAM_KEY_LEN]; /* keys the mock salts: random, made once per process */
+static bool           mock_key_ok;
+static pthread_once_t mock_once = PTHREAD_ONCE_INIT;
+
+static void mock_key_init(void)
+{
+    mock_key_ok = RAND_bytes(mock_key, sizeof(mock_key)) == 1;
+}
+
+/*
+ * The salt pgbun shows for a user whose secret has none of its own (a
+ * plain password, or none at all): the same for a name every time, as a
+ * stored SCRAM secret's would be, so that no answer tells the three apart.
+ */
+static bool user_salt(const char *user, uint8_t salt[DEFAULT_SALT_LEN])
+{
+    uint8_t mac[SCRAM_KEY_LEN];
+
+    pthread_once(&mock_once, mock_key_init);
+    if (!mock_key_ok || !hmac(mock_key, sizeof(mock_key), user, strlen(user), mac)) return false;
+    memcpy(salt, mac, DEFAULT_SALT_LEN);
+    return true;
+}
+
+bool scram_mock_secret(struct auth_secret *out, const char *user)
+{
+    memset(out, 0, sizeof(*out));
+    if (!user_salt(user, out->scram_salt) || RAND_bytes(out->scram_stored_key, SCRAM_KEY_LEN) != 1 ||
+        RAND_bytes(out->scram_server_key, SCRAM_KEY_LEN) != 1)
+        return false;
+    out->kind = SECRET_SCRAM;
+    out->scram_iter = DEFAULT_ITER;
+    out->scram_salt_len = DEFAULT_SALT_LEN;
+    out->user = strdup(user);
+    out->secret = strdup("");
+    if (out->user == NULL || out->secret == NULL) {
+        auth_secret_clear(out);
+        return false;
+    }
+    return true;
+}
+
 bool scram_server_begin(struct scram_server *st, const struct auth_secret *secret, const char *test_nonce)
 {
     assert(st != NULL);
@@ -160,7 +203,8 @@ bool scram_server_begin(struct scram_server *st, const struct auth_secret *secre
         if (secret->secret[0] == '\0') return false; /* empty passwords never match */
         st->iter = DEFAULT_ITER;
         st->salt_len = DEFAULT_SALT_LEN;
-        if (RAND_bytes(st->salt, (int)st->salt_len) != 1) return false;
+        if (secret->user != NULL ? !user_salt(secret->user, st->salt) : RAND_bytes(st->salt, (int)st->salt_len) != 1)
+            return false;
         if (!derive_keys(secret->secret, st->salt, st->salt_len, st->iter, NULL, st->stored_key, st->server_key)) {
             scram_server_free(st);
             return false;

@@ -63,6 +63,15 @@ bool scram_client_verify(struct scram_client *st, const char *server_final, size
     __attribute__((warn_unused_result));
 void scram_client_free(struct scram_client *st);
 
+/*
+ * A SCRAM secret no password matches, for a user pgbun does not know (or
+ * knows only by an md5 secret): the exchange goes on to the proof, with
+ * the salt and iteration count a real secret would show, the same salt
+ * for a name every time, so that the answers give away nothing about who
+ * exists. false: out of memory.
+ */
+bool scram_mock_secret(struct auth_secret *out, const char *user) __attribute__((warn_unused_result));
+
 /* Builds the "SCRAM-SHA-256$iter:salt$stored:server" text for a password (salt random when NULL). */
 char *scram_make_secret(const char *password, const uint8_t *salt, size_t salt_len, int iter);
 

@@ -84,7 +84,7 @@ def test_sidecar_mode_without_a_file_forwards_every_database(start_pgbun, pg, pg
         "SERVER_PORT": str(pg.port),
         "LISTEN_ADDR": "127.0.0.1",
         "LISTEN_PORT": str(port),
-        "PGBUN_AUTH_TYPE": "trust",
+        "PGBUN_AUTH_TYPE": "trust", "PGBUN_AUTH_TRUST_ANY_USER": "1",
         "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir),
     })
     assert bun.port == port
@@ -98,7 +98,7 @@ def test_sidecar_pool_mode_env_is_accepted(start_pgbun, pg, pgbun_workdir):
     bun = start_pgbun(write_config=False, auth_file=False, env={
         "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(pg.port), "LISTEN_PORT": str(port),
         "POOL_MODE": "session", "MAX_CLIENT_CONN": "50", "DEFAULT_POOL_SIZE": "1",
-        "PGBUN_AUTH_TYPE": "trust", "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir),
+        "PGBUN_AUTH_TYPE": "trust", "PGBUN_AUTH_TRUST_ANY_USER": "1", "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir),
     })
     assert waits_for_a_second_server(bun)
 
@@ -157,7 +157,7 @@ def test_missing_config_file_is_an_error(pgbun_workdir):
 def test_refuses_to_run_as_root_without_user_setting(pgbun_workdir, pg):
     ini = pgbun_workdir / "root.ini"
     ini.write_text(f"[{SECTION}]\nlisten_addr = 127.0.0.1\nlisten_port = {free_port()}\n"
-                   f"unix_socket_dir = {pgbun_workdir}\nauth_type = trust\n"
+                   f"unix_socket_dir = {pgbun_workdir}\nauth_type = trust\nauth_trust_any_user = 1\n"
                    f"\n[databases]\n* = host=127.0.0.1 port={pg.port}\n")
     rc, out = run_pgbun([ini], cwd=pgbun_workdir, as_root=True)
     assert rc != 0, out

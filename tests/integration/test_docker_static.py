@@ -560,6 +560,7 @@ def test_dev_watch_rebuilds_and_restarts_pgbun(context_build):
         "SERVER_HOST": "127.0.0.1",
         "SERVER_PORT": str(free_port()),
         "PGBUN_AUTH_TYPE": "trust",
+        "PGBUN_AUTH_TRUST_ANY_USER": "1",
         "PGBUN_UNIX_SOCKET_DIR": "",
     })
     env.pop("JOBS", None)

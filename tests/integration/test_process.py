@@ -94,7 +94,7 @@ def test_daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm(pgbun_workdir,
     ini = workdir / "pgbun.ini"
     ini.write_text(_ini_lines("pgbun", {
         "listen_addr": "127.0.0.1", "listen_port": port, "unix_socket_dir": str(workdir),
-        "auth_type": "trust", "pidfile": str(pidfile), "logfile": str(logfile)},
+        "auth_type": "trust", "auth_trust_any_user": 1, "pidfile": str(pidfile), "logfile": str(logfile)},
         {"pgbun_test": pg.entry()}, None))
     chown_to_run_user(ini)
     res = subprocess.run([str(pgbun_binary()), "-d", str(ini)], env=pgbun_env(), cwd=workdir,

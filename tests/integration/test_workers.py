@@ -208,7 +208,7 @@ def test_sidecar_mode_reads_pgbun_workers_from_the_environment(start_pgbun, pg, 
     port = free_port()
     bun = start_pgbun(write_config=False, auth_file=False, env={
         "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(pg.port), "LISTEN_ADDR": "127.0.0.1",
-        "LISTEN_PORT": str(port), "PGBUN_AUTH_TYPE": "trust", "PGBUN_ADMIN_USERS": "postgres",
+        "LISTEN_PORT": str(port), "PGBUN_AUTH_TYPE": "trust", "PGBUN_AUTH_TRUST_ANY_USER": "1", "PGBUN_ADMIN_USERS": "postgres",
         "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir), "PGBUN_WORKERS": "2"})
     assert row_for(show(console(bun), "CONFIG"), key="workers")["value"] == "2"
     conns = [client(bun) for _ in range(10)]

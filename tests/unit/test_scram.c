@@ -211,6 +211,55 @@ static void test_round_trips(void)
     free(made);
 }
 
+/* The salt a server's first message shows for user (its "s=" attribute), into out. */
+static bool salt_shown(const struct auth_secret *secret, char *out, size_t n)
+{
+    struct scram_server srv;
+    struct scram_client cli;
+    char               *m1 = NULL, *m2 = NULL;
+    const char         *err = NULL, *s, *e;
+    bool                good = false;
+
+    memset(&cli, 0, sizeof(cli));
+    if (!scram_server_begin(&srv, secret, NULL)) return false;
+    if (scram_client_first(&cli, NULL, &m1) && server_first(&srv, m1, strlen(m1), &m2, &err) &&
+        (s = strstr(m2, ",s=")) != NULL && (e = strchr(s + 3, ',')) != NULL && (size_t)(e - s - 3) < n) {
+        memcpy(out, s + 3, (size_t)(e - s - 3));
+        out[e - s - 3] = '\0';
+        good = true;
+    }
+    free(m1);
+    free(m2);
+    scram_server_free(&srv);
+    scram_client_free(&cli);
+    return good;
+}
+
+/* A stranger's exchange goes on to the proof, with a salt as fixed as a user's, and fails. */
+static void test_mock_secret(void)
+{
+    struct auth_secret mock, again, other, plain;
+    char               a[64], b[64], c[64], d[64], e[64];
+    const char        *where;
+
+    ok(scram_mock_secret(&mock, "nobody") && scram_mock_secret(&again, "nobody") &&
+           scram_mock_secret(&other, "somebody"),
+       "mock secrets made");
+    ok(!round_trip(&mock, "", &where) && where && strcmp(where, "invalid proof") == 0,
+       "a mock secret: the exchange ends at the proof, which fails");
+    ok(!round_trip(&mock, "nobody", &where) && where && strcmp(where, "invalid proof") == 0, "whatever the password");
+    ok(salt_shown(&mock, a, sizeof(a)) && salt_shown(&again, b, sizeof(b)) && strcmp(a, b) == 0,
+       "the same salt for a name every time");
+    ok(salt_shown(&other, c, sizeof(c)) && strcmp(a, c) != 0, "another salt for another name");
+    ok(auth_secret_parse(&plain, "nobody", "s3cret") && salt_shown(&plain, d, sizeof(d)) &&
+           salt_shown(&plain, e, sizeof(e)) && strcmp(d, e) == 0,
+       "a plain secret shows one salt every time too");
+    auth_secret_clear(&mock);
+    auth_secret_clear(&again);
+    auth_secret_clear(&other);
+    auth_secret_clear(&plain);
+}
+
 static void test_server_first_malformed(void)
 {
     static const struct {
@@ -482,6 +531,7 @@ int main(void)
     test_server_rfc7677_vector();
     test_client_vector_with_empty_user();
     test_round_trips();
+    test_mock_secret();
     test_server_first_malformed();
     test_server_final_malformed();
     test_client_final_malformed();

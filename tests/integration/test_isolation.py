@@ -228,6 +228,36 @@ def test_a_builtin_parameter_set_in_a_function_reaches_no_other_client(start_pgb
     assert on_every_server(bun, pg, client(bun), timeout) == ["0", "0"]
 
 
+STATE_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION make_temp() RETURNS int LANGUAGE plpgsql AS
+  $$BEGIN CREATE TEMP TABLE IF NOT EXISTS fn_secret AS SELECT 'secret'::text AS v; RETURN 1; END$$;
+CREATE OR REPLACE FUNCTION take_lock() RETURNS int LANGUAGE plpgsql AS
+  $$BEGIN PERFORM pg_advisory_lock(424242); RETURN 1; END$$;
+CREATE OR REPLACE FUNCTION start_listening() RETURNS int LANGUAGE plpgsql AS
+  $$BEGIN EXECUTE 'LISTEN fn_channel'; RETURN 1; END$$;
+"""
+# What a backend holds, counted: temp objects, advisory locks of its own, channels it listens on.
+HELD = ("(SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) + "
+        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) + "
+        "(SELECT count(*) FROM pg_listening_channels())")
+
+
+@pgbun_only
+@pytest.mark.parametrize("call", ["make_temp", "take_lock", "start_listening"])
+@pytest.mark.parametrize("mode", ["transaction", "statement"])
+def test_state_a_function_made_reaches_no_other_client(start_pgbun, pg, mode, call):
+    """A temp table, a session-level advisory lock or a LISTEN made inside a function is not in
+    the client's text: its server is cleaned before another client gets it."""
+    pg.sql(STATE_FUNCTIONS)
+    bun = start_pgbun(config=pool(mode))
+    other = client(bun)
+    maker = client(bun)
+    maker.execute(f"SELECT {call}()")
+    assert on_every_server(bun, pg, other, HELD) == [0, 0], f"another client got what {call}() made"
+    maker.close()
+    assert on_every_server(bun, pg, client(bun), HELD) == [0, 0]
+
+
 @pgbun_only
 @pytest.mark.parametrize("mode", ["transaction", "statement"])
 def test_a_literal_set_follows_its_client_only(start_pgbun, pg, mode):

@@ -281,14 +281,14 @@ void client_welcome(struct client *c)
 
 /*
  * trust: a user not in auth_file, let through to PostgreSQL under its own
- * name (auth_trust_any_user), unless the database logs in as a forced
- * user, where PostgreSQL would never see that name to judge it.
+ * name (auth_trust_any_user), unless PostgreSQL would never see that name
+ * to judge it: the admin console, a database that logs in as a forced user.
  */
 static bool trust_unlisted(const struct client *c)
 {
     const struct db_config *db = config_find_db(pgbun.cfg, c->dbname);
 
-    return pgbun.cfg->auth_trust_any_user && (c->console_db || db == NULL || db->user == NULL);
+    return pgbun.cfg->auth_trust_any_user && !c->console_db && (db == NULL || db->user == NULL);
 }
 
 static void send_auth_request(struct client *c)
@@ -548,8 +548,10 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
             client_close(c, "08P01", "malformed SASL initial response");
             return;
         }
-        if (!c->login->has_secret || c->login->secret.kind == SECRET_MD5) {
-            /* No SCRAM secret: the exchange goes on all the same and fails at the proof, as PostgreSQL's does. */
+        if (!c->login->has_secret || c->login->secret.kind == SECRET_MD5 ||
+            (c->login->secret.kind == SECRET_PLAIN && c->login->secret.secret[0] == '\0')) {
+            /* No SCRAM secret (none, an md5 one, an empty password): the exchange goes on all the same, and
+             * fails at the proof, as PostgreSQL's does. */
             if (c->login->has_secret) auth_secret_clear(&c->login->secret);
             if (!(c->login->has_secret = scram_mock_secret(&c->login->secret, c->user))) {
                 client_close(c, "53200", "out of memory");
@@ -683,14 +685,15 @@ static unsigned scan_request(struct client *c, struct server *s, uint8_t type, u
         scan_sql(sql, nul != NULL ? (size_t)(nul - sql) : r.left, s->std_strings, want, &fx);
     }
     if (!whole) {
-        /* The rest is not seen: read back whatever it may have done (a pin flag other than LOAD asks what is held). */
-        fx.flags |= SCAN_SETTING_ANY | SCAN_DROP | SCAN_RESET;
+        /* The rest is not seen: read back what it may have done (a pin flag other than LOAD asks what is held), and
+         * clean the server before another client gets it; a RESET in it goes unnoticed. */
+        fx.flags |= SCAN_SETTING_ANY | SCAN_DROP;
         fx.deallocated[0] = '\0';
     }
     if ((want & SCAN_RESTORE) && (fx.flags & SCAN_RESTORE)) s->restore_due = true;
     if (!track) return 0;
     if (fx.flags & SCAN_UNKNOWN) s->unknown_of = c->id; /* server_prepare_for cleans it for anyone else */
-    if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c)) stmt_text_dropped(s, fx.flags);
+    if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c)) stmt_text_dropped(c, s, fx.flags);
     /* DEALLOCATE of one name, alone in the text: maybe one of the client's protocol-level statements. */
     strcpy(deallocated, fx.statements == 1 ? fx.deallocated : "");
     s->scan_pending |= fx.flags;
@@ -733,15 +736,20 @@ static bool gets_reply(enum fe_kind kind, const struct server *s)
 }
 
 /*
- * A message of type went to s whole. After a Query, or the Sync that ends
- * extended messages, whose text may have RESET a startup parameter, the
- * parameters are set again before anything else of the client's. false:
- * the server (and so the client) was closed.
+ * A message of type went to s whole. A Query, or the Sync that ends
+ * extended messages, whose text may have RESET a startup parameter has
+ * them set again once it is answered (server.c, at its ReadyForQuery: not
+ * before, as it may start a COPY FROM STDIN).
  */
-static bool request_done(struct client *c, struct server *s, uint8_t type)
+static void request_done(struct server *s, uint8_t type)
 {
-    if (!s->restore_due || (type != 'Q' && type != 'S') || (type == 'S' && s->copy_in)) return true;
-    return server_restore_params(s, c);
+    struct rq_entry *e;
+
+    if (!s->restore_due || (type != 'Q' && type != 'S')) return;
+    if ((e = rq_last(&s->rq)) != NULL && e->type == (char)type) {
+        e->restore = true;
+        s->restore_due = false;
+    }
 }
 
 /* Moves whole (or streaming) messages from c->in to the server. */
@@ -764,7 +772,7 @@ static void forward_to_server(struct client *c)
 
             evbuffer_remove_buffer(c->in, s->out, n);
             c->fwd_left -= (uint32_t)n;
-            if (c->fwd_left == 0 && !request_done(c, s, c->fwd_type)) return;
+            if (c->fwd_left == 0) request_done(s, c->fwd_type);
             continue;
         }
         switch (proto_peek_header(c->in, max, &type, &len)) {
@@ -791,7 +799,10 @@ static void forward_to_server(struct client *c)
             request_sent(s, c);
             scanned = scan_request(c, s, type, len, avail, deallocated);
             break;
-        case 'F': request_sent(s, c); break;
+        case 'F':
+            request_sent(s, c);
+            if (s->pool->track_session) s->unknown_of = c->id; /* a function by its OID: may do anything */
+            break;
         case 'S':
             if (s->copy_in) break; /* PostgreSQL ignores it during COPY FROM STDIN */
             request_sent(s, c);
@@ -841,7 +852,7 @@ static void forward_to_server(struct client *c)
         /* The message, or what is left of it after a head pgbun rewrote. */
         if (avail >= (size_t)len + 1) {
             evbuffer_remove_buffer(c->in, s->out, (size_t)len + 1 - taken);
-            if (!request_done(c, s, type)) return;
+            request_done(s, type);
         } else {
             evbuffer_remove_buffer(c->in, s->out, avail - taken);
             c->fwd_left = (uint32_t)((size_t)len + 1 - avail);

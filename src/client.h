@@ -48,10 +48,11 @@ struct client {
     bool                  is_unix;
     char                 *user;
     char                 *dbname;
-    struct varlist        params;        /* startup parameters to hold on its server */
-    struct varlist       *sets;          /* session-level settings it made, as read back; NULL: none */
-    struct pstmt_names   *stmts;         /* its prepared statements, kept by pgbun (statements.h); NULL: none */
-    uint8_t               cancel_key[8]; /* BackendKeyData pgbun gave it */
+    struct varlist        params;         /* startup parameters to hold on its server */
+    struct varlist       *sets;           /* session-level settings it made, as read back; NULL: none */
+    struct pstmt_names   *stmts;          /* its prepared statements, kept by pgbun (statements.h); NULL: none */
+    struct pstmt_names   *stmts_dropping; /* ... those a DEALLOCATE ALL or DISCARD ALL in flight may drop */
+    uint8_t               cancel_key[8];  /* BackendKeyData pgbun gave it */
     usec_t                connect_time;
     usec_t                request_time;  /* last read from the client */
     usec_t                state_since;   /* when it entered its current state */

@@ -948,7 +948,8 @@ void pool_release_server(struct server *s)
                      limit);
         return;
     }
-    if (give_away(s, false)) return;
+    /* Not while its input is being relayed: relay() offers it once done (it must not touch a server given away). */
+    if (!s->relaying && give_away(s, false)) return;
     if (s->throttled) server_resume(s); /* its last client's output was full: read again */
     pool_set_server_state(s, SV_IDLE);
     pool_dispatch(p);
@@ -1263,6 +1264,11 @@ static bool give_away(struct server *s, bool idle)
         return false;
     }
     return true;
+}
+
+void pool_offer_server(struct server *s)
+{
+    if (s->state == SV_IDLE) (void)give_away(s, false);
 }
 
 void pool_give_wanted(void)

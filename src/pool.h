@@ -200,6 +200,8 @@ void pool_dispatch_all(void);
 /* Inbox and wake-ups (worker.c): an idle server from another worker; give idle servers to workers that want them;
  * serve pools blocked on a database or user limit. */
 void pool_adopt_server(struct server *s);
+/* An idle server of this worker: to a worker whose clients wait for one, if it should go (pool_release_server's). */
+void pool_offer_server(struct server *s);
 void pool_give_wanted(void);
 void pool_serve_blocked(void);
 /* Frees a server in flight between workers that nobody will take (shutdown). */

@@ -191,6 +191,20 @@ struct pstmt *pstmt_name_remove(struct pstmt_names *m, const char *name)
     return p;
 }
 
+void pstmt_names_move(struct pstmt_names *dst, struct pstmt_names *src, struct pstmt_registry *r)
+{
+    for (size_t i = 0; i < src->nb; i++) {
+        for (struct pstmt_name *n = src->b[i], *next; n != NULL; n = next) {
+            next = n->next;
+            if (pstmt_name_find(dst, n->name) != NULL || !pstmt_name_add(dst, n->name, n->p))
+                pstmt_put(r, n->p); /* a newer name wins; out of memory loses the old one */
+            free(n);
+        }
+    }
+    free(src->b);
+    memset(src, 0, sizeof(*src));
+}
+
 void pstmt_names_clear(struct pstmt_names *m, struct pstmt_registry *r)
 {
     for (size_t i = 0; i < m->nb; i++) {

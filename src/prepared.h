@@ -59,6 +59,8 @@ struct pstmt *pstmt_name_find(const struct pstmt_names *m, const char *name);
 bool pstmt_name_add(struct pstmt_names *m, const char *name, struct pstmt *p) __attribute__((warn_unused_result));
 /* Removes name; returns its statement (the caller puts the reference) or NULL. */
 struct pstmt *pstmt_name_remove(struct pstmt_names *m, const char *name);
+/* Moves every name of src into dst, but for those dst has already (their references go back to r). */
+void pstmt_names_move(struct pstmt_names *dst, struct pstmt_names *src, struct pstmt_registry *r);
 /* Removes every name, putting each reference back into r. */
 void pstmt_names_clear(struct pstmt_names *m, struct pstmt_registry *r);
 

@@ -20,6 +20,7 @@
 #define PGBUN_REPLYQ_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum rq_action {
@@ -34,6 +35,7 @@ struct rq_entry {
     uint8_t  action;    /* enum rq_action */
     char     synth;     /* RQ_SYNTH: the reply message type ('1' ParseComplete, '3' CloseComplete) */
     bool     adds_name; /* a Parse that gave the client the statement `name` */
+    bool     restore;   /* a Query or Sync after which the client's startup parameters are set again */
     uint64_t id;        /* a Parse that prepares statement id on the server, a Close that evicts it; 0: none */
     uint64_t named;     /* adds_name: the statement the name was given (a later Parse may give it another) */
     char    *name;      /* owned: the client's statement name (adds_name, or the one RQ_SUBST's error names) */
@@ -129,6 +131,18 @@ static inline void rq_head_pass(struct reply_queue *q)
  * sent behind the Execute; their entries go.
  */
 void rq_copy_in(struct reply_queue *q, int n);
+
+/* The entry pushed last, or NULL. */
+static inline struct rq_entry *rq_last(struct reply_queue *q)
+{
+    return q->n > 0 ? &q->e[(q->head + q->n - 1) & (q->cap - 1)] : NULL;
+}
+
+/* Whether the head entry asks for the client's startup parameters once it is answered (its ReadyForQuery). */
+static inline bool rq_head_restores(const struct reply_queue *q)
+{
+    return q->n > 0 && q->e[q->head].restore;
+}
 
 static inline bool rq_empty(const struct reply_queue *q)
 {

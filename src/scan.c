@@ -436,7 +436,8 @@ static bool dotted_name(const struct stmt *st, int from, char *out, size_t outle
         if (i >= st->n || i >= KEEP || (t->kind != T_IDENT && t->kind != T_QIDENT)) return false;
         if (!token_text(t, out + n, outlen - n, true) || strlen(out + n) > NAME_PART_MAX) return false;
         /* U&"..." UESCAPE 'c': another escape character, not decoded here. */
-        if (t->quoting == Q_OPAQUE && (i + 1 >= st->n || i + 1 >= KEEP || is_word(&st->first[i + 1], "uescape")))
+        if (t->kind == T_QIDENT && t->quoting == Q_OPAQUE &&
+            (i + 1 >= st->n || i + 1 >= KEEP || is_word(&st->first[i + 1], "uescape")))
             return false;
         n += strlen(out + n);
         if (!(i + 1 < st->n && i + 1 < KEEP && is_punct(&st->first[i + 1], '.'))) return true;
@@ -1038,11 +1039,11 @@ static const char *const not_calls[] = {
 /* Words before a name whose '(' opens a list of columns or types, not a call: INSERT INTO t (a, b). */
 static const char *const list_leads[] = {
     "aggregate", "as",        "copy",       "exists", "function", "inherits", "into", "prepare",
-    "procedure", "recursive", "references", "table",  "type",     "using",    "view", "with",
+    "procedure", "recursive", "references", "table",  "type",     "view",     "with",
 };
 
-/* Keywords that take a list in parentheses themselves: EXPLAIN (ANALYZE), VACUUM (VERBOSE) ... */
-static const char *const list_words[] = {"analyze", "cluster", "explain", "hash", "list", "reindex", "vacuum"};
+/* Statements that begin with a list in parentheses: EXPLAIN (ANALYZE), VACUUM (VERBOSE) ... */
+static const char *const list_words[] = {"analyze", "cluster", "explain", "reindex", "vacuum"};
 
 static int compare_word(const void *key, const void *elem)
 {
@@ -1070,7 +1071,7 @@ static bool harmless_call(const struct stmt *st)
 
     if (WORD_IN(&st->lead, list_leads)) return true;
     if (st->qualified) return is_word(&st->schema, "pg_catalog") && WORD_IN(f, not_calls);
-    return WORD_IN(f, not_calls) || WORD_IN(f, list_words);
+    return WORD_IN(f, not_calls) || (st->n == 1 && WORD_IN(f, list_words));
 }
 
 /* '(' after an identifier: a call of one of the functions that matter? */
@@ -1083,7 +1084,9 @@ static void on_call(struct stmt *st, struct scan_effects *fx)
         if (!harmless_call(st)) fx->flags |= SCAN_CALL;
         return;
     }
-    if (names_function(f, "set_config")) {
+    if (st->qualified && !is_word(&st->schema, "pg_catalog")) {
+        fx->flags |= SCAN_CALL; /* another schema's set_config or pg_advisory_lock is a function of its own */
+    } else if (names_function(f, "set_config")) {
         st->cfg_arg = 0;
         st->cfg_depth = st->cfg_ntok = 0;
         st->cfg_named = st->cfg_plain = st->cfg_local = false;

@@ -961,10 +961,11 @@ static bool follow_reported(struct client *c, const char *name, const char *valu
  * Sets each startup parameter of c that has no session-level value on the
  * server, as a RESET leaves it (a custom one: empty), to its startup
  * value: PostgreSQL's RESET goes back to the startup packet's value, the
- * server's goes back to its own. One query of pgbun's, right behind the
- * client's request; its replies are dropped, its ParameterStatus passed on.
+ * server's goes back to its own. One query of pgbun's, sent when the
+ * client's request that had the RESET is answered; its replies are
+ * dropped, its ParameterStatus passed on. false: the server was closed.
  */
-bool server_restore_params(struct server *s, const struct client *c)
+static bool server_restore_params(struct server *s, const struct client *c)
 {
     static const char head[] = "SELECT pg_catalog.set_config(p.n, p.v, false) FROM (VALUES ";
     static const char tail[] = ") AS p(n, v) LEFT JOIN pg_catalog.pg_settings s"
@@ -1050,7 +1051,7 @@ static void relay_input(struct server *s)
         struct client *c = s->client;
         size_t         avail = evbuffer_get_length(s->in);
         bool           to_client = c != NULL && s->phase == PHASE_NONE;
-        bool           own;
+        bool           own, restore;
         uint8_t        type, *msg;
         uint32_t       len;
         usec_t         now;
@@ -1103,6 +1104,7 @@ static void relay_input(struct server *s)
                          s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
             return;
         }
+        restore = type == 'Z' && to_client && rq_head_restores(&s->rq);
         if (!rq_reply(&s->rq, (char)type) && own) {
             evbuffer_drain(s->in, (size_t)len + 1); /* pgbun's own Parse or Close answered, or its error written */
             continue;
@@ -1125,7 +1127,10 @@ static void relay_input(struct server *s)
                 /* A pipelined request is next: its clock starts now. */
                 if (--s->expect_rfq > 0) s->request_start = now;
             }
-            if (s->expect_rfq == 0) s->drop_all_due = false;
+            if (s->expect_rfq == 0 && s->drop_all_due) {
+                s->drop_all_due = false;
+                if (c != NULL) stmt_drop_refused(c); /* answered, and no tag said it ran */
+            }
             s->in_copy = false;
             s->copy_in = false;
             if (!to_client) {
@@ -1143,6 +1148,8 @@ static void relay_input(struct server *s)
                 return;
             }
             evbuffer_remove_buffer(s->in, c->out, 6);
+            /* A RESET of startup parameters answered (its COPY, if any, done): set them again. */
+            if (restore && (!server_restore_params(s, c) || !server_flush(s))) return;
             /* Released at the end of this batch, once everything before it is relayed. */
             continue;
         case 'S': {
@@ -1152,9 +1159,18 @@ static void relay_input(struct server *s)
                 server_close(s, "protocol error from server: malformed ParameterStatus");
                 return;
             }
-            /* A change pgbun did not make (not a reply to its own query): what it applied no longer holds. */
-            if (s->phase == PHASE_NONE && !rq_head_is_own(&s->rq)) {
-                varlist_del(&s->applied, n);
+            /*
+             * A change pgbun did not make: what it applied no longer holds.
+             * One it made (the restore of a startup parameter after RESET,
+             * its own query in PHASE_NONE) holds for this client.
+             */
+            if (s->phase == PHASE_NONE) {
+                if (!rq_head_is_own(&s->rq))
+                    varlist_del(&s->applied, n);
+                else if (!varlist_set(&s->applied, n, v)) {
+                    server_close(s, "out of memory");
+                    return;
+                }
                 if (c != NULL && !s->pool->track_session && !follow_reported(c, n, v)) {
                     server_close(s, "out of memory");
                     return;
@@ -1290,6 +1306,8 @@ static void relay(struct server *s)
         relay_input(s);
     } while (s->relay_again && s->state != SV_CLOSING && evbuffer_get_length(s->in) > 0);
     s->relaying = false;
+    /* Released meanwhile: another worker may be waiting for it (last: it may leave this thread). */
+    if (worker_count() > 1) pool_offer_server(s);
 }
 
 void server_resume(struct server *s)

@@ -103,7 +103,7 @@ struct server {
     bool                 readback_unknown;  /* ... after text that may have set what pgbun cannot name */
     uint64_t unknown_of;  /* a client that may have left state pgbun cannot name here (SCAN_UNKNOWN); 0: none */
     bool     cleaning;    /* pgbun's query of its phase resets every setting first */
-    bool     restore_due; /* a RESET of a client's startup parameter: restore after the request */
+    bool     restore_due; /* a RESET of a client's startup parameter: its request restores them */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is
@@ -145,13 +145,6 @@ void server_discard(struct server *s);
 const char *server_held_names(unsigned held, char *buf, size_t n);
 /* True when the server may be handed to another client. */
 bool server_is_clean(const struct server *s);
-/*
- * The client's request that just went to s (a Query, or the Sync after
- * extended messages) may have RESET startup parameters of c: if so, sets
- * them again right behind it, before anything else the client sends.
- * false: out of memory (the server was closed).
- */
-bool server_restore_params(struct server *s, const struct client *c);
 
 void server_free(struct server *s);
 

@@ -183,10 +183,10 @@ static bool learn_effects(struct pstmt *p, const struct server *s)
 }
 
 /* A Bind of p: what it may do to the session is noted on the server, as for the text of a Query. */
-static bool note_effects(const struct pstmt *p, struct server *s)
+static bool note_effects(struct client *c, const struct pstmt *p, struct server *s)
 {
     s->scan_pending |= p->effects;
-    stmt_text_dropped(s, p->effects);
+    stmt_text_dropped(c, s, p->effects);
     for (const char *n = p->names; n != NULL && *n != '\0'; n += strlen(n) + 1)
         if (!varlist_set(&s->scan_names, n, "")) return false;
     return true;
@@ -287,7 +287,7 @@ static enum stmt_step on_bind(struct client *c, struct server *s, uint32_t len, 
     if (m[portal_end] == '\0' || c->stmts == NULL) return STMT_PASS;
     if ((p = pstmt_name_find(c->stmts, (const char *)m + portal_end)) == NULL)
         return STMT_PASS; /* PostgreSQL says it does not exist */
-    if (p->effects != 0 && !note_effects(p, s)) return out_of_memory(c);
+    if (p->effects != 0 && !note_effects(c, p, s)) return out_of_memory(c);
     if ((p->effects & SCAN_RESTORE) && c->params.count > 0) s->restore_due = true; /* RESET ALL, prepared */
     if (p->effects & SCAN_UNKNOWN) s->unknown_of = c->id;
     if (!ensure_on(c, s, p)) return STMT_CLOSED;
@@ -337,15 +337,35 @@ enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, ui
     }
 }
 
-void stmt_text_dropped(struct server *s, unsigned flags)
+static void names_free(struct client *c, struct pstmt_names **m)
+{
+    if (*m == NULL) return;
+    pstmt_names_clear(*m, &c->w->stmts);
+    free(*m);
+    *m = NULL;
+}
+
+void stmt_text_dropped(struct client *c, struct server *s, unsigned flags)
 {
     /* DEALLOCATE of one name: stmt_deallocate's, or a SQL-level statement's (which pins its client). */
     if ((flags & (SCAN_DEALLOCATE_ALL | SCAN_DISCARD_ALL)) == 0) return;
     /* Whether the server's went is known only after it ran: prepare afresh, closing the name first. */
     pstmt_cache_clear(&s->stmts);
     s->stmts_dirty = true;
-    /* The client's go when PostgreSQL says it ran the command (stmt_command_done): it may refuse it (25001). */
+    /*
+     * The client's go when PostgreSQL says it ran the command, which it may
+     * refuse (25001 in a transaction block); a Parse sent behind it, before
+     * its reply, names a statement of its own.
+     */
     s->drop_all_due = true;
+    if (c->stmts == NULL) return;
+    if (c->stmts_dropping == NULL) {
+        c->stmts_dropping = c->stmts;
+    } else {
+        pstmt_names_move(c->stmts_dropping, c->stmts, &c->w->stmts);
+        free(c->stmts);
+    }
+    c->stmts = NULL;
 }
 
 void stmt_command_done(struct client *c, const char *tag, size_t len)
@@ -355,7 +375,19 @@ void stmt_command_done(struct client *c, const char *tag, size_t len)
     /* DEALLOCATE ALL and DISCARD ALL dropped the client's statements too. */
     if ((len == sizeof(discard) && memcmp(tag, discard, len) == 0) ||
         (len == sizeof(deallocate) && memcmp(tag, deallocate, len) == 0))
-        stmt_client_free(c);
+        names_free(c, &c->stmts_dropping);
+}
+
+void stmt_drop_refused(struct client *c)
+{
+    if (c->stmts_dropping == NULL) return;
+    if (c->stmts == NULL) {
+        c->stmts = c->stmts_dropping;
+    } else {
+        pstmt_names_move(c->stmts, c->stmts_dropping, &c->w->stmts); /* a name prepared since wins */
+        free(c->stmts_dropping);
+    }
+    c->stmts_dropping = NULL;
 }
 
 enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, const char *target,
@@ -452,8 +484,6 @@ size_t stmt_server_count(const struct server *s)
 
 void stmt_client_free(struct client *c)
 {
-    if (c->stmts == NULL) return;
-    pstmt_names_clear(c->stmts, &c->w->stmts);
-    free(c->stmts);
-    c->stmts = NULL;
+    names_free(c, &c->stmts);
+    names_free(c, &c->stmts_dropping);
 }

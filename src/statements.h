@@ -55,12 +55,16 @@ enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type,
 
 /*
  * The client's text may drop prepared statements (scan.h SCAN_STATEMENTS
- * flags): the server's are prepared afresh; the client's are dropped by
- * stmt_command_done if PostgreSQL reports DEALLOCATE ALL or DISCARD ALL done.
+ * flags): the server's are prepared afresh; the client's names so far are
+ * set aside (c->stmts_dropping), and names it prepares from now on are new.
+ * stmt_command_done drops those set aside if PostgreSQL reports DEALLOCATE
+ * ALL or DISCARD ALL done; stmt_drop_refused gives them back otherwise.
  */
-void stmt_text_dropped(struct server *s, unsigned flags);
+void stmt_text_dropped(struct client *c, struct server *s, unsigned flags);
 /* A CommandComplete for c while s->drop_all_due: tag (len bytes, its NUL included). */
 void stmt_command_done(struct client *c, const char *tag, size_t len);
+/* Every request of c before that is answered, and no such tag came: its names are its own again. */
+void stmt_drop_refused(struct client *c);
 
 /* The reply queue's callbacks for a server (arg: the server). */
 rq_emit_fn   stmt_emit;

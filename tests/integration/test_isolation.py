@@ -24,6 +24,7 @@ waits for an advisory lock a direct connection holds, and the one to use is
 let go by releasing its lock (Blockers below).
 """
 
+import struct
 import threading
 import time
 
@@ -579,3 +580,98 @@ def test_a_discard_all_that_ran_drops_the_prepared_statements(start_pgbun, pg):
     bun = start_pgbun(config=pool("transaction"))
     w = bun.login()
     assert [exchange(w, s) for s in steps] == want
+
+
+@pgbun_only
+@pytest.mark.parametrize("command", ["DEALLOCATE ALL", "DISCARD ALL"])
+def test_statements_prepared_right_behind_a_discard_all_are_kept(start_pgbun, pg, command):
+    """Npgsql sends its DISCARD ALL in one batch with the next commands' Parses: what PostgreSQL
+    drops is what came before it, and the statements prepared behind it stay the client's."""
+    batch = query(command) + parse("s1", "SELECT 11") + bind("s1") + execute() + SYNC
+    later = run_bound("s1")
+    with direct_login(pg) as direct:
+        direct.send(parse("s1", "SELECT 10") + SYNC)
+        assert pgwire.replies(direct) == "1 Z:I"
+        want = [exchange(direct, batch, syncs=2), exchange(direct, later)]
+    assert want == ["C Z:I 1 2 D=11 C Z:I", "2 D=11 C Z:I"]
+    bun = start_pgbun(config=pool("transaction"))
+    w = bun.login()
+    assert exchange(w, parse("s1", "SELECT 10") + SYNC) == "1 Z:I"
+    assert [exchange(w, batch, syncs=2), exchange(w, later)] == want
+
+
+# ---- 5. what pgbun does for a client never gets in its way
+
+def copy_in(w, sql, rows):
+    """Runs sql, a query ending in COPY ... FROM STDIN, and sends rows: the replies, as words."""
+    w.send(query(sql))
+    out = []
+    while True:
+        t, body = w.read_message(timeout=10)
+        if t == b"E":
+            out.append("E:" + pgwire.parse_fields(body)["C"])
+        elif t == b"G":
+            out.append("G")
+            w.send(b"".join(pgwire.message(b"d", f"{r}\n".encode()) for r in rows) + pgwire.message(b"c"))
+        elif t == b"Z":
+            return " ".join(out + ["Z"])
+        elif t not in (b"N", b"S"):
+            out.append(t.decode())
+
+
+@pgbun_only
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_reset_before_a_copy_from_stdin_in_one_query_copies(start_pgbun, pg, mode):
+    """The startup parameters come back once the query that reset them is answered, not in the
+    middle of the COPY it began."""
+    pg.sql("CREATE TABLE IF NOT EXISTS isol_copy (a int)")
+    pg.sql("TRUNCATE isol_copy")
+    bun = start_pgbun(config=pool(mode))
+    w = bun.login(params={"application_name": "copier", "TimeZone": "Asia/Tokyo"})
+    assert simple(w, "SELECT 1") == ([["1"]], None)  # its parameters are on the server now
+    assert copy_in(w, "RESET ALL; COPY isol_copy FROM STDIN", [1, 2, 3]) == "C G C Z"
+    assert simple(w, "SELECT count(*), current_setting('application_name'), current_setting('TimeZone') "
+                     "FROM isol_copy") == ([["3", "copier", "Asia/Tokyo"]], None)
+
+
+@pgbun_only
+def test_a_query_over_64kb_that_starts_a_copy_from_stdin_copies(start_pgbun, pg):
+    pg.sql("CREATE TABLE IF NOT EXISTS isol_copy (a int)")
+    pg.sql("TRUNCATE isol_copy")
+    bun = start_pgbun(config=pool("transaction"))
+    with client(bun, application_name="copier") as conn:
+        conn.execute("SELECT 1")
+        with conn.cursor() as cur:
+            with cur.copy(f"/* {BIG} */ COPY isol_copy FROM STDIN") as copy:
+                copy.write_row((1,))
+        assert conn.execute("SELECT count(*) FROM isol_copy").fetchone() == (1,)
+
+
+@pgbun_only
+def test_a_restored_startup_parameter_reaches_no_other_client_with_session_state_off(start_pgbun, pg):
+    """With session_state = off a reported parameter follows its client as PgBouncer does: the
+    value pgbun restores after a RESET is the client's, and undone for the next one."""
+    bun = start_pgbun(config=pool("transaction", default_pool_size=1, session_state="off"))
+    tokyo = client(bun, options="-c TimeZone=Asia/Tokyo")
+    other = client(bun)
+    default = pg.sql("SHOW TimeZone")[0][0]
+    assert tokyo.execute("SHOW TimeZone").fetchone() == ("Asia/Tokyo",)
+    tokyo.execute("RESET TimeZone")
+    assert tokyo.execute("SHOW TimeZone").fetchone() == ("Asia/Tokyo",)
+    assert other.execute("SHOW TimeZone").fetchone() == (default,)
+    assert tokyo.execute("SHOW TimeZone").fetchone() == ("Asia/Tokyo",)
+
+
+# A FunctionCall message of set_config(text, text, bool) (OID 2078): three text arguments, a text result.
+SET_CONFIG_CALL = pgwire.message(b"F", struct.pack("!ih", 2078, 0) + struct.pack("!h", 3) + b"".join(
+    struct.pack("!i", len(a)) + a for a in (b"app.tenant", b"secret", b"false")) + struct.pack("!h", 0))
+
+
+@pgbun_only
+@pytest.mark.parametrize("mode", ["transaction", "statement"])
+def test_a_setting_made_by_a_function_call_message_reaches_no_other_client(start_pgbun, pg, mode):
+    bun = start_pgbun(config=pool(mode))
+    other = client(bun)
+    w = bun.login()
+    assert exchange(w, SET_CONFIG_CALL) == "V Z:I"
+    assert unset(on_every_server(bun, pg, other, TENANT)), "another client got the FunctionCall's setting"

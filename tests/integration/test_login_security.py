@@ -250,6 +250,15 @@ def test_auth_trust_any_user_still_refuses_an_unknown_user_on_a_forced_user_entr
 
 
 @pgbun_only
+def test_auth_trust_any_user_does_not_open_the_console_to_a_user_missing_from_auth_file(start_pgbun, pg):
+    """No PostgreSQL judges a console login: a name in admin_users that is not in auth_file is refused."""
+    bun = start_pgbun(config={"auth_trust_any_user": 1, "admin_users": STRANGER},
+                      databases={"pgbun_test": pg.entry()}, auth_file={"md5user": "md5pass"})
+    err, w = refused_login(bun, STRANGER, CONSOLE)
+    assert_trust_refusal(err, w, STRANGER)
+
+
+@pgbun_only
 def test_auth_trust_any_user_with_auth_file_lets_a_user_in_auth_file_in_on_a_forced_user_entry(start_pgbun, pg):
     bun = start_pgbun(config={"auth_trust_any_user": 1},
                       databases={"pgbun_test": pg.entry(user="postgres")},
@@ -332,9 +341,12 @@ def test_reload_to_trust_without_auth_file_with_auth_trust_any_user_is_accepted(
     rewrite_config(bun, databases, auth_file=None, auth_trust_any_user=1, pool_mode="transaction")
     with console(bun) as adm:
         adm.execute("RELOAD")
-    assert config_value(bun, "pool_mode") == "transaction"
+    assert "configuration reloaded" in bun.log_text()
     with bun.connect(user="postgres") as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+    # The console is not a database PostgreSQL judges: with no auth_file nobody reaches it by name.
+    with pytest.raises(psycopg.OperationalError, match='"trust" authentication failed'):
+        console(bun)
 
 
 # ---------------------------------------------------------------- 3. authenticate first
@@ -413,6 +425,15 @@ def test_scram_user_missing_from_auth_file_gets_a_whole_exchange_then_28P01(star
     # checked by ScramClient) after the first message, as for a real user; the refusal after the proof.
     assert w.auth_requests == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE], w.auth_requests
     assert_password_failure(err, w, STRANGER, "pgbun_test")
+
+
+def test_scram_user_with_an_empty_password_in_auth_file_gets_a_whole_exchange_then_28P01(start_pgbun, pg):
+    """An empty password matches nothing: the exchange goes on as for anyone, and fails at the proof."""
+    bun = start_pgbun(config={"auth_type": "scram-sha-256"}, databases={"pgbun_test": pg.entry(user="postgres")},
+                      auth_file={USER: ""})
+    err, w = refused_login(bun, USER, "pgbun_test", password="")
+    assert w.auth_requests == [pgwire.AUTH_SASL, pgwire.AUTH_SASL_CONTINUE], w.auth_requests
+    assert_password_failure(err, w, USER, "pgbun_test")
 
 
 def test_scram_user_missing_from_auth_file_gets_a_server_first_message(start_pgbun, pg):

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import (IS_PGBOUNCER, _ini_lines, backend_pid, backend_ports, chown_to_run_user, error_fields,
                       free_port, held_backends, pg_bindir, port_accepts, run, server_backends, sockets_to_port,
-                      wait_until)
+                      wait_until, write_auth_file)
 from test_admin import row_for, show  # the console's helpers
 from test_config import run_pgbun
 
@@ -206,10 +206,12 @@ def test_workers_outside_1_to_64_stops_pgbun_naming_the_key(pgbun_workdir, pg, v
 
 def test_sidecar_mode_reads_pgbun_workers_from_the_environment(start_pgbun, pg, pgbun_workdir):
     port = free_port()
+    userlist = pgbun_workdir / "sidecar-userlist.txt"
+    write_auth_file(userlist, {"postgres": ""})  # the console wants its admin in auth_file
     bun = start_pgbun(write_config=False, auth_file=False, env={
         "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(pg.port), "LISTEN_ADDR": "127.0.0.1",
-        "LISTEN_PORT": str(port), "PGBUN_AUTH_TYPE": "trust", "PGBUN_AUTH_TRUST_ANY_USER": "1", "PGBUN_ADMIN_USERS": "postgres",
-        "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir), "PGBUN_WORKERS": "2"})
+        "LISTEN_PORT": str(port), "PGBUN_AUTH_TYPE": "trust", "PGBUN_AUTH_FILE": str(userlist),
+        "PGBUN_ADMIN_USERS": "postgres", "PGBUN_UNIX_SOCKET_DIR": str(pgbun_workdir), "PGBUN_WORKERS": "2"})
     assert row_for(show(console(bun), "CONFIG"), key="workers")["value"] == "2"
     conns = [client(bun) for _ in range(10)]
     for i, conn in enumerate(conns):

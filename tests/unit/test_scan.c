@@ -209,11 +209,12 @@ static void calls(void)
 {
     unsigned flags = scan("DO $$BEGIN PERFORM set_config('app.tenant', 'x', false); END$$", true);
 
-    ok(flags == (SCAN_CALL | SCAN_SETTING) && strcmp(names, "app.tenant") == 0, "DO: anything, and the name in its body");
+    ok(flags == (SCAN_CALL | SCAN_SETTING) && strcmp(names, "app.tenant") == 0,
+       "DO: anything, and the name in its body");
     flags_of("do language plpgsql $x$ BEGIN NULL; END $x$", SCAN_CALL);
     flags_of("DO 'BEGIN PERFORM set_config(''a.b'', ''x'', false); END'", SCAN_CALL);
-    flags = scan("DO $a$ BEGIN EXECUTE $b$ DO $c$ BEGIN PERFORM set_config('x.y', '1', false); END $c$ $b$; END $a$",
-                 true);
+    flags =
+        scan("DO $a$ BEGIN EXECUTE $b$ DO $c$ BEGIN PERFORM set_config('x.y', '1', false); END $c$ $b$; END $a$", true);
     ok(flags == SCAN_CALL && fx.nnames == 0, "a DO in a DO body is not looked into");
     scan("DO $$BEGIN DEALLOCATE s1; END$$", true);
     ok(fx.deallocated[0] == '\0' && fx.statements == 1, "a DEALLOCATE in a DO body is not the text's own");
@@ -235,6 +236,14 @@ static void calls(void)
     flags_of("SELECT 1 WHERE EXISTS (SELECT 1) AND NOT (1 = 2) OR x = ANY (ARRAY[1])", 0);
     flags_of("CREATE FUNCTION f(a int) RETURNS int AS 'select set_config(1)' LANGUAGE sql", 0);
     flags_of("SELECT 'f(x)', \"g\" FROM t", 0);
+    flags_of("DELETE FROM t USING evil() e WHERE t.a = e.a", SCAN_CALL);
+    flags_of("SELECT list(1), hash(2)", SCAN_CALL);
+    flags_of("SELECT 1 FROM t WHERE a = explain(1)", SCAN_CALL);
+    flags_of("SELECT evil.set_config('a.b', 'x', false)", SCAN_CALL);
+    flags_of("SELECT evil.pg_advisory_lock(1)", SCAN_CALL);
+    flags = scan("SET U&\"a.b\" = 1; RESET search_path", true);
+    ok(flags == (SCAN_SETTING | SCAN_RESET) && strcmp(names, "a.b,search_path") == 0,
+       "a U& name, then a plain one: both named");
 }
 
 /* DEALLOCATE of one name: the name as PostgreSQL reads it, and how many statements the text holds. */

@@ -700,7 +700,6 @@ static void start_readback(struct server *s)
 
     s->readback_settings = (s->scan_pending & SCAN_READBACK) != 0;
     s->readback_held = (s->scan_pending & SCAN_PIN) != 0;
-    s->readback_unknown = (s->scan_pending & SCAN_UNKNOWN) != 0;
 
     for (int k = 0; k < 2; k++)
         for (size_t i = 0; i < lists[k]->count; i++)
@@ -721,8 +720,8 @@ static void start_readback(struct server *s)
             any = true;
         }
     }
-    /* A SET ROLE pgbun could not see (in a function) is read back too, so that its client keeps it. */
-    if (s->readback_unknown && s->readback_settings) {
+    /* A role set under a name pgbun could not read (set_config of a computed name) is read back too. */
+    if ((s->scan_pending & SCAN_UNKNOWN) && s->readback_settings) {
         d += sprintf(d, "%s'role'", any ? "," : custom_head);
         any = true;
     }

@@ -100,7 +100,6 @@ struct server {
     usec_t               held_since;      /* when held became nonzero */
     bool                 readback_settings; /* the read-back asks for the session's settings */
     bool                 readback_held;     /* ... and for what it holds (held_query) */
-    bool                 readback_unknown;  /* ... after text that may have set what pgbun cannot name */
     uint64_t unknown_of;  /* a client that may have left state pgbun cannot name here (SCAN_UNKNOWN); 0: none */
     bool     cleaning;    /* pgbun's query of its phase resets every setting first */
     bool     restore_due; /* a RESET of a client's startup parameter: its request restores them */

@@ -70,7 +70,10 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
 
-    client_close(c, "08P01", "client_login_timeout: login not completed in time");
+    if (c->state == CL_WELCOME)
+        pool_wait_timed_out(c, "client_login_timeout"); /* authenticated, waiting for a first server */
+    else
+        client_close(c, "08P01", "client_login_timeout: login not completed in time");
 }
 
 void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)

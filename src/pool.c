@@ -449,6 +449,11 @@ static struct pool *find_or_make(const char *dbname, const char *user, bool admi
 
 struct pool *pool_get(const char *dbname, const char *user, const char **err)
 {
+    const struct db_config *db = config_find_db(pgbun.cfg, dbname);
+
+    /* A database with a forced user has one pool, the forced user's, as in
+     * PgBouncer: its pool_size bounds it whoever the clients log in as. */
+    if (db != NULL && db->user != NULL) user = db->user;
     return find_or_make(dbname, user, false, err);
 }
 
@@ -599,24 +604,30 @@ bool pool_is_disabled(const char *dbname)
     return ndb_states > 0 && (d = db_state(dbname, false)) != NULL && d->disabled;
 }
 
+/* Closes p's idle servers and marks the others to close when released; how many were marked. */
+static int retire_servers(struct pool *p, const char *why)
+{
+    struct server *s;
+    int            marked = 0;
+
+    while ((s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL)
+        server_close(s, "%s: closed while idle", why);
+    for (int st = 0; st < SV_CLOSING; st++)
+        TAILQ_FOREACH(s, &p->servers[st], entry)
+        {
+            s->close_needed = true;
+            marked++;
+        }
+    return marked;
+}
+
 int pool_reconnect(const char *dbname)
 {
     struct pool *p;
     int          marked = 0;
 
-    for (p = pool_first(); p != NULL; p = pool_next(p)) {
-        struct server *s;
-
-        if (p->admin || (dbname != NULL && strcmp(p->dbname, dbname) != 0)) continue;
-        while ((s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL)
-            server_close(s, "RECONNECT: closed while idle");
-        for (int st = 0; st < SV_CLOSING; st++)
-            TAILQ_FOREACH(s, &p->servers[st], entry)
-            {
-                s->close_needed = true;
-                marked++;
-            }
-    }
+    for (p = pool_first(); p != NULL; p = pool_next(p))
+        if (!p->admin && (dbname == NULL || strcmp(p->dbname, dbname) == 0)) marked += retire_servers(p, "RECONNECT");
     return marked;
 }
 
@@ -646,13 +657,70 @@ int pool_busy_servers(const char *dbname)
     return n;
 }
 
+/* Where and as whom p's servers log in. */
+struct server_login {
+    char *host;
+    int   port;
+    char *server_db;
+    char *server_user;
+    char *password;
+};
+
+static void login_take(struct server_login *l, struct pool *p)
+{
+    *l = (struct server_login){p->host, p->port, p->server_db, p->server_user, p->password};
+    p->host = p->server_db = p->server_user = p->password = NULL;
+}
+
+static void login_give_back(struct server_login *l, struct pool *p)
+{
+    p->host = l->host;
+    p->server_db = l->server_db;
+    p->server_user = l->server_user;
+    p->password = l->password;
+}
+
+static bool login_same(const struct server_login *l, const struct pool *p)
+{
+    return l->port == p->port && same_str(l->host, p->host) && same_str(l->server_db, p->server_db) &&
+           same_str(l->server_user, p->server_user) && same_str(l->password, p->password);
+}
+
+static void login_free(struct server_login *l)
+{
+    free(l->host);
+    free(l->server_db);
+    free(l->server_user);
+    free(l->password);
+}
+
 void pool_config_changed(void)
 {
     struct pool *p;
 
     for (p = pool_first(); p != NULL; p = pool_next(p)) {
-        if (!resolve(p))
+        struct server_login old;
+        bool                moved;
+
+        if (p->admin) continue;
+        login_take(&old, p);
+        if (!resolve(p)) {
+            login_give_back(&old, p);
             log_warning("pool %s/%s: database entry removed; keeping its last settings", p->dbname, p->user);
+            continue;
+        }
+        moved = !login_same(&old, p);
+        login_free(&old);
+        if (moved) {
+            /* Its servers are another database's, or another user's: none may serve again. */
+            int busy = retire_servers(p, "RELOAD: the database's server settings changed");
+
+            log_info("pool %s/%s: server settings changed: now %s:%d db=%s user=%s%s", p->dbname, p->user, p->host,
+                     p->port, p->server_db, p->server_user, busy ? "; busy servers close when released" : "");
+            p->last_fail_time = 0; /* a fixed password or host is tried at once */
+            p->fail_count = 0;
+            p->fail_lasting = false;
+        }
         pool_dispatch_later(p); /* sizes and limits may have grown */
     }
 }
@@ -740,6 +808,7 @@ static void publish_blocked(struct worker *w, struct pool_share *sh)
 
 static void set_blocked(struct pool *p, bool on)
 {
+    if (!on) p->handed = 0; /* it runs its queue now: what it was handed is free for it to take */
     if (p->blocked == on) return;
     p->blocked = on;
     p->w->pw->nblocked += on ? 1 : -1;
@@ -971,8 +1040,9 @@ void pool_server_ready(struct server *s)
     }
     p->last_fail_time = 0;
     p->fail_count = 0;
+    p->fail_lasting = false;
     if (s->close_needed) { /* RECONNECT came while it was logging in with the old settings */
-        server_close(s, "RECONNECT: replaced after its login");
+        server_close(s, "replaced after its login: RECONNECT, or RELOAD changed its settings");
         return;
     }
     s->checked = true; /* its login just proved it alive */
@@ -995,6 +1065,16 @@ static void fail_waiting(struct pool *p)
         client_close(c, p->last_fail_state, "%s", p->last_fail_msg);
 }
 
+bool pool_failure_lasting(const char *sqlstate)
+{
+    /* Class 08 (refused, reset, timed out) but not 08P01, a protocol
+     * violation; 57P01-57P03 (shutting down, starting up); class 53 (too
+     * many connections, out of memory). Everything else - a wrong password,
+     * a role or database that is gone, pg_hba.conf - needs a person. */
+    if (strcmp(sqlstate, "08P01") == 0) return true;
+    return strncmp(sqlstate, "08", 2) != 0 && strncmp(sqlstate, "57P", 3) != 0 && strncmp(sqlstate, "53", 2) != 0;
+}
+
 void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
 {
     usec_t now = pgbun_now();
@@ -1005,10 +1085,14 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
      * again after 0.5 s, not 4. */
     if (p->last_fail_time == 0 || now - p->last_fail_time >= retry_pause(p)) p->fail_count++;
     p->last_fail_time = now;
+    p->fail_lasting = pool_failure_lasting(sqlstate);
     snprintf(p->last_fail_state, sizeof(p->last_fail_state), "%s", sqlstate);
     snprintf(p->last_fail_msg, sizeof(p->last_fail_msg), "%s", msg);
-    /* Clients keep waiting while another server may still serve them. */
-    if (pool_servers_total(p) == 0) fail_waiting(p);
+    /* A server that is down or restarting keeps its clients queued, to be
+     * served when it is back or failed at query_wait_timeout. A failure that
+     * waiting will not cure reaches every queued client now, busy servers or
+     * not: they would only get it later. */
+    if (p->fail_lasting) fail_waiting(p);
 }
 
 /*
@@ -1053,16 +1137,49 @@ static bool user_full(const struct pool *p)
     return p->max_user_connections > 0 && atomic_load(&p->user_share->servers) >= p->max_user_connections;
 }
 
-/* The longest-unused idle server of another pool sharing `same` with p, or NULL. */
+/* Clients of p that are logged in: they may ask for a server at any moment. */
+static int clients_in(const struct pool *p)
+{
+    return p->nclients[CL_IDLE] + p->nclients[CL_ACTIVE] + p->nclients[CL_WAITING];
+}
+
+/* How readily an idle server of q goes to make room: 0 first. */
+static int victim_rank(const struct pool *q, const struct server *s)
+{
+    if (clients_in(q) == 0) return 0; /* nobody is connected to use it */
+    return s->used ? 1 : 2;           /* one not used yet was opened for q's clients, who come next */
+}
+
+/*
+ * The idle server of another pool sharing `same` with p that is best closed
+ * to make room, or NULL: the lowest victim_rank, then the longest unused.
+ * Only a pool without a server may take one its owner's clients may want.
+ * A server fresh from a pool's first login (the welcome) goes last: closing
+ * it would only make that pool's clients open another.
+ */
 static struct server *idle_victim(const struct pool *p, bool (*same)(const struct pool *, const struct pool *))
 {
     struct pool   *q;
     struct server *victim = NULL, *s;
+    int            victim_r = 0;
+    /* A pool that has a server serves its queue with it: it takes no more
+     * from pools whose clients are connected, only from deserted ones. (The
+     * count holds the slot take_slots reserved for the server to open.) */
+    int max_r = pool_servers_total(p) <= 1 ? 2 : 0;
 
     TAILQ_FOREACH(q, &p->w->pw->pools, entry)
     {
-        if (q == p || !same(q, p) || (s = TAILQ_LAST(&q->servers[SV_IDLE], server_list)) == NULL) continue;
-        if (victim == NULL || s->state_since < victim->state_since) victim = s;
+        if (q == p || !same(q, p)) continue;
+        TAILQ_FOREACH_REVERSE(s, &q->servers[SV_IDLE], server_list, entry)
+        {
+            int r = victim_rank(q, s);
+
+            if (r > max_r) continue;
+            if (victim == NULL || r < victim_r || (r == victim_r && s->state_since < victim->state_since)) {
+                victim = s;
+                victim_r = r;
+            }
+        }
     }
     return victim;
 }
@@ -1131,6 +1248,14 @@ usec_t pool_waiting_since(const struct pool *p)
     return since;
 }
 
+/* The limit that q and p's servers both count under, that q (blocked) waits on, or NULL. */
+static const char *limit_shared(const struct pool *q, const struct pool *p)
+{
+    if (q->max_db_connections > 0 && same_db(q, p)) return "max_db_connections";
+    if (q->max_user_connections > 0 && same_user(q, p)) return "max_user_connections";
+    return NULL;
+}
+
 /*
  * A pool blocked on a limit it shares with p whose clients have waited
  * longer than p's: it comes first, so p must not take the slot. *limit names
@@ -1147,26 +1272,44 @@ static struct pool *older_blocked(const struct pool *p, const char **limit)
         usec_t theirs = pool_waiting_since(q);
 
         if (q == p || !q->blocked || theirs == 0 || (mine != 0 && mine <= theirs)) continue;
-        if (q->max_db_connections > 0 && same_db(q, p))
-            *limit = "max_db_connections";
-        else if (q->max_user_connections > 0 && same_user(q, p))
-            *limit = "max_user_connections";
-        else
-            continue;
-        return q;
+        if ((*limit = limit_shared(q, p)) != NULL) return q;
     }
     return NULL;
 }
 
-/* A server of p is free: if a pool ahead in line shares a limit with it, close it so that pool gets the slot. */
+/*
+ * A server of p is free and a pool blocked on a limit they share waited
+ * longer than p's own queue: close it so that pool gets the slot. While p's
+ * own clients wait too, only a pool with fewer servers than p would keep
+ * gets it: handing a slot to an equal would swap the shares, not even them,
+ * and every swap closes one server and opens another.
+ */
 static bool yield_slot(struct server *s)
 {
-    const char  *limit;
-    struct pool *q = older_blocked(s->pool, &limit);
+    struct pool *p = s->pool, *q, *to = NULL;
+    usec_t       mine = pool_waiting_since(p);
+    int          keep = pool_servers_total(p) - 1, fewest = 0;
+    const char  *limit = NULL, *l;
 
-    if (q == NULL) return false;
-    server_close(s, "%s: handing the connection's slot to pool %s/%s, whose clients waited longer", limit, q->dbname,
-                 q->user);
+    TAILQ_FOREACH(q, &p->w->pw->pools, entry)
+    {
+        usec_t theirs = pool_waiting_since(q);
+        int    n;
+
+        if (q == p || !q->blocked || theirs == 0 || (mine != 0 && mine <= theirs)) continue;
+        if ((l = limit_shared(q, p)) == NULL) continue;
+        n = pool_servers_total(q) + q->handed;
+        if (mine != 0 && n > 0 && n >= keep) continue;
+        if (to == NULL || n < fewest) {
+            to = q;
+            fewest = n;
+            limit = l;
+        }
+    }
+    if (to == NULL) return false;
+    to->handed++;
+    server_close(s, "%s: handing the connection's slot to pool %s/%s, whose clients waited longer", limit, to->dbname,
+                 to->user);
     return true;
 }
 
@@ -1350,11 +1493,11 @@ void pool_dispatch(struct pool *p)
         usec_t         left = pause - (pgbun_now() - p->last_fail_time);
         struct timeval tv = {(time_t)(left / USEC_PER_SEC), (suseconds_t)(left % USEC_PER_SEC)};
 
-        if (pool_servers_total(p) == 0) {
+        if (p->fail_lasting && pool_servers_total(p) == 0) {
             fail_waiting(p);
             return;
         }
-        /* Others may still serve the queue; try again when the pause is over. */
+        /* The server may come back, or others may still serve the queue: try again when the pause is over. */
         if (p->retry_timer == NULL) p->retry_timer = evtimer_new(p->w->base, retry_cb, p);
         if (p->retry_timer != NULL) evtimer_add(p->retry_timer, &tv);
         return;
@@ -1484,9 +1627,23 @@ static void notice_long_pins(struct pool *p, usec_t now)
  * timeout. Each close moves only the object at hand (and its linked peer),
  * so the next element is taken before the current one is handled.
  */
+void pool_wait_timed_out(struct client *c, const char *what)
+{
+    const struct pool *p = c->pool;
+    usec_t             waited = pgbun_now() - c->state_since;
+
+    /* While the server cannot be reached, the client learns why. */
+    if (p->fail_count > 0)
+        client_close(c, p->last_fail_state, "%s: no server connection within %g s; the last attempt failed: %s", what,
+                     secs(waited), p->last_fail_msg);
+    else
+        client_close(c, "08P01", "%s: no server connection became free within %g s", what, secs(waited));
+}
+
 static void maintain(struct pool *p, usec_t now)
 {
     static const enum client_state idle_states[] = {CL_IDLE, CL_ACTIVE};
+    static const enum client_state wait_states[] = {CL_WELCOME, CL_WAITING};
     const struct pgbun_config     *cfg = pgbun.cfg;
     struct client                 *c, *cnext;
     struct server                 *s, *snext;
@@ -1499,11 +1656,11 @@ static void maintain(struct pool *p, usec_t now)
                              secs(cfg->client_idle_timeout));
         }
     }
-    for (c = TAILQ_FIRST(&p->clients[CL_WAITING]); cfg->query_wait_timeout > 0 && c != NULL; c = cnext) {
-        cnext = TAILQ_NEXT(c, entry);
-        if (now - c->state_since > cfg->query_wait_timeout)
-            client_close(c, "08P01", "query_wait_timeout: no server connection became free within %g s",
-                         secs(cfg->query_wait_timeout));
+    for (size_t i = 0; cfg->query_wait_timeout > 0 && i < 2; i++) {
+        for (c = TAILQ_FIRST(&p->clients[wait_states[i]]); c != NULL; c = cnext) {
+            cnext = TAILQ_NEXT(c, entry);
+            if (now - c->state_since > cfg->query_wait_timeout) pool_wait_timed_out(c, "query_wait_timeout");
+        }
     }
     for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
         snext = TAILQ_NEXT(s, entry);

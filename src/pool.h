@@ -93,6 +93,7 @@ struct pool {
     bool           welcome_ready;
     usec_t         last_fail_time; /* last failed server connect or login */
     int            fail_count;     /* failures in a row; the retry pause grows with it */
+    bool           fail_lasting;   /* the last failure will not go away by waiting (pool_failure_lasting) */
     char           last_fail_state[6];
     char           last_fail_msg[512];
     struct event  *retry_timer;  /* serves the queue again when the pause after a failure ends */
@@ -101,6 +102,7 @@ struct pool {
     int  max_db_connections;   /* 0: no limit on the servers of all pools of this database */
     int  max_user_connections; /* 0: no limit on the servers of all pools of this user */
     bool blocked;              /* clients wait because a database or user limit is reached */
+    int  handed;               /* slots other pools closed a server to give it, not taken yet */
 
     struct stats stats;        /* running totals */
     struct stats period_start; /* totals when the current stats_period began */
@@ -188,8 +190,16 @@ void pool_request_server(struct client *c);
 void pool_release_server(struct server *s);
 /* A server finished logging in. */
 void pool_server_ready(struct server *s);
-/* A server never became usable; waiting clients may get this error. */
+/*
+ * A server never became usable. A failure that waiting may cure (the server
+ * is down, restarting or full) keeps the queue waiting, to be retried;
+ * another one (pool_failure_lasting) reaches every queued client at once.
+ */
 void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg);
+/* Whether a login failure with this SQLSTATE needs a person, not time. */
+bool pool_failure_lasting(const char *sqlstate);
+/* Closes c, queued too long (what: the timeout's name), with the pool's last failure if it is failing. */
+void pool_wait_timed_out(struct client *c, const char *what);
 /* Give idle servers to waiting clients; open servers while under pool_size. */
 void pool_dispatch(struct pool *p);
 /* pool_dispatch after this loop iteration (safe from inside any close path). */

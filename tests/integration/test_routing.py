@@ -74,7 +74,10 @@ def test_server_host_given_by_name_is_resolved(start_pgbun, pg):
 
 
 def test_unresolvable_server_host_gives_08006_naming_it(start_pgbun, pg):
-    bun = start_pgbun(databases={"pgbun_test": "host=no-such-host.invalid port=5432 dbname=pgbun_test"})
+    # A name that does not resolve is retried like a server that is down: the
+    # client hears of it at query_wait_timeout.
+    bun = start_pgbun(config={"query_wait_timeout": 2},
+                      databases={"pgbun_test": "host=no-such-host.invalid port=5432 dbname=pgbun_test"})
     err = login_error(bun, "pgbun_test")
     assert err is not None and err.sqlstate == "08006", err
     assert "no-such-host.invalid" in err.message

@@ -192,7 +192,8 @@ def test_server_connect_timeout_fails_a_login_to_a_silent_server(start_pgbun, pg
     silent.listen(8)
     port = silent.getsockname()[1]
     try:
-        bun = start_pgbun(config={"server_connect_timeout": 1},
+        # retried like a server that is down, until query_wait_timeout gives up with the reason
+        bun = start_pgbun(config={"server_connect_timeout": 1, "query_wait_timeout": 3},
                           databases={"silent": f"host=127.0.0.1 port={port} dbname=x",
                                      "pgbun_test": pg.entry()})
         start = time.monotonic()

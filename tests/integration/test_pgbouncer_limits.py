@@ -1,0 +1,134 @@
+"""Limits where pgbun accepts what PgBouncer 1.25 accepts.
+
+- passwords up to 65,531 bytes: from clients (cleartext, md5, SCRAM), in
+  auth_file, in [databases] password=, and for pgbun's own login to the server;
+  a longer authentication message is a clean 08P01 for that client only
+- pkt_buf down to 1 (PgBouncer checks no range at all)
+- host= lists in [databases], with one port for all or a matching port list
+- lowering max_prepared_statements evicts server statements down to the new
+  limit; the prepared-statement counters of SHOW STATS follow PgBouncer's rule
+"""
+import socket
+import struct
+
+import psycopg
+import pytest
+
+import pgwire
+from conftest import Postgres, console_rows, free_port, run
+
+PASSWORD_MAX = 65531
+LONG = 60000
+
+
+def long_password(seed, n=LONG):
+    """A password of n printable bytes (no quote, no backslash: it goes into SQL, ini and auth_file)."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+"
+    return "".join(alphabet[(i * 7 + seed) % len(alphabet)] for i in range(n))
+
+
+PW_SCRAM = long_password(1)
+PW_MD5 = long_password(2)
+PW_PLAIN = long_password(3)
+
+LIMITS_HBA = """\
+local all all trust
+host  all postgres    127.0.0.1/32 trust
+host  all long_md5    127.0.0.1/32 md5
+host  all long_plain  127.0.0.1/32 password
+host  all all         127.0.0.1/32 scram-sha-256
+"""
+
+
+@pytest.fixture(scope="module")
+def lpg():
+    """A PostgreSQL of this module: roles with 60,000-byte passwords, one per server auth method."""
+    server = Postgres("limits")
+    try:
+        server.init()
+        (server.datadir / "pg_hba.conf").write_text(LIMITS_HBA)
+        run([server._bin("pg_ctl"), "-D", server.datadir, "reload"], as_run_user=True, cwd=server.base)
+        for role, pw, enc in (("long_scram", PW_SCRAM, "scram-sha-256"), ("long_md5", PW_MD5, "md5"),
+                              ("long_plain", PW_PLAIN, "scram-sha-256")):
+            server.sql(f"SET password_encryption = '{enc}'; CREATE ROLE {role} LOGIN PASSWORD '{pw}'",
+                       dbname="postgres")
+    except BaseException:
+        print(server.log_text())
+        server.destroy()
+        raise
+    yield server
+    server.destroy()
+
+
+def whoami(conn):
+    return conn.execute("SELECT current_user").fetchone()[0]
+
+
+# ------------------------------------------------------------------ passwords
+
+def test_long_password_scram_from_client_and_to_server(lpg, start_pgbun):
+    """auth_file holds a 60,000-byte plain password: the client logs in with SCRAM, pgbun with SCRAM too."""
+    bun = start_pgbun(config={"auth_type": "scram-sha-256"}, databases={"db": lpg.entry()},
+                      auth_file={"long_scram": PW_SCRAM})
+    assert whoami(bun.connect(dbname="db", user="long_scram", password=PW_SCRAM)) == "long_scram"
+    res = bun.psql(["-U", "long_scram", "-d", "db", "-tAc", "SELECT current_user"], env={"PGPASSWORD": PW_SCRAM})
+    assert res.stdout.strip() == "long_scram"
+    with pytest.raises(psycopg.OperationalError) as exc:
+        bun.connect(dbname="db", user="long_scram", password=PW_SCRAM[:-1] + "!")
+    assert "password authentication failed" in str(exc.value)
+
+
+def test_long_password_md5_secret_in_auth_file(lpg, start_pgbun):
+    """An md5 secret of a 60,000-byte password: md5 from the client, md5 to the server."""
+    bun = start_pgbun(config={"auth_type": "md5"}, databases={"db": lpg.entry()},
+                      auth_file={"long_md5": pgwire.md5_secret("long_md5", PW_MD5)})
+    assert whoami(bun.connect(dbname="db", user="long_md5", password=PW_MD5)) == "long_md5"
+    res = bun.psql(["-U", "long_md5", "-d", "db", "-tAc", "SELECT current_user"], env={"PGPASSWORD": PW_MD5})
+    assert res.stdout.strip() == "long_md5"
+
+
+def test_long_cleartext_password_from_client_and_to_server(lpg, start_pgbun):
+    """auth_type plain: the client's PasswordMessage carries 60,000 bytes, and so does pgbun's to PostgreSQL."""
+    bun = start_pgbun(config={"auth_type": "plain"}, databases={"db": lpg.entry()},
+                      auth_file={"long_plain": PW_PLAIN})
+    assert whoami(bun.connect(dbname="db", user="long_plain", password=PW_PLAIN)) == "long_plain"
+    res = bun.psql(["-U", "long_plain", "-d", "db", "-tAc", "SELECT current_user"], env={"PGPASSWORD": PW_PLAIN})
+    assert res.stdout.strip() == "long_plain"
+
+
+@pytest.mark.parametrize("role,pw", [("long_plain", PW_PLAIN), ("long_scram", PW_SCRAM), ("long_md5", PW_MD5)])
+def test_long_password_in_databases_entry(lpg, start_pgbun, role, pw):
+    """password= in [databases] of 60,000 bytes logs in by cleartext, SCRAM and md5."""
+    bun = start_pgbun(databases={"db": lpg.entry(user=role, password=pw)}, auth_file={"postgres": ""})
+    assert whoami(bun.connect(dbname="db")) == role
+
+
+def test_password_at_the_limit_is_read_and_one_byte_more_is_refused(lpg, start_pgbun):
+    """65,531 bytes reach the password check (28P01); 65,532 get 08P01 and close that client only."""
+    bun = start_pgbun(config={"auth_type": "plain"}, databases={"db": lpg.entry()},
+                      auth_file={"long_plain": PW_PLAIN})
+    bystander = bun.connect(dbname="db", user="long_plain", password=PW_PLAIN)
+
+    w = bun.wire()
+    with pytest.raises(pgwire.PgError) as exc:
+        w.login("long_plain", "db", password="x" * PASSWORD_MAX)
+    assert exc.value.sqlstate == "28P01"
+
+    w = bun.wire()
+    with pytest.raises(pgwire.PgError) as exc:
+        w.login("long_plain", "db", password="x" * (PASSWORD_MAX + 1))
+    assert exc.value.sqlstate == "08P01"
+    assert "too long" in exc.value.message
+    assert w.is_closed(timeout=10)
+
+    # A length far past the limit is refused from the header, before the body arrives.
+    w = bun.wire()
+    w.startup({"user": "long_plain", "database": "db"})
+    assert w.read_message()[0] == b"R"
+    w.send(b"p" + struct.pack("!i", 1 << 30))
+    msgs = w.read_until_closed(timeout=10)
+    assert msgs and msgs[0][0] == b"E"
+    assert pgwire.parse_fields(msgs[0][1]).get("C") == "08P01"
+
+    assert whoami(bystander) == "long_plain"
+    assert whoami(bun.connect(dbname="db", user="long_plain", password=PW_PLAIN)) == "long_plain"

@@ -124,7 +124,7 @@ static const struct key main_keys[] = {
     G_TIME(server_check_delay, "30"),
     G_STR(ignore_startup_parameters, NULL),
     G_STR(track_extra_parameters, NULL),
-    G_INT(pkt_buf, "4096", 512, 16 * 1024 * 1024),
+    G_INT(pkt_buf, "4096", 1, INT_MAX), /* PgBouncer checks no range; pgbun sizes no buffer by it */
     G_INT(max_packet_size, "268435456", 1024, INT_MAX),
 
     /* timeouts */

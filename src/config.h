@@ -101,7 +101,7 @@ struct pgbun_config {
     usec_t         server_check_delay;
     char          *ignore_startup_parameters; /* comma-separated */
     char          *track_extra_parameters;    /* comma-separated */
-    int            pkt_buf;                   /* read size hint, 4096 */
+    int            pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
     int            max_packet_size;           /* 2^28 */
 
     /* timeouts (0 = disabled) */

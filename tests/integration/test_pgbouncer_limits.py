@@ -132,3 +132,30 @@ def test_password_at_the_limit_is_read_and_one_byte_more_is_refused(lpg, start_p
 
     assert whoami(bystander) == "long_plain"
     assert whoami(bun.connect(dbname="db", user="long_plain", password=PW_PLAIN)) == "long_plain"
+
+
+# ------------------------------------------------------------------ pkt_buf
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_smallest_pkt_buf_carries_queries_copy_and_large_rows(start_pgbun, pg, mode):
+    """pkt_buf = 1 starts (PgBouncer takes any value) and every kind of traffic still passes."""
+    bun = start_pgbun(config={"pkt_buf": 1, "pool_mode": mode, "admin_users": "postgres"})
+    assert {r["key"]: r["value"] for r in console_rows(bun, "CONFIG")}["pkt_buf"] == "1"
+    conn = bun.connect()
+    assert conn.execute("SELECT 1 + 1").fetchone()[0] == 2
+    big = conn.execute("SELECT repeat('x', 3000000) AS t, 42").fetchone()
+    assert len(big[0]) == 3000000 and big[1] == 42
+    assert conn.execute("SELECT %s::text", ("y" * 200000,), prepare=True).fetchone()[0] == "y" * 200000
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE pkt_tx (n int, t text) ON COMMIT DROP")
+        with conn.cursor().copy("COPY pkt_tx FROM STDIN") as cp:
+            for i in range(2000):
+                cp.write_row((i, "z" * (i % 300)))
+        out = []
+        with conn.cursor().copy("COPY (SELECT n, t FROM pkt_tx ORDER BY n) TO STDOUT") as cp:
+            for row in cp.rows():
+                out.append(row)
+        assert len(out) == 2000 and out[-1] == ("1999", "z" * (1999 % 300))
+    res = bun.psql(["-U", "postgres", "-d", "pgbun_test", "-tAc", "SELECT count(*) FROM generate_series(1, 50000)"])
+    assert res.stdout.strip() == "50000"
+

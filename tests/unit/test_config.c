@@ -367,6 +367,8 @@ static void test_errors(void)
     expect_error("[pgbun]\nlisten_port = 0\n", "2: listen_port: value 0 out of range", "port 0 refused");
     expect_error("[pgbun]\ndefault_pool_size = -1\n", "2: default_pool_size: value -1 out of range",
                  "negative pool size refused");
+    expect_error("[pgbun]\npkt_buf = 0\n", "2: pkt_buf: value 0 out of range (1..", "pkt_buf 0 refused");
+    expect_error("[pgbun]\npkt_buf = -4096\n", "2: pkt_buf: value -4096 out of range (1..", "negative pkt_buf refused");
     expect_error("[pgbun]\nlisten_port = 12abc\n", "2: listen_port: invalid integer '12abc'", "trailing junk in int");
     expect_error("[pgbun]\nno_such_key = 1\n", "2: unknown key 'no_such_key'", "unknown key");
     expect_error("[pgbun]\n[bogus]\n", "2: unknown section [bogus]", "unknown section");
@@ -405,6 +407,26 @@ static void test_errors(void)
         printf("#   got '%s'\n", err ? err : "(null)");
     config_free(cfg);
     free(err);
+}
+
+/* PgBouncer checks no range for pkt_buf: pgbun takes every size from 1 up (no buffer is sized by it). */
+static void test_pkt_buf_takes_any_positive_size(void)
+{
+    static const char *const values[] = {"1", "100", "511", "2147483647"};
+
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        char                 text[64], *err = NULL, *path;
+        struct pgbun_config *cfg;
+
+        snprintf(text, sizeof(text), "[pgbun]\npkt_buf = %s\n", values[i]);
+        path = write_ini(text);
+        cfg = config_load(path, &err);
+        ok(cfg != NULL && cfg->pkt_buf == atoi(values[i]), "pkt_buf = %s accepted", values[i]);
+        if (cfg == NULL) printf("#   got '%s'\n", err ? err : "(null)");
+        config_free(cfg);
+        free(err);
+        remove_ini(path);
+    }
 }
 
 static void test_ignored_and_peers(void)
@@ -982,6 +1004,7 @@ int main(void)
     test_duplicates_replace();
     test_include();
     test_errors();
+    test_pkt_buf_takes_any_positive_size();
     test_ignored_and_peers();
     test_env();
     test_parse_time();

@@ -821,15 +821,10 @@ static void forward_to_server(struct client *c)
             s->unsynced = true;
             break;
         case 'P':
-        case 'B':
-            if (type == 'P') {
-                c->pool->stats.parse_count++;
-                scanned = scan_request(c, s, type, len, avail, deallocated);
-            } else {
-                c->pool->stats.bind_count++;
-            }
+            scanned = scan_request(c, s, type, len, avail, deallocated);
             s->unsynced = true;
             break;
+        case 'B':
         case 'D':
         case 'C': s->unsynced = true; break;
         case 'c':
@@ -847,7 +842,6 @@ static void forward_to_server(struct client *c)
         if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && stmt_tracked(c) &&
             stmt_deallocate(c, s, type, len, deallocated, &taken) == STMT_CLOSED)
             return;
-        if (type == 'P') c->pool->stats.server_parse_count++;
         if (gets_reply(kind, s)) {
             request_queued(c, s, (char)type);
             if (c->state == CL_CLOSING) return;

@@ -159,3 +159,90 @@ def test_smallest_pkt_buf_carries_queries_copy_and_large_rows(start_pgbun, pg, m
     res = bun.psql(["-U", "postgres", "-d", "pgbun_test", "-tAc", "SELECT count(*) FROM generate_series(1, 50000)"])
     assert res.stdout.strip() == "50000"
 
+
+
+# ------------------------------------------------------------------ prepared statements
+
+PREPARED = {"pool_mode": "transaction", "default_pool_size": 1, "admin_users": "postgres", "workers": 1}
+
+
+def pool_stats(bun):
+    return next(r for r in console_rows(bun, "STATS") if r["database"] == "pgbun_test")
+
+
+def server_statement_count(w):
+    """pg_prepared_statements of the one server of the pool, asked through the client w."""
+    return int(w.scalar("SELECT count(*) FROM pg_prepared_statements"))
+
+
+def shown_statement_count(bun):
+    return [r["prepared_statements"] for r in console_rows(bun, "SERVERS") if r["database"] == "pgbun_test"]
+
+
+@pytest.mark.parametrize("how", ["set", "reload"])
+def test_lowering_max_prepared_statements_evicts_down_to_it_at_the_next_prepare(start_pgbun, how):
+    bun = start_pgbun(config=dict(PREPARED, max_prepared_statements=50))
+    w = bun.login()
+    for i in range(20):
+        assert pgwire.exchange(w, pgwire.parse(f"s{i}", f"SELECT {i}::int AS n") + pgwire.SYNC) == "1 Z:I"
+    assert server_statement_count(w) == 20
+    assert shown_statement_count(bun) == [20]
+
+    if how == "set":
+        with bun.connect(dbname="pgbun") as admin:
+            admin.execute("SET max_prepared_statements = 5")
+    else:
+        text = bun.config_path.read_text()
+        bun.config_path.write_text(text.replace("max_prepared_statements = 50", "max_prepared_statements = 5"))
+        with bun.connect(dbname="pgbun") as admin:
+            admin.execute("RELOAD")
+    assert {r["key"]: r["value"] for r in console_rows(bun, "CONFIG")}["max_prepared_statements"] == "5"
+
+    # Nothing is closed until a statement is prepared on the server again ...
+    assert server_statement_count(w) == 20
+    assert pgwire.exchange(w, pgwire.parse("fresh", "SELECT 'fresh'::text") + pgwire.SYNC) == "1 Z:I"
+    # ... and then the server keeps the new limit.
+    assert server_statement_count(w) == 5
+    assert shown_statement_count(bun) == [5]
+    # An evicted statement still runs: prepared again, another one making room.
+    assert pgwire.exchange(w, pgwire.bind("s0") + pgwire.execute() + pgwire.SYNC) == "2 D=0 C Z:I"
+    assert pgwire.exchange(w, pgwire.bind("fresh") + pgwire.execute() + pgwire.SYNC) == "2 D=fresh C Z:I"
+    assert server_statement_count(w) == 5
+    assert shown_statement_count(bun) == [5]
+
+
+def prepared_traffic(w):
+    """One named statement parsed once and bound three times; the unnamed one twice; a simple query."""
+    assert pgwire.exchange(w, pgwire.parse("named", "SELECT $1::int + 1") + pgwire.SYNC) == "1 Z:I"
+    for i in range(3):
+        assert pgwire.exchange(w, pgwire.bind("named", [str(i)]) + pgwire.execute() + pgwire.SYNC) == \
+            f"2 D={i + 1} C Z:I"
+    for i in range(2):
+        assert pgwire.exchange(w, pgwire.parse("", "SELECT $1::int * 2") + pgwire.bind("", [str(i)]) +
+                               pgwire.execute() + pgwire.SYNC) == f"1 2 D={i * 2} C Z:I"
+    assert w.scalar("SELECT 7") == "7"
+
+
+def counters(bun):
+    st = pool_stats(bun)
+    return st["total_client_parse_count"], st["total_server_parse_count"], st["total_bind_count"]
+
+
+def test_prepared_counters_count_named_statements_while_tracked(start_pgbun):
+    bun = start_pgbun(config=dict(PREPARED, max_prepared_statements=200))
+    prepared_traffic(bun.login())
+    assert counters(bun) == (1, 1, 3)
+    # A second client with the same text: its Parse counts, the server has the statement already.
+    w = bun.login()
+    assert pgwire.exchange(w, pgwire.parse("again", "SELECT $1::int + 1") + pgwire.SYNC) == "1 Z:I"
+    assert pgwire.exchange(w, pgwire.bind("again", ["1"]) + pgwire.execute() + pgwire.SYNC) == "2 D=2 C Z:I"
+    assert counters(bun) == (2, 1, 4)
+
+
+@pytest.mark.parametrize("config", [dict(PREPARED, max_prepared_statements=0),
+                                    dict(PREPARED, pool_mode="session")],
+                         ids=["max_prepared_statements=0", "session"])
+def test_prepared_counters_stay_still_when_not_tracked(start_pgbun, config):
+    bun = start_pgbun(config=config)
+    prepared_traffic(bun.login())
+    assert counters(bun) == (0, 0, 0)

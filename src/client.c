@@ -37,9 +37,6 @@
 #include "server.h"
 #include "statements.h"
 
-/* Login messages (passwords, SASL) are small; anything bigger is an attack or a bug. */
-#define LOGIN_MSG_MAX 8192
-
 static atomic_uint_fast64_t next_client_id;
 
 static void client_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -594,9 +591,15 @@ static void handle_login_message(struct client *c)
     uint8_t  type;
     uint32_t len;
 
-    switch (proto_peek_header(c->in, LOGIN_MSG_MAX, &type, &len)) {
+    switch (proto_peek_header(c->in, PROTO_AUTH_MSG_MAX, &type, &len)) {
     case PROTO_NEED_MORE: return;
-    case PROTO_BAD: client_close(c, "08P01", "invalid message length %u during authentication", len); return;
+    case PROTO_BAD:
+        if (len > PROTO_AUTH_MSG_MAX)
+            client_close(c, "08P01", "authentication message too long (%u bytes; a password may have at most %d)", len,
+                         PROTO_PASSWORD_MAX);
+        else
+            client_close(c, "08P01", "invalid message length %u during authentication", len);
+        return;
     case PROTO_OK: break;
     }
     if (type != 'p') {
@@ -821,15 +824,10 @@ static void forward_to_server(struct client *c)
             s->unsynced = true;
             break;
         case 'P':
-        case 'B':
-            if (type == 'P') {
-                c->pool->stats.parse_count++;
-                scanned = scan_request(c, s, type, len, avail, deallocated);
-            } else {
-                c->pool->stats.bind_count++;
-            }
+            scanned = scan_request(c, s, type, len, avail, deallocated);
             s->unsynced = true;
             break;
+        case 'B':
         case 'D':
         case 'C': s->unsynced = true; break;
         case 'c':
@@ -847,7 +845,6 @@ static void forward_to_server(struct client *c)
         if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && stmt_tracked(c) &&
             stmt_deallocate(c, s, type, len, deallocated, &taken) == STMT_CLOSED)
             return;
-        if (type == 'P') c->pool->stats.server_parse_count++;
         if (gets_reply(kind, s)) {
             request_queued(c, s, (char)type);
             if (c->state == CL_CLOSING) return;

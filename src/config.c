@@ -51,6 +51,7 @@ enum key_type {
     KT_POOL_MODE, /* enum pool_mode */
     KT_AUTH_TYPE, /* enum auth_type */
     KT_OCTAL,     /* int written in octal, e.g. 0777 */
+    KT_PORTS,     /* [databases] port: one port, or a comma list of them (struct db_config only) */
 };
 
 #define KF_IGNORED 0x01 /* accepted with a warning; no field behind it */
@@ -124,7 +125,7 @@ static const struct key main_keys[] = {
     G_TIME(server_check_delay, "30"),
     G_STR(ignore_startup_parameters, NULL),
     G_STR(track_extra_parameters, NULL),
-    G_INT(pkt_buf, "4096", 512, 16 * 1024 * 1024),
+    G_INT(pkt_buf, "4096", 1, INT_MAX), /* PgBouncer checks no range; pgbun sizes no buffer by it */
     G_INT(max_packet_size, "268435456", 1024, INT_MAX),
 
     /* timeouts */
@@ -216,7 +217,7 @@ static const struct key main_keys[] = {
 
 static const struct key db_keys[] = {
     KEY(struct db_config, host, KT_STR, NULL, 0, 0, NULL),
-    D_INT(port, 1, 65535),
+    KEY(struct db_config, port, KT_PORTS, NULL, 1, 65535, NULL),
     KEY(struct db_config, dbname, KT_STR, NULL, 0, 0, NULL),
     KEY(struct db_config, user, KT_STR, NULL, 0, 0, NULL),
     KEY(struct db_config, password, KT_STR, NULL, 0, 0, NULL),
@@ -479,6 +480,43 @@ static bool key_set(void *base, const struct key *k, const char *value, const ch
         }
         *(int *)(void *)field = (int)n;
         return true;
+    case KT_PORTS: {
+        /* "5432" or "5432, 5433": each port in range; the first in port, the list (if any) kept as written. */
+        struct db_config *db = base;
+        char             *list = strdup(value), *save = NULL, *tok;
+        int               count = 0, first = 0;
+
+        assert(k->offset == offsetof(struct db_config, port));
+        if (list == NULL) {
+            set_error(errmsg, "%s: out of memory", where);
+            return false;
+        }
+        for (tok = strtok_r(list, ",", &save); tok != NULL || count == 0; tok = strtok_r(NULL, ",", &save)) {
+            char *t = tok != NULL ? trim(tok) : list;
+
+            if (!parse_int(t, &n)) {
+                set_error(errmsg, "%s: invalid integer '%s'", where, t);
+                free(list);
+                return false;
+            }
+            if (n < k->min || n > k->max) {
+                set_error(errmsg, "%s: value %s out of range (%lld..%lld)", where, t, k->min, k->max);
+                free(list);
+                return false;
+            }
+            if (count++ == 0) first = (int)n;
+            if (tok == NULL) break;
+        }
+        free(list);
+        free(db->ports);
+        db->ports = NULL;
+        if (count > 1 && (db->ports = strdup(value)) == NULL) {
+            set_error(errmsg, "%s: out of memory", where);
+            return false;
+        }
+        db->port = first;
+        return true;
+    }
     case KT_BOOL:
         if (!parse_bool(value, (bool *)(void *)field)) {
             set_error(errmsg, "%s: invalid boolean '%s' (expected 0 or 1)", where, value);
@@ -531,6 +569,7 @@ static void db_free(struct db_config *db)
     if (db == NULL) return;
     free(db->name);
     free(db->host);
+    free(db->ports);
     free(db->dbname);
     free(db->user);
     free(db->password);
@@ -727,6 +766,21 @@ static bool parse_db_entry(struct parser *p, const char *name, const char *conns
         return false;
     }
     if (!parse_entry(db, db_keys, NKEYS(db_keys), connstr, file, line, p->errmsg)) {
+        db_free(db);
+        return false;
+    }
+    for (int i = 0; db->host != NULL && i < config_list_count(db->host); i++) {
+        char one[CONFIG_HOST_MAX];
+
+        if (!config_list_entry(db->host, i, one, sizeof(one))) {
+            set_error(p->errmsg, "%s:%d: host: entry %d of the host list is empty or too long", file, line, i + 1);
+            db_free(db);
+            return false;
+        }
+    }
+    if (db->ports != NULL && config_list_count(db->ports) != config_list_count(db->host ? db->host : "")) {
+        set_error(p->errmsg, "%s:%d: port: %d ports for %d hosts (give one port for all, or one per host)", file, line,
+                  config_list_count(db->ports), db->host ? config_list_count(db->host) : 1);
         db_free(db);
         return false;
     }
@@ -1046,11 +1100,13 @@ static struct db_config *db_dup(const struct db_config *src)
     if (db == NULL) return NULL;
     *db = *src;
     /* Detach first, so that db_free() of a half-made copy frees only what it owns. */
-    db->name = db->host = db->dbname = db->user = db->password = db->application_name = db->session_state = NULL;
+    db->name = db->host = db->ports = db->dbname = db->user = db->password = db->application_name = db->session_state =
+        NULL;
     db->next = NULL;
-    if (!dup_str(&db->name, src->name) || !dup_str(&db->host, src->host) || !dup_str(&db->dbname, src->dbname) ||
-        !dup_str(&db->user, src->user) || !dup_str(&db->password, src->password) ||
-        !dup_str(&db->application_name, src->application_name) || !dup_str(&db->session_state, src->session_state)) {
+    if (!dup_str(&db->name, src->name) || !dup_str(&db->host, src->host) || !dup_str(&db->ports, src->ports) ||
+        !dup_str(&db->dbname, src->dbname) || !dup_str(&db->user, src->user) ||
+        !dup_str(&db->password, src->password) || !dup_str(&db->application_name, src->application_name) ||
+        !dup_str(&db->session_state, src->session_state)) {
         db_free(db);
         return NULL;
     }
@@ -1141,6 +1197,12 @@ static char *key_text(const void *base, const struct key *k)
 
         return strdup(s != NULL ? s : "");
     }
+    case KT_PORTS: {
+        const struct db_config *db = base;
+
+        if (db->ports != NULL) return strdup(db->ports);
+    }
+        /* fall through */
     case KT_INT: snprintf(buf, sizeof(buf), "%d", *(const int *)(const void *)field); break;
     case KT_OCTAL: snprintf(buf, sizeof(buf), "%#o", (unsigned)*(const int *)(const void *)field); break;
     case KT_BOOL: return strdup(*(const bool *)(const void *)field ? "1" : "0");
@@ -1303,4 +1365,35 @@ const char *config_auth_type_name(enum auth_type type)
     case AUTH_SCRAM: return "scram-sha-256";
     }
     return "unknown";
+}
+
+int config_list_count(const char *list)
+{
+    int n = 1;
+
+    for (const char *p = list; *p != '\0'; p++)
+        n += *p == ',';
+    return n;
+}
+
+bool config_list_entry(const char *list, int i, char *out, size_t outsz)
+{
+    const char *p = list, *end;
+    size_t      n;
+
+    while (i-- > 0) {
+        if ((p = strchr(p, ',')) == NULL) return false;
+        p++;
+    }
+    end = strchr(p, ',');
+    if (end == NULL) end = p + strlen(p);
+    while (p < end && isspace((unsigned char)*p))
+        p++;
+    while (end > p && isspace((unsigned char)end[-1]))
+        end--;
+    n = (size_t)(end - p);
+    if (n == 0 || n >= outsz) return false;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
 }

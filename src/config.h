@@ -37,8 +37,9 @@ enum auth_type {
 /* One [databases] entry: "name = host=... port=... dbname=..." */
 struct db_config {
     char             *name;               /* entry name; "*" is the fallback */
-    char             *host;               /* server host or unix socket dir; NULL: server_host */
-    int               port;               /* server port; 0: server_port */
+    char             *host;               /* server host or socket dir, or a list of them; NULL: server_host */
+    int               port;               /* server port (the first of a list); 0: server_port */
+    char             *ports;              /* "5432,5433": one port per host of a host list; NULL: port for all */
     char             *dbname;             /* server database; NULL: the client's database name */
     char             *user;               /* force_user; NULL: the client's user */
     char             *password;           /* server password; NULL: from auth_file */
@@ -101,7 +102,7 @@ struct pgbun_config {
     usec_t         server_check_delay;
     char          *ignore_startup_parameters; /* comma-separated */
     char          *track_extra_parameters;    /* comma-separated */
-    int            pkt_buf;                   /* read size hint, 4096 */
+    int            pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
     int            max_packet_size;           /* 2^28 */
 
     /* timeouts (0 = disabled) */
@@ -192,6 +193,11 @@ struct pgbun_config *config_dup(const struct pgbun_config *cfg) __attribute__((w
  */
 bool config_set(struct pgbun_config *cfg, const char *key, const char *value, char **errmsg)
     __attribute__((warn_unused_result));
+
+/* Entries of a comma-separated list ("h1,h2" of host=, "5432,5433" of port=): how many, and entry i trimmed. */
+int  config_list_count(const char *list);
+bool config_list_entry(const char *list, int i, char *out, size_t outsz) __attribute__((warn_unused_result));
+#define CONFIG_HOST_MAX 256 /* a host name, address or socket directory of a host list, NUL included */
 
 const char *config_pool_mode_name(enum pool_mode mode);
 const char *config_auth_type_name(enum auth_type type);

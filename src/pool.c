@@ -248,6 +248,7 @@ static void pool_free(struct pool *p)
     free(p->dbname);
     free(p->user);
     free(p->host);
+    free(p->ports);
     free(p->server_db);
     free(p->server_user);
     free(p->password);
@@ -373,6 +374,7 @@ static bool resolve_server(struct pool *p)
     if (db == NULL) return false;
     replace(&p->host, db->host ? db->host : cfg->server_host);
     p->port = db->port > 0 ? db->port : cfg->server_port;
+    replace(&p->ports, db->ports);
     replace(&p->server_db, db->dbname ? db->dbname : p->dbname);
     replace(&p->server_user, db->user ? db->user : p->user);
     if (db->password != NULL) {

@@ -69,8 +69,10 @@ struct pool {
     char              *user;   /* client user name */
 
     /* resolved from [databases], [users] and [pgbun]; refreshed on reload */
-    char          *host; /* server host or unix socket directory */
+    char          *host; /* server host or unix socket directory, or a comma list of them */
     int            port;
+    char          *ports;            /* one port per host of a host list, or NULL: port for all */
+    unsigned       host_next;        /* a host list's entry the next server connection starts with */
     char          *server_db;        /* database on the server */
     char          *server_user;      /* user on the server */
     char          *password;         /* server password, or NULL */

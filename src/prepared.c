@@ -284,7 +284,12 @@ bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *e
     c->b[k] = s;
     c->n++;
     link_newest(c, s);
-    if (c->n <= max || c->lru == s) return false;
+    return pstmt_cache_trim(c, max, evicted);
+}
+
+bool pstmt_cache_trim(struct pstmt_cache *c, size_t max, uint64_t *evicted)
+{
+    if (c->n <= max || c->lru == c->mru) return false;
     *evicted = c->lru->id;
     pstmt_cache_remove(c, *evicted);
     return true;

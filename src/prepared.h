@@ -73,6 +73,12 @@ bool pstmt_cache_use(struct pstmt_cache *c, uint64_t id);
  */
 bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *evicted, bool *oom);
 /*
+ * When c holds more than max ids (max_prepared_statements was lowered), evicts
+ * the least recently used one into *evicted and returns true; the most
+ * recently used id always stays. Called until false, it brings c down to max.
+ */
+bool pstmt_cache_trim(struct pstmt_cache *c, size_t max, uint64_t *evicted);
+/*
  * The Parse of id (in the cache) went out before the seq-th Sync; its
  * outcome is unknown until pstmt_cache_confirm. Whether the server may be
  * counted on to hold id for a request sent before the seq-th Sync: its

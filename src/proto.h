@@ -24,6 +24,14 @@ struct evbuffer;
 #define PROTO_STARTUP_MAX 10000
 #define PROTO_HDR_LEN     5
 
+/*
+ * The longest PasswordMessage or SASL message a client may send during login,
+ * its length field included: a cleartext password of up to PROTO_PASSWORD_MAX
+ * bytes (PgBouncer's limit) plus the length word and the terminating NUL.
+ */
+#define PROTO_PASSWORD_MAX 65531
+#define PROTO_AUTH_MSG_MAX (PROTO_PASSWORD_MAX + 4 + 1)
+
 #define PROTO_VERSION(major, minor) (((uint32_t)(major) << 16) | (uint32_t)(minor))
 #define PROTO_CODE_CANCEL           80877102u
 #define PROTO_CODE_SSL              80877103u

@@ -169,8 +169,9 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
         server_close(s, "server_check_query: no answer within %g s", (double)check_deadline() / USEC_PER_SEC);
         return;
     }
-    server_fail(s, "08006", "could not connect to server %s:%d: server_connect_timeout (%.0f s) expired", s->pool->host,
-                s->pool->port, (double)pgbun.cfg->server_connect_timeout / USEC_PER_SEC);
+    server_fail(s, "08006", "could not connect to server %s:%d: server_connect_timeout (%.0f s) expired",
+                s->host[0] != '\0' ? s->host : s->pool->host, s->host[0] != '\0' ? s->port : s->pool->port,
+                (double)pgbun.cfg->server_connect_timeout / USEC_PER_SEC);
 }
 
 static void send_startup(struct server *s)
@@ -192,10 +193,37 @@ static void send_startup(struct server *s)
 }
 
 static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen);
+static void connect_host(struct server *s);
+
+/*
+ * The host being tried is out of reach: try the next one of the pool's host
+ * list, or give up with the reason. A host list is tried in order from the
+ * entry this connection started with, so one host down costs a connect, not
+ * a failed login.
+ */
+static void __attribute__((format(printf, 2, 3))) host_failed(struct server *s, const char *fmt, ...)
+{
+    char    reason[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (s->hosts_left > 0) {
+        server_log(s, LOGL_WARNING, "%s; trying the next host", reason);
+        io_close(&s->io);
+        if (s->addrs != NULL) evutil_freeaddrinfo(s->addrs);
+        s->addrs = s->addr = NULL;
+        s->host_at = (s->host_at + 1) % (unsigned)config_list_count(s->pool->host);
+        connect_host(s);
+        return;
+    }
+    server_fail(s, "08006", "%s", reason);
+}
 
 /*
  * A connect failed: try the host's next address, as libpq does (localhost
- * may name ::1 before 127.0.0.1), or give up.
+ * may name ::1 before 127.0.0.1), then the next host of a list, or give up.
  */
 static void connect_failed(struct server *s, int err)
 {
@@ -206,7 +234,7 @@ static void connect_failed(struct server *s, int err)
         connect_addr(s, s->addr->ai_addr, (socklen_t)s->addr->ai_addrlen);
         return;
     }
-    server_fail(s, "08006", "could not connect to server %s:%d: %s", s->pool->host, s->pool->port, strerror(err));
+    host_failed(s, "could not connect to server %s:%d: %s", s->host, s->port, strerror(err));
 }
 
 static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen)
@@ -214,8 +242,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
-        server_fail(s, "08006", "could not create a socket for server %s:%d: %s", s->pool->host, s->pool->port,
-                    strerror(errno));
+        host_failed(s, "could not create a socket for server %s:%d: %s", s->host, s->port, strerror(errno));
         return;
     }
     if (sa->sa_family != AF_UNIX) io_tune_tcp(fd);
@@ -238,20 +265,85 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     if (result == EVUTIL_EAI_CANCEL) return;
     s->dns = NULL;
     if (result != 0 || res == NULL) {
-        server_fail(s, "08006", "could not resolve server host \"%s\": %s", s->pool->host, evutil_gai_strerror(result));
         if (res) evutil_freeaddrinfo(res);
+        host_failed(s, "could not resolve server host \"%s\": %s", s->host, evutil_gai_strerror(result));
         return;
     }
     s->addrs = s->addr = res; /* freed with the server */
     connect_addr(s, res->ai_addr, (socklen_t)res->ai_addrlen);
 }
 
+/* Connects to entry s->host_at of the pool's host list (a list of one, usually): a socket directory, an address or a
+ * name to resolve. */
+static void connect_host(struct server *s)
+{
+    struct pool *p = s->pool;
+    char         port[16];
+
+    assert(s->hosts_left > 0);
+    s->hosts_left--;
+    if (!config_list_entry(p->host, (int)s->host_at, s->host, sizeof(s->host))) {
+        host_failed(s, "entry %u of the host list \"%s\" is empty or too long", s->host_at + 1, p->host);
+        return;
+    }
+    s->port = p->port;
+    if (p->ports != NULL && (!config_list_entry(p->ports, (int)s->host_at, port, sizeof(port)) ||
+                             (s->port = atoi(port)) <= 0 || s->port > 65535)) {
+        host_failed(s, "no port for entry %u of the host list \"%s\" in \"%s\"", s->host_at + 1, p->host, p->ports);
+        return;
+    }
+    if (s->host[0] == '/') {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+        if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", s->host, s->port) >=
+            sizeof(un.sun_path)) {
+            host_failed(s, "unix socket path for server %s:%d is too long", s->host, s->port);
+            return;
+        }
+        connect_addr(s, (struct sockaddr *)&un, sizeof(un));
+        return;
+    }
+    {
+        struct sockaddr_storage ss;
+        struct sockaddr_in     *in = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6    *in6 = (struct sockaddr_in6 *)&ss;
+
+        memset(&ss, 0, sizeof(ss));
+        if (inet_pton(AF_INET, s->host, &in->sin_addr) == 1) {
+            in->sin_family = AF_INET;
+            in->sin_port = htons((uint16_t)s->port);
+            connect_addr(s, (struct sockaddr *)in, sizeof(*in));
+            return;
+        }
+        if (inet_pton(AF_INET6, s->host, &in6->sin6_addr) == 1) {
+            in6->sin6_family = AF_INET6;
+            in6->sin6_port = htons((uint16_t)s->port);
+            connect_addr(s, (struct sockaddr *)in6, sizeof(*in6));
+            return;
+        }
+    }
+    if (p->w->dns == NULL) p->w->dns = evdns_base_new(p->w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (p->w->dns == NULL) {
+        host_failed(s, "could not start the DNS resolver for server \"%s\"", s->host);
+        return;
+    }
+    {
+        struct evutil_addrinfo            hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        struct evdns_getaddrinfo_request *req;
+
+        snprintf(port, sizeof(port), "%d", s->port);
+        /* The callback may run before this returns; s->dns is set only if it did not. */
+        s->dns = (struct evdns_getaddrinfo_request *)1;
+        req = evdns_getaddrinfo(p->w->dns, s->host, port, &hints, dns_cb, s);
+        if (s->dns == (struct evdns_getaddrinfo_request *)1) s->dns = req;
+    }
+}
+
 bool server_launch(struct pool *p, bool ahead)
 {
     struct server *s = calloc(1, sizeof(*s));
     struct timeval tv;
-    const char    *host = p->host;
-    char           port[16];
+    unsigned       nhosts = (unsigned)config_list_count(p->host);
 
     if (s == NULL || (s->in = evbuffer_new()) == NULL || (s->out = evbuffer_new()) == NULL) {
         if (s) {
@@ -275,52 +367,10 @@ bool server_launch(struct pool *p, bool ahead)
         evtimer_add(&s->timer, &tv);
     }
     server_log(s, LOGL_DEBUG, "connecting");
-
-    if (host[0] == '/') {
-        struct sockaddr_un un = {.sun_family = AF_UNIX};
-
-        if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", host, p->port) >=
-            sizeof(un.sun_path)) {
-            server_fail(s, "08006", "unix socket path for server %s:%d is too long", host, p->port);
-            return true;
-        }
-        connect_addr(s, (struct sockaddr *)&un, sizeof(un));
-        return true;
-    }
-    {
-        struct sockaddr_storage ss;
-        struct sockaddr_in     *in = (struct sockaddr_in *)&ss;
-        struct sockaddr_in6    *in6 = (struct sockaddr_in6 *)&ss;
-
-        memset(&ss, 0, sizeof(ss));
-        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-            in->sin_family = AF_INET;
-            in->sin_port = htons((uint16_t)p->port);
-            connect_addr(s, (struct sockaddr *)in, sizeof(*in));
-            return true;
-        }
-        if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-            in6->sin6_family = AF_INET6;
-            in6->sin6_port = htons((uint16_t)p->port);
-            connect_addr(s, (struct sockaddr *)in6, sizeof(*in6));
-            return true;
-        }
-    }
-    if (p->w->dns == NULL) p->w->dns = evdns_base_new(p->w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (p->w->dns == NULL) {
-        server_fail(s, "08006", "could not start the DNS resolver for server \"%s\"", host);
-        return true;
-    }
-    {
-        struct evutil_addrinfo            hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-        struct evdns_getaddrinfo_request *req;
-
-        snprintf(port, sizeof(port), "%d", p->port);
-        /* The callback may run before this returns; s->dns is set only if it did not. */
-        s->dns = (struct evdns_getaddrinfo_request *)1;
-        req = evdns_getaddrinfo(p->w->dns, host, port, &hints, dns_cb, s);
-        if (s->dns == (struct evdns_getaddrinfo_request *)1) s->dns = req;
-    }
+    /* A host list: each new connection starts with the next host (PgBouncer's round-robin), then goes down the list. */
+    s->host_at = p->host_next++ % nhosts;
+    s->hosts_left = nhosts;
+    connect_host(s);
     return true;
 }
 

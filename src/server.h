@@ -63,6 +63,10 @@ struct server {
     struct evdns_getaddrinfo_request *dns;      /* pending lookup */
     struct evutil_addrinfo           *addrs;    /* resolved addresses, or NULL for a literal address */
     struct evutil_addrinfo           *addr;     /* the one being tried */
+    char                              host[CONFIG_HOST_MAX]; /* the host (of the pool's host list) being tried */
+    int                               port;                  /* ... and its port */
+    unsigned                          host_at;               /* its entry in the host list */
+    unsigned                          hosts_left;            /* entries not tried yet */
     usec_t                            connect_time;
     usec_t                            state_since;         /* when it entered its current state */
     usec_t                            last_ready;          /* last ReadyForQuery */

@@ -100,9 +100,12 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
 {
     char     name[SERVER_NAME_LEN];
     uint64_t evicted;
-    bool     oom;
+    size_t   max = (size_t)pgbun.cfg->max_prepared_statements;
+    bool     oom, evict;
 
-    if (pstmt_cache_add(&s->stmts, p->id, (size_t)pgbun.cfg->max_prepared_statements, &evicted, &oom)) {
+    /* One eviction makes room; more follow when max_prepared_statements was lowered since the server filled up. */
+    for (evict = pstmt_cache_add(&s->stmts, p->id, max, &evicted, &oom); evict && !oom;
+         evict = pstmt_cache_trim(&s->stmts, max, &evicted)) {
         /* Its id: should PostgreSQL skip the Close (an error before it), the server keeps the name. */
         struct rq_entry close = {.type = 'C', .action = RQ_DROP, .id = evicted};
 
@@ -208,6 +211,7 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
         client_close(c, "08P01", "invalid Parse message for statement \"%.64s\"", name);
         return STMT_CLOSED;
     }
+    c->pool->stats.parse_count++; /* as PgBouncer: named statements pgbun keeps */
     if ((e.name = strdup(name)) == NULL) return out_of_memory(c);
     if (c->stmts != NULL && pstmt_name_find(c->stmts, name) != NULL) {
         /*
@@ -284,7 +288,9 @@ static enum stmt_step on_bind(struct client *c, struct server *s, uint32_t len, 
 
     if (name_end == 0) return STMT_PASS; /* malformed: PostgreSQL's to refuse */
     m = evbuffer_pullup(c->in, (ev_ssize_t)name_end);
-    if (m[portal_end] == '\0' || c->stmts == NULL) return STMT_PASS;
+    if (m[portal_end] == '\0') return STMT_PASS;
+    c->pool->stats.bind_count++; /* as PgBouncer: Binds of named statements pgbun keeps */
+    if (c->stmts == NULL) return STMT_PASS;
     if ((p = pstmt_name_find(c->stmts, (const char *)m + portal_end)) == NULL)
         return STMT_PASS; /* PostgreSQL says it does not exist */
     if (p->effects != 0 && !note_effects(c, p, s)) return out_of_memory(c);

@@ -39,9 +39,9 @@ struct stats {
             uint64_t xact_time;           /* us, summed over xact_count */
             uint64_t query_time;          /* us, summed over query_count */
             uint64_t wait_time;           /* us clients spent queued for a server, summed over assignments */
-            uint64_t parse_count;         /* Parse messages from clients */
-            uint64_t server_parse_count;  /* Parse messages sent to servers (pgbun's own included) */
-            uint64_t bind_count;          /* Bind messages from clients */
+            uint64_t parse_count;         /* named Parse messages from clients, while tracked */
+            uint64_t server_parse_count;  /* Parse messages pgbun sent for tracked statements */
+            uint64_t bind_count;          /* Bind messages of named statements, while tracked */
             uint64_t login_count;         /* client logins */
             uint64_t hist[STATS_BUCKETS]; /* query_time, one count per query */
         };

@@ -367,6 +367,8 @@ static void test_errors(void)
     expect_error("[pgbun]\nlisten_port = 0\n", "2: listen_port: value 0 out of range", "port 0 refused");
     expect_error("[pgbun]\ndefault_pool_size = -1\n", "2: default_pool_size: value -1 out of range",
                  "negative pool size refused");
+    expect_error("[pgbun]\npkt_buf = 0\n", "2: pkt_buf: value 0 out of range (1..", "pkt_buf 0 refused");
+    expect_error("[pgbun]\npkt_buf = -4096\n", "2: pkt_buf: value -4096 out of range (1..", "negative pkt_buf refused");
     expect_error("[pgbun]\nlisten_port = 12abc\n", "2: listen_port: invalid integer '12abc'", "trailing junk in int");
     expect_error("[pgbun]\nno_such_key = 1\n", "2: unknown key 'no_such_key'", "unknown key");
     expect_error("[pgbun]\n[bogus]\n", "2: unknown section [bogus]", "unknown section");
@@ -383,6 +385,12 @@ static void test_errors(void)
                  "bad sslmode");
     expect_error("[databases]\nfoo = host=x bogus=1\n", "2: unknown key 'bogus'", "bad db entry key");
     expect_error("[databases]\nfoo = port=abc\n", "2: port: invalid integer 'abc'", "bad db port");
+    expect_error("[databases]\nfoo = host=a,b port=1,abc\n", "2: port: invalid integer 'abc'", "bad port in a list");
+    expect_error("[databases]\nfoo = host=a,b port=5432,70000\n", "2: port: value 70000 out of range",
+                 "port of a list out of range");
+    expect_error("[databases]\nfoo = host=a,b port=1,2,3\n", "2: port: 3 ports for 2 hosts", "more ports than hosts");
+    expect_error("[databases]\nfoo = port=1,2\n", "2: port: 2 ports for 1 hosts", "a port list without a host list");
+    expect_error("[databases]\nfoo = host=a,,b\n", "2: host: entry 2 of the host list is empty", "empty host entry");
     expect_error("[databases]\nfoo = pool_mode=never\n", "2: pool_mode: invalid pool_mode 'never'", "bad db pool_mode");
     expect_error("[pgbun]\nsession_state = sometimes\n", "2: session_state: invalid value 'sometimes'",
                  "bad session_state");
@@ -405,6 +413,53 @@ static void test_errors(void)
         printf("#   got '%s'\n", err ? err : "(null)");
     config_free(cfg);
     free(err);
+}
+
+/* host= may list hosts, with one port for all or one per host (config_list_* read the lists). */
+static void test_host_and_port_lists(void)
+{
+    char                   *err = NULL, *path, one[CONFIG_HOST_MAX];
+    struct pgbun_config    *cfg;
+    const struct db_config *a, *b;
+
+    path = write_ini("[databases]\na = host='h1, /tmp/s ,10.0.0.3' port=5432\nb = host=h1,h2 port='5432, 6543'\n");
+    cfg = config_load(path, &err);
+    ok(cfg != NULL, "host lists load");
+    if (cfg == NULL) printf("#   got '%s'\n", err ? err : "(null)");
+    a = cfg ? config_find_db(cfg, "a") : NULL;
+    b = cfg ? config_find_db(cfg, "b") : NULL;
+    ok(a != NULL && strcmp(a->host, "h1, /tmp/s ,10.0.0.3") == 0 && a->port == 5432 && a->ports == NULL,
+       "a host list keeps its text; one port for all");
+    ok(a != NULL && config_list_count(a->host) == 3 && config_list_entry(a->host, 1, one, sizeof(one)) &&
+           strcmp(one, "/tmp/s") == 0,
+       "entries are read trimmed");
+    ok(a != NULL && !config_list_entry(a->host, 3, one, sizeof(one)), "no entry past the end");
+    ok(b != NULL && b->port == 5432 && b->ports != NULL && strcmp(b->ports, "5432, 6543") == 0 &&
+           config_list_entry(b->ports, 1, one, sizeof(one)) && strcmp(one, "6543") == 0,
+       "a port per host: the first in port, the list kept");
+    config_free(cfg);
+    free(err);
+    remove_ini(path);
+}
+
+/* PgBouncer checks no range for pkt_buf: pgbun takes every size from 1 up (no buffer is sized by it). */
+static void test_pkt_buf_takes_any_positive_size(void)
+{
+    static const char *const values[] = {"1", "100", "511", "2147483647"};
+
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        char                 text[64], *err = NULL, *path;
+        struct pgbun_config *cfg;
+
+        snprintf(text, sizeof(text), "[pgbun]\npkt_buf = %s\n", values[i]);
+        path = write_ini(text);
+        cfg = config_load(path, &err);
+        ok(cfg != NULL && cfg->pkt_buf == atoi(values[i]), "pkt_buf = %s accepted", values[i]);
+        if (cfg == NULL) printf("#   got '%s'\n", err ? err : "(null)");
+        config_free(cfg);
+        free(err);
+        remove_ini(path);
+    }
 }
 
 static void test_ignored_and_peers(void)
@@ -982,6 +1037,8 @@ int main(void)
     test_duplicates_replace();
     test_include();
     test_errors();
+    test_pkt_buf_takes_any_positive_size();
+    test_host_and_port_lists();
     test_ignored_and_peers();
     test_env();
     test_parse_time();

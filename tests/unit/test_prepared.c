@@ -102,6 +102,28 @@ static void cache(void)
        "300 ids through a limit of 200: the last 200 stay");
     ok(!pstmt_cache_add(&c, 7, 0, &evicted, &oom) || evicted != 7, "a limit of 0 never evicts the id just added");
     pstmt_cache_clear(&c);
+
+    /* max_prepared_statements lowered under a full cache: trimming takes it down to the new limit, oldest first. */
+    for (uint64_t id = 1; id <= 10; id++)
+        (void)pstmt_cache_add(&c, id, 10, &evicted, &oom);
+    {
+        uint64_t gone[16];
+        int      n = 0;
+        bool     in_order = true;
+
+        ok(pstmt_cache_add(&c, 11, 4, &evicted, &oom) && evicted == 1, "an add under a lowered limit evicts one");
+        while (n < 16 && pstmt_cache_trim(&c, 4, &gone[n]))
+            n++;
+        for (int i = 0; i < n; i++)
+            in_order = in_order && gone[i] == (uint64_t)i + 2;
+        ok(n == 6 && in_order && c.n == 4, "trimming evicts 2..7, least recently used first, down to 4");
+        ok(pstmt_cache_use(&c, 11) && pstmt_cache_use(&c, 8) && !pstmt_cache_use(&c, 7), "the newest four stay");
+        ok(!pstmt_cache_trim(&c, 4, &evicted), "at the limit, nothing more to trim");
+        ok(pstmt_cache_trim(&c, 0, &evicted) && pstmt_cache_trim(&c, 0, &evicted) &&
+               pstmt_cache_trim(&c, 0, &evicted) && !pstmt_cache_trim(&c, 0, &evicted) && c.n == 1,
+           "a limit of 0 trims all but the most recently used");
+    }
+    pstmt_cache_clear(&c);
     ok(c.n == 0 && !pstmt_cache_use(&c, 250), "cleared");
 }
 

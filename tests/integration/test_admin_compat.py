@@ -186,3 +186,53 @@ def test_show_clients_says_idle_for_a_client_without_a_server_and_active_for_one
     # SHOW POOLS still counts both in cl_active, as PgBouncer does.
     assert pools[0]["cl_active"] == 2 and pools[0]["cl_waiting"] == 0, pools
     busy.rollback()
+
+
+# ---------------------------------------------------------------- 4. PgBouncer's errors
+
+def test_kill_of_an_unknown_database_is_pgbouncers_error_and_kills_nothing(start_pgbun):
+    bun = start_pgbun(config=ADMIN)
+    held = client(bun)
+    held.execute("SELECT 1")
+    with console(bun) as adm:
+        err = admin_error(adm, "KILL no_such_db")
+        assert (err.sqlstate, err.diag.message_primary) == ("08P01", "no such database: no_such_db")
+        assert adm.execute("SHOW VERSION").fetchone()  # still usable
+    assert held.execute("SELECT 2").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("arg, message", [("123456789", "client not found"),
+                                          ("abc", "invalid client pointer supplied"),
+                                          ("-1", "invalid client pointer supplied")])
+def test_kill_client_of_an_unknown_or_invalid_id_is_pgbouncers_error(start_pgbun, arg, message):
+    bun = start_pgbun(config=ADMIN)
+    with console(bun) as adm:
+        err = admin_error(adm, f"KILL_CLIENT {arg}")
+        assert (err.sqlstate, err.diag.message_primary) == ("08P01", message)
+
+
+def test_resume_during_a_shutdown_is_pgbouncers_error(start_pgbun):
+    bun = start_pgbun(config=ADMIN)
+    held = client(bun)
+    held.execute("SELECT 1")  # keeps pgbun from stopping
+    with console(bun) as adm:
+        adm.execute("SHUTDOWN WAIT_FOR_CLIENTS")
+        err = admin_error(adm, "RESUME")
+        assert (err.sqlstate, err.diag.message_primary) == ("08P01", "pooler is shutting down")
+    held.close()
+    wait_until(lambda: not bun.alive(), 10, what="pgbun to exit once the client left")
+    bun.stop()
+
+
+def test_reload_of_a_file_with_an_error_is_f0000_and_the_running_config_stays(start_pgbun):
+    bun = start_pgbun(config=ADMIN)
+    text = bun.config_path.read_text()
+    bun.config_path.write_text(text.replace("[databases]", "default_pool_size = lots\n\n[databases]"))
+    chown_to_run_user(bun.config_path)
+    with console(bun) as adm:
+        err = admin_error(adm, "RELOAD")
+        assert err.sqlstate == "F0000" and err.diag.severity == "ERROR", err.diag.message_primary
+        assert err.diag.message_primary.startswith("RELOAD failed"), err.diag.message_primary
+        assert "default_pool_size" in err.diag.message_primary
+        value = [r for r in rows(adm, "CONFIG") if r["key"] == "default_pool_size"][0]["value"]
+        assert value == "20"

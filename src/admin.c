@@ -718,13 +718,13 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
             *waiting = true;
             complete(c, "SHUTDOWN");
             (void)client_flush(c);
-            pgbun_shutdown(PGBUN_STOP_NOW, "SHUTDOWN from the admin console");
+            pgbun_shutdown(PGBUN_STOP_NOW, "SHUTDOWN from the admin console", true);
         } else if (strcasecmp(db, "wait_for_servers") == 0) {
             complete(c, "SHUTDOWN");
-            pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SHUTDOWN WAIT_FOR_SERVERS from the admin console");
+            pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SHUTDOWN WAIT_FOR_SERVERS from the admin console", true);
         } else if (strcasecmp(db, "wait_for_clients") == 0) {
             complete(c, "SHUTDOWN");
-            pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SHUTDOWN WAIT_FOR_CLIENTS from the admin console");
+            pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SHUTDOWN WAIT_FOR_CLIENTS from the admin console", true);
         } else {
             error(c, "42601", "syntax error: SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]");
             return false;

@@ -236,3 +236,102 @@ def test_reload_of_a_file_with_an_error_is_f0000_and_the_running_config_stays(st
         assert "default_pool_size" in err.diag.message_primary
         value = [r for r in rows(adm, "CONFIG") if r["key"] == "default_pool_size"][0]["value"]
         assert value == "20"
+
+
+# ---------------------------------------------------------------- 5. SHUTDOWN WAIT_FOR_*
+
+def in_thread(fn):
+    """Runs fn in a daemon thread; returns (thread, result dict with "value" or "error")."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, result
+
+
+def pool_row(adm):
+    return [p for p in rows(adm, "POOLS") if p["database"] == "pgbun_test"][0]
+
+
+def console_answers(bun, host):
+    """A new console login on host (TCP address or unix directory) and SHOW commands on it."""
+    with console(bun, host=host) as adm:
+        assert adm.execute("SHOW VERSION").fetchone()[0].startswith("pgbun")
+        return rows(adm, "STATE"), rows(adm, "CLIENTS")
+
+
+def refused_login(bun, host):
+    """The ErrorResponse an ordinary login gets (raw wire, so the FATAL is seen as sent)."""
+    w = pgwire.Wire(host, bun.port, timeout=10)
+    return pgwire.first_error(w, "postgres", "pgbun_test")
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_wait_for_servers_ends_idle_and_queued_clients_lets_the_transaction_finish(start_pgbun, pg):
+    bun = start_pgbun(config={**ADMIN, "pool_mode": "transaction", "default_pool_size": 1,
+                              "query_wait_timeout": 30})
+    # Raw wire clients: the FATAL's SQLSTATE as sent (libpq drops it when the close follows).
+    idle = bun.login(params={"application_name": "idle"})
+    assert idle.scalar("SELECT 1") == "1"  # logged in, no server between transactions
+    in_tx = client(bun, application_name="in_tx", autocommit=False)
+    in_tx.execute("SELECT 1")  # holds the pool's only server
+    queued = bun.login(params={"application_name": "queued"})
+    t, result = in_thread(lambda: queued.query("SELECT 42"))
+    with console(bun) as adm:
+        wait_until(lambda: pool_row(adm)["cl_waiting"] == 1, 10, what="the third client to queue")
+        adm.execute("SHUTDOWN WAIT_FOR_SERVERS")
+    # The queued client is told and closed, not left waiting for the server or given a new one.
+    t.join(10)
+    assert not t.is_alive(), "the queued client was left waiting"
+    err = result.get("error")
+    assert isinstance(err, pgwire.PgError), result
+    assert (err.fields["S"], err.sqlstate, err.message) == ("FATAL", "08P01", "server shutting down"), err.fields
+    assert queued.is_closed(timeout=5)
+    assert bun.alive(), "pgbun stopped while a transaction held a server"
+
+    # The console stays reachable, over TCP and over the unix socket; others are turned away.
+    for host in (bun.host, bun.unix_dir):
+        state, clients = console_answers(bun, host)
+        assert {r["key"]: r["value"] for r in state}["active"] == "no"
+        assert "in_tx" in {c["application_name"] for c in clients}
+        refusal = refused_login(bun, host)
+        assert refusal is not None and refusal.sqlstate == "57P03", refusal and refusal.fields
+
+    # The idle client's next transaction gets the same error and the close.
+    with pytest.raises(pgwire.PgError) as idle_err:
+        idle.query("SELECT 2")
+    assert (idle_err.value.sqlstate, idle_err.value.message) == ("08P01", "server shutting down")
+    assert idle.is_closed(timeout=5)
+    assert len(pg.sql("SELECT pid FROM pg_stat_activity WHERE datname = 'pgbun_test' "
+                      "AND pid <> pg_backend_pid()")) == 1, "pgbun opened another server connection"
+
+    # The transaction in progress finishes; then pgbun exits.
+    assert in_tx.execute("SELECT 3").fetchone() == (3,)
+    in_tx.commit()
+    bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0, bun.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_wait_for_clients_keeps_the_console_reachable_and_serves_the_clients_it_has(start_pgbun):
+    bun = start_pgbun(config={**ADMIN, "pool_mode": "transaction"})
+    staying = client(bun, application_name="staying")
+    staying.execute("SELECT 1")
+    with console(bun) as adm:
+        adm.execute("SHUTDOWN WAIT_FOR_CLIENTS")
+        for host in (bun.host, bun.unix_dir):
+            _, clients = console_answers(bun, host)
+            assert "staying" in {c["application_name"] for c in clients}
+            refusal = refused_login(bun, host)
+            assert refusal is not None and refusal.sqlstate == "57P03", refusal and refusal.fields
+        assert staying.execute("SELECT 2").fetchone() == (2,)  # an existing client is still served
+        assert bun.alive()
+        staying.close()  # the last client leaves; consoles do not count
+        bun.proc.wait(timeout=10)
+    assert bun.proc.returncode == 0, bun.log_text()

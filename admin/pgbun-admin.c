@@ -302,8 +302,9 @@ static const char *const commands[] = {
     "RECONNECT", "WAIT_CLOSE", "SHUTDOWN", "RESET", "\\?",    "\\q",     "\\watch", "\\top", NULL,
 };
 static const char *const topics[] = {
-    "POOLS", "STATS", "STATS_TOTALS", "STATS_AVERAGES", "SERVERS", "CLIENTS", "DATABASES", "USERS", "CONFIG",
-    "LISTS", "STATE", "MEM",          "VERSION",        "HELP",    NULL,
+    "POOLS",   "STATS",          "STATS_TOTALS", "STATS_AVERAGES", "TOTALS", "SERVERS", "CLIENTS",
+    "SOCKETS", "ACTIVE_SOCKETS", "DATABASES",    "USERS",          "CONFIG", "LISTS",   "STATE",
+    "MEM",     "DNS_HOSTS",      "DNS_ZONES",    "VERSION",        "HELP",   NULL,
 };
 static const char *const shutdown_modes[] = {"WAIT_FOR_SERVERS", "WAIT_FOR_CLIENTS", NULL};
 static const char *const reset_what[] = {"STATS", NULL};
@@ -423,8 +424,9 @@ static char **complete(const char *text, int start, int end)
 static void help(void)
 {
     printf("Commands go to pgbun's admin console; Tab completes them.\n"
-           "  SHOW POOLS | STATS | STATS_TOTALS | STATS_AVERAGES | SERVERS | CLIENTS | DATABASES\n"
-           "       | USERS | CONFIG | LISTS | STATE | MEM | VERSION | HELP\n"
+           "  SHOW POOLS | STATS | STATS_TOTALS | STATS_AVERAGES | TOTALS | SERVERS | CLIENTS\n"
+           "       | SOCKETS | ACTIVE_SOCKETS | DATABASES | USERS | CONFIG | LISTS | STATE | MEM\n"
+           "       | DNS_HOSTS | DNS_ZONES | VERSION | HELP\n"
            "  SET key = value    RELOAD    RESET STATS\n"
            "  PAUSE [db]  RESUME [db]  DISABLE db  ENABLE db  KILL [db]  KILL_CLIENT id\n"
            "  RECONNECT [db]  WAIT_CLOSE [db]  SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]\n"

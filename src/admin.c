@@ -514,14 +514,17 @@ static bool cmd_set(struct client *c, const struct command *cmd)
     return true;
 }
 
-/* A database named in a command must exist (a [databases] entry or a pool). */
+/*
+ * A database named in a command must exist (a [databases] entry or a pool).
+ * The error is PgBouncer's, code and words, which scripts match.
+ */
 static bool known_db(struct client *c, const char *db)
 {
     /* By its exact name: "*" would match any typo. */
     if (db_named(pgbun.cfg->databases, db) != NULL) return true;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         if (strcmp(p->dbname, db) == 0) return true;
-    error(c, "3D000", "no such database: \"%s\"", db);
+    error(c, "08P01", "no such database: %s", db);
     return false;
 }
 
@@ -632,6 +635,10 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
         return *waiting;
     }
     if (strcmp(cmd->word, "RESUME") == 0) {
+        if (db == NULL && pgbun.shutting_down) {
+            error(c, "08P01", "pooler is shutting down");
+            return false;
+        }
         if (db != NULL && !pool_db_paused(db)) {
             error(c, "55000",
                   pool_is_paused(db) ? "database \"%s\" is not paused by itself: all of pgbun is; RESUME "
@@ -670,8 +677,13 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
         unsigned long long id = strtoull(cmd->arg, &end, 10);
         struct client     *victim;
 
-        if (*end != '\0' || cmd->arg[0] == '\0' || (victim = find_client(id)) == NULL) {
-            error(c, "42704", "no client with id %s (see SHOW CLIENTS)", cmd->arg);
+        /* PgBouncer's codes and words, which scripts match. */
+        if (*end != '\0' || !isdigit((unsigned char)cmd->arg[0])) {
+            error(c, "08P01", "invalid client pointer supplied");
+            return false;
+        }
+        if ((victim = find_client(id)) == NULL) {
+            error(c, "08P01", "client not found");
             return false;
         }
         if (victim == c) {
@@ -706,13 +718,13 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
             *waiting = true;
             complete(c, "SHUTDOWN");
             (void)client_flush(c);
-            pgbun_shutdown(PGBUN_STOP_NOW, "SHUTDOWN from the admin console");
+            pgbun_shutdown(PGBUN_STOP_NOW, "SHUTDOWN from the admin console", true);
         } else if (strcasecmp(db, "wait_for_servers") == 0) {
             complete(c, "SHUTDOWN");
-            pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SHUTDOWN WAIT_FOR_SERVERS from the admin console");
+            pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SHUTDOWN WAIT_FOR_SERVERS from the admin console", true);
         } else if (strcasecmp(db, "wait_for_clients") == 0) {
             complete(c, "SHUTDOWN");
-            pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SHUTDOWN WAIT_FOR_CLIENTS from the admin console");
+            pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SHUTDOWN WAIT_FOR_CLIENTS from the admin console", true);
         } else {
             error(c, "42601", "syntax error: SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]");
             return false;

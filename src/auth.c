@@ -500,3 +500,8 @@ size_t authfile_count(const struct auth_file *af)
 {
     return af ? af->count : 0;
 }
+
+const char *authfile_user(const struct auth_file *af, size_t i)
+{
+    return af != NULL && i < af->count ? af->items[i].user : NULL;
+}

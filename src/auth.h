@@ -42,6 +42,8 @@ struct auth_file         *authfile_load(const char *path, char **errmsg) __attri
 void                      authfile_free(struct auth_file *af);
 const struct auth_secret *authfile_find(const struct auth_file *af, const char *user);
 size_t                    authfile_count(const struct auth_file *af);
+/* The i-th user name (0 <= i < authfile_count), in name order. */
+const char *authfile_user(const struct auth_file *af, size_t i);
 
 /* Fills a secret from its text form; false when the text is a malformed md5 or SCRAM secret. */
 bool auth_secret_parse(struct auth_secret *out, const char *user, const char *secret)

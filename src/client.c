@@ -400,6 +400,11 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
         client_close(c, "53300", "no more connections allowed (max_client_conn = %d)", cfg->max_client_conn);
         return;
     }
+    /* Stopping: the console stays reachable, nothing else is let in (PostgreSQL's code for a server shutting down). */
+    if (pgbun.shutting_down && !admin_is_console(c->dbname)) {
+        client_close(c, "57P03", "pgbun is shutting down: only the admin console takes new connections");
+        return;
+    }
     if (admin_is_console(c->dbname)) {
         c->console_db = true;
         /* pgbun's own OS user on the unix socket needs no password, like PostgreSQL's peer auth. */
@@ -910,8 +915,24 @@ static void idle_input(struct client *c)
         return;
     default:
         /* No server for a message that could not go out on it. */
-        if (msg_ready(c, type, len, avail)) pool_request_server(c);
+        if (!msg_ready(c, type, len, avail)) return;
+        if (pgbun.refuse_servers) {
+            client_close(c, "08P01", "server shutting down");
+            return;
+        }
+        pool_request_server(c);
         return;
+    }
+}
+
+void client_refuse_waiting(void)
+{
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        struct client *c;
+
+        if (p->admin) continue;
+        while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL || (c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
+            client_close(c, "08P01", "server shutting down");
     }
 }
 

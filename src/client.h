@@ -101,6 +101,8 @@ bool client_flush(struct client *c);
 void client_free(struct client *c);
 /* A CancelRequest with this key, for a client of this worker. */
 void client_cancel_local(const uint8_t key[8]);
+/* SHUTDOWN WAIT_FOR_SERVERS: closes every client queued for a server, or for its pool's first login (world stopped). */
+void client_refuse_waiting(void);
 
 #define client_log(c, level, fmt, ...)                                                                                 \
     log_msg(level, "C-%llu: %s/%s@%s:%d " fmt, (unsigned long long)(c)->id, (c)->dbname ? (c)->dbname : "(nodb)",      \

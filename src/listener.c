@@ -74,7 +74,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     struct listener_set *ls = arg;
 
     for (int i = 0; i < ls->n; i++)
-        evconnlistener_enable(ls->l[i].lev);
+        if (ls->l[i].lev != NULL) evconnlistener_enable(ls->l[i].lev);
     log_info("accepting connections again");
 }
 
@@ -87,7 +87,7 @@ static void error_cb(struct evconnlistener *lev, void *arg)
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         log_warning("accept failed: %s; pausing new connections for 1 s", strerror(err));
         for (int i = 0; i < ls->n; i++)
-            evconnlistener_disable(ls->l[i].lev);
+            if (ls->l[i].lev != NULL) evconnlistener_disable(ls->l[i].lev);
         if (ls->resume_timer == NULL) ls->resume_timer = evtimer_new(ls->w->base, resume_cb, ls);
         if (ls->resume_timer) evtimer_add(ls->resume_timer, &tv);
         return;
@@ -240,6 +240,20 @@ void listener_chown(uid_t uid, gid_t gid)
         log_warning("could not hand %s to uid %d: %s", unix_path, (int)uid, strerror(errno));
 }
 
+void listener_stop_tcp(void)
+{
+    for (int i = 0; i < worker_count(); i++) {
+        struct listener_set *ls = worker_get(i)->ls;
+
+        /* Freed in place: each listener's callback holds its slot's address. */
+        for (int j = 0; ls != NULL && j < ls->n; j++) {
+            if (ls->l[j].is_unix || ls->l[j].lev == NULL) continue;
+            evconnlistener_free(ls->l[j].lev);
+            ls->l[j].lev = NULL;
+        }
+    }
+}
+
 void listener_stop(void)
 {
     for (int i = 0; i < worker_count(); i++) {
@@ -248,7 +262,7 @@ void listener_stop(void)
 
         if (ls == NULL) continue;
         for (int j = 0; j < ls->n; j++)
-            evconnlistener_free(ls->l[j].lev);
+            if (ls->l[j].lev != NULL) evconnlistener_free(ls->l[j].lev);
         if (ls->resume_timer != NULL) event_free(ls->resume_timer);
         free(ls);
         w->ls = NULL;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "client.h"
 #include "listener.h"
 #include "log.h"
 #include "pgbun.h"
@@ -141,13 +142,14 @@ static void shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
     bool done;
 
     worker_stop_world();
+    if (run_mode == STOP_AFTER_SERVERS) client_refuse_waiting(); /* any that came to wait since the last look */
     done = (run_mode == STOP_AFTER_CLIENTS && pool_total_clients() == 0) ||
            (run_mode == STOP_AFTER_SERVERS && pool_total_active_servers() == 0);
     worker_start_world();
     if (done) stop_loop();
 }
 
-static void begin_shutdown(int mode, const char *how)
+static void begin_shutdown(int mode, const char *how, bool keep_tcp)
 {
     struct timeval tv = {0, 100000};
 
@@ -159,7 +161,13 @@ static void begin_shutdown(int mode, const char *how)
     log_info("%s", how);
     run_mode = mode;
     pgbun.shutting_down = true;
-    listener_stop();
+    if (mode == STOP_AFTER_SERVERS) {
+        /* As PgBouncer: a PAUSE that also ends the clients waiting for a server, and those that come to want one. */
+        pgbun.refuse_servers = true;
+        pgbun.paused = true;
+        client_refuse_waiting();
+    }
+    if (!keep_tcp || pgbun.cfg->so_reuseport) listener_stop_tcp();
     shutdown_timer = event_new(worker_self->base, -1, EV_PERSIST, shutdown_check_cb, NULL);
     if (shutdown_timer) {
         event_add(shutdown_timer, &tv);
@@ -167,7 +175,7 @@ static void begin_shutdown(int mode, const char *how)
     }
 }
 
-void pgbun_shutdown(enum pgbun_stop how, const char *who)
+void pgbun_shutdown(enum pgbun_stop how, const char *who, bool keep_tcp)
 {
     char msg[128];
 
@@ -178,11 +186,11 @@ void pgbun_shutdown(enum pgbun_stop how, const char *who)
         break;
     case PGBUN_STOP_AFTER_CLIENTS:
         snprintf(msg, sizeof(msg), "%s: stopping once every client has left", who);
-        begin_shutdown(STOP_AFTER_CLIENTS, msg);
+        begin_shutdown(STOP_AFTER_CLIENTS, msg, keep_tcp);
         break;
     case PGBUN_STOP_AFTER_SERVERS:
         snprintf(msg, sizeof(msg), "%s: stopping once no server is in use", who);
-        begin_shutdown(STOP_AFTER_SERVERS, msg);
+        begin_shutdown(STOP_AFTER_SERVERS, msg, keep_tcp);
         break;
     }
 }
@@ -204,9 +212,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     worker_stop_world();
     switch (sig) {
     case SIGHUP: reload(); break;
-    case SIGTERM: pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SIGTERM"); break;
-    case SIGINT: pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SIGINT"); break;
-    case SIGQUIT: pgbun_shutdown(PGBUN_STOP_NOW, "SIGQUIT"); break;
+    case SIGTERM: pgbun_shutdown(PGBUN_STOP_AFTER_CLIENTS, "SIGTERM", false); break;
+    case SIGINT: pgbun_shutdown(PGBUN_STOP_AFTER_SERVERS, "SIGINT", false); break;
+    case SIGQUIT: pgbun_shutdown(PGBUN_STOP_NOW, "SIGQUIT", false); break;
     case SIGUSR1:
         log_info("SIGUSR1: paused; new queries wait, running transactions finish");
         pool_pause(NULL, true);

@@ -21,11 +21,12 @@
 struct auth_file;
 
 struct pgbun_state {
-    struct pgbun_config *cfg;           /* current config; replaced on reload */
-    struct auth_file    *auth;          /* current auth_file, or NULL */
-    atomic_int           client_count;  /* every client socket of every worker, logged in or not */
-    bool                 shutting_down; /* no new clients; exit when drained */
-    bool                 paused;        /* SIGUSR1: no server is handed out until SIGUSR2 */
+    struct pgbun_config *cfg;            /* current config; replaced on reload */
+    struct auth_file    *auth;           /* current auth_file, or NULL */
+    atomic_int           client_count;   /* every client socket of every worker, logged in or not */
+    bool                 shutting_down;  /* only console logins; exit when drained */
+    bool                 refuse_servers; /* SHUTDOWN WAIT_FOR_SERVERS, SIGINT: a client with no server gets none */
+    bool                 paused;         /* SIGUSR1: no server is handed out until SIGUSR2 */
 };
 
 extern struct pgbun_state pgbun;
@@ -48,8 +49,13 @@ enum pgbun_stop {
     PGBUN_STOP_AFTER_SERVERS, /* SIGINT, SHUTDOWN WAIT_FOR_SERVERS */
     PGBUN_STOP_AFTER_CLIENTS, /* SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS */
 };
-/* Starts stopping; `who` names the cause in the log. */
-void pgbun_shutdown(enum pgbun_stop how, const char *who);
+/*
+ * Starts stopping; `who` names the cause in the log. While pgbun waits, the
+ * unix socket takes console logins only; so do the TCP listeners when
+ * keep_tcp (a SHUTDOWN from the console) and so_reuseport is off, else they
+ * close at once and leave the port to the process that takes over.
+ */
+void pgbun_shutdown(enum pgbun_stop how, const char *who, bool keep_tcp);
 
 #endif
 

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "auth.h"
 #include "client.h"
 #include "config.h"
 #include "pgbun.h"
@@ -266,6 +268,70 @@ static void show_stats(struct rowset *rs, enum stats_view view)
     rowset_end(rs, "SHOW");
 }
 
+/* SHOW TOTALS: SHOW STATS's counters over every database, one (name, value) row each, named as PgBouncer names them. */
+static void show_totals(struct rowset *rs)
+{
+    static const struct col  cols[] = {{"name", COL_TEXT}, {"value", COL_NUMERIC}};
+    static const char *const names[] = {
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "client_bytes",
+        "server_bytes",
+        "xact_time",
+        "query_time",
+        "wait_time",
+        "ps_client_parse_count",
+        "ps_server_parse_count",
+        "ps_bind_count",
+        "client_connect_count",
+    };
+    static struct stats total, period; /* kept off the stack, as in show_pools */
+    usec_t              len = pool_last_period_len();
+    double              secs = len > 0 ? (double)len / USEC_PER_SEC : 1;
+    char                name[64];
+
+    memset(&total, 0, sizeof(total));
+    memset(&period, 0, sizeof(period));
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        stats_add(&total, &p->stats);
+        stats_add(&period, &p->last_period);
+    }
+    {
+        const struct stats *t = &total, *a = &period;
+        const double        totals[] = {
+                   (double)t->assignments, (double)t->xact_count,         (double)t->query_count, (double)t->bytes_in,
+                   (double)t->bytes_out,   (double)t->xact_time,          (double)t->query_time,  (double)t->wait_time,
+                   (double)t->parse_count, (double)t->server_parse_count, (double)t->bind_count,  (double)t->login_count,
+        };
+        /* Rates per second over the last stats_period; times per event, as SHOW STATS's avg_ columns. */
+        const double avgs[] = {
+            (double)a->assignments / secs,
+            (double)a->xact_count / secs,
+            (double)a->query_count / secs,
+            (double)a->bytes_in / secs,
+            (double)a->bytes_out / secs,
+            (double)stats_avg(a->xact_time, a->xact_count),
+            (double)stats_avg(a->query_time, a->query_count),
+            (double)stats_avg(a->wait_time, a->assignments),
+            (double)a->parse_count / secs,
+            (double)a->server_parse_count / secs,
+            (double)a->bind_count / secs,
+            (double)a->login_count / secs,
+        };
+
+        rowset_begin(rs, cols, NCOLS(cols));
+        for (int avg = 0; avg <= 1; avg++) {
+            for (int i = 0; i < NCOLS(names); i++) {
+                snprintf(name, sizeof(name), "%s_%s", avg ? "avg" : "total", names[i]);
+                rowset_text(rs, name);
+                rowset_numeric(rs, avg ? (double)(uint64_t)avgs[i] : totals[i], 0);
+            }
+        }
+    }
+    rowset_end(rs, "SHOW");
+}
+
 /* ---- SERVERS and CLIENTS ---- */
 
 static const struct col conn_cols[] = {
@@ -330,15 +396,31 @@ static void put_local(struct rowset *rs, int fd)
     rowset_int(rs, port);
 }
 
+/*
+ * SHOW CLIENTS's state, as PgBouncer 1.25 names it: "active" when linked to
+ * a server, "idle" when logged in with none (nothing of its own running or
+ * due), "waiting" when queued for one.
+ */
 static const char *client_state_name(const struct client *c)
 {
     switch (c->state) {
     case CL_LOGIN: return "login";
-    case CL_WELCOME: return "waiting";
+    case CL_WELCOME:
     case CL_WAITING: return "waiting";
-    case CL_IDLE:
+    case CL_IDLE: return "idle";
     case CL_ACTIVE: return "active";
     default: return "closing";
+    }
+}
+
+/* SHOW SOCKETS's state: the PgBouncer list the client is on. */
+static const char *client_socket_state(const struct client *c)
+{
+    switch (c->state) {
+    case CL_LOGIN: return "cl_login";
+    case CL_WELCOME:
+    case CL_WAITING: return "cl_waiting";
+    default: return "cl_active";
     }
 }
 
@@ -349,7 +431,33 @@ static const char *client_pgbun_state(const struct client *c)
     return c->state < CL_NSTATES ? names[c->state] : "?";
 }
 
-static void client_row(struct rowset *rs, const struct client *c, usec_t now)
+/*
+ * SHOW SOCKETS's low-level columns, from pgbun's buffers: bytes read and not
+ * yet passed on (recv_pos, pkt_avail), what remains of a message being
+ * streamed (pkt_remain), bytes waiting to be written (send_avail). pgbun
+ * keeps no positions inside a buffer, so pkt_pos, send_pos and send_remain
+ * are 0.
+ */
+static void put_buffers(struct rowset *rs, const struct evbuffer *in, const struct evbuffer *out, uint32_t fwd_left)
+{
+    int64_t nin = in ? (int64_t)evbuffer_get_length(in) : 0, nout = out ? (int64_t)evbuffer_get_length(out) : 0;
+
+    rowset_int(rs, nin);
+    rowset_int(rs, 0);
+    rowset_int(rs, fwd_left);
+    rowset_int(rs, 0);
+    rowset_int(rs, 0);
+    rowset_int(rs, nin);
+    rowset_int(rs, nout);
+}
+
+static bool has_bytes(const struct evbuffer *in, const struct evbuffer *out, uint32_t fwd_left)
+{
+    return (in && evbuffer_get_length(in) > 0) || (out && evbuffer_get_length(out) > 0) || fwd_left > 0;
+}
+
+/* One client; sockets: SHOW SOCKETS's columns, else SHOW CLIENTS's. */
+static void client_row(struct rowset *rs, const struct client *c, usec_t now, bool sockets)
 {
     char        why[128];
     const char *app = varlist_get(&c->params, "application_name");
@@ -359,7 +467,7 @@ static void client_row(struct rowset *rs, const struct client *c, usec_t now)
     rowset_text(rs, c->user ? c->user : "");
     rowset_text(rs, c->dbname ? c->dbname : "");
     rowset_text(rs, "none");
-    rowset_text(rs, client_state_name(c));
+    rowset_text(rs, sockets ? client_socket_state(c) : client_state_name(c));
     rowset_text(rs, c->addr);
     rowset_int(rs, c->port);
     put_local(rs, c->io.fd);
@@ -378,6 +486,10 @@ static void client_row(struct rowset *rs, const struct client *c, usec_t now)
     rowset_text(rs, app ? app : "");
     rowset_int(rs, (int64_t)stmt_client_count(c));
     rowset_int(rs, (int64_t)c->id);
+    if (sockets) {
+        put_buffers(rs, c->in, c->out, c->fwd_left);
+        return;
+    }
     rowset_text(rs, client_pgbun_state(c));
     rowset_int(rs, now - c->state_since);
     rowset_text(rs, c->server ? server_held_names(c->server->held, why, sizeof(why)) : "");
@@ -389,11 +501,11 @@ static void show_clients(struct rowset *rs)
 
     rowset_begin(rs, conn_cols, NCOLS(conn_cols));
     for (const struct client *c = pool_first_login_client(); c != NULL; c = pool_next_login_client(c))
-        client_row(rs, c, now);
+        client_row(rs, c, now, false);
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         for (int st = 0; st < CL_CLOSING; st++)
             for (const struct client *c = TAILQ_FIRST(&p->clients[st]); c != NULL; c = TAILQ_NEXT(c, entry))
-                client_row(rs, c, now);
+                client_row(rs, c, now, false);
     rowset_end(rs, "SHOW");
 }
 
@@ -411,6 +523,19 @@ static const char *server_state_name(const struct server *s)
     }
 }
 
+/* SHOW SOCKETS's state: the PgBouncer list the server is on. */
+static const char *server_socket_state(const struct server *s)
+{
+    switch (s->state) {
+    case SV_CONNECTING:
+    case SV_LOGIN: return "sv_login";
+    case SV_IDLE: return pool_server_stale(s) ? "sv_used" : "sv_idle";
+    case SV_TESTING:
+    case SV_RESETTING: return "sv_tested";
+    default: return "sv_active";
+    }
+}
+
 static const char *server_pgbun_state(const struct server *s)
 {
     static const char *const names[] = {"connecting", "login", "idle", "testing", "active", "resetting", "closing"};
@@ -418,45 +543,134 @@ static const char *server_pgbun_state(const struct server *s)
     return s->state < SV_NSTATES ? names[s->state] : "?";
 }
 
+/* One server; sockets: SHOW SOCKETS's columns, else SHOW SERVERS's. */
+static void server_row(struct rowset *rs, const struct server *s, usec_t now, bool sockets)
+{
+    const struct pool *p = s->pool;
+    const char        *app = varlist_get(&s->params, "application_name");
+    char               why[128];
+
+    rowset_text(rs, "S");
+    rowset_text(rs, p->server_user ? p->server_user : p->user);
+    rowset_text(rs, p->dbname);
+    rowset_text(rs, "none");
+    rowset_text(rs, sockets ? server_socket_state(s) : server_state_name(s));
+    rowset_text(rs, p->host);
+    rowset_int(rs, p->port);
+    put_local(rs, s->io.fd);
+    put_time(rs, s->connect_time);
+    put_time(rs, s->last_ready ? s->last_ready : s->connect_time);
+    rowset_int(rs, 0);
+    rowset_int(rs, 0);
+    rowset_int(rs, s->close_needed);
+    rowset_textf(rs, "%p", (const void *)s);
+    if (s->client)
+        rowset_textf(rs, "%p", (const void *)s->client);
+    else
+        rowset_text(rs, "");
+    rowset_int(rs, s->backend_pid);
+    rowset_text(rs, "");
+    rowset_text(rs, app ? app : "");
+    rowset_int(rs, (int64_t)stmt_server_count(s));
+    rowset_int(rs, (int64_t)s->id);
+    if (sockets) {
+        put_buffers(rs, s->in, s->out, s->fwd_left);
+        return;
+    }
+    rowset_text(rs, server_pgbun_state(s));
+    rowset_int(rs, now - s->state_since);
+    rowset_text(rs, server_held_names(s->held, why, sizeof(why)));
+}
+
 static void show_servers(struct rowset *rs)
 {
     usec_t now = pgbun_now();
-    char   why[128];
 
     rowset_begin(rs, conn_cols, NCOLS(conn_cols));
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        for (int st = 0; st < SV_CLOSING; st++)
+            for (const struct server *s = TAILQ_FIRST(&p->servers[st]); s != NULL; s = TAILQ_NEXT(s, entry))
+                server_row(rs, s, now, false);
+    rowset_end(rs, "SHOW");
+}
+
+/*
+ * SHOW SOCKETS: every client and server with PgBouncer's low-level columns,
+ * pool by pool, clients still logging in last. active_only (SHOW
+ * ACTIVE_SOCKETS): only those with bytes in their buffers.
+ */
+static void show_sockets(struct rowset *rs, bool active_only)
+{
+    static const struct col cols[] = {
+        {"type", COL_TEXT},
+        {"user", COL_TEXT},
+        {"database", COL_TEXT},
+        {"replication", COL_TEXT},
+        {"state", COL_TEXT},
+        {"addr", COL_TEXT},
+        {"port", COL_INT8},
+        {"local_addr", COL_TEXT},
+        {"local_port", COL_INT8},
+        {"connect_time", COL_TEXT},
+        {"request_time", COL_TEXT},
+        {"wait", COL_INT8},
+        {"wait_us", COL_INT8},
+        {"close_needed", COL_INT8},
+        {"ptr", COL_TEXT},
+        {"link", COL_TEXT},
+        {"remote_pid", COL_INT8},
+        {"tls", COL_TEXT},
+        {"application_name", COL_TEXT},
+        {"prepared_statements", COL_INT8},
+        {"id", COL_INT8},
+        {"recv_pos", COL_INT8},
+        {"pkt_pos", COL_INT8},
+        {"pkt_remain", COL_INT8},
+        {"send_pos", COL_INT8},
+        {"send_remain", COL_INT8},
+        {"pkt_avail", COL_INT8},
+        {"send_avail", COL_INT8},
+    };
+    usec_t now = pgbun_now();
+
+    rowset_begin(rs, cols, NCOLS(cols));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        for (int st = 0; st < SV_CLOSING; st++) {
-            for (const struct server *s = TAILQ_FIRST(&p->servers[st]); s != NULL; s = TAILQ_NEXT(s, entry)) {
-                rowset_text(rs, "S");
-                rowset_text(rs, p->server_user ? p->server_user : p->user);
-                rowset_text(rs, p->dbname);
-                rowset_text(rs, "none");
-                rowset_text(rs, server_state_name(s));
-                rowset_text(rs, p->host);
-                rowset_int(rs, p->port);
-                put_local(rs, s->io.fd);
-                put_time(rs, s->connect_time);
-                put_time(rs, s->last_ready ? s->last_ready : s->connect_time);
-                rowset_int(rs, 0);
-                rowset_int(rs, 0);
-                rowset_int(rs, s->close_needed);
-                rowset_textf(rs, "%p", (const void *)s);
-                if (s->client)
-                    rowset_textf(rs, "%p", (const void *)s->client);
-                else
-                    rowset_text(rs, "");
-                rowset_int(rs, s->backend_pid);
-                rowset_text(rs, "");
-                rowset_text(
-                    rs, varlist_get(&s->params, "application_name") ? varlist_get(&s->params, "application_name") : "");
-                rowset_int(rs, (int64_t)stmt_server_count(s));
-                rowset_int(rs, (int64_t)s->id);
-                rowset_text(rs, server_pgbun_state(s));
-                rowset_int(rs, now - s->state_since);
-                rowset_text(rs, server_held_names(s->held, why, sizeof(why)));
-            }
-        }
+        for (int st = 0; st < CL_CLOSING; st++)
+            for (const struct client *c = TAILQ_FIRST(&p->clients[st]); c != NULL; c = TAILQ_NEXT(c, entry))
+                if (!active_only || has_bytes(c->in, c->out, c->fwd_left)) client_row(rs, c, now, true);
+        for (int st = 0; st < SV_CLOSING; st++)
+            for (const struct server *s = TAILQ_FIRST(&p->servers[st]); s != NULL; s = TAILQ_NEXT(s, entry))
+                if (!active_only || has_bytes(s->in, s->out, s->fwd_left)) server_row(rs, s, now, true);
     }
+    for (const struct client *c = pool_first_login_client(); c != NULL; c = pool_next_login_client(c))
+        if (!active_only || has_bytes(c->in, c->out, c->fwd_left)) client_row(rs, c, now, true);
+    rowset_end(rs, "SHOW");
+}
+
+static void show_all_sockets(struct rowset *rs)
+{
+    show_sockets(rs, false);
+}
+
+static void show_active_sockets(struct rowset *rs)
+{
+    show_sockets(rs, true);
+}
+
+/* pgbun resolves server host names with no cache of its own: the DNS views have PgBouncer's columns and no rows. */
+static void show_dns_hosts(struct rowset *rs)
+{
+    static const struct col cols[] = {{"hostname", COL_TEXT}, {"ttl", COL_INT8}, {"addrs", COL_TEXT}};
+
+    rowset_begin(rs, cols, NCOLS(cols));
+    rowset_end(rs, "SHOW");
+}
+
+static void show_dns_zones(struct rowset *rs)
+{
+    static const struct col cols[] = {{"zonename", COL_TEXT}, {"serial", COL_INT8}, {"count", COL_INT8}};
+
+    rowset_begin(rs, cols, NCOLS(cols));
     rowset_end(rs, "SHOW");
 }
 
@@ -553,6 +767,33 @@ static void show_databases(struct rowset *rs)
     rowset_end(rs, "SHOW");
 }
 
+static void user_row(struct rowset *rs, const char *name)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    const struct user_config  *u = config_find_user(cfg, name);
+    int                        servers = 0, clients = 0;
+
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
+        if (strcmp(p->user, name) != 0) continue;
+        servers += pool_server_count(p);
+        for (int st = 0; st < CL_CLOSING; st++)
+            clients += p->nclients[st];
+    }
+    rowset_text(rs, name);
+    rowset_int(rs, u && u->pool_size >= 0 ? u->pool_size : cfg->default_pool_size);
+    rowset_int(rs, cfg->reserve_pool_size);
+    rowset_text(rs, u && u->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(u->pool_mode) : NULL);
+    rowset_int(rs, u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections);
+    rowset_int(rs, servers);
+    rowset_int(rs, 0);
+    rowset_int(rs, clients);
+}
+
+/*
+ * Every user pgbun knows, as PgBouncer lists them: the [users] entries,
+ * then the users of auth_file, then anyone else who has a pool (let in by
+ * auth_trust_any_user, or pgbun's own OS user on the console).
+ */
 static void show_users(struct rowset *rs)
 {
     static const struct col cols[] = {
@@ -566,30 +807,19 @@ static void show_users(struct rowset *rs)
         {"current_client_connections", COL_INT8},
     };
     const struct pgbun_config *cfg = pgbun.cfg;
+    const struct auth_file    *af = pgbun.auth;
 
     rowset_begin(rs, cols, NCOLS(cols));
+    for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
+        user_row(rs, u->name);
+    for (size_t i = 0; i < authfile_count(af); i++)
+        if (config_find_user(cfg, authfile_user(af, i)) == NULL) user_row(rs, authfile_user(af, i));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        const struct user_config *u = config_find_user(cfg, p->user);
-        int                       servers = 0, clients = 0;
-        bool                      seen = false;
+        bool seen = config_find_user(cfg, p->user) != NULL || authfile_find(af, p->user) != NULL;
 
         for (struct pool *q = pool_first(); q != p && !seen; q = pool_next(q))
             seen = strcmp(q->user, p->user) == 0;
-        if (seen) continue;
-        for (struct pool *q = p; q != NULL; q = pool_next(q)) {
-            if (strcmp(q->user, p->user) != 0) continue;
-            servers += pool_server_count(q);
-            for (int st = 0; st < CL_CLOSING; st++)
-                clients += q->nclients[st];
-        }
-        rowset_text(rs, p->user);
-        rowset_int(rs, u && u->pool_size >= 0 ? u->pool_size : cfg->default_pool_size);
-        rowset_int(rs, cfg->reserve_pool_size);
-        rowset_text(rs, u && u->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(u->pool_mode) : NULL);
-        rowset_int(rs, u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections);
-        rowset_int(rs, servers);
-        rowset_int(rs, 0);
-        rowset_int(rs, clients);
+        if (!seen) user_row(rs, p->user);
     }
     rowset_end(rs, "SHOW");
 }
@@ -730,15 +960,27 @@ static const struct {
     const char *name;
     void (*fn)(struct rowset *rs);
 } simple_shows[] = {
-    {"pools", show_pools}, {"servers", show_servers}, {"clients", show_clients}, {"databases", show_databases},
-    {"users", show_users}, {"config", show_config},   {"lists", show_lists},     {"state", show_state},
-    {"mem", show_mem},     {"version", show_version},
+    {"pools", show_pools},
+    {"servers", show_servers},
+    {"clients", show_clients},
+    {"databases", show_databases},
+    {"users", show_users},
+    {"config", show_config},
+    {"lists", show_lists},
+    {"state", show_state},
+    {"mem", show_mem},
+    {"version", show_version},
+    {"totals", show_totals},
+    {"sockets", show_all_sockets},
+    {"active_sockets", show_active_sockets},
+    {"dns_hosts", show_dns_hosts},
+    {"dns_zones", show_dns_zones},
 };
 
 const char *show_names(void)
 {
-    return "POOLS, STATS, STATS_TOTALS, STATS_AVERAGES, SERVERS, CLIENTS, DATABASES, USERS, CONFIG, LISTS, STATE, "
-           "MEM, VERSION, HELP";
+    return "POOLS, STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS, SERVERS, CLIENTS, SOCKETS, ACTIVE_SOCKETS, "
+           "DATABASES, USERS, CONFIG, LISTS, STATE, MEM, DNS_HOSTS, DNS_ZONES, VERSION, HELP";
 }
 
 bool show_run(const char *what, struct rowset *rs, struct client *asker)

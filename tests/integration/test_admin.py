@@ -710,7 +710,7 @@ def test_kill_client_drops_only_that_client(start_pgbun):
     assert "victim" not in apps and "bystander" in apps, apps
     with pytest.raises(psycopg.Error) as err:
         admin_cur(adm, f"KILL_CLIENT {vid}")  # gone now
-    assert err.value.sqlstate == "42704", str(err.value)
+    assert err.value.sqlstate == "08P01" and "client not found" in str(err.value), str(err.value)
 
 
 def test_disable_refuses_new_logins_and_enable_lets_them_in(start_pgbun):
@@ -970,7 +970,7 @@ def test_rights_follow_a_reload(start_pgbun):
 def test_pause_of_a_mistyped_database_is_an_error_even_with_a_star_entry(start_pgbun, pg):
     bun = start_pgbun(config={"admin_users": "postgres"}, databases={"*": pg.entry(dbname=None)})
     with console(bun) as conn:
-        with pytest.raises(psycopg.errors.InvalidCatalogName):
+        with pytest.raises(psycopg.errors.ProtocolViolation, match="no such database: no_such_db"):
             conn.execute("PAUSE no_such_db")
         assert all(r["paused"] == 0 for r in show(conn, "DATABASES"))
 

@@ -663,6 +663,7 @@ int pool_busy_servers(const char *dbname)
 struct server_login {
     char *host;
     int   port;
+    char *ports;
     char *server_db;
     char *server_user;
     char *password;
@@ -670,13 +671,14 @@ struct server_login {
 
 static void login_take(struct server_login *l, struct pool *p)
 {
-    *l = (struct server_login){p->host, p->port, p->server_db, p->server_user, p->password};
-    p->host = p->server_db = p->server_user = p->password = NULL;
+    *l = (struct server_login){p->host, p->port, p->ports, p->server_db, p->server_user, p->password};
+    p->host = p->ports = p->server_db = p->server_user = p->password = NULL;
 }
 
 static void login_give_back(struct server_login *l, struct pool *p)
 {
     p->host = l->host;
+    p->ports = l->ports;
     p->server_db = l->server_db;
     p->server_user = l->server_user;
     p->password = l->password;
@@ -684,13 +686,15 @@ static void login_give_back(struct server_login *l, struct pool *p)
 
 static bool login_same(const struct server_login *l, const struct pool *p)
 {
-    return l->port == p->port && same_str(l->host, p->host) && same_str(l->server_db, p->server_db) &&
-           same_str(l->server_user, p->server_user) && same_str(l->password, p->password);
+    return l->port == p->port && same_str(l->host, p->host) && same_str(l->ports, p->ports) &&
+           same_str(l->server_db, p->server_db) && same_str(l->server_user, p->server_user) &&
+           same_str(l->password, p->password);
 }
 
 static void login_free(struct server_login *l)
 {
     free(l->host);
+    free(l->ports);
     free(l->server_db);
     free(l->server_user);
     free(l->password);

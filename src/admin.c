@@ -408,13 +408,20 @@ static bool db_entry_equal(const struct db_config *a, const struct db_config *b)
            same_str(a->user, b->user) && same_str(a->password, b->password) && a->pool_size == b->pool_size &&
            a->min_pool_size == b->min_pool_size && a->reserve_pool_size == b->reserve_pool_size &&
            a->max_db_connections == b->max_db_connections && a->pool_mode == b->pool_mode &&
-           same_str(a->application_name, b->application_name) && same_str(a->ports, b->ports);
+           same_str(a->application_name, b->application_name) && same_str(a->ports, b->ports) &&
+           same_str(a->session_state, b->session_state) &&
+           a->max_db_client_connections == b->max_db_client_connections && a->server_lifetime == b->server_lifetime &&
+           a->query_wait_timeout == b->query_wait_timeout;
 }
 
 static bool user_entry_equal(const struct user_config *a, const struct user_config *b)
 {
     return a->pool_size == b->pool_size && a->pool_mode == b->pool_mode &&
-           a->max_user_connections == b->max_user_connections;
+           a->max_user_connections == b->max_user_connections && a->reserve_pool_size == b->reserve_pool_size &&
+           a->max_user_client_connections == b->max_user_client_connections && a->query_timeout == b->query_timeout &&
+           a->query_wait_timeout == b->query_wait_timeout &&
+           a->idle_transaction_timeout == b->idle_transaction_timeout &&
+           a->transaction_timeout == b->transaction_timeout && a->client_idle_timeout == b->client_idle_timeout;
 }
 
 static const struct db_config *db_named(const struct db_config *d, const char *name)

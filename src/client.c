@@ -238,6 +238,7 @@ static void login_ok(struct client *c)
         client_close(c, "3D000", "no such database: \"%s\" (%s)", c->dbname, err);
         return;
     }
+    if (!pool_admit_client(p, c)) return;
     pool_adopt_client(p, c);
     p->stats.login_count++;
     c->step = LOGIN_DONE;

@@ -36,9 +36,11 @@ enum login_step {
 struct client {
     TAILQ_ENTRY(client) entry; /* on the list of its state */
     enum client_state     state;
-    struct pool          *pool;   /* NULL until the startup packet names it */
-    struct server        *server; /* linked server, or NULL */
-    struct worker        *w;      /* whose loop it is on */
+    struct pool          *pool;         /* NULL until the startup packet names it */
+    struct server        *server;       /* linked server, or NULL */
+    struct worker        *w;            /* whose loop it is on */
+    struct pool_share    *db_clients;   /* where it counts for max_db_client_connections, or NULL */
+    struct pool_share    *user_clients; /* where it counts for max_user_client_connections, or NULL */
     struct io             io;
     struct evbuffer      *in;  /* bytes read, not yet forwarded */
     struct evbuffer      *out; /* bytes to write to the client */

@@ -115,6 +115,8 @@ static const struct key main_keys[] = {
     G_TIME(reserve_pool_timeout, "5"),
     G_INT(max_db_connections, "0", 0, INT_MAX),
     G_INT(max_user_connections, "0", 0, INT_MAX),
+    G_INT(max_db_client_connections, "0", 0, INT_MAX),
+    G_INT(max_user_client_connections, "0", 0, INT_MAX),
     G_INT(max_prepared_statements, "200", 0, INT_MAX),
     G_CHOICE(session_state, "track", session_states),
     G_TIME(pin_notice_delay, "60"),
@@ -135,6 +137,7 @@ static const struct key main_keys[] = {
     G_TIME(server_login_retry, "15"),
     G_TIME(query_timeout, "0"),
     G_TIME(query_wait_timeout, "120"),
+    G_TIME(pool_idle_timeout, "0"),
     G_TIME(client_idle_timeout, "0"),
     G_TIME(client_login_timeout, "60"),
     G_TIME(idle_transaction_timeout, "0"),
@@ -157,7 +160,7 @@ static const struct key main_keys[] = {
     G_STR(client_tls_cert_file, NULL),
     G_STR(client_tls_key_file, NULL),
     G_STR(client_tls_ca_file, NULL),
-    G_CHOICE(server_tls_sslmode, "prefer", sslmodes),
+    G_CHOICE(server_tls_sslmode, "disable", sslmodes), /* PgBouncer's is prefer: pgbun has no TLS yet */
     G_STR(server_tls_ca_file, NULL),
 
     /* sidecar default server */
@@ -187,7 +190,6 @@ static const struct key main_keys[] = {
     IGNORED(application_name_add_host),
     IGNORED(disable_pqexec),
     IGNORED(autodb_idle_timeout),
-    IGNORED(pool_idle_timeout),
     IGNORED(suspend_timeout),
     IGNORED(cancel_wait_timeout),
     IGNORED(query_wait_notify),
@@ -209,8 +211,6 @@ static const struct key main_keys[] = {
     IGNORED(auth_ldap_options),
     IGNORED(scram_iterations),
     IGNORED(peer_id),
-    IGNORED(max_db_client_connections),
-    IGNORED(max_user_client_connections),
 };
 
 #define D_INT(n, lo, hi) KEY(struct db_config, n, KT_INT, NULL, lo, hi, NULL)
@@ -229,6 +229,9 @@ static const struct key db_keys[] = {
     KEY(struct db_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
     KEY(struct db_config, session_state, KT_STR, NULL, 0, 0, session_states),
     KEY(struct db_config, application_name, KT_STR, NULL, 0, 0, NULL),
+    D_INT(max_db_client_connections, 0, INT_MAX),
+    KEY(struct db_config, server_lifetime, KT_TIME, NULL, 0, 0, NULL),
+    KEY(struct db_config, query_wait_timeout, KT_TIME, NULL, 0, 0, NULL),
     IGNORED(auth_user),
     IGNORED(auth_query),
     IGNORED(auth_dbname),
@@ -236,10 +239,7 @@ static const struct key db_keys[] = {
     IGNORED(client_encoding),
     IGNORED(datestyle),
     IGNORED(timezone),
-    IGNORED(max_db_client_connections),
     IGNORED(load_balance_hosts),
-    IGNORED(server_lifetime),
-    IGNORED(query_wait_timeout),
     IGNORED(target_session_attrs),
 };
 
@@ -247,13 +247,13 @@ static const struct key user_keys[] = {
     KEY(struct user_config, pool_size, KT_INT, NULL, 0, INT_MAX, NULL),
     KEY(struct user_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
     KEY(struct user_config, max_user_connections, KT_INT, NULL, 0, INT_MAX, NULL),
-    IGNORED(reserve_pool_size),
-    IGNORED(max_user_client_connections),
-    IGNORED(query_timeout),
-    IGNORED(query_wait_timeout),
-    IGNORED(idle_transaction_timeout),
-    IGNORED(transaction_timeout),
-    IGNORED(client_idle_timeout),
+    KEY(struct user_config, reserve_pool_size, KT_INT, NULL, 0, INT_MAX, NULL),
+    KEY(struct user_config, max_user_client_connections, KT_INT, NULL, 0, INT_MAX, NULL),
+    KEY(struct user_config, query_timeout, KT_TIME, NULL, 0, 0, NULL),
+    KEY(struct user_config, query_wait_timeout, KT_TIME, NULL, 0, 0, NULL),
+    KEY(struct user_config, idle_transaction_timeout, KT_TIME, NULL, 0, 0, NULL),
+    KEY(struct user_config, transaction_timeout, KT_TIME, NULL, 0, 0, NULL),
+    KEY(struct user_config, client_idle_timeout, KT_TIME, NULL, 0, 0, NULL),
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -593,6 +593,9 @@ static struct db_config *db_new(const char *name)
     db->min_pool_size = -1;
     db->reserve_pool_size = -1;
     db->max_db_connections = -1;
+    db->max_db_client_connections = -1;
+    db->server_lifetime = -1;
+    db->query_wait_timeout = -1;
     db->pool_mode = POOL_MODE_UNSET;
     return db;
 }
@@ -617,6 +620,10 @@ static struct user_config *user_new(const char *name)
     u->pool_size = -1;
     u->pool_mode = POOL_MODE_UNSET;
     u->max_user_connections = -1;
+    u->reserve_pool_size = -1;
+    u->max_user_client_connections = -1;
+    u->query_timeout = u->query_wait_timeout = u->idle_transaction_timeout = u->transaction_timeout =
+        u->client_idle_timeout = -1;
     return u;
 }
 
@@ -1324,6 +1331,70 @@ const struct user_config *config_find_user(const struct pgbun_config *cfg, const
     for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
         if (strcmp(u->name, name) == 0) return u;
     return NULL;
+}
+
+static bool sslmode_at_least(const char *mode, const char *least)
+{
+    int a = -1, b = -1;
+
+    for (int i = 0; sslmodes[i] != NULL; i++) {
+        if (strcmp(sslmodes[i], mode) == 0) a = i;
+        if (strcmp(sslmodes[i], least) == 0) b = i;
+    }
+    return a >= b;
+}
+
+bool config_check(const struct pgbun_config *cfg, char **errmsg)
+{
+    static const struct {
+        const char *name;
+        size_t      offset;
+    } tls_files[] = {
+        {"client_tls_cert_file", offsetof(struct pgbun_config, client_tls_cert_file)},
+        {"client_tls_key_file", offsetof(struct pgbun_config, client_tls_key_file)},
+        {"client_tls_ca_file", offsetof(struct pgbun_config, client_tls_ca_file)},
+        {"server_tls_ca_file", offsetof(struct pgbun_config, server_tls_ca_file)},
+    };
+
+    /* A TLS mode that promises encryption must not run in plain text. */
+    if (sslmode_at_least(cfg->client_tls_sslmode, "require")) {
+        set_error(errmsg,
+                  "client_tls_sslmode = %s is not supported yet: pgbun has no TLS and would take clients over plain "
+                  "TCP (use disable, or put TLS in front of pgbun)",
+                  cfg->client_tls_sslmode);
+        return false;
+    }
+    if (sslmode_at_least(cfg->server_tls_sslmode, "require")) {
+        set_error(errmsg,
+                  "server_tls_sslmode = %s is not supported yet: pgbun has no TLS and would reach PostgreSQL over "
+                  "plain TCP (use disable)",
+                  cfg->server_tls_sslmode);
+        return false;
+    }
+    if (strcmp(cfg->client_tls_sslmode, "disable") != 0)
+        log_warning("client_tls_sslmode = %s: pgbun has no TLS yet; a client that asks for it is answered in plain "
+                    "TCP, as with disable",
+                    cfg->client_tls_sslmode);
+    if (strcmp(cfg->server_tls_sslmode, "disable") != 0)
+        log_warning("server_tls_sslmode = %s: pgbun has no TLS yet and connects to PostgreSQL in plain TCP, as with "
+                    "disable",
+                    cfg->server_tls_sslmode);
+    for (size_t i = 0; i < NKEYS(tls_files); i++)
+        if (*(char *const *)(const void *)((const char *)cfg + tls_files[i].offset) != NULL)
+            log_warning("%s is ignored: pgbun has no TLS yet", tls_files[i].name);
+    if (cfg->auth_user != NULL)
+        log_warning("auth_user is ignored: only users of auth_file log in (pgbun looks up no passwords in PostgreSQL "
+                    "yet)");
+    if (cfg->auth_query != NULL) log_warning("auth_query is ignored: pgbun has no auth_query yet");
+    if (cfg->auth_hba_file != NULL)
+        log_warning("auth_hba_file is ignored: pgbun has no auth_type = hba yet (auth_type is %s)",
+                    config_auth_type_name(cfg->auth_type));
+    if (cfg->track_extra_parameters != NULL)
+        log_warning("track_extra_parameters is ignored: with session_state = track pgbun follows every parameter a "
+                    "client sets, without a list");
+    if (cfg->pkt_buf != 4096)
+        log_warning("pkt_buf = %d is ignored: pgbun's buffers grow to fit each message", cfg->pkt_buf);
+    return true;
 }
 
 bool config_list_has(const char *list, const char *name)

@@ -36,29 +36,40 @@ enum auth_type {
 
 /* One [databases] entry: "name = host=... port=... dbname=..." */
 struct db_config {
-    char             *name;               /* entry name; "*" is the fallback */
-    char             *host;               /* server host or socket dir, or a list of them; NULL: server_host */
-    int               port;               /* server port (the first of a list); 0: server_port */
-    char             *ports;              /* "5432,5433": one port per host of a host list; NULL: port for all */
-    char             *dbname;             /* server database; NULL: the client's database name */
-    char             *user;               /* force_user; NULL: the client's user */
-    char             *password;           /* server password; NULL: from auth_file */
-    int               pool_size;          /* -1: default_pool_size */
-    int               min_pool_size;      /* -1: global min_pool_size */
-    int               reserve_pool_size;  /* -1: global reserve_pool_size */
-    int               max_db_connections; /* -1: global max_db_connections */
-    enum pool_mode    pool_mode;          /* POOL_MODE_UNSET: inherit */
-    char             *session_state;      /* track or off; NULL: the global session_state */
-    char             *application_name;   /* server startup application_name, or NULL */
+    char             *name;                      /* entry name; "*" is the fallback */
+    char             *host;                      /* server host or socket dir, or a list of them; NULL: server_host */
+    int               port;                      /* server port (the first of a list); 0: server_port */
+    char             *ports;                     /* "5432,5433": one port per host of a host list; NULL: port for all */
+    char             *dbname;                    /* server database; NULL: the client's database name */
+    char             *user;                      /* force_user; NULL: the client's user */
+    char             *password;                  /* server password; NULL: from auth_file */
+    int               pool_size;                 /* -1: default_pool_size */
+    int               min_pool_size;             /* -1: global min_pool_size */
+    int               reserve_pool_size;         /* -1: global reserve_pool_size */
+    int               max_db_connections;        /* -1: global max_db_connections */
+    enum pool_mode    pool_mode;                 /* POOL_MODE_UNSET: inherit */
+    char             *session_state;             /* track or off; NULL: the global session_state */
+    char             *application_name;          /* server startup application_name, or NULL */
+    int               max_db_client_connections; /* -1: global */
+    usec_t            server_lifetime;           /* -1: global */
+    usec_t            query_wait_timeout;        /* -1: global (or the user's) */
     struct db_config *next;
 };
 
 /* One [users] entry: "name = pool_mode=... pool_size=..." */
 struct user_config {
-    char               *name;
-    int                 pool_size;            /* -1: inherit */
-    enum pool_mode      pool_mode;            /* POOL_MODE_UNSET: inherit */
-    int                 max_user_connections; /* -1: global */
+    char          *name;
+    int            pool_size;                   /* -1: inherit */
+    enum pool_mode pool_mode;                   /* POOL_MODE_UNSET: inherit */
+    int            max_user_connections;        /* -1: global */
+    int            reserve_pool_size;           /* -1: the database's, or global */
+    int            max_user_client_connections; /* -1: global */
+    /* -1: the global value (query_wait_timeout: the database's first) */
+    usec_t              query_timeout;
+    usec_t              query_wait_timeout;
+    usec_t              idle_transaction_timeout;
+    usec_t              transaction_timeout;
+    usec_t              client_idle_timeout;
     struct user_config *next;
 };
 
@@ -92,6 +103,8 @@ struct pgbun_config {
     usec_t         reserve_pool_timeout;
     int            max_db_connections;
     int            max_user_connections;
+    int            max_db_client_connections;   /* 0: no limit on the clients of one database */
+    int            max_user_client_connections; /* 0: no limit on the clients of one user */
     int            max_prepared_statements;
     char          *session_state;    /* track: session state follows its client in transaction mode; pin; off */
     usec_t         pin_notice_delay; /* a pool whose clients stay pinned this long logs a notice; 0: never */
@@ -112,6 +125,7 @@ struct pgbun_config {
     usec_t server_login_retry;
     usec_t query_timeout;
     usec_t query_wait_timeout;
+    usec_t pool_idle_timeout; /* a pool without clients or servers this long is freed; 0: never */
     usec_t client_idle_timeout;
     usec_t client_login_timeout;
     usec_t idle_transaction_timeout;
@@ -155,6 +169,12 @@ struct pgbun_config *config_load(const char *path, char **errmsg) __attribute__(
 void                 config_free(struct pgbun_config *cfg);
 
 /* Exact name first, then "*". NULL when neither exists. */
+/*
+ * Refuses (false, *errmsg) a security setting pgbun cannot honour (a TLS
+ * mode of require or above) and logs one warning per key it accepts but
+ * does not act on yet. At start and at every RELOAD, SET and SIGHUP.
+ */
+bool                      config_check(const struct pgbun_config *cfg, char **errmsg);
 const struct db_config   *config_find_db(const struct pgbun_config *cfg, const char *name);
 const struct user_config *config_find_user(const struct pgbun_config *cfg, const char *name);
 

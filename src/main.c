@@ -97,6 +97,10 @@ bool pgbun_apply(struct pgbun_config *cfg, char **errmsg)
 {
     struct auth_file *af = NULL;
 
+    if (!config_check(cfg, errmsg)) {
+        config_free(cfg);
+        return false;
+    }
     if (cfg->auth_file != NULL && cfg->auth_file[0] != '\0') {
         af = authfile_load(cfg->auth_file, errmsg);
         if (af == NULL) {

@@ -58,6 +58,7 @@ struct pool_share {
     atomic_int         servers;           /* open (not closing) server connections */
     atomic_int         peak;              /* most at once since the start or RESET STATS */
     atomic_uint        wanting;           /* bit per worker whose clients wait and may not open one */
+    atomic_int         clients;           /* 'd' and 'u': logged-in clients, for max_*_client_connections */
     atomic_int         held[WORKERS_MAX]; /* 'p': servers on each worker */
     /* 'd', 'u': per worker, since when the clients of its pools blocked on this limit have waited (0: none) */
     _Atomic usec_t blocked_since[WORKERS_MAX];
@@ -360,7 +361,10 @@ static bool resolve_server(struct pool *p);
 /* Resolves the pool's settings: user entry > database entry > [pgbun]. */
 static bool resolve(struct pool *p)
 {
-    if (p->admin) return true;
+    if (p->admin) {
+        p->client_idle_timeout = pgbun.cfg->client_idle_timeout; /* the one timeout a console client meets */
+        return true;
+    }
     return resolve_server(p);
 }
 
@@ -392,6 +396,19 @@ static bool resolve_server(struct pool *p)
     if (u != NULL && u->pool_size >= 0) p->pool_size = u->pool_size;
     p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
     p->reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
+    if (u != NULL && u->reserve_pool_size >= 0) p->reserve_pool_size = u->reserve_pool_size;
+    p->server_lifetime = db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime;
+    p->query_wait_timeout = db->query_wait_timeout >= 0 ? db->query_wait_timeout : cfg->query_wait_timeout;
+    if (u != NULL && u->query_wait_timeout >= 0) p->query_wait_timeout = u->query_wait_timeout;
+    p->query_timeout = u != NULL && u->query_timeout >= 0 ? u->query_timeout : cfg->query_timeout;
+    p->idle_transaction_timeout =
+        u != NULL && u->idle_transaction_timeout >= 0 ? u->idle_transaction_timeout : cfg->idle_transaction_timeout;
+    p->transaction_timeout =
+        u != NULL && u->transaction_timeout >= 0 ? u->transaction_timeout : cfg->transaction_timeout;
+    p->client_idle_timeout =
+        u != NULL && u->client_idle_timeout >= 0 ? u->client_idle_timeout : cfg->client_idle_timeout;
+    p->max_db_client_connections =
+        db->max_db_client_connections >= 0 ? db->max_db_client_connections : cfg->max_db_client_connections;
     p->mode = cfg->pool_mode;
     if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
     if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
@@ -765,7 +782,13 @@ void pool_set_client_state(struct client *c, enum client_state st)
     c->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(client_list_of(c, st), c, entry);
     client_count(c, st, +1);
-    if (st == CL_CLOSING) event_active(c->w->pw->reap_event, 0, 0);
+    if (st == CL_CLOSING) {
+        /* Its places under max_db_client_connections and max_user_client_connections are free. */
+        if (c->db_clients != NULL) atomic_fetch_sub(&c->db_clients->clients, 1);
+        if (c->user_clients != NULL) atomic_fetch_sub(&c->user_clients->clients, 1);
+        c->db_clients = c->user_clients = NULL;
+        event_active(c->w->pw->reap_event, 0, 0);
+    }
 }
 
 void pool_register_client(struct client *c)
@@ -775,6 +798,63 @@ void pool_register_client(struct client *c)
     c->pool = NULL;
     TAILQ_INSERT_TAIL(&c->w->pw->login_clients, c, entry);
     c->w->pw->nlogin_clients++;
+}
+
+/* One more client under `limit` (negative: none); false when it is reached. */
+static bool clients_take(struct pool_share *sh, int limit)
+{
+    int n = atomic_load(&sh->clients);
+
+    do {
+        if (limit >= 0 && n >= limit) return false;
+    } while (!atomic_compare_exchange_weak(&sh->clients, &n, n + 1));
+    return true;
+}
+
+static int limit_of(int max);
+
+bool pool_admit_client(struct pool *p, struct client *c)
+{
+    const struct pgbun_config *cfg = pgbun.cfg;
+    const struct user_config  *u = config_find_user(cfg, c->user);
+    int                ulimit = u != NULL && u->max_user_client_connections >= 0 ? u->max_user_client_connections
+                                                                                 : cfg->max_user_client_connections;
+    struct pool_share *ush;
+
+    assert(c->db_clients == NULL && c->user_clients == NULL);
+    if (p->admin) return true;
+    if (!clients_take(p->db_share, limit_of(p->max_db_client_connections))) {
+        client_close(c, "53300", "client connections exceeded (max_db_client_connections = %d)",
+                     p->max_db_client_connections);
+        return false;
+    }
+    c->db_clients = p->db_share;
+    /* The user a client logged in as, whatever user its database forces on the server. */
+    if ((ush = share_get('u', NULL, c->user)) == NULL) {
+        client_close(c, "53200", "out of memory");
+        return false;
+    }
+    if (!clients_take(ush, limit_of(ulimit))) {
+        client_close(c, "53300", "client connections exceeded (max_user_client_connections = %d)", ulimit);
+        return false;
+    }
+    c->user_clients = ush;
+    return true;
+}
+
+int pool_share_clients(const char *dbname, const char *user)
+{
+    struct pool_share *sh;
+    int                n = 0;
+
+    pthread_mutex_lock(&share_lock);
+    for (sh = shares; sh != NULL; sh = sh->next)
+        if (sh->kind == (dbname ? 'd' : 'u') && same_str(sh->dbname, dbname) && same_str(sh->user, user)) {
+            n = atomic_load(&sh->clients);
+            break;
+        }
+    pthread_mutex_unlock(&share_lock);
+    return n;
 }
 
 void pool_adopt_client(struct pool *p, struct client *c)
@@ -1005,7 +1085,7 @@ void pool_release_server(struct server *s)
 
     assert(s->client == NULL);
     if (server_too_old(s, pgbun_now())) {
-        server_close(s, "server_lifetime: connection older than %g s", secs(pgbun.cfg->server_lifetime));
+        server_close(s, "server_lifetime: connection older than %g s", secs(p->server_lifetime));
         return;
     }
     if (s->close_needed) {
@@ -1473,6 +1553,13 @@ void pool_drop_server(struct server *s)
     server_discard(s);
 }
 
+/* The idle server to use next: the most recently used (warm), or with server_round_robin the longest unused. */
+static struct server *next_idle(const struct pool *p)
+{
+    return pgbun.cfg->server_round_robin ? TAILQ_LAST(&p->servers[SV_IDLE], server_list)
+                                         : TAILQ_FIRST(&p->servers[SV_IDLE]);
+}
+
 void pool_dispatch(struct pool *p)
 {
     struct client *c;
@@ -1481,7 +1568,7 @@ void pool_dispatch(struct pool *p)
     usec_t         pause;
 
     if (pool_is_paused(p->dbname)) return; /* PAUSE: new work waits; what runs, finishes */
-    while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL) {
+    while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = next_idle(p)) != NULL) {
         if (needs_check(s, pgbun_now())) {
             /* One check per waiting client; the rest stay idle until needed. */
             if (p->nservers[SV_TESTING] >= p->nclients[CL_WAITING]) break;
@@ -1574,30 +1661,28 @@ static usec_t client_idle_for(const struct client *c, usec_t now)
 
 static bool server_too_old(const struct server *s, usec_t now)
 {
-    return pgbun.cfg->server_lifetime > 0 && now - s->connect_time > pgbun.cfg->server_lifetime;
+    return s->pool->server_lifetime > 0 && now - s->connect_time > s->pool->server_lifetime;
 }
 
 /* query_timeout, transaction_timeout and idle_transaction_timeout of a linked server. */
 static void check_linked(struct server *s, usec_t now)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
+    const struct pool *p = s->pool;
 
     if (s->client == NULL || s->phase != PHASE_NONE) return;
-    if (s->txstatus != 'I' && cfg->transaction_timeout > 0 && now - s->xact_start > cfg->transaction_timeout) {
+    if (s->txstatus != 'I' && p->transaction_timeout > 0 && now - s->xact_start > p->transaction_timeout) {
         client_close(s->client, "25P04", "transaction_timeout: transaction open for more than %g s",
-                     secs(cfg->transaction_timeout));
+                     secs(p->transaction_timeout));
         return;
     }
-    if (s->txstatus != 'I' && s->expect_rfq == 0 && cfg->idle_transaction_timeout > 0 &&
-        now - s->last_ready > cfg->idle_transaction_timeout) {
+    if (s->txstatus != 'I' && s->expect_rfq == 0 && p->idle_transaction_timeout > 0 &&
+        now - s->last_ready > p->idle_transaction_timeout) {
         client_close(s->client, "25P03", "idle_transaction_timeout: idle in a transaction for more than %g s",
-                     secs(cfg->idle_transaction_timeout));
+                     secs(p->idle_transaction_timeout));
         return;
     }
-    if (s->expect_rfq > 0 && !s->query_timed_out && cfg->query_timeout > 0 &&
-        now - s->request_start > cfg->query_timeout) {
-        server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s",
-                   secs(cfg->query_timeout));
+    if (s->expect_rfq > 0 && !s->query_timed_out && p->query_timeout > 0 && now - s->request_start > p->query_timeout) {
+        server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s", secs(p->query_timeout));
         s->query_timed_out = true;
         server_send_cancel(s);
     }
@@ -1654,18 +1739,17 @@ static void maintain(struct pool *p, usec_t now)
     struct client                 *c, *cnext;
     struct server                 *s, *snext;
 
-    for (size_t i = 0; cfg->client_idle_timeout > 0 && i < 2; i++) {
+    for (size_t i = 0; p->client_idle_timeout > 0 && i < 2; i++) {
         for (c = TAILQ_FIRST(&p->clients[idle_states[i]]); c != NULL; c = cnext) {
             cnext = TAILQ_NEXT(c, entry);
-            if (client_idle_for(c, now) > cfg->client_idle_timeout)
-                client_close(c, "57P05", "client_idle_timeout: idle for more than %g s",
-                             secs(cfg->client_idle_timeout));
+            if (client_idle_for(c, now) > p->client_idle_timeout)
+                client_close(c, "57P05", "client_idle_timeout: idle for more than %g s", secs(p->client_idle_timeout));
         }
     }
-    for (size_t i = 0; cfg->query_wait_timeout > 0 && i < 2; i++) {
+    for (size_t i = 0; p->query_wait_timeout > 0 && i < 2; i++) {
         for (c = TAILQ_FIRST(&p->clients[wait_states[i]]); c != NULL; c = cnext) {
             cnext = TAILQ_NEXT(c, entry);
-            if (now - c->state_since > cfg->query_wait_timeout) pool_wait_timed_out(c, "query_wait_timeout");
+            if (now - c->state_since > p->query_wait_timeout) pool_wait_timed_out(c, "query_wait_timeout");
         }
     }
     for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
@@ -1676,7 +1760,7 @@ static void maintain(struct pool *p, usec_t now)
     for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {
         snext = TAILQ_NEXT(s, entry);
         if (server_too_old(s, now))
-            server_close(s, "server_lifetime: connection older than %g s", secs(cfg->server_lifetime));
+            server_close(s, "server_lifetime: connection older than %g s", secs(p->server_lifetime));
         else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout &&
                  pool_servers_total(p) > p->min_pool_size)
             server_close(s, "server_idle_timeout: unused for more than %g s", secs(cfg->server_idle_timeout));
@@ -1747,14 +1831,44 @@ void pool_reset_stats(void)
     period_len = 0;
 }
 
+/*
+ * pool_idle_timeout: a pool without a client or a server for that long is
+ * freed, its counters with it. (Objects closing still point at their pool
+ * until reaped, at the end of the loop iteration: a pool counts as empty
+ * from one janitor run to a later one, never within one.)
+ */
+static bool deserted(struct pool *p, usec_t now)
+{
+    int n = 0;
+
+    for (int i = 0; i < CL_NSTATES; i++)
+        n += p->nclients[i];
+    for (int i = 0; i < SV_NSTATES; i++)
+        n += p->nservers[i];
+    if (n > 0 || p->admin) {
+        p->empty_since = 0;
+        return false;
+    }
+    if (p->empty_since == 0) p->empty_since = now;
+    return pgbun.cfg->pool_idle_timeout > 0 && now - p->empty_since > pgbun.cfg->pool_idle_timeout;
+}
+
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    struct pool   *p;
+    struct pool   *p, *next;
     usec_t         now = pgbun_now();
 
-    TAILQ_FOREACH(p, &w->pw->pools, entry)
-    {
+    for (p = TAILQ_FIRST(&w->pw->pools); p != NULL; p = next) {
+        next = TAILQ_NEXT(p, entry);
+        if (deserted(p, now)) {
+            log_info("pool %s/%s: freed, unused for more than %g s (pool_idle_timeout)", p->dbname, p->user,
+                     secs(pgbun.cfg->pool_idle_timeout));
+            set_blocked(p, false);
+            TAILQ_REMOVE(&w->pw->pools, p, entry);
+            pool_free(p);
+            continue;
+        }
         maintain(p, now);
         top_up(p, now);
     }

@@ -81,10 +81,18 @@ struct pool {
     int            min_pool_size;     /* servers kept open even when unused */
     int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
     enum pool_mode mode;
-    bool           track_session;  /* not session mode, session_state = track: scan.h, server.c's read-back */
-    bool           track_prepared; /* ... and max_prepared_statements > 0: statements.h */
-    bool           pin_settings;   /* session_state = pin: a SET pins its client instead of following it */
-    usec_t         pin_noticed;    /* when the last notice of long pins was logged */
+    bool           track_session;      /* not session mode, session_state = track: scan.h, server.c's read-back */
+    bool           track_prepared;     /* ... and max_prepared_statements > 0: statements.h */
+    bool           pin_settings;       /* session_state = pin: a SET pins its client instead of following it */
+    usec_t         server_lifetime;    /* the database's, or global */
+    usec_t         query_wait_timeout; /* the user's, the database's, or global */
+    usec_t         query_timeout;      /* the user's, or global; so are the three below */
+    usec_t         idle_transaction_timeout;
+    usec_t         transaction_timeout;
+    usec_t         client_idle_timeout;
+    int            max_db_client_connections; /* the database's, or global; 0: no limit */
+    usec_t         pin_noticed;               /* when the last notice of long pins was logged */
+    usec_t         empty_since;               /* since when it has had no client and no server; 0: it has */
 
     struct client_list clients[CL_NSTATES];
     int                nclients[CL_NSTATES];
@@ -120,6 +128,15 @@ void pool_fini(struct worker *w);
 /* Frees what the workers shared (after every pool_fini). */
 void pool_fini_shared(void);
 
+/*
+ * Counts c, authenticated, among the clients of p's database and of its
+ * user, over every worker; false (c closed with 53300) when that would go
+ * past max_db_client_connections or max_user_client_connections. The
+ * places are given back when c closes.
+ */
+bool pool_admit_client(struct pool *p, struct client *c) __attribute__((warn_unused_result));
+/* Clients counted for a database (user NULL) or a user (dbname NULL). */
+int pool_share_clients(const char *dbname, const char *user);
 /* Finds or creates the pool; NULL with *err when the database has no entry. */
 struct pool *pool_get(const char *dbname, const char *user, const char **err);
 /* The admin console's pool for `user` (database `dbname`, "pgbun" or its alias). */

@@ -1242,7 +1242,7 @@ static void relay_input(struct server *s)
                 if (strcmp(e.sqlstate, "57014") == 0) {
                     evbuffer_drain(s->in, (size_t)len + 1);
                     proto_add_error(c->out, "ERROR", "57014", "query_timeout: query canceled after %g s",
-                                    (double)pgbun.cfg->query_timeout / USEC_PER_SEC);
+                                    (double)s->pool->query_timeout / USEC_PER_SEC);
                     s->query_timed_out = false;
                     continue;
                 }

@@ -712,13 +712,14 @@ static void database_row(struct rowset *rs, const char *name, const struct db_co
         rowset_int(rs, db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size);
         rowset_int(rs, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
         rowset_int(rs, db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size);
-        rowset_int(rs, cfg->server_lifetime / USEC_PER_SEC);
+        rowset_int(rs, (db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime) / USEC_PER_SEC);
         rowset_text(rs, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
     }
     rowset_text(rs, NULL);
     rowset_int(rs, db && db->max_db_connections >= 0 ? db->max_db_connections : (db ? cfg->max_db_connections : 0));
     rowset_int(rs, servers);
-    rowset_int(rs, 0);
+    rowset_int(rs, db && db->max_db_client_connections >= 0 ? db->max_db_client_connections
+                                                            : (db ? cfg->max_db_client_connections : 0));
     rowset_int(rs, clients);
     rowset_int(rs, pool_db_paused(name));
     rowset_int(rs, pool_is_disabled(name));
@@ -781,11 +782,12 @@ static void user_row(struct rowset *rs, const char *name)
     }
     rowset_text(rs, name);
     rowset_int(rs, u && u->pool_size >= 0 ? u->pool_size : cfg->default_pool_size);
-    rowset_int(rs, cfg->reserve_pool_size);
+    rowset_int(rs, u && u->reserve_pool_size >= 0 ? u->reserve_pool_size : cfg->reserve_pool_size);
     rowset_text(rs, u && u->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(u->pool_mode) : NULL);
     rowset_int(rs, u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections);
     rowset_int(rs, servers);
-    rowset_int(rs, 0);
+    rowset_int(rs, u && u->max_user_client_connections >= 0 ? u->max_user_client_connections
+                                                            : cfg->max_user_client_connections);
     rowset_int(rs, clients);
 }
 

@@ -130,7 +130,7 @@ static void test_defaults_in_sidecar_mode(void)
     is_int(cfg->max_packet_size, 268435456, "default max_packet_size");
     is_int(cfg->verbose, 0, "default verbose");
     is_str(cfg->client_tls_sslmode, "disable", "default client_tls_sslmode");
-    is_str(cfg->server_tls_sslmode, "prefer", "default server_tls_sslmode");
+    is_str(cfg->server_tls_sslmode, "disable", "default server_tls_sslmode: no TLS yet");
     is_str(cfg->server_host, "127.0.0.1", "default server_host");
     is_int(cfg->server_port, 5432, "default server_port");
     is_str(cfg->auth_file, NULL, "default auth_file is NULL");
@@ -758,7 +758,7 @@ static void test_items_of_a_default_config_equal_their_defaults(void)
                     {"auth_type", "md5"},
                     {"auth_file", ""},
                     {"server_check_query", "<empty>"},
-                    {"server_tls_sslmode", "prefer"},
+                    {"server_tls_sslmode", "disable"},
                     {"max_packet_size", "268435456"}};
 
         for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {

@@ -105,7 +105,7 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
         c->port = ntohs(in6->sin6_port);
     }
     (void)salen;
-    if (!is_unix) io_tune_tcp(fd);
+    if (!is_unix) io_tune_tcp(fd, &pgbun.cfg->tcp);
     io_init(&c->io, c->w->base, fd, client_read_cb, client_write_cb, c);
     evtimer_assign(&c->login->timer, c->w->base, login_timeout_cb, c);
     c->connect_time = c->request_time = pgbun_now();

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io.h"
+
 typedef int64_t usec_t; /* microseconds */
 #define USEC_PER_SEC ((usec_t)1000000)
 
@@ -77,12 +79,13 @@ struct pgbun_config {
     char *path; /* ini file, or NULL in sidecar mode */
 
     /* listening */
-    char *listen_addr;      /* "127.0.0.1"; "*" for all; "" for none */
-    int   listen_port;      /* 6432 */
-    char *unix_socket_dir;  /* "/tmp"; "" disables */
-    int   unix_socket_mode; /* 0777 */
-    int   listen_backlog;   /* 128 */
-    bool  so_reuseport;
+    char         *listen_addr;      /* "127.0.0.1"; "*" for all; "" for none */
+    int           listen_port;      /* 6432 */
+    char         *unix_socket_dir;  /* "/tmp"; "" disables */
+    int           unix_socket_mode; /* 0777 */
+    int           listen_backlog;   /* 128 */
+    bool          so_reuseport;
+    struct io_tcp tcp; /* tcp_keepalive, tcp_keepidle, ...: options of every TCP connection */
 
     /* process */
     int   workers; /* event loops, one thread each (1) */

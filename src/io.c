@@ -131,10 +131,20 @@ int io_flush(struct io *io, struct evbuffer *buf)
     return 0;
 }
 
-void io_tune_tcp(int fd)
+void io_tune_tcp(int fd, const struct io_tcp *t)
 {
-    int on = 1;
+    int on = 1, keep = t->keepalive;
 
+    /* Best effort, as PgBouncer: a refused option leaves the system's default. */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keep, sizeof(keep));
+    if (keep && t->keepidle > 0) (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &t->keepidle, sizeof(t->keepidle));
+    if (keep && t->keepintvl > 0) (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &t->keepintvl, sizeof(t->keepintvl));
+    if (keep && t->keepcnt > 0) (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &t->keepcnt, sizeof(t->keepcnt));
+    if (t->user_timeout_ms > 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t->user_timeout_ms, sizeof(t->user_timeout_ms));
+    if (t->socket_buffer > 0) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &t->socket_buffer, sizeof(t->socket_buffer));
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &t->socket_buffer, sizeof(t->socket_buffer));
+    }
 }

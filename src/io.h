@@ -50,11 +50,21 @@ int io_read(struct io *io, struct evbuffer *buf, int max);
  */
 int io_flush(struct io *io, struct evbuffer *buf);
 
+/* Socket options of TCP connections: PgBouncer's tcp_* keys (0: the system's default). */
+struct io_tcp {
+    bool keepalive;       /* SO_KEEPALIVE */
+    int  keepidle;        /* TCP_KEEPIDLE, seconds */
+    int  keepintvl;       /* TCP_KEEPINTVL, seconds */
+    int  keepcnt;         /* TCP_KEEPCNT */
+    int  user_timeout_ms; /* TCP_USER_TIMEOUT */
+    int  socket_buffer;   /* SO_SNDBUF and SO_RCVBUF, bytes */
+};
+
 /*
- * TCP_NODELAY and SO_KEEPALIVE for an accepted or outgoing TCP socket. Both
- * kinds are created non-blocking and close-on-exec (accept4 and socket
- * flags), which saves three fcntl calls per connection.
+ * TCP_NODELAY and the io_tcp options for an accepted or outgoing TCP
+ * socket. Both kinds are created non-blocking and close-on-exec (accept4
+ * and socket flags), which saves three fcntl calls per connection.
  */
-void io_tune_tcp(int fd);
+void io_tune_tcp(int fd, const struct io_tcp *t);
 
 #endif

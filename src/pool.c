@@ -956,20 +956,38 @@ static void wake_blocked(const struct pool *p)
     if (atomic_load(&nblocked_all) > p->w->pw->nblocked) worker_wake_others(p->w, WAKE_BLOCKED);
 }
 
+static int victim_rank(const struct pool *q, const struct server *s);
+
 void pool_serve_blocked(void)
 {
     struct pool *p;
+    /* One idle server makes room per pool blocked on another worker, no more:
+     * the rest of this worker's idle servers stay for its own clients. */
+    int want = atomic_load(&nblocked_all) - PW->nblocked;
 
     TAILQ_FOREACH(p, &PW->pools, entry)
-    {
-        struct server *s;
-        const char    *limit;
+    if (p->blocked || (atomic_load(&p->share->wanting) & (1u << p->w->id))) pool_dispatch_later(p);
+    while (want-- > 0) {
+        struct server *victim = NULL, *s;
+        const char    *limit = NULL, *l;
+        int            victim_r = 0;
 
-        if (p->blocked || (atomic_load(&p->share->wanting) & (1u << p->w->id))) pool_dispatch_later(p);
-        /* Idle servers under a limit another worker's pool is blocked on make room for it. */
-        while (!p->admin && p->nclients[CL_WAITING] == 0 && (s = TAILQ_LAST(&p->servers[SV_IDLE], server_list)) &&
-               (limit = blocked_elsewhere(p, 0)) != NULL)
-            server_close(s, "%s: closed while idle to make room for a pool of another worker", limit);
+        TAILQ_FOREACH(p, &PW->pools, entry)
+        {
+            int r;
+
+            if (p->admin || p->nclients[CL_WAITING] > 0 ||
+                (s = TAILQ_LAST(&p->servers[SV_IDLE], server_list)) == NULL || (l = blocked_elsewhere(p, 0)) == NULL)
+                continue;
+            r = victim_rank(p, s);
+            if (victim == NULL || r < victim_r || (r == victim_r && s->state_since < victim->state_since)) {
+                victim = s;
+                victim_r = r;
+                limit = l;
+            }
+        }
+        if (victim == NULL) break;
+        server_close(victim, "%s: closed while idle to make room for a pool of another worker", limit);
     }
 }
 

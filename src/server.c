@@ -245,7 +245,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
         host_failed(s, "could not create a socket for server %s:%d: %s", s->host, s->port, strerror(errno));
         return;
     }
-    if (sa->sa_family != AF_UNIX) io_tune_tcp(fd);
+    if (sa->sa_family != AF_UNIX) io_tune_tcp(fd, &pgbun.cfg->tcp);
     io_init(&s->io, s->pool->w->base, fd, server_read_cb, server_write_cb, s);
     if (connect(fd, sa, salen) == 0) {
         send_startup(s);

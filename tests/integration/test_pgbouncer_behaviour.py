@@ -107,8 +107,11 @@ def test_a_database_with_a_forced_user_has_one_pool_sized_by_the_database(start_
 
 # ------------------------------------------------------------ max_db_connections
 
+# One worker: which pool gives way to which is decided within a worker; across
+# workers a blocked pool is served by the other workers' idle servers, one per
+# blocked pool at a time (README, Workers).
 LIMITED = {**ADMIN, "pool_mode": "transaction", "default_pool_size": 2, "max_db_connections": 4,
-           "log_connections": 1, "log_disconnections": 1}
+           "log_connections": 1, "log_disconnections": 1, "workers": 1}
 USERS = ["postgres", "pgbun_user", "md5user", "scramuser", "passuser"]
 
 

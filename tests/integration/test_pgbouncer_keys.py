@@ -272,3 +272,34 @@ def test_reload_that_changes_only_a_database_session_state_is_noticed(start_pgbu
         adm.add_notice_handler(lambda d: notices.append(d.message_primary))
         adm.execute("RELOAD")
     assert notices and "no setting changed" not in notices, notices
+
+
+# ------------------------------------------------------------ tcp_* socket options
+
+def keepalive_timers(filter_):
+    """The keepalive timers (seconds left) ss shows for established sockets matching filter_."""
+    import re
+    import subprocess
+    out = subprocess.run(["ss", "-tnoH", "state", "established", filter_], capture_output=True, text=True,
+                         timeout=10).stdout
+    timers = []
+    for m in re.finditer(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)(?:\.\d+)?sec|(\d+)ms)?", out):
+        timers.append(int(m.group(1) or 0) * 60 + int(m.group(2) or 0))
+    return timers, out
+
+
+@pytest.mark.parametrize("keepalive", [1, 0])
+def test_tcp_keepalive_options_reach_client_and_server_sockets(start_pgbun, pg, keepalive):
+    bun = start_pgbun(config={"tcp_keepalive": keepalive, "tcp_keepidle": 77, "tcp_keepintvl": 13,
+                              "tcp_keepcnt": 3})
+    conn = bun.connect()
+    conn.execute("SELECT 1")  # a server connection is open and idle
+    time.sleep(0.5)  # idle sockets: no retransmission or delayed-ack timer in the way
+    client_side, out1 = keepalive_timers(f"( sport = :{bun.port} )")
+    server_side, out2 = keepalive_timers(f"( dport = :{pg.port} and sport != :{pg.port} )")
+    if keepalive:
+        assert client_side and all(t <= 77 for t in client_side), out1
+        assert server_side and all(t <= 77 for t in server_side), out2
+    else:
+        assert client_side == [], out1
+        assert server_side == [], out2

@@ -408,7 +408,8 @@ static bool db_entry_equal(const struct db_config *a, const struct db_config *b)
            same_str(a->user, b->user) && same_str(a->password, b->password) && a->pool_size == b->pool_size &&
            a->min_pool_size == b->min_pool_size && a->reserve_pool_size == b->reserve_pool_size &&
            a->max_db_connections == b->max_db_connections && a->pool_mode == b->pool_mode &&
-           same_str(a->application_name, b->application_name) && same_str(a->ports, b->ports);
+           same_str(a->application_name, b->application_name) && same_str(a->ports, b->ports) &&
+           same_str(a->connect_query, b->connect_query);
 }
 
 static bool user_entry_equal(const struct user_config *a, const struct user_config *b)

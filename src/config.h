@@ -50,6 +50,7 @@ struct db_config {
     enum pool_mode    pool_mode;          /* POOL_MODE_UNSET: inherit */
     char             *session_state;      /* track or off; NULL: the global session_state */
     char             *application_name;   /* server startup application_name, or NULL */
+    char             *connect_query;      /* run on each new server connection before its first client, or NULL */
     struct db_config *next;
 };
 
@@ -100,6 +101,7 @@ struct pgbun_config {
     bool           server_reset_query_always;
     char          *server_check_query;
     usec_t         server_check_delay;
+    bool           server_fast_close;         /* a linked server RECONNECT retired closes at its transaction's end */
     char          *ignore_startup_parameters; /* comma-separated */
     char          *track_extra_parameters;    /* comma-separated */
     int            pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
@@ -112,6 +114,7 @@ struct pgbun_config {
     usec_t server_login_retry;
     usec_t query_timeout;
     usec_t query_wait_timeout;
+    usec_t query_wait_notify; /* a client queued this long gets a NOTICE, once per wait */
     usec_t client_idle_timeout;
     usec_t client_login_timeout;
     usec_t idle_transaction_timeout;

@@ -411,7 +411,7 @@ static bool db_entry_equal(const struct db_config *a, const struct db_config *b)
            same_str(a->application_name, b->application_name) && same_str(a->ports, b->ports) &&
            same_str(a->session_state, b->session_state) &&
            a->max_db_client_connections == b->max_db_client_connections && a->server_lifetime == b->server_lifetime &&
-           a->query_wait_timeout == b->query_wait_timeout;
+           a->query_wait_timeout == b->query_wait_timeout && same_str(a->connect_query, b->connect_query);
 }
 
 static bool user_entry_equal(const struct user_config *a, const struct user_config *b)

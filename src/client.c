@@ -159,6 +159,17 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
     pool_set_client_state(c, CL_CLOSING);
 }
 
+void client_notice(struct client *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    assert(c->server == NULL || c->server->fwd_left == 0);
+    va_start(ap, fmt);
+    proto_add_vnotice(c->out, fmt, ap);
+    va_end(ap);
+    (void)client_flush(c);
+}
+
 /* Drops what only a login needed (not from the login timer's own callback: client_close only stops it). */
 static void login_free(struct client *c)
 {

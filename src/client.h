@@ -58,6 +58,7 @@ struct client {
     usec_t                connect_time;
     usec_t                request_time;  /* last read from the client */
     usec_t                state_since;   /* when it entered its current state */
+    usec_t                wait_noticed;  /* state_since of the wait query_wait_notify's NOTICE was sent for */
     uint32_t              fwd_left;      /* bytes of a message still to pass on (with no server: to drop) */
     uint8_t               fwd_type;      /* ... and its type */
     uint64_t              last_server;   /* id of the server it had last, 0 before the first */
@@ -91,6 +92,8 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix);
  */
 void client_close(struct client *c, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Sends a NoticeResponse between messages (it has no server, or its server is between replies). */
+void client_notice(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The pool has a welcome (server parameters): finish the login. */
 void client_welcome(struct client *c);
 /* The linked server is ready for the client's messages (parameters applied). */

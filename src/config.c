@@ -131,6 +131,7 @@ static const struct key main_keys[] = {
     G_BOOL(server_reset_query_always, "0"),
     G_STR(server_check_query, "<empty>"),
     G_TIME(server_check_delay, "30"),
+    G_BOOL(server_fast_close, "0"),
     G_STR(ignore_startup_parameters, NULL),
     G_STR(track_extra_parameters, NULL),
     G_INT(pkt_buf, "4096", 1, INT_MAX), /* PgBouncer checks no range; pgbun sizes no buffer by it */
@@ -144,6 +145,7 @@ static const struct key main_keys[] = {
     G_TIME(query_timeout, "0"),
     G_TIME(query_wait_timeout, "120"),
     G_TIME(pool_idle_timeout, "0"),
+    G_TIME(query_wait_notify, "5"),
     G_TIME(client_idle_timeout, "0"),
     G_TIME(client_login_timeout, "60"),
     G_TIME(idle_transaction_timeout, "0"),
@@ -192,10 +194,8 @@ static const struct key main_keys[] = {
     IGNORED(autodb_idle_timeout),
     IGNORED(suspend_timeout),
     IGNORED(cancel_wait_timeout),
-    IGNORED(query_wait_notify),
     IGNORED(login_notify_message),
     IGNORED(sbuf_loopcnt),
-    IGNORED(server_fast_close),
     IGNORED(server_tls_protocols),
     IGNORED(server_tls_ciphers),
     IGNORED(server_tls13_ciphers),
@@ -232,10 +232,10 @@ static const struct key db_keys[] = {
     D_INT(max_db_client_connections, 0, INT_MAX),
     KEY(struct db_config, server_lifetime, KT_TIME, NULL, 0, 0, NULL),
     KEY(struct db_config, query_wait_timeout, KT_TIME, NULL, 0, 0, NULL),
+    KEY(struct db_config, connect_query, KT_STR, NULL, 0, 0, NULL),
     IGNORED(auth_user),
     IGNORED(auth_query),
     IGNORED(auth_dbname),
-    IGNORED(connect_query),
     IGNORED(client_encoding),
     IGNORED(datestyle),
     IGNORED(timezone),
@@ -575,6 +575,7 @@ static void db_free(struct db_config *db)
     free(db->password);
     free(db->application_name);
     free(db->session_state);
+    free(db->connect_query);
     free(db);
 }
 
@@ -1108,12 +1109,12 @@ static struct db_config *db_dup(const struct db_config *src)
     *db = *src;
     /* Detach first, so that db_free() of a half-made copy frees only what it owns. */
     db->name = db->host = db->ports = db->dbname = db->user = db->password = db->application_name = db->session_state =
-        NULL;
+        db->connect_query = NULL;
     db->next = NULL;
     if (!dup_str(&db->name, src->name) || !dup_str(&db->host, src->host) || !dup_str(&db->ports, src->ports) ||
         !dup_str(&db->dbname, src->dbname) || !dup_str(&db->user, src->user) ||
         !dup_str(&db->password, src->password) || !dup_str(&db->application_name, src->application_name) ||
-        !dup_str(&db->session_state, src->session_state)) {
+        !dup_str(&db->session_state, src->session_state) || !dup_str(&db->connect_query, src->connect_query)) {
         db_free(db);
         return NULL;
     }

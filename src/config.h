@@ -55,6 +55,7 @@ struct db_config {
     int               max_db_client_connections; /* -1: global */
     usec_t            server_lifetime;           /* -1: global */
     usec_t            query_wait_timeout;        /* -1: global (or the user's) */
+    char             *connect_query; /* run on each new server connection before its first client, or NULL */
     struct db_config *next;
 };
 
@@ -116,6 +117,7 @@ struct pgbun_config {
     bool           server_reset_query_always;
     char          *server_check_query;
     usec_t         server_check_delay;
+    bool           server_fast_close;         /* a linked server RECONNECT retired closes at its transaction's end */
     char          *ignore_startup_parameters; /* comma-separated */
     char          *track_extra_parameters;    /* comma-separated */
     int            pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
@@ -129,6 +131,7 @@ struct pgbun_config {
     usec_t query_timeout;
     usec_t query_wait_timeout;
     usec_t pool_idle_timeout; /* a pool without clients or servers this long is freed; 0: never */
+    usec_t query_wait_notify; /* a client queued this long gets a NOTICE, once per wait */
     usec_t client_idle_timeout;
     usec_t client_login_timeout;
     usec_t idle_transaction_timeout;

@@ -254,6 +254,7 @@ static void pool_free(struct pool *p)
     free(p->server_user);
     free(p->password);
     free(p->application_name);
+    free(p->connect_query);
     varlist_clear(&p->welcome);
     if (p->retry_timer) event_free(p->retry_timer);
     free(p);
@@ -391,6 +392,7 @@ static bool resolve_server(struct pool *p)
     }
     replace(&p->password, password);
     replace(&p->application_name, db->application_name);
+    replace(&p->connect_query, db->connect_query);
     p->pool_size = cfg->default_pool_size;
     if (db->pool_size >= 0) p->pool_size = db->pool_size;
     if (u != NULL && u->pool_size >= 0) p->pool_size = u->pool_size;
@@ -676,7 +678,7 @@ int pool_busy_servers(const char *dbname)
     return n;
 }
 
-/* Where and as whom p's servers log in. */
+/* Where and as whom p's servers log in, and what they run first. */
 struct server_login {
     char *host;
     int   port;
@@ -684,12 +686,13 @@ struct server_login {
     char *server_db;
     char *server_user;
     char *password;
+    char *connect_query;
 };
 
 static void login_take(struct server_login *l, struct pool *p)
 {
-    *l = (struct server_login){p->host, p->port, p->ports, p->server_db, p->server_user, p->password};
-    p->host = p->ports = p->server_db = p->server_user = p->password = NULL;
+    *l = (struct server_login){p->host, p->port, p->ports, p->server_db, p->server_user, p->password, p->connect_query};
+    p->host = p->ports = p->server_db = p->server_user = p->password = p->connect_query = NULL;
 }
 
 static void login_give_back(struct server_login *l, struct pool *p)
@@ -699,13 +702,14 @@ static void login_give_back(struct server_login *l, struct pool *p)
     p->server_db = l->server_db;
     p->server_user = l->server_user;
     p->password = l->password;
+    p->connect_query = l->connect_query;
 }
 
 static bool login_same(const struct server_login *l, const struct pool *p)
 {
     return l->port == p->port && same_str(l->host, p->host) && same_str(l->ports, p->ports) &&
            same_str(l->server_db, p->server_db) && same_str(l->server_user, p->server_user) &&
-           same_str(l->password, p->password);
+           same_str(l->password, p->password) && same_str(l->connect_query, p->connect_query);
 }
 
 static void login_free(struct server_login *l)
@@ -715,6 +719,7 @@ static void login_free(struct server_login *l)
     free(l->server_db);
     free(l->server_user);
     free(l->password);
+    free(l->connect_query);
 }
 
 void pool_config_changed(void)
@@ -1770,9 +1775,16 @@ static void maintain(struct pool *p, usec_t now)
             if (now - c->state_since > p->query_wait_timeout) pool_wait_timed_out(c, "query_wait_timeout");
         }
     }
+    for (c = TAILQ_FIRST(&p->clients[CL_WAITING]); cfg->query_wait_notify > 0 && c != NULL; c = cnext) {
+        cnext = TAILQ_NEXT(c, entry);
+        if (c->wait_noticed != c->state_since && now - c->state_since >= cfg->query_wait_notify) {
+            c->wait_noticed = c->state_since; /* once per wait */
+            client_notice(c, "No server connection available in postgres backend, client being queued");
+        }
+    }
     for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
         snext = TAILQ_NEXT(s, entry);
-        check_linked(s, now);
+        if (!server_close_if_retired(s)) check_linked(s, now);
     }
     notice_long_pins(p, now);
     for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {

@@ -77,6 +77,7 @@ struct pool {
     char          *server_user;      /* user on the server */
     char          *password;         /* server password, or NULL */
     char          *application_name; /* startup application_name, or NULL */
+    char          *connect_query;    /* the database's connect_query, or NULL */
     int            pool_size;
     int            min_pool_size;     /* servers kept open even when unused */
     int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */

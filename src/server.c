@@ -129,6 +129,7 @@ void server_free(struct server *s)
     varlist_clear(&s->applied);
     varlist_clear(&s->applying);
     varlist_clear(&s->scan_names);
+    varlist_clear(&s->baseline);
     rq_deinit(&s->rq);
     pstmt_cache_clear(&s->stmts);
     if (s->scram) {
@@ -512,6 +513,27 @@ static bool record_readback(struct server *s, const uint8_t *body, size_t len)
     return ok;
 }
 
+/*
+ * connect_query runs on a new server before anyone uses it. At login, a
+ * read of the session-level settings it made follows in the same flight:
+ * those are the server's baseline, which pgbun restores instead of
+ * resetting when a client's own value of one goes (docs/SESSION_STATE.md).
+ * After server_reset_query (PHASE_CONNECT) it runs alone.
+ */
+static void send_connect_query(struct server *s, bool login)
+{
+    static const char baseline_sql[] = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+
+    server_log(s, LOGL_DEBUG, "running connect_query");
+    proto_add_query(s->out, s->pool->connect_query);
+    if (login) {
+        proto_add_query(s->out, baseline_sql);
+        varlist_clear(&s->applying);
+        s->login_rfq = 2;
+    }
+    (void)server_flush(s);
+}
+
 static void login_step(struct server *s)
 {
     while (s->state == SV_LOGIN) {
@@ -545,29 +567,74 @@ static void login_step(struct server *s)
             memcpy(s->cancel_key, msg + 5, 8);
             s->backend_pid = (int)((uint32_t)msg[5] << 24 | (uint32_t)msg[6] << 16 | (uint32_t)msg[7] << 8 | msg[8]);
             break;
-        case 'Z':
+        case 'Z': {
+            char status = len == 5 ? (char)msg[5] : '?';
+
             evbuffer_drain(s->in, (size_t)len + 1);
-            evtimer_del(&s->timer);
-            s->txstatus = 'I';
-            s->last_ready = pgbun_now();
             if (s->scram) {
                 scram_client_free(s->scram);
                 free(s->scram);
                 s->scram = NULL;
             }
+            if (s->login_rfq == 0 && s->pool->connect_query != NULL && s->connect_status == '\0') {
+                send_connect_query(s, true);
+                continue;
+            }
+            if (s->login_rfq > 0) {
+                if (s->login_rfq == 2) s->connect_status = status;
+                if (--s->login_rfq > 0) continue;
+                if (s->connect_status != 'I') {
+                    /* A person must fix the query: the pool's clients hear why, and new servers wait. */
+                    server_fail(s, "25001",
+                                "connect_query left a transaction open (status %c): server connection closed",
+                                s->connect_status);
+                    return;
+                }
+                if (!varlist_copy(&s->baseline, &s->applying)) {
+                    server_fail(s, "53200", "out of memory");
+                    return;
+                }
+                varlist_clear(&s->applying);
+            }
+            evtimer_del(&s->timer);
+            s->txstatus = 'I';
+            s->last_ready = pgbun_now();
             if (pgbun.cfg->log_connections)
                 server_log(s, LOGL_INFO, "new server connection, backend pid %d", s->backend_pid);
             pool_server_ready(s);
             return;
+        }
         case 'E':
             proto_parse_error(msg + 5, len - 4, &e);
+            if (s->login_rfq > 0) {
+                /* As in PgBouncer: logged, and the connection is used anyway (the query's text is not logged). */
+                server_log(s, s->login_rfq == 2 ? LOGL_WARNING : LOGL_DEBUG, "%s failed: %s (SQLSTATE %s)",
+                           s->login_rfq == 2 ? "connect_query" : "reading connect_query's settings", e.message,
+                           e.sqlstate);
+                break;
+            }
             server_fail(s, e.sqlstate[0] ? e.sqlstate : "08006", "%s", e.message);
             return;
+        case 'D':
+            /* The baseline read's rows; connect_query's own rows are dropped. */
+            if (s->login_rfq == 1 && !record_readback(s, msg + 5, len - 4)) {
+                server_fail(s, "08P01", "server login failed: malformed row of connect_query's settings");
+                return;
+            }
+            if (s->login_rfq == 0) goto unexpected;
+            break;
+        case 'T':
+        case 'C':
+        case 'I':
+        case 'A':
+            if (s->login_rfq == 0) goto unexpected;
+            break;
         case 'N':
         case 'v': break;
         default:
-            server_fail(s, "08P01", "server login failed: unexpected message '%c'",
-                        type >= 32 && type < 127 ? type : '?');
+        unexpected:
+            server_fail(s, "08P01", "server login failed: unexpected message '%c'%s",
+                        type >= 32 && type < 127 ? type : '?', s->login_rfq > 0 ? " in reply to connect_query" : "");
             return;
         }
         if (s->state != SV_LOGIN) return;
@@ -645,9 +712,17 @@ void server_prepare_for(struct server *s, struct client *c)
     for (size_t i = 0; ok && c->sets && i < c->sets->count; i++)
         ok = clean ? proto_append_set(&sql, &len, c->sets->vars[i].name, c->sets->vars[i].value)
                    : want_setting(s, &c->sets->vars[i], &sql, &len);
-    /* Undo what an earlier client asked for and this one did not. */
-    for (size_t i = 0; ok && i < s->applied.count; i++)
-        if (wanted(c, s->applied.vars[i].name) == NULL) ok = proto_append_reset(&sql, &len, s->applied.vars[i].name);
+    /* Undo what an earlier client asked for and this one did not: back to connect_query's value, if it set one. */
+    for (size_t i = 0; ok && i < s->applied.count; i++) {
+        const char *name = s->applied.vars[i].name, *base = varlist_get(&s->baseline, name);
+
+        if (wanted(c, name) == NULL)
+            ok = base != NULL ? proto_append_set(&sql, &len, name, base) : proto_append_reset(&sql, &len, name);
+    }
+    /* RESET ALL undid connect_query's settings too. */
+    for (size_t i = 0; ok && clean && i < s->baseline.count; i++)
+        if (wanted(c, s->baseline.vars[i].name) == NULL)
+            ok = proto_append_set(&sql, &len, s->baseline.vars[i].name, s->baseline.vars[i].value);
     if (!ok) {
         free(sql);
         client_close(c, "53200", "could not build the parameter settings for the server");
@@ -821,6 +896,13 @@ static bool settings_done(struct server *s)
 {
     struct client *c = s->client;
 
+    /* A setting at connect_query's value is the server's baseline, not anyone's own. */
+    for (size_t i = s->applying.count; i-- > 0;) {
+        const char *base = varlist_get(&s->baseline, s->applying.vars[i].name);
+
+        if (base != NULL && strcmp(base, s->applying.vars[i].value) == 0)
+            varlist_del(&s->applying, s->applying.vars[i].name);
+    }
     varlist_clear(&s->applied);
     if (!varlist_copy(&s->applied, &s->applying)) return false;
     if (c == NULL) return true;
@@ -957,6 +1039,26 @@ static void phase_done(struct server *s)
             server_close(s, "server not idle after server_reset_query (status %c)", s->txstatus);
             return;
         }
+        if (s->pool->connect_query != NULL) {
+            /* The reset undid what connect_query set: the next client starts where the first one did. */
+            own_request(s);
+            s->phase = PHASE_CONNECT;
+            s->expect_rfq++;
+            s->has_phase_error = false;
+            send_connect_query(s, false);
+            return;
+        }
+        pool_release_server(s);
+        return;
+    }
+    if (phase == PHASE_CONNECT) {
+        if (s->has_phase_error)
+            server_log(s, LOGL_WARNING, "connect_query failed: %s (SQLSTATE %s)", s->phase_error.message,
+                       s->phase_error.sqlstate);
+        if (!server_is_clean(s)) {
+            server_close(s, "connect_query left a transaction open (status %c)", s->txstatus);
+            return;
+        }
         pool_release_server(s);
         return;
     }
@@ -1069,6 +1171,17 @@ static void count_reply(struct server *s, usec_t now)
         st->xact_count++;
         st->xact_time += (uint64_t)(now - s->xact_start);
     }
+}
+
+bool server_close_if_retired(struct server *s)
+{
+    struct client *c = s->client;
+
+    if (!pgbun.cfg->server_fast_close || !s->close_needed || c == NULL || s->state != SV_ACTIVE ||
+        !server_is_clean(s) || evbuffer_get_length(s->in) > 0 || evbuffer_get_length(c->out) > 0)
+        return false;
+    server_close(s, "server_fast_close: database configuration changed (RECONNECT or RELOAD)");
+    return true;
 }
 
 bool server_release_if_done(struct server *s)
@@ -1331,6 +1444,7 @@ out:
         if (s->fwd_left == 0) rq_answer_due(&s->rq);
         if (server_release_if_done(s)) return;
         if (!client_flush(c)) return;
+        if (server_close_if_retired(s)) return;
         if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
             s->throttled = true;
             io_set_reading(&s->io, false);

@@ -32,6 +32,7 @@ enum server_phase {
     PHASE_RESET,    /* server_reset_query */
     PHASE_CHECK,    /* server_check_query */
     PHASE_READBACK, /* reading the session-level settings a client's transaction left */
+    PHASE_CONNECT,  /* connect_query again, after server_reset_query undid what it set */
 };
 
 /* Session state on a server that pins its client to it (docs/SESSION_STATE.md, section 6). */
@@ -104,9 +105,12 @@ struct server {
     usec_t               held_since;      /* when held became nonzero */
     bool                 readback_settings; /* the read-back asks for the session's settings */
     bool                 readback_held;     /* ... and for what it holds (held_query) */
-    uint64_t unknown_of;  /* a client that may have left state pgbun cannot name here (SCAN_UNKNOWN); 0: none */
-    bool     cleaning;    /* pgbun's query of its phase resets every setting first */
-    bool     restore_due; /* a RESET of a client's startup parameter: its request restores them */
+    uint64_t       unknown_of;  /* a client that may have left state pgbun cannot name here (SCAN_UNKNOWN); 0: none */
+    bool           cleaning;    /* pgbun's query of its phase resets every setting first */
+    bool           restore_due; /* a RESET of a client's startup parameter: its request restores them */
+    int            login_rfq;   /* logging in: ReadyForQuery due for connect_query (2) and the baseline read (1) */
+    char           connect_status; /* connect_query's ReadyForQuery status */
+    struct varlist baseline;       /* session-level settings connect_query made (pg_settings): every client's start */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is
@@ -146,6 +150,12 @@ void server_attach(struct server *s, struct pool *p);
 void server_discard(struct server *s);
 /* The names of held's bits ("listen,advisory_lock"), in buf. */
 const char *server_held_names(unsigned held, char *buf, size_t n);
+/*
+ * server_fast_close: a linked server RECONNECT or RELOAD retired (close_needed)
+ * that is clean and has relayed everything is closed, and its client with it.
+ * true when it was closed.
+ */
+bool server_close_if_retired(struct server *s);
 /* True when the server may be handed to another client. */
 bool server_is_clean(const struct server *s);
 

@@ -462,12 +462,35 @@ static void test_pkt_buf_takes_any_positive_size(void)
     }
 }
 
+static void test_connect_query_fast_close_and_wait_notify(void)
+{
+    char                *path = write_ini("[pgbouncer]\nserver_fast_close = 1\nquery_wait_notify = 2.5\n"
+                                                         "[databases]\nfoo = host=h connect_query='SET a.b = ''x y'''\n");
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err), *copy;
+    const char          *q;
+
+    ok(cfg != NULL, "connect_query, server_fast_close and query_wait_notify load");
+    if (err != NULL) printf("#   error: %s\n", err);
+    q = cfg ? config_find_db(cfg, "foo")->connect_query : NULL;
+    ok(q != NULL && strcmp(q, "SET a.b = 'x y'") == 0, "connect_query is unquoted");
+    ok(cfg && cfg->server_fast_close && cfg->query_wait_notify == 2500000, "server_fast_close and query_wait_notify");
+    copy = cfg ? config_dup(cfg) : NULL;
+    q = copy ? config_find_db(copy, "foo")->connect_query : NULL;
+    ok(q != NULL && strcmp(q, "SET a.b = 'x y'") == 0, "config_dup copies connect_query");
+    ok(!log_contains("key 'connect_query' is not supported"), "no warning for connect_query");
+    config_free(copy);
+    config_free(cfg);
+    free(err);
+    remove_ini(path);
+}
+
 static void test_ignored_and_peers(void)
 {
     char                *path = write_ini("[pgbouncer]\n"
                                                          "job_name = x\nsyslog_ident = y\ntcp_keepcnt = 3\ndns_max_ttl = 15\n"
                                                          "server_tls_key_file = /k\nauth_dbname = d\npeer_id = 1\n"
-                                                         "[databases]\nfoo = host=h client_encoding=UTF8 connect_query='SELECT 1' "
+                                                         "[databases]\nfoo = host=h client_encoding=UTF8 datestyle=ISO "
                                                          "load_balance_hosts=disable auth_user=x\n"
                                                          "[peers]\n1 = host=/tmp/p1\n");
     char                *err = NULL;
@@ -475,7 +498,7 @@ static void test_ignored_and_peers(void)
 
     ok(cfg != NULL, "ignored keys, db params and [peers] load");
     if (err != NULL) printf("#   error: %s\n", err);
-    ok(log_contains("key 'connect_query' is not supported yet and is ignored"), "ignored db param warns");
+    ok(log_contains("key 'datestyle' is not supported yet and is ignored"), "ignored db param warns");
     ok(log_contains("section [peers] is not supported yet and is ignored"), "[peers] warns");
     ok(cfg != NULL && config_find_db(cfg, "foo") != NULL && strcmp(config_find_db(cfg, "foo")->host, "h") == 0,
        "entry with ignored params keeps the real ones");
@@ -1040,6 +1063,7 @@ int main(void)
     test_pkt_buf_takes_any_positive_size();
     test_host_and_port_lists();
     test_ignored_and_peers();
+    test_connect_query_fast_close_and_wait_notify();
     test_env();
     test_parse_time();
     test_list_has();

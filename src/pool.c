@@ -396,6 +396,7 @@ static bool resolve_server(struct pool *p)
     p->pool_size = cfg->default_pool_size;
     if (db->pool_size >= 0) p->pool_size = db->pool_size;
     if (u != NULL && u->pool_size >= 0) p->pool_size = u->pool_size;
+    if (p->pool_size == 0) p->pool_size = POOL_SIZE_UNLIMITED; /* PgBouncer 1.24: 0 sets no limit */
     p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
     p->reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
     if (u != NULL && u->reserve_pool_size >= 0) p->reserve_pool_size = u->reserve_pool_size;

@@ -13,6 +13,7 @@
 #ifndef PGBUN_POOL_H
 #define PGBUN_POOL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -57,6 +58,9 @@ TAILQ_HEAD(server_list, server);
  * limits through their pool_share (pool.c), and the admin console adds
  * them up.
  */
+/* pool_size 0 in the configuration: no limit (room left to add the reserve to it). */
+#define POOL_SIZE_UNLIMITED (INT_MAX / 2)
+
 struct pool {
     TAILQ_ENTRY(pool) entry;
     struct worker     *w;          /* whose loop its clients and servers are on */

@@ -303,3 +303,20 @@ def test_tcp_keepalive_options_reach_client_and_server_sockets(start_pgbun, pg, 
     else:
         assert client_side == [], out1
         assert server_side == [], out2
+
+
+# ------------------------------------------------------------ pool_size = 0
+
+@pytest.mark.parametrize("where", ["default_pool_size", "database"])
+def test_pool_size_0_sets_no_limit(start_pgbun, pg, where):
+    """As in PgBouncer 1.24: 0 means unlimited, not no server at all."""
+    config = {"pool_mode": "transaction", "default_pool_size": 0 if where == "default_pool_size" else 1}
+    entry = pg.entry() if where == "default_pool_size" else pg.entry(pool_size=0)
+    bun = start_pgbun(config=config, databases={"pgbun_test": entry})
+    conns = [as_user(bun, "md5user") for _ in range(4)]
+    threads = [threading.Thread(target=lambda c=c: c.execute("SELECT pg_sleep(1.5)")) for c in conns]
+    for t in threads:
+        t.start()
+    wait_until(lambda: backends_of(pg, "md5user") == 4, timeout=10, what="four servers at once")
+    for t in threads:
+        t.join(timeout=10)

@@ -251,7 +251,7 @@ def test_a_reload_to_a_tls_mode_that_promises_encryption_is_refused(start_pgbun,
 def test_keys_pgbun_accepts_but_does_not_act_on_are_warned_about_one_line_each(start_pgbun, pg):
     keys = {"client_tls_sslmode": "prefer", "server_tls_sslmode": "prefer", "client_tls_cert_file": "/nonexistent",
             "auth_user": "someone", "auth_query": "SELECT 1", "track_extra_parameters": "IntervalStyle",
-            "pkt_buf": 8192, "syslog": 1, "tcp_keepalive": 1}
+            "pkt_buf": 8192, "syslog": 1, "tcp_defer_accept": 1}
     bun = start_pgbun(config={**ADMIN, **keys})
     assert bun.connect().execute("SELECT 1").fetchone() == (1,)
     log = bun.log_text()

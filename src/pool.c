@@ -1683,9 +1683,11 @@ static usec_t client_idle_for(const struct client *c, usec_t now)
     return now - since;
 }
 
+/* server_lifetime reached; 0, as in PgBouncer, closes a server once it has served a client. */
 static bool server_too_old(const struct server *s, usec_t now)
 {
-    return s->pool->server_lifetime > 0 && now - s->connect_time > s->pool->server_lifetime;
+    if (s->pool->server_lifetime == 0) return s->used;
+    return now - s->connect_time > s->pool->server_lifetime;
 }
 
 /* query_timeout, transaction_timeout and idle_transaction_timeout of a linked server. */

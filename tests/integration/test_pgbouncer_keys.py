@@ -320,3 +320,11 @@ def test_pool_size_0_sets_no_limit(start_pgbun, pg, where):
     wait_until(lambda: backends_of(pg, "md5user") == 4, timeout=10, what="four servers at once")
     for t in threads:
         t.join(timeout=10)
+
+
+def test_server_lifetime_0_uses_each_server_once(start_pgbun, pg):
+    """PgBouncer: 0 means the connection is used only once, then closed."""
+    bun = start_pgbun(config={"pool_mode": "transaction", "server_lifetime": 0})
+    conn = bun.connect()
+    pids = [conn.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(3)]
+    assert len(set(pids)) == 3, pids

@@ -775,6 +775,19 @@ static void request_done(struct server *s, uint8_t type)
     }
 }
 
+/*
+ * disable_pqexec: a simple Query (several statements in one message, the
+ * shape SQL injection likes) closes its client, as in PgBouncer. The admin
+ * console, which speaks only simple Query, keeps working: idle_input hands
+ * its messages over before asking this.
+ */
+static bool pqexec_refused(struct client *c, uint8_t type)
+{
+    if (type != 'Q' || !pgbun.cfg->disable_pqexec) return false;
+    client_close(c, "08P01", "PQexec disallowed: disable_pqexec = 1 allows only the extended query protocol");
+    return true;
+}
+
 /* Moves whole (or streaming) messages from c->in to the server. */
 static void forward_to_server(struct client *c)
 {
@@ -818,6 +831,7 @@ static void forward_to_server(struct client *c)
             if (server_flush(s)) client_close(c, NULL, "client sent Terminate");
             return;
         case 'Q':
+            if (pqexec_refused(c, type)) return;
             s->syncs_since_execute = 0;
             request_sent(s, c);
             scanned = scan_request(c, s, type, len, avail, deallocated);
@@ -917,6 +931,7 @@ static void idle_input(struct client *c)
         admin_process(c);
         return;
     }
+    if (pqexec_refused(c, type)) return;
     switch (proto_fe_kind(type)) {
     case FE_TERMINATE: client_close(c, NULL, "client sent Terminate"); return;
     case FE_INVALID: client_close(c, "08P01", "invalid frontend message type %u", type); return;

@@ -269,9 +269,21 @@ static void login_ok(struct client *c)
     pool_dispatch(p);
 }
 
+static void add_notice(struct evbuffer *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add_notice(struct evbuffer *out, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    proto_add_vnotice(out, fmt, ap);
+    va_end(ap);
+}
+
 void client_welcome(struct client *c)
 {
     struct pool *p = c->pool;
+    const char  *notify = pgbun.cfg->login_notify_message;
 
     assert(p->welcome_ready);
     proto_add_auth(c->out, AUTH_REQ_OK, NULL, 0);
@@ -282,6 +294,8 @@ void client_welcome(struct client *c)
         proto_add_param_status(c->out, v->name, mine ? mine : v->value);
     }
     proto_add_backend_key(c->out, c->cancel_key);
+    /* Before ReadyForQuery, where PostgreSQL's own login notices go: libpq shows it as the session opens. */
+    if (notify != NULL && notify[0] != '\0') add_notice(c->out, "%s", notify);
     proto_add_ready(c->out, 'I');
     login_free(c);
     pool_set_client_state(c, CL_IDLE);

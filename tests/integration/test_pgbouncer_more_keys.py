@@ -42,3 +42,25 @@ def test_disable_pqexec_refuses_a_simple_query_and_lets_the_extended_protocol_th
 def test_simple_queries_pass_without_disable_pqexec(bun):
     w = bun.login()
     assert w.query("SELECT 1; SELECT 2") == [["2"]]
+
+
+# ------------------------------------------------------------ login_notify_message
+
+def test_login_notify_message_is_a_notice_before_the_first_ready_for_query(start_pgbun):
+    text = "maintenance at 22:00 UTC: expect a short outage"
+    bun = start_pgbun(config={**ADMIN, "login_notify_message": text})
+    w = bun.wire()
+    seen = [t for t, _ in w.login("postgres", "pgbun_test")]
+    assert [n["M"] for n in w.notices] == [text] and w.notices[0]["S"] == "NOTICE", w.notices
+    assert seen.index(b"N") < seen.index(b"Z") == len(seen) - 1, seen
+    assert w.scalar("SELECT 1") == "1"
+    assert not w.notices[1:], w.notices
+    # libpq shows it as the session opens
+    assert f"NOTICE:  {text}" in bun.psql(["-d", "pgbun_test", "-U", "postgres", "-c", "SELECT 1"]).stderr
+
+
+def test_no_login_notice_without_login_notify_message(bun):
+    w = bun.wire()
+    w.login("postgres", "pgbun_test")
+    assert w.notices == []
+    assert bun.psql(["-d", "pgbun_test", "-U", "postgres", "-c", "SELECT 1"]).stderr == ""

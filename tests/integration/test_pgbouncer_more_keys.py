@@ -1,11 +1,16 @@
 """More PgBouncer keys that take effect: disable_pqexec, login_notify_message,
 unix_socket_group and application_name_add_host."""
 
+import grp
+import os
+import pwd
+
 import psycopg
 import pytest
 
 import pgwire
-from conftest import IS_PGBOUNCER, console_rows
+from conftest import IS_ROOT, RUN_USER, _ini_lines, chown_to_run_user, console_rows, free_port
+from test_login_security import run_until_exit
 
 ADMIN = {"admin_users": "postgres"}
 
@@ -64,3 +69,68 @@ def test_no_login_notice_without_login_notify_message(bun):
     w.login("postgres", "pgbun_test")
     assert w.notices == []
     assert bun.psql(["-d", "pgbun_test", "-U", "postgres", "-c", "SELECT 1"]).stderr == ""
+
+
+# ------------------------------------------------------------ unix_socket_group
+
+def socket_path(bun):
+    return os.path.join(bun.unix_dir, f".s.PGSQL.{bun.port}")
+
+
+def run_identity():
+    """(uid, primary gid, every gid) of the user pgbun runs as."""
+    if RUN_USER:
+        pw = pwd.getpwnam(RUN_USER)
+        return pw.pw_uid, pw.pw_gid, {pw.pw_gid}  # started with no supplementary groups
+    return os.getuid(), os.getgid(), {os.getgid(), *os.getgroups()}
+
+
+def test_unix_socket_group_owns_the_socket_file(start_pgbun):
+    uid, primary, mine = run_identity()
+    if IS_ROOT:
+        # root hands the socket to the user it becomes, and to any group
+        other = next(g for g in grp.getgrall() if g.gr_gid not in (primary, 0))
+        bun = start_pgbun(config={"user": RUN_USER, "unix_socket_group": other.gr_name}, run_user=None)
+    else:
+        # unprivileged, only a group of its own will do
+        other = grp.getgrgid(next((g for g in mine if g != primary), primary))
+        bun = start_pgbun(config={"unix_socket_group": other.gr_name})
+    st = os.stat(socket_path(bun))
+    assert (st.st_uid, st.st_gid) == (uid, other.gr_gid), (st, other)
+    assert bun.psql(["-h", bun.unix_dir, "-d", "pgbun_test", "-U", "postgres", "-tAc", "SELECT 1"]).stdout == "1\n"
+
+
+def test_without_unix_socket_group_the_socket_keeps_the_run_users_group(start_pgbun):
+    uid, primary, _ = run_identity()
+    bun = start_pgbun(config={"user": RUN_USER} if IS_ROOT else {}, run_user=None if IS_ROOT else RUN_USER)
+    st = os.stat(socket_path(bun))
+    assert (st.st_uid, st.st_gid) == (uid, primary), st
+
+
+def start_refused(workdir, pg, extra):
+    ini = workdir / "pgbun.ini"
+    cfg = {"listen_addr": "127.0.0.1", "listen_port": free_port(), "unix_socket_dir": str(workdir),
+           "auth_type": "trust", "auth_file": "", "auth_trust_any_user": 1, **extra}
+    ini.write_text(_ini_lines("pgbun", cfg, {"pgbun_test": pg.entry()}, None))
+    chown_to_run_user(ini)
+    rc, out = run_until_exit([ini], cwd=workdir)
+    assert rc is not None and rc != 0, f"pgbun started with {extra}:\n{out}"
+    assert not any(n.startswith(".s.PGSQL") for n in os.listdir(workdir)), os.listdir(workdir)
+    return out
+
+
+def test_an_unknown_unix_socket_group_refuses_the_start(pgbun_workdir, pg):
+    out = start_refused(pgbun_workdir, pg, {"unix_socket_group": "no_such_group_pgbun"})
+    assert 'unix_socket_group "no_such_group_pgbun": no such group' in out, out
+
+
+def test_a_unix_socket_group_pgbun_is_not_in_refuses_the_start(pgbun_workdir, pg):
+    _, _, mine = run_identity()
+    if IS_ROOT or RUN_USER:
+        foreign = grp.getgrgid(0)
+    else:
+        foreign = next((g for g in grp.getgrall() if g.gr_gid not in mine), None)
+        if foreign is None:
+            pytest.skip("the test user is in every group")
+    out = start_refused(pgbun_workdir, pg, {"unix_socket_group": foreign.gr_name})
+    assert f'to unix_socket_group "{foreign.gr_name}"' in out, out

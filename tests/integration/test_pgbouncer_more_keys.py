@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import IS_ROOT, RUN_USER, _ini_lines, chown_to_run_user, console_rows, free_port
+from conftest import IS_ROOT, RUN_USER, _ini_lines, chown_to_run_user, console_rows, free_port, wait_until
 from test_login_security import run_until_exit
 
 ADMIN = {"admin_users": "postgres"}
@@ -95,6 +95,8 @@ def test_unix_socket_group_owns_the_socket_file(start_pgbun):
         # unprivileged, only a group of its own will do
         other = grp.getgrgid(next((g for g in mine if g != primary), primary))
         bun = start_pgbun(config={"unix_socket_group": other.gr_name})
+    # started as root, pgbun listens before it hands the file over and becomes the run user
+    wait_until(lambda: os.stat(socket_path(bun)).st_uid == uid, timeout=10, what="the socket handed over")
     st = os.stat(socket_path(bun))
     assert (st.st_uid, st.st_gid) == (uid, other.gr_gid), (st, other)
     assert bun.psql(["-h", bun.unix_dir, "-d", "pgbun_test", "-U", "postgres", "-tAc", "SELECT 1"]).stdout == "1\n"
@@ -103,6 +105,7 @@ def test_unix_socket_group_owns_the_socket_file(start_pgbun):
 def test_without_unix_socket_group_the_socket_keeps_the_run_users_group(start_pgbun):
     uid, primary, _ = run_identity()
     bun = start_pgbun(config={"user": RUN_USER} if IS_ROOT else {}, run_user=None if IS_ROOT else RUN_USER)
+    wait_until(lambda: os.stat(socket_path(bun)).st_uid == uid, timeout=10, what="the socket handed over")
     st = os.stat(socket_path(bun))
     assert (st.st_uid, st.st_gid) == (uid, primary), st
 

@@ -380,6 +380,31 @@ static bool truthy(const char *v)
            strcasecmp(v, "database") == 0;
 }
 
+/*
+ * application_name_add_host: the login's application_name (or "app") gets
+ * " - address:port" appended, PgBouncer's format, so that pg_stat_activity
+ * says where a client came from. Only at login: a later SET is the client's.
+ * It is then the client's own startup parameter, set on each server it uses.
+ * PostgreSQL keeps 63 bytes of it, as with PgBouncer; a longer name is cut here
+ * only to bound the buffer.
+ */
+#define APP_NAME_MAX 256
+
+static bool add_host_to_app_name(struct client *c)
+{
+    const char *app = varlist_get(&c->params, "application_name");
+    char        buf[APP_NAME_MAX + sizeof(c->addr) + 16];
+
+    if (app == NULL || app[0] == '\0') app = "app";
+    if (c->is_unix)
+        snprintf(buf, sizeof(buf), "%.*s - unix", APP_NAME_MAX, app);
+    else if (strchr(c->addr, ':') != NULL)
+        snprintf(buf, sizeof(buf), "%.*s - [%s]:%d", APP_NAME_MAX, app, c->addr, c->port);
+    else
+        snprintf(buf, sizeof(buf), "%.*s - %s:%d", APP_NAME_MAX, app, c->addr, c->port);
+    return varlist_set(&c->params, "application_name", buf);
+}
+
 static void handle_startup_params(struct client *c, struct startup_packet *sp)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
@@ -421,6 +446,10 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
             varlist_del(&c->params, c->params.vars[i].name);
         else
             i++;
+    }
+    if (cfg->application_name_add_host && !add_host_to_app_name(c)) {
+        client_close(c, "53200", "out of memory");
+        return;
     }
     if (atomic_load(&pgbun.client_count) > cfg->max_client_conn) {
         client_close(c, "53300", "no more connections allowed (max_client_conn = %d)", cfg->max_client_conn);

@@ -4,6 +4,7 @@ unix_socket_group and application_name_add_host."""
 import grp
 import os
 import pwd
+import socket
 
 import psycopg
 import pytest
@@ -137,3 +138,45 @@ def test_a_unix_socket_group_pgbun_is_not_in_refuses_the_start(pgbun_workdir, pg
             pytest.skip("the test user is in every group")
     out = start_refused(pgbun_workdir, pg, {"unix_socket_group": foreign.gr_name})
     assert f'to unix_socket_group "{foreign.gr_name}"' in out, out
+
+
+# ------------------------------------------------------------ application_name_add_host
+
+def tagged(conn, app):
+    """What application_name_add_host makes of app for this client: "app - 127.0.0.1:<its port>"."""
+    with socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        addr, port = sock.getsockname()
+    return f"{app} - {addr}:{port}"
+
+
+def seen_by_server(conn):
+    """(application_name, backend pid) as PostgreSQL has them for this client's server."""
+    return conn.execute("SELECT application_name, pid FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                        " AND %s::int = 1", (1,)).fetchone()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_application_name_add_host_tells_the_server_where_each_client_is(start_pgbun, mode):
+    bun = start_pgbun(config={"application_name_add_host": 1, "pool_mode": mode, "default_pool_size": 1})
+    a = bun.connect(application_name="billing")
+    want_a = tagged(a, "billing")
+    assert a.info.parameter_status("application_name") == want_a
+    name, pid = seen_by_server(a)
+    assert name == want_a
+    assert a.execute("SHOW application_name").fetchone() == (want_a,)
+    if mode == "session":
+        a.close()  # its server goes to the next client
+    b = bun.connect()  # no application_name: "app"
+    want_b = tagged(b, "app")
+    assert seen_by_server(b) == (want_b, pid)  # the same server, b's name
+    if mode == "transaction":
+        assert seen_by_server(a) == (want_a, pid)  # and back
+        assert seen_by_server(b) == (want_b, pid)
+    # a name set later is the client's own, as it wrote it
+    b.execute("SET application_name = 'later'")
+    assert b.execute("SHOW application_name").fetchone() == ("later",)
+
+
+def test_application_name_is_passed_as_is_without_application_name_add_host(bun):
+    conn = bun.connect(application_name="billing")
+    assert seen_by_server(conn)[0] == "billing"

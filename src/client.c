@@ -269,9 +269,21 @@ static void login_ok(struct client *c)
     pool_dispatch(p);
 }
 
+static void add_notice(struct evbuffer *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add_notice(struct evbuffer *out, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    proto_add_vnotice(out, fmt, ap);
+    va_end(ap);
+}
+
 void client_welcome(struct client *c)
 {
     struct pool *p = c->pool;
+    const char  *notify = pgbun.cfg->login_notify_message;
 
     assert(p->welcome_ready);
     proto_add_auth(c->out, AUTH_REQ_OK, NULL, 0);
@@ -282,6 +294,8 @@ void client_welcome(struct client *c)
         proto_add_param_status(c->out, v->name, mine ? mine : v->value);
     }
     proto_add_backend_key(c->out, c->cancel_key);
+    /* Before ReadyForQuery, where PostgreSQL's own login notices go: libpq shows it as the session opens. */
+    if (notify != NULL && notify[0] != '\0') add_notice(c->out, "%s", notify);
     proto_add_ready(c->out, 'I');
     login_free(c);
     pool_set_client_state(c, CL_IDLE);
@@ -366,6 +380,31 @@ static bool truthy(const char *v)
            strcasecmp(v, "database") == 0;
 }
 
+/*
+ * application_name_add_host: the login's application_name (or "app") gets
+ * " - address:port" appended, PgBouncer's format, so that pg_stat_activity
+ * says where a client came from. Only at login: a later SET is the client's.
+ * It is then the client's own startup parameter, set on each server it uses.
+ * PostgreSQL keeps 63 bytes of it, as with PgBouncer; a longer name is cut here
+ * only to bound the buffer.
+ */
+#define APP_NAME_MAX 256
+
+static bool add_host_to_app_name(struct client *c)
+{
+    const char *app = varlist_get(&c->params, "application_name");
+    char        buf[APP_NAME_MAX + sizeof(c->addr) + 16];
+
+    if (app == NULL || app[0] == '\0') app = "app";
+    if (c->is_unix)
+        snprintf(buf, sizeof(buf), "%.*s - unix", APP_NAME_MAX, app);
+    else if (strchr(c->addr, ':') != NULL)
+        snprintf(buf, sizeof(buf), "%.*s - [%s]:%d", APP_NAME_MAX, app, c->addr, c->port);
+    else
+        snprintf(buf, sizeof(buf), "%.*s - %s:%d", APP_NAME_MAX, app, c->addr, c->port);
+    return varlist_set(&c->params, "application_name", buf);
+}
+
 static void handle_startup_params(struct client *c, struct startup_packet *sp)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
@@ -407,6 +446,10 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
             varlist_del(&c->params, c->params.vars[i].name);
         else
             i++;
+    }
+    if (cfg->application_name_add_host && !add_host_to_app_name(c)) {
+        client_close(c, "53200", "out of memory");
+        return;
     }
     if (atomic_load(&pgbun.client_count) > cfg->max_client_conn) {
         client_close(c, "53300", "no more connections allowed (max_client_conn = %d)", cfg->max_client_conn);
@@ -775,6 +818,19 @@ static void request_done(struct server *s, uint8_t type)
     }
 }
 
+/*
+ * disable_pqexec: a simple Query (several statements in one message, the
+ * shape SQL injection likes) closes its client, as in PgBouncer. The admin
+ * console, which speaks only simple Query, keeps working: idle_input hands
+ * its messages over before asking this.
+ */
+static bool pqexec_refused(struct client *c, uint8_t type)
+{
+    if (type != 'Q' || !pgbun.cfg->disable_pqexec) return false;
+    client_close(c, "08P01", "PQexec disallowed: disable_pqexec = 1 allows only the extended query protocol");
+    return true;
+}
+
 /* Moves whole (or streaming) messages from c->in to the server. */
 static void forward_to_server(struct client *c)
 {
@@ -818,6 +874,7 @@ static void forward_to_server(struct client *c)
             if (server_flush(s)) client_close(c, NULL, "client sent Terminate");
             return;
         case 'Q':
+            if (pqexec_refused(c, type)) return;
             s->syncs_since_execute = 0;
             request_sent(s, c);
             scanned = scan_request(c, s, type, len, avail, deallocated);
@@ -917,6 +974,7 @@ static void idle_input(struct client *c)
         admin_process(c);
         return;
     }
+    if (pqexec_refused(c, type)) return;
     switch (proto_fe_kind(type)) {
     case FE_TERMINATE: client_close(c, NULL, "client sent Terminate"); return;
     case FE_INVALID: client_close(c, "08P01", "invalid frontend message type %u", type); return;

@@ -93,6 +93,7 @@ static const struct key main_keys[] = {
     R_INT(listen_port, "6432", 1, 65535),
     R_STR(unix_socket_dir, "/tmp"),
     KEYF(struct pgbun_config, unix_socket_mode, KT_OCTAL, "0777", KF_RESTART, 0, 07777, NULL),
+    R_STR(unix_socket_group, NULL),
     R_INT(listen_backlog, "128", 1, INT_MAX),
     R_BOOL(so_reuseport, "0"),
 
@@ -136,6 +137,9 @@ static const struct key main_keys[] = {
     G_STR(track_extra_parameters, NULL),
     G_INT(pkt_buf, "4096", 1, INT_MAX), /* PgBouncer checks no range; pgbun sizes no buffer by it */
     G_INT(max_packet_size, "268435456", 1024, INT_MAX),
+    R_BOOL(disable_pqexec, "0"),
+    G_BOOL(application_name_add_host, "0"),
+    G_STR(login_notify_message, NULL),
 
     /* timeouts */
     G_TIME(server_lifetime, "3600"),
@@ -183,18 +187,14 @@ static const struct key main_keys[] = {
     IGNORED(syslog_ident),
     IGNORED(syslog_facility),
     IGNORED(log_pooler_errors),
-    IGNORED(unix_socket_group),
     IGNORED(tcp_defer_accept),
     IGNORED(dns_max_ttl),
     IGNORED(dns_nxdomain_ttl),
     IGNORED(dns_zone_check_period),
     IGNORED(resolv_conf),
-    IGNORED(application_name_add_host),
-    IGNORED(disable_pqexec),
     IGNORED(autodb_idle_timeout),
     IGNORED(suspend_timeout),
     IGNORED(cancel_wait_timeout),
-    IGNORED(login_notify_message),
     IGNORED(sbuf_loopcnt),
     IGNORED(server_tls_protocols),
     IGNORED(server_tls_ciphers),

@@ -80,11 +80,12 @@ struct pgbun_config {
     char *path; /* ini file, or NULL in sidecar mode */
 
     /* listening */
-    char         *listen_addr;      /* "127.0.0.1"; "*" for all; "" for none */
-    int           listen_port;      /* 6432 */
-    char         *unix_socket_dir;  /* "/tmp"; "" disables */
-    int           unix_socket_mode; /* 0777 */
-    int           listen_backlog;   /* 128 */
+    char         *listen_addr;       /* "127.0.0.1"; "*" for all; "" for none */
+    int           listen_port;       /* 6432 */
+    char         *unix_socket_dir;   /* "/tmp"; "" disables */
+    int           unix_socket_mode;  /* 0777 */
+    char         *unix_socket_group; /* group of the unix socket file, or NULL: pgbun's own */
+    int           listen_backlog;    /* 128 */
     bool          so_reuseport;
     struct io_tcp tcp; /* tcp_keepalive, tcp_keepidle, ...: options of every TCP connection */
 
@@ -122,6 +123,9 @@ struct pgbun_config {
     char          *track_extra_parameters;    /* comma-separated */
     int            pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
     int            max_packet_size;           /* 2^28 */
+    bool           disable_pqexec;            /* a simple Query from a client closes it (not on the console) */
+    bool           application_name_add_host; /* a login's application_name gets " - addr:port" appended */
+    char          *login_notify_message;      /* a NOTICE sent to each client at login, unless empty */
 
     /* timeouts (0 = disabled) */
     usec_t server_lifetime;

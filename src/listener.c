@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -47,8 +48,9 @@ struct listener_set {
     struct event   *resume_timer;
 };
 
-static char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-static int  next_unix_worker; /* worker 0's only */
+static char  unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static gid_t unix_gid = (gid_t)-1; /* unix_socket_group's, or -1: the socket keeps its creator's group */
+static int   next_unix_worker;     /* worker 0's only */
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -171,6 +173,18 @@ static bool listen_unix(struct listener_set *ls, const struct pgbun_config *cfg,
         if (asprintf(err, "unix_socket_dir \"%s\" is too long", cfg->unix_socket_dir) < 0) *err = NULL;
         return false;
     }
+    if (cfg->unix_socket_group != NULL && cfg->unix_socket_group[0] != '\0') {
+        struct group *gr;
+
+        errno = 0;
+        if ((gr = getgrnam(cfg->unix_socket_group)) == NULL) {
+            if (asprintf(err, "unix_socket_group \"%s\": %s", cfg->unix_socket_group,
+                         errno != 0 ? strerror(errno) : "no such group") < 0)
+                *err = NULL;
+            return false;
+        }
+        unix_gid = gr->gr_gid;
+    }
     /* A socket file nobody answers on is left over from a crash: remove it. */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0) {
@@ -190,6 +204,14 @@ static bool listen_unix(struct listener_set *ls, const struct pgbun_config *cfg,
     }
     snprintf(unix_path, sizeof(unix_path), "%s", un.sun_path);
     chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
+    /* Not root, pgbun may only hand it to a group it is in itself. */
+    if (unix_gid != (gid_t)-1 && chown(un.sun_path, (uid_t)-1, unix_gid) != 0) {
+        if (asprintf(err, "could not give unix socket %s to unix_socket_group \"%s\": %s", un.sun_path,
+                     cfg->unix_socket_group, strerror(errno)) < 0)
+            *err = NULL;
+        close(fd);
+        return false;
+    }
     return add_listener(ls, fd, true, cfg->listen_backlog, err, un.sun_path);
 }
 
@@ -236,6 +258,7 @@ bool listener_start(const struct pgbun_config *cfg, char **err)
 
 void listener_chown(uid_t uid, gid_t gid)
 {
+    if (unix_gid != (gid_t)-1) gid = unix_gid;
     if (unix_path[0] != '\0' && chown(unix_path, uid, gid) != 0)
         log_warning("could not hand %s to uid %d: %s", unix_path, (int)uid, strerror(errno));
 }

@@ -11,7 +11,7 @@
 
 /* Binds every configured address; false with *err (malloc'd) naming the address. */
 bool listener_start(const struct pgbun_config *cfg, char **err) __attribute__((warn_unused_result));
-/* Hands the unix socket file to the user pgbun switches to, so it can remove it at exit. */
+/* Hands the unix socket file to the user pgbun switches to (and unix_socket_group), so it can remove it at exit. */
 void listener_chown(uid_t uid, gid_t gid);
 /* Every worker stops accepting on TCP; the unix socket stays (the world stopped). */
 void listener_stop_tcp(void);

@@ -707,9 +707,9 @@ static int count_differences(char **a, char **b)
 static void test_items_list_keys_with_a_field_in_table_order(void)
 {
     static const char *const ignored[] = {"job_name", "syslog", "tcp_keepalive", "peer_id", "server_tls_key_file"};
-    static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir", "unix_socket_mode",
-                                          "listen_backlog", "so_reuseport", "workers",         "user",
-                                          "pidfile",        "logfile"};
+    static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir",   "unix_socket_mode",
+                                          "listen_backlog", "so_reuseport", "workers",           "user",
+                                          "pidfile",        "logfile",      "unix_socket_group", "disable_pqexec"};
     struct pgbun_config     *cfg = config_load(NULL, NULL);
     size_t                   n = config_item_count();
     int                      bad_ignored = 0, duplicates = 0, restart_only = 0, restart_listed = 0;
@@ -738,8 +738,8 @@ static void test_items_list_keys_with_a_field_in_table_order(void)
     }
     is_int(bad_ignored, 0, "no ignored key (syslog, tcp_keepalive, ...) is listed");
     is_int(duplicates, 0, "every key is listed once");
-    is_int(restart_listed, 10, "the ten start-only keys are listed as not changeable");
-    is_int(restart_only, 10, "every other key is changeable");
+    is_int(restart_listed, 12, "the twelve start-only keys are listed as not changeable");
+    is_int(restart_only, 12, "every other key is changeable");
     ok(cfg != NULL && find_item(cfg, "default_pool_size", &it) && it.changeable, "default_pool_size is changeable");
     if (cfg != NULL) free(it.value);
     config_free(cfg);
@@ -977,9 +977,9 @@ static void expect_set_error(struct pgbun_config *cfg, const char *key, const ch
 
 static void test_set(void)
 {
-    static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir", "unix_socket_mode",
-                                          "listen_backlog", "so_reuseport", "workers",         "user",
-                                          "pidfile",        "logfile"};
+    static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir",   "unix_socket_mode",
+                                          "listen_backlog", "so_reuseport", "workers",           "user",
+                                          "pidfile",        "logfile",      "unix_socket_group", "disable_pqexec"};
     struct pgbun_config     *cfg = config_load(NULL, NULL);
     char                    *err = (char *)"garbage";
     char                   **before, **after;
@@ -1026,7 +1026,7 @@ static void test_set(void)
     expect_set_error(cfg, "Listen_Port", "x", "listen_port: cannot be changed without a restart");
     for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
         if (!config_set(cfg, restart[i], "1", NULL)) refused++;
-    is_int(refused, 10, "every start-only key is refused");
+    is_int(refused, 12, "every start-only key is refused");
     ok(!config_set(cfg, "foo", "1", NULL), "errmsg may be NULL");
     after = item_values(cfg);
     is_int(count_differences(before, after), 0, "failed SETs leave the config unchanged");

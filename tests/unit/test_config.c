@@ -182,7 +182,7 @@ static void test_full_ini(void)
                                                                    "max_packet_size = 2147483647\n"
                                                                    "client_tls_sslmode = require\n"
                                                                    "syslog = 1\n"
-                                                                   "tcp_keepalive = 1\n"
+                                                                   "tcp_defer_accept = 1\n"
                                                                    "\n"
                                                                    "[users]\n"
                                                                    "alice = pool_mode=session pool_size=3 max_user_connections=9\n"
@@ -219,7 +219,7 @@ static void test_full_ini(void)
     is_int(cfg->max_packet_size, 2147483647, "PgBouncer's max_packet_size default loads");
     is_str(cfg->client_tls_sslmode, "require", "client_tls_sslmode");
     ok(log_contains(":28: key 'syslog' is not supported yet and is ignored"), "ignored key warns with file:line");
-    ok(log_contains("key 'tcp_keepalive' is not supported yet and is ignored"), "tcp_keepalive warns");
+    ok(log_contains("key 'tcp_defer_accept' is not supported yet and is ignored"), "tcp_defer_accept warns");
 
     db = config_find_db(cfg, "app");
     ok(db != NULL && strcmp(db->name, "app") == 0, "find db 'app'");
@@ -706,7 +706,7 @@ static int count_differences(char **a, char **b)
 
 static void test_items_list_keys_with_a_field_in_table_order(void)
 {
-    static const char *const ignored[] = {"job_name", "syslog", "tcp_keepalive", "peer_id", "server_tls_key_file"};
+    static const char *const ignored[] = {"job_name", "syslog", "tcp_defer_accept", "peer_id", "server_tls_key_file"};
     static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir",   "unix_socket_mode",
                                           "listen_backlog", "so_reuseport", "workers",           "user",
                                           "pidfile",        "logfile",      "unix_socket_group", "disable_pqexec"};
@@ -736,7 +736,7 @@ static void test_items_list_keys_with_a_field_in_table_order(void)
         }
         free(it.value);
     }
-    is_int(bad_ignored, 0, "no ignored key (syslog, tcp_keepalive, ...) is listed");
+    is_int(bad_ignored, 0, "no ignored key (syslog, tcp_defer_accept, ...) is listed");
     is_int(duplicates, 0, "every key is listed once");
     is_int(restart_listed, 12, "the twelve start-only keys are listed as not changeable");
     is_int(restart_only, 12, "every other key is changeable");

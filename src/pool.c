@@ -59,6 +59,7 @@ struct pool_share {
     atomic_int         peak;              /* most at once since the start or RESET STATS */
     atomic_uint        wanting;           /* bit per worker whose clients wait and may not open one */
     atomic_int         clients;           /* 'd' and 'u': logged-in clients, for max_*_client_connections */
+    atomic_uint        login_gen;         /* 'p': bumped when RELOAD or RECONNECT retires its servers */
     atomic_int         held[WORKERS_MAX]; /* 'p': servers on each worker */
     /* 'd', 'u': per worker, since when the clients of its pools blocked on this limit have waited (0: none) */
     _Atomic usec_t blocked_since[WORKERS_MAX];
@@ -400,6 +401,8 @@ static bool resolve_server(struct pool *p)
     p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
     p->reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
     if (u != NULL && u->reserve_pool_size >= 0) p->reserve_pool_size = u->reserve_pool_size;
+    if (p->reserve_pool_size > POOL_SIZE_UNLIMITED)
+        p->reserve_pool_size = POOL_SIZE_UNLIMITED; /* the sum stays an int */
     p->server_lifetime = db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime;
     p->query_wait_timeout = db->query_wait_timeout >= 0 ? db->query_wait_timeout : cfg->query_wait_timeout;
     if (u != NULL && u->query_wait_timeout >= 0) p->query_wait_timeout = u->query_wait_timeout;
@@ -632,6 +635,8 @@ static int retire_servers(struct pool *p, const char *why)
     struct server *s;
     int            marked = 0;
 
+    /* A server on its way to another worker is on no list: it finds out when adopted (pool_adopt_server). */
+    atomic_fetch_add(&p->share->login_gen, 1);
     while ((s = TAILQ_FIRST(&p->servers[SV_IDLE])) != NULL)
         server_close(s, "%s: closed while idle", why);
     for (int st = 0; st < SV_CLOSING; st++)
@@ -731,7 +736,10 @@ void pool_config_changed(void)
         struct server_login old;
         bool                moved;
 
-        if (p->admin) continue;
+        if (p->admin) {
+            (void)resolve(p);
+            continue;
+        }
         login_take(&old, p);
         if (!resolve(p)) {
             login_give_back(&old, p);
@@ -967,9 +975,10 @@ static int victim_rank(const struct pool *q, const struct server *s);
 void pool_serve_blocked(void)
 {
     struct pool *p;
-    /* One idle server makes room per pool blocked on another worker, no more:
-     * the rest of this worker's idle servers stay for its own clients. */
-    int want = atomic_load(&nblocked_all) - PW->nblocked;
+    /* One idle server makes room per look (each wake-up, each janitor run)
+     * while a pool of another worker is blocked: the rest stay for this
+     * worker's own clients until it is seen to need more. */
+    int want = atomic_load(&nblocked_all) > PW->nblocked ? 1 : 0;
 
     TAILQ_FOREACH(p, &PW->pools, entry)
     if (p->blocked || (atomic_load(&p->share->wanting) & (1u << p->w->id))) pool_dispatch_later(p);
@@ -1049,6 +1058,7 @@ void pool_set_server_state(struct server *s, enum server_state st)
 void pool_add_server(struct pool *p, struct server *s)
 {
     s->pool = p;
+    s->login_gen = atomic_load(&p->share->login_gen);
     s->state = SV_CONNECTING;
     s->state_since = pgbun_now();
     TAILQ_INSERT_TAIL(&p->servers[SV_CONNECTING], s, entry);
@@ -1253,6 +1263,14 @@ static int clients_in(const struct pool *p)
     return p->nclients[CL_IDLE] + p->nclients[CL_ACTIVE] + p->nclients[CL_WAITING];
 }
 
+/* p's oldest waiting client has waited reserve_pool_timeout: p may close any idle server for room. */
+static bool waited_long(const struct pool *p, usec_t now)
+{
+    usec_t since = pool_waiting_since(p);
+
+    return since != 0 && now - since >= pgbun.cfg->reserve_pool_timeout;
+}
+
 /* How readily an idle server of q goes to make room: 0 first. */
 static int victim_rank(const struct pool *q, const struct server *s)
 {
@@ -1273,9 +1291,11 @@ static struct server *idle_victim(const struct pool *p, bool (*same)(const struc
     struct server *victim = NULL, *s;
     int            victim_r = 0;
     /* A pool that has a server serves its queue with it: it takes no more
-     * from pools whose clients are connected, only from deserted ones. (The
-     * count holds the slot take_slots reserved for the server to open.) */
-    int max_r = pool_servers_total(p) <= 1 ? 2 : 0;
+     * from pools whose clients are connected, only from deserted ones, until
+     * its oldest client has waited reserve_pool_timeout (idle servers of
+     * connected clients that send nothing must not hold it off for good).
+     * (The count holds the slot take_slots reserved for the server to open.) */
+    int max_r = pool_servers_total(p) <= 1 || waited_long(p, pgbun_now()) ? 2 : 0;
 
     TAILQ_FOREACH(q, &p->w->pw->pools, entry)
     {
@@ -1556,6 +1576,10 @@ void pool_adopt_server(struct server *s)
     p->nservers[SV_IDLE]++;
     atomic_fetch_add(&p->share->held[p->w->id], 1);
     stop_asking(p);
+    if (s->login_gen != atomic_load(&p->share->login_gen)) {
+        server_close(s, "RECONNECT or RELOAD retired it while it moved between workers");
+        return;
+    }
     if (!p->welcome_ready) {
         struct client *c;
 
@@ -1650,6 +1674,10 @@ void pool_dispatch(struct pool *p)
 static void top_up(struct pool *p, usec_t now)
 {
     if (pool_is_paused(p->dbname) || pgbun.shutting_down || p->admin) return;
+    if (p->blocked && waited_long(p, now)) {
+        pool_dispatch(p); /* it may now take an idle server of a pool whose clients are connected */
+        return;
+    }
     if (reserve_open(p, now)) {
         pool_dispatch(p);
         return;
@@ -1878,7 +1906,8 @@ static bool deserted(struct pool *p, usec_t now)
         n += p->nclients[i];
     for (int i = 0; i < SV_NSTATES; i++)
         n += p->nservers[i];
-    if (n > 0 || p->admin) {
+    /* A server moving to another worker is on no list but still points here, and holds its slot. */
+    if (n > 0 || p->admin || pool_servers_total(p) > 0) {
         p->empty_since = 0;
         return false;
     }

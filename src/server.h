@@ -91,6 +91,7 @@ struct server {
     usec_t               xact_start;      /* when the open transaction began */
     bool                 opened_ahead;    /* opened for min_pool_size, not for a waiting client */
     bool                 used;            /* has served a client */
+    unsigned             login_gen;       /* its pool's share login_gen when it was opened */
     bool                 checked;         /* logged in or checked, and no client since */
     bool                 close_needed;    /* RECONNECT: close instead of reusing it */
     bool                 std_strings;     /* standard_conforming_strings is on */

@@ -772,12 +772,12 @@ static void user_row(struct rowset *rs, const char *name)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct user_config  *u = config_find_user(cfg, name);
-    int                        servers = 0, clients = 0;
+    int                        servers = 0, clients = pool_share_clients(NULL, name); /* as the limit counts */
 
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         if (strcmp(p->user, name) != 0) continue;
         servers += pool_server_count(p);
-        for (int st = 0; st < CL_CLOSING; st++)
+        for (int st = 0; p->admin && st < CL_CLOSING; st++) /* console clients count here, not under the limit */
             clients += p->nclients[st];
     }
     rowset_text(rs, name);

@@ -237,3 +237,33 @@ def test_max_db_connections_under_contention_serves_everyone_within_the_limit(st
         sampler.join(timeout=10)
     assert results == ["ok"] * len(conns), results
     assert max(peak) <= 4, f"{max(peak)} servers under max_db_connections = 4"
+
+
+def test_a_pool_with_a_busy_server_gets_an_idle_one_of_a_connected_pool_after_reserve_pool_timeout(start_pgbun, pg):
+    """Idle servers of clients that stay connected and send nothing do not
+    hold a waiting pool off for good: after reserve_pool_timeout one of them
+    makes room."""
+    bun = start_pgbun(config={**LIMITED, "max_db_connections": 2, "reserve_pool_timeout": 1},
+                      databases={"pgbun_test": pg.entry()})
+    quiet = as_user(bun, "md5user")
+    quiet.execute("SELECT 1")  # its server stays idle, its client connected
+    b1, b2 = as_user(bun, "scramuser"), as_user(bun, "scramuser")
+    b1.execute("BEGIN")
+    b1.execute("SELECT 1")  # holds the other slot
+    start = time.monotonic()
+    assert b2.execute("SELECT 'served'").fetchone() == ("served",)
+    waited = time.monotonic() - start
+    assert waited >= 0.5, f"served after {waited:.1f} s: the quiet pool's server went at once"
+    assert [w for w in closed_by(bun, "md5user") if "make room" in w], bun.log_text()[-3000:]
+    b1.execute("COMMIT")
+    assert quiet.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_a_console_gets_client_idle_timeout_set_after_it_logged_in(start_pgbun, pg):
+    bun = start_pgbun(config=ADMIN)
+    idle = bun.connect(dbname="pgbun")
+    with bun.connect(dbname="pgbun") as adm:
+        adm.execute("SET client_idle_timeout = 1")
+    time.sleep(2.5)
+    with pytest.raises(psycopg.OperationalError):
+        idle.execute("SHOW VERSION")

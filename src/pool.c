@@ -756,7 +756,6 @@ void pool_config_changed(void)
                      p->port, p->server_db, p->server_user, busy ? "; busy servers close when released" : "");
             p->last_fail_time = 0; /* a fixed password or host is tried at once */
             p->fail_count = 0;
-            p->fail_lasting = false;
         }
         pool_dispatch_later(p); /* sizes and limits may have grown */
     }
@@ -1160,7 +1159,6 @@ void pool_server_ready(struct server *s)
     }
     p->last_fail_time = 0;
     p->fail_count = 0;
-    p->fail_lasting = false;
     if (s->close_needed) { /* RECONNECT came while it was logging in with the old settings */
         server_close(s, "replaced after its login: RECONNECT, or RELOAD changed its settings");
         return;
@@ -1205,14 +1203,13 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg)
      * again after 0.5 s, not 4. */
     if (p->last_fail_time == 0 || now - p->last_fail_time >= retry_pause(p)) p->fail_count++;
     p->last_fail_time = now;
-    p->fail_lasting = pool_failure_lasting(sqlstate);
     snprintf(p->last_fail_state, sizeof(p->last_fail_state), "%s", sqlstate);
     snprintf(p->last_fail_msg, sizeof(p->last_fail_msg), "%s", msg);
     /* A server that is down or restarting keeps its clients queued, to be
      * served when it is back or failed at query_wait_timeout. A failure that
      * waiting will not cure reaches every queued client now, busy servers or
      * not: they would only get it later. */
-    if (p->fail_lasting) fail_waiting(p);
+    if (pool_failure_lasting(sqlstate)) fail_waiting(p);
 }
 
 /*
@@ -1634,7 +1631,7 @@ void pool_dispatch(struct pool *p)
         usec_t         left = pause - (pgbun_now() - p->last_fail_time);
         struct timeval tv = {(time_t)(left / USEC_PER_SEC), (suseconds_t)(left % USEC_PER_SEC)};
 
-        if (p->fail_lasting && pool_servers_total(p) == 0) {
+        if (pool_failure_lasting(p->last_fail_state) && pool_servers_total(p) == 0) {
             fail_waiting(p);
             return;
         }

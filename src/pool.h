@@ -108,7 +108,6 @@ struct pool {
     bool           welcome_ready;
     usec_t         last_fail_time; /* last failed server connect or login */
     int            fail_count;     /* failures in a row; the retry pause grows with it */
-    bool           fail_lasting;   /* the last failure will not go away by waiting (pool_failure_lasting) */
     char           last_fail_state[6];
     char           last_fail_msg[512];
     struct event  *retry_timer;  /* serves the queue again when the pause after a failure ends */

@@ -334,28 +334,34 @@ static void show_totals(struct rowset *rs)
 
 /* ---- SERVERS and CLIENTS ---- */
 
+/* PgBouncer's columns of a connection, in its order: SERVERS, CLIENTS and SOCKETS start with them. */
+/* clang-format off */
+#define PG_CONN_COLS \
+    {"type", COL_TEXT},                \
+    {"user", COL_TEXT},                \
+    {"database", COL_TEXT},            \
+    {"replication", COL_TEXT},         \
+    {"state", COL_TEXT},               \
+    {"addr", COL_TEXT},                \
+    {"port", COL_INT8},                \
+    {"local_addr", COL_TEXT},          \
+    {"local_port", COL_INT8},          \
+    {"connect_time", COL_TEXT},        \
+    {"request_time", COL_TEXT},        \
+    {"wait", COL_INT8},                \
+    {"wait_us", COL_INT8},             \
+    {"close_needed", COL_INT8},        \
+    {"ptr", COL_TEXT},                 \
+    {"link", COL_TEXT},                \
+    {"remote_pid", COL_INT8},          \
+    {"tls", COL_TEXT},                 \
+    {"application_name", COL_TEXT},    \
+    {"prepared_statements", COL_INT8}, \
+    {"id", COL_INT8}
+/* clang-format on */
+
 static const struct col conn_cols[] = {
-    {"type", COL_TEXT},
-    {"user", COL_TEXT},
-    {"database", COL_TEXT},
-    {"replication", COL_TEXT},
-    {"state", COL_TEXT},
-    {"addr", COL_TEXT},
-    {"port", COL_INT8},
-    {"local_addr", COL_TEXT},
-    {"local_port", COL_INT8},
-    {"connect_time", COL_TEXT},
-    {"request_time", COL_TEXT},
-    {"wait", COL_INT8},
-    {"wait_us", COL_INT8},
-    {"close_needed", COL_INT8},
-    {"ptr", COL_TEXT},
-    {"link", COL_TEXT},
-    {"remote_pid", COL_INT8},
-    {"tls", COL_TEXT},
-    {"application_name", COL_TEXT},
-    {"prepared_statements", COL_INT8},
-    {"id", COL_INT8},
+    PG_CONN_COLS,
     {"pgbun_state", COL_TEXT},
     {"state_us", COL_INT8},
     {"pinned", COL_TEXT},
@@ -601,28 +607,9 @@ static void show_servers(struct rowset *rs)
  */
 static void show_sockets(struct rowset *rs, bool active_only)
 {
+    /* clang-format off */
     static const struct col cols[] = {
-        {"type", COL_TEXT},
-        {"user", COL_TEXT},
-        {"database", COL_TEXT},
-        {"replication", COL_TEXT},
-        {"state", COL_TEXT},
-        {"addr", COL_TEXT},
-        {"port", COL_INT8},
-        {"local_addr", COL_TEXT},
-        {"local_port", COL_INT8},
-        {"connect_time", COL_TEXT},
-        {"request_time", COL_TEXT},
-        {"wait", COL_INT8},
-        {"wait_us", COL_INT8},
-        {"close_needed", COL_INT8},
-        {"ptr", COL_TEXT},
-        {"link", COL_TEXT},
-        {"remote_pid", COL_INT8},
-        {"tls", COL_TEXT},
-        {"application_name", COL_TEXT},
-        {"prepared_statements", COL_INT8},
-        {"id", COL_INT8},
+        PG_CONN_COLS,
         {"recv_pos", COL_INT8},
         {"pkt_pos", COL_INT8},
         {"pkt_remain", COL_INT8},
@@ -631,6 +618,7 @@ static void show_sockets(struct rowset *rs, bool active_only)
         {"pkt_avail", COL_INT8},
         {"send_avail", COL_INT8},
     };
+    /* clang-format on */
     usec_t now = pgbun_now();
 
     rowset_begin(rs, cols, NCOLS(cols));

@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -685,6 +686,21 @@ def on_server(bun, pid, run):
         h2.rollback()
         h1.close()
         h2.close()
+
+
+def in_thread(fn):
+    """Runs fn in a daemon thread; returns (thread, result dict with "value" or "error")."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, result
 
 
 def console_rows(bun, what, user="postgres"):

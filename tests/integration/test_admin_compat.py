@@ -6,15 +6,12 @@ KILL_CLIENT, RESUME and RELOAD carry PgBouncer's SQLSTATEs; and SHUTDOWN
 WAIT_FOR_SERVERS ends idle and queued clients with `server shutting down`
 while the console stays reachable over TCP and the unix socket."""
 
-import socket
-import threading
-import time
 
 import psycopg
 import pytest
 
 import pgwire
-from conftest import IS_PGBOUNCER, backend_pid, chown_to_run_user, wait_until
+from conftest import IS_PGBOUNCER, backend_pid, chown_to_run_user, in_thread, wait_until
 from test_admin_cli import admin_argv, at_prompt, home, term  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's console")
@@ -239,21 +236,6 @@ def test_reload_of_a_file_with_an_error_is_f0000_and_the_running_config_stays(st
 
 
 # ---------------------------------------------------------------- 5. SHUTDOWN WAIT_FOR_*
-
-def in_thread(fn):
-    """Runs fn in a daemon thread; returns (thread, result dict with "value" or "error")."""
-    result = {}
-
-    def target():
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            result["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, result
-
 
 def pool_row(adm):
     return [p for p in rows(adm, "POOLS") if p["database"] == "pgbun_test"][0]

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import _ini_lines, chown_to_run_user, console_rows, default_auth_file, wait_until
+from conftest import _ini_lines, chown_to_run_user, console_rows, default_auth_file, in_thread, wait_until
 
 ADMIN = {"admin_users": "postgres"}
 
@@ -129,20 +129,11 @@ def closed_by(bun, user):
 
 
 def parallel(fns, timeout=60):
-    out = [None] * len(fns)
-
-    def run(i):
-        try:
-            out[i] = fns[i]()
-        except Exception as exc:  # noqa: BLE001 - reported by the caller
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
+    """Runs every fn at once: their values, or the exception each raised."""
+    runs = [in_thread(fn) for fn in fns]
+    for t, _ in runs:
         t.join(timeout=timeout)
-    return out
+    return [r.get("value", r.get("error")) for _, r in runs]
 
 
 def test_max_db_connections_takes_one_idle_server_for_a_pool_with_none_not_one_per_client(start_pgbun, pg):

@@ -8,7 +8,6 @@
 - lowering max_prepared_statements evicts server statements down to the new
   limit; the prepared-statement counters of SHOW STATS follow PgBouncer's rule
 """
-import socket
 import struct
 
 import psycopg
@@ -78,22 +77,17 @@ def test_long_password_scram_from_client_and_to_server(lpg, start_pgbun):
     assert "password authentication failed" in str(exc.value)
 
 
-def test_long_password_md5_secret_in_auth_file(lpg, start_pgbun):
-    """An md5 secret of a 60,000-byte password: md5 from the client, md5 to the server."""
-    bun = start_pgbun(config={"auth_type": "md5"}, databases={"db": lpg.entry()},
-                      auth_file={"long_md5": pgwire.md5_secret("long_md5", PW_MD5)})
-    assert whoami(bun.connect(dbname="db", user="long_md5", password=PW_MD5)) == "long_md5"
-    res = bun.psql(["-U", "long_md5", "-d", "db", "-tAc", "SELECT current_user"], env={"PGPASSWORD": PW_MD5})
-    assert res.stdout.strip() == "long_md5"
-
-
-def test_long_cleartext_password_from_client_and_to_server(lpg, start_pgbun):
-    """auth_type plain: the client's PasswordMessage carries 60,000 bytes, and so does pgbun's to PostgreSQL."""
-    bun = start_pgbun(config={"auth_type": "plain"}, databases={"db": lpg.entry()},
-                      auth_file={"long_plain": PW_PLAIN})
-    assert whoami(bun.connect(dbname="db", user="long_plain", password=PW_PLAIN)) == "long_plain"
-    res = bun.psql(["-U", "long_plain", "-d", "db", "-tAc", "SELECT current_user"], env={"PGPASSWORD": PW_PLAIN})
-    assert res.stdout.strip() == "long_plain"
+@pytest.mark.parametrize("auth_type,role,pw,secret", [
+    # an md5 secret of a 60,000-byte password: md5 from the client, md5 to the server
+    ("md5", "long_md5", PW_MD5, pgwire.md5_secret("long_md5", PW_MD5)),
+    # auth_type plain: the client's PasswordMessage carries 60,000 bytes, and so does pgbun's to PostgreSQL
+    ("plain", "long_plain", PW_PLAIN, PW_PLAIN),
+])
+def test_long_password_from_client_and_to_server(lpg, start_pgbun, auth_type, role, pw, secret):
+    bun = start_pgbun(config={"auth_type": auth_type}, databases={"db": lpg.entry()}, auth_file={role: secret})
+    assert whoami(bun.connect(dbname="db", user=role, password=pw)) == role
+    res = bun.psql(["-U", role, "-d", "db", "-tAc", "SELECT current_user"], env={"PGPASSWORD": pw})
+    assert res.stdout.strip() == role
 
 
 @pytest.mark.parametrize("role,pw", [("long_plain", PW_PLAIN), ("long_scram", PW_SCRAM), ("long_md5", PW_MD5)])

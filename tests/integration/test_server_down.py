@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import wait_until
+from conftest import in_thread, wait_until
 
 CONNECT_TIMEOUT = 3
 QUERY_WAIT = 4
@@ -77,22 +77,6 @@ def test_pgbun_serves_again_when_the_server_is_back(down_setup):
     assert time.monotonic() - start < 10
 
 
-def run_in_thread(fn):
-    """Starts fn in a thread; returns a dict that gets "value" or "error"."""
-    out = {}
-
-    def body():
-        try:
-            out["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            out["error"] = exc
-
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    out["thread"] = t
-    return out
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_restart_under_5_s_is_invisible_to_clients_outside_a_transaction(make_postgres, start_pgbun, mode):
@@ -107,16 +91,16 @@ def test_restart_under_5_s_is_invisible_to_clients_outside_a_transaction(make_po
         conn.execute("SELECT 1")
     own.stop()
     start = time.monotonic()
-    runs = [run_in_thread(lambda c=c: c.execute("SELECT 'same'").fetchone()) for c in before]
-    runs += [run_in_thread(lambda: bun.connect().execute("SELECT 'new'").fetchone()) for _ in range(3)]
+    runs = [in_thread(lambda c=c: c.execute("SELECT 'same'").fetchone()) for c in before]
+    runs += [in_thread(lambda: bun.connect().execute("SELECT 'new'").fetchone()) for _ in range(3)]
     time.sleep(2)
     own.start()  # waits until PostgreSQL accepts; pgbun meets 57P03 on the way
-    for r in runs:
-        r["thread"].join(timeout=30)
+    for t, _ in runs:
+        t.join(timeout=30)
     elapsed = time.monotonic() - start
-    errors = [r.get("error") for r in runs if "value" not in r]
+    errors = [r.get("error") for _, r in runs if "value" not in r]
     assert errors == [], f"clients saw the restart: {errors}"
-    assert sorted(r["value"][0] for r in runs) == ["new"] * 3 + ["same"] * len(before)
+    assert sorted(r["value"][0] for _, r in runs) == ["new"] * 3 + ["same"] * len(before)
     assert elapsed < 20, f"clients waited {elapsed:.1f} s for a server that was back"
 
 
@@ -125,12 +109,12 @@ def test_client_queued_while_the_server_is_down_is_served_within_5_s_of_its_retu
     own, _ = down_setup
     bun = start_pgbun(config={"query_wait_timeout": 40}, databases={"pgbun_test": own.entry()})
     own.stop()
-    run = run_in_thread(lambda: bun.connect().execute("SELECT 'waited'").fetchone())
+    thread, run = in_thread(lambda: bun.connect().execute("SELECT 'waited'").fetchone())
     time.sleep(7)  # long enough for the back-off to reach its 4 s cap
     assert "error" not in run, run.get("error")
     own.start()
     back = time.monotonic()
-    run["thread"].join(timeout=30)
+    thread.join(timeout=30)
     assert run.get("value") == ("waited",), run.get("error")
     waited = time.monotonic() - back
     assert waited < 7, f"pgbun took {waited:.1f} s to use the returning server"
@@ -225,11 +209,11 @@ def test_a_lasting_login_failure_reaches_every_queued_client_at_once(start_pgbun
         bun = start_pgbun(config={"query_wait_timeout": 45, "pool_mode": "transaction", "default_pool_size": 2},
                           databases={"pgbun_test": f"host=127.0.0.1 port={fake.port} dbname=pgbun_test"})
         start = time.monotonic()
-        runs = [run_in_thread(lambda: bun.connect().execute("SELECT 1").fetchone()) for _ in range(3)]
-        for r in runs:
-            r["thread"].join(timeout=30)
+        runs = [in_thread(lambda: bun.connect().execute("SELECT 1").fetchone()) for _ in range(3)]
+        for t, _ in runs:
+            t.join(timeout=30)
         elapsed = time.monotonic() - start
-        for r in runs:
+        for _, r in runs:
             assert isinstance(r.get("error"), psycopg.OperationalError), r
             assert "password authentication failed" in str(r["error"]), r["error"]
         assert elapsed < 15, f"the clients waited {elapsed:.1f} s for a failure that will not go away"
@@ -248,8 +232,8 @@ def test_a_lasting_login_failure_behind_a_busy_server_reaches_the_queued_client(
     busy.execute("SELECT 1")  # holds the pool's one server
     own.sql("ALTER ROLE scramuser PASSWORD 'changed elsewhere'", dbname="postgres")
     start = time.monotonic()
-    run = run_in_thread(lambda: bun.connect(user="scramuser").execute("SELECT 1").fetchone())
-    run["thread"].join(timeout=30)
+    thread, run = in_thread(lambda: bun.connect(user="scramuser").execute("SELECT 1").fetchone())
+    thread.join(timeout=30)
     elapsed = time.monotonic() - start
     assert isinstance(run.get("error"), psycopg.OperationalError), run
     assert "password authentication failed" in str(run["error"]), run["error"]

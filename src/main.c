@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <malloc.h>
 #include <pwd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +332,7 @@ int main(int argc, char **argv)
     };
     static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
     struct event    *sigev[6] = {0};
+    sigset_t         startup_mask;
     bool             daemon_mode = false, ok;
     char            *err = NULL;
     int              ch;
@@ -353,6 +355,15 @@ int main(int argc, char **argv)
     if (quiet) log_set_stderr(false);
 
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * The port accepts from listen() on, before the loop handles signals: a
+     * SIGTERM or SIGHUP sent in between waits, blocked, until it is handled
+     * as it would be later, instead of killing the process outright.
+     */
+    sigemptyset(&startup_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&startup_mask, sigs[i]);
+    pthread_sigmask(SIG_BLOCK, &startup_mask, NULL);
     /*
      * Freed memory stays for reuse rather than going back to the kernel a
      * piece at a time: with worker threads every such return (madvise,
@@ -402,6 +413,7 @@ int main(int argc, char **argv)
         sigev[i] = evsignal_new(worker_get(0)->base, sigs[i], signal_cb, NULL);
         if (sigev[i]) evsignal_add(sigev[i], NULL);
     }
+    pthread_sigmask(SIG_UNBLOCK, &startup_mask, NULL);
     if (worker_count() > 1)
         log_info("pgbun %s started (pid %d, %s mode, %d workers%s)", PGBUN_VERSION, (int)getpid(),
                  config_pool_mode_name(pgbun.cfg->pool_mode), worker_count(),

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import (IS_PGBOUNCER, _ini_lines, backend_pid, chown_to_run_user, error_fields, free_port, pgbun_binary,
+from conftest import (IS_PGBOUNCER, IS_ROOT, RUN_USER, _ini_lines, backend_pid, chown_to_run_user, error_fields, free_port, pgbun_binary,
                       pgbun_env, port_accepts, run_as_kwargs, wait_until, write_auth_file)
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="pgbun's own process behaviour")
@@ -142,6 +142,22 @@ def test_sigterm_waits_for_connected_clients_then_exits(start_pgbun):
     conn.close()
     bun.proc.wait(timeout=10)
     assert bun.proc.returncode == 0
+
+
+@pytest.mark.parametrize("root_drops_to_user", [False, True] if IS_ROOT else [False])
+def test_a_sigterm_sent_as_soon_as_the_port_accepts_is_a_clean_stop(start_pgbun, root_drops_to_user):
+    """The port accepts before the loop handles signals; a SIGTERM in between still stops cleanly."""
+    for _ in range(15):
+        if root_drops_to_user:  # started as root: listen, hand the socket over, then become the run user
+            bun = start_pgbun(config={"user": RUN_USER}, run_user=None, wait=False)
+        else:
+            bun = start_pgbun(wait=False)
+        deadline = time.monotonic() + 10
+        while not port_accepts("127.0.0.1", bun.port, timeout=0.2):
+            assert bun.proc.poll() is None and time.monotonic() < deadline, bun.log_text()
+        os.kill(bun.proc.pid, signal.SIGTERM)
+        assert bun.proc.wait(timeout=15) == 0, bun.log_text()
+        assert "SIGTERM" in bun.log_text(), bun.log_text()
 
 
 def test_sigquit_exits_at_once_with_clients_connected(start_pgbun):

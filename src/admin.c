@@ -358,72 +358,6 @@ static bool check_command(struct client *c, const char *sql, struct command *cmd
 
 /* ---- control commands ---- */
 
-/* The text values of every config key, for RELOAD's list of changes. */
-static char **snapshot(const struct pgbun_config *cfg)
-{
-    size_t n = config_item_count();
-    char **vals = calloc(n + 1, sizeof(*vals));
-
-    for (size_t i = 0; vals != NULL && i < n; i++) {
-        struct config_item it;
-
-        if (config_item(cfg, i, &it)) vals[i] = it.value;
-    }
-    return vals;
-}
-
-static void free_snapshot(char **vals)
-{
-    for (size_t i = 0; vals != NULL && i < config_item_count(); i++)
-        free(vals[i]);
-    free(vals);
-}
-
-/* A NOTICE per key whose value differs from `before`. */
-static int notice_changes(struct client *c, char **before)
-{
-    int n = 0;
-
-    for (size_t i = 0; before != NULL && i < config_item_count(); i++) {
-        struct config_item it;
-
-        if (!config_item(pgbun.cfg, i, &it)) continue;
-        if (before[i] != NULL && strcmp(before[i], it.value) != 0) {
-            notice(c, "%s: %s -> %s", it.key, before[i], it.value);
-            n++;
-        }
-        free(it.value);
-    }
-    return n;
-}
-
-static bool same_str(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-static bool db_entry_equal(const struct db_config *a, const struct db_config *b)
-{
-    return same_str(a->host, b->host) && a->port == b->port && same_str(a->dbname, b->dbname) &&
-           same_str(a->user, b->user) && same_str(a->password, b->password) && a->pool_size == b->pool_size &&
-           a->min_pool_size == b->min_pool_size && a->reserve_pool_size == b->reserve_pool_size &&
-           a->max_db_connections == b->max_db_connections && a->pool_mode == b->pool_mode &&
-           same_str(a->application_name, b->application_name) && same_str(a->ports, b->ports) &&
-           same_str(a->session_state, b->session_state) &&
-           a->max_db_client_connections == b->max_db_client_connections && a->server_lifetime == b->server_lifetime &&
-           a->query_wait_timeout == b->query_wait_timeout && same_str(a->connect_query, b->connect_query);
-}
-
-static bool user_entry_equal(const struct user_config *a, const struct user_config *b)
-{
-    return a->pool_size == b->pool_size && a->pool_mode == b->pool_mode &&
-           a->max_user_connections == b->max_user_connections && a->reserve_pool_size == b->reserve_pool_size &&
-           a->max_user_client_connections == b->max_user_client_connections && a->query_timeout == b->query_timeout &&
-           a->query_wait_timeout == b->query_wait_timeout &&
-           a->idle_transaction_timeout == b->idle_transaction_timeout &&
-           a->transaction_timeout == b->transaction_timeout && a->client_idle_timeout == b->client_idle_timeout;
-}
-
 static const struct db_config *db_named(const struct db_config *d, const char *name)
 {
     while (d != NULL && strcmp(d->name, name) != 0)
@@ -431,61 +365,32 @@ static const struct db_config *db_named(const struct db_config *d, const char *n
     return d;
 }
 
-static const struct user_config *user_named(const struct user_config *u, const char *name)
-{
-    while (u != NULL && strcmp(u->name, name) != 0)
-        u = u->next;
-    return u;
-}
+/* Each change a RELOAD made, as a NOTICE. */
+struct reload_report {
+    struct client *c;
+    int            changes;
+};
 
-/* A NOTICE per [databases] and [users] entry added, removed or changed between old and the running config. */
-static int notice_entries(struct client *c, const struct pgbun_config *old)
+static void notice_change(void *arg, const char *line)
 {
-    const struct pgbun_config *now = pgbun.cfg;
-    int                        n = 0;
+    struct reload_report *r = arg;
 
-    for (const struct db_config *d = now->databases, *o; d != NULL; d = d->next)
-        if ((o = db_named(old->databases, d->name)) == NULL || !db_entry_equal(o, d)) {
-            notice(c, "[databases] %s: %s", d->name, o == NULL ? "added" : "changed");
-            n++;
-        }
-    for (const struct db_config *o = old->databases; o != NULL; o = o->next)
-        if (db_named(now->databases, o->name) == NULL) {
-            notice(c, "[databases] %s: removed", o->name);
-            n++;
-        }
-    for (const struct user_config *u = now->users, *o; u != NULL; u = u->next)
-        if ((o = user_named(old->users, u->name)) == NULL || !user_entry_equal(o, u)) {
-            notice(c, "[users] %s: %s", u->name, o == NULL ? "added" : "changed");
-            n++;
-        }
-    for (const struct user_config *o = old->users; o != NULL; o = o->next)
-        if (user_named(now->users, o->name) == NULL) {
-            notice(c, "[users] %s: removed", o->name);
-            n++;
-        }
-    return n;
+    notice(r->c, "%s", line);
+    r->changes++;
 }
 
 static bool cmd_reload(struct client *c)
 {
-    char               **before = snapshot(pgbun.cfg);
-    struct pgbun_config *old = config_dup(pgbun.cfg);
+    struct reload_report r = {c, 0};
     char                *err = NULL;
-    int                  changes;
 
-    if (!pgbun_reload(pgbun_config_path(), &err)) {
+    if (!pgbun_reload(pgbun_config_path(), notice_change, &r, &err)) {
         error(c, "F0000", "RELOAD failed, the running configuration stays: %s", err ? err : "out of memory");
         free(err);
-        free_snapshot(before);
-        if (old) config_free(old);
         return false;
     }
     log_info("RELOAD from the console (C-%llu): configuration reloaded", (unsigned long long)c->id);
-    changes = notice_changes(c, before) + (old ? notice_entries(c, old) : 0);
-    if (changes == 0) notice(c, "no setting changed");
-    free_snapshot(before);
-    if (old) config_free(old);
+    if (r.changes == 0) notice(c, "no setting changed");
     complete(c, "RELOAD");
     return true;
 }
@@ -511,7 +416,7 @@ static bool cmd_set(struct client *c, const struct command *cmd)
         free(err);
         return false;
     }
-    if (!pgbun_apply(cfg, &err)) { /* cfg is freed */
+    if (!pgbun_apply(cfg, pgbun_log_change, NULL, &err)) { /* cfg is freed */
         error(c, "22023", "%s", err ? err : "out of memory");
         free(err);
         return false;

@@ -52,10 +52,15 @@ enum key_type {
     KT_AUTH_TYPE, /* enum auth_type */
     KT_OCTAL,     /* int written in octal, e.g. 0777 */
     KT_PORTS,     /* [databases] port: one port, or a comma list of them (struct db_config only) */
+    KT_ENUM,      /* an enum whose values are the indexes of `choices` (session_state) */
 };
 
 #define KF_IGNORED 0x01 /* accepted with a warning; no field behind it */
 #define KF_RESTART 0x02 /* read at start only: a change needs a restart, SET refuses it */
+#define KF_ALIAS   0x04 /* entry key: another name for the field of the row before it */
+#define KF_OWN     0x08 /* entry key: SHOW prints the entry's own value (NULL when unset), not the resolved one */
+
+#define NO_FIELD ((size_t)-1)
 
 struct key {
     const char        *name; /* lower case, as in pgbouncer.ini */
@@ -65,16 +70,21 @@ struct key {
     unsigned           flags;  /* KF_* */
     long long          min;    /* KT_INT/KT_OCTAL range, inclusive */
     long long          max;
-    const char *const *choices; /* KT_STR: allowed values (NULL-terminated), or NULL */
+    const char *const *choices; /* KT_STR: allowed values (NULL-terminated), or NULL; KT_ENUM: the names */
+    /* [databases] and [users] keys only: */
+    size_t      global; /* offsetof the [pgbun] field it inherits, or NO_FIELD */
+    size_t      res;    /* offsetof its field in struct config_settings */
+    const char *column; /* its SHOW DATABASES / SHOW USERS column, or NULL: PgBouncer shows none */
 };
 
 static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL};
 static const char *const session_states[] = {"track", "pin", "off", NULL};
 
 /* clang-format off */
-#define KEYF(S, n, t, d, f, lo, hi, ch) {#n, t, offsetof(S, n), d, f, lo, hi, ch}
+#define KEYF(S, n, t, d, f, lo, hi, ch) {.name = #n, .type = t, .offset = offsetof(S, n), .def = d, .flags = f, \
+                                        .min = lo, .max = hi, .choices = ch}
 #define KEY(S, n, t, d, lo, hi, ch)     KEYF(S, n, t, d, 0, lo, hi, ch)
-#define IGNORED(n)                      {#n, KT_STR, 0, NULL, KF_IGNORED, 0, 0, NULL}
+#define IGNORED(n)                      {.name = #n, .type = KT_STR, .flags = KF_IGNORED}
 /* clang-format on */
 
 #define G_STR(n, d)         KEY(struct pgbun_config, n, KT_STR, d, 0, 0, NULL)
@@ -116,16 +126,40 @@ static const struct key main_keys[] = {
     G_TIME(reserve_pool_timeout, "5"),
     G_INT(max_db_connections, "0", 0, INT_MAX),
     G_INT(max_user_connections, "0", 0, INT_MAX),
-    {"tcp_keepalive", KT_BOOL, offsetof(struct pgbun_config, tcp.keepalive), "1", 0, 0, 0, NULL},
-    {"tcp_keepidle", KT_INT, offsetof(struct pgbun_config, tcp.keepidle), "0", 0, 0, INT_MAX, NULL},
-    {"tcp_keepintvl", KT_INT, offsetof(struct pgbun_config, tcp.keepintvl), "0", 0, 0, INT_MAX, NULL},
-    {"tcp_keepcnt", KT_INT, offsetof(struct pgbun_config, tcp.keepcnt), "0", 0, 0, INT_MAX, NULL},
-    {"tcp_user_timeout", KT_INT, offsetof(struct pgbun_config, tcp.user_timeout_ms), "0", 0, 0, INT_MAX, NULL},
-    {"tcp_socket_buffer", KT_INT, offsetof(struct pgbun_config, tcp.socket_buffer), "0", 0, 0, INT_MAX, NULL},
+    {.name = "tcp_keepalive",
+     .type = KT_BOOL,
+     .offset = offsetof(struct pgbun_config, tcp.keepalive),
+     .def = "1",
+     .max = 0},
+    {.name = "tcp_keepidle",
+     .type = KT_INT,
+     .offset = offsetof(struct pgbun_config, tcp.keepidle),
+     .def = "0",
+     .max = INT_MAX},
+    {.name = "tcp_keepintvl",
+     .type = KT_INT,
+     .offset = offsetof(struct pgbun_config, tcp.keepintvl),
+     .def = "0",
+     .max = INT_MAX},
+    {.name = "tcp_keepcnt",
+     .type = KT_INT,
+     .offset = offsetof(struct pgbun_config, tcp.keepcnt),
+     .def = "0",
+     .max = INT_MAX},
+    {.name = "tcp_user_timeout",
+     .type = KT_INT,
+     .offset = offsetof(struct pgbun_config, tcp.user_timeout_ms),
+     .def = "0",
+     .max = INT_MAX},
+    {.name = "tcp_socket_buffer",
+     .type = KT_INT,
+     .offset = offsetof(struct pgbun_config, tcp.socket_buffer),
+     .def = "0",
+     .max = INT_MAX},
     G_INT(max_db_client_connections, "0", 0, INT_MAX),
     G_INT(max_user_client_connections, "0", 0, INT_MAX),
     G_INT(max_prepared_statements, "200", 0, INT_MAX),
-    G_CHOICE(session_state, "track", session_states),
+    KEY(struct pgbun_config, session_state, KT_ENUM, "track", 0, 0, session_states),
     G_TIME(pin_notice_delay, "60"),
     G_BOOL(server_round_robin, "0"),
     G_STR(server_reset_query, "DISCARD ALL"),
@@ -213,26 +247,47 @@ static const struct key main_keys[] = {
     IGNORED(peer_id),
 };
 
-#define D_INT(n, lo, hi) KEY(struct db_config, n, KT_INT, NULL, lo, hi, NULL)
+/*
+ * An entry key: the field in the entry (S), its type, range or choices, the
+ * [pgbun] field it inherits (G(f) or NO_FIELD), its field in struct
+ * config_settings and its SHOW column. Parse, copy, free, compare, resolve
+ * and SHOW all walk these rows: a new key is a row here and the code that
+ * acts on its value.
+ */
+/* clang-format off */
+#define G(f) offsetof(struct pgbun_config, f)
+#define ENTRY(S, n, t, lo, hi, ch, f, g, r, col) \
+    {.name = #n, .type = t, .offset = offsetof(S, n), .flags = f, .min = lo, .max = hi, .choices = ch, \
+     .global = g, .res = offsetof(struct config_settings, r), .column = col}
+#define D_STR(n, g, r, col, f)     ENTRY(struct db_config, n, KT_STR, 0, 0, NULL, f, g, r, col)
+#define D_INT(n, g, col)           ENTRY(struct db_config, n, KT_INT, 0, INT_MAX, NULL, 0, g, n, col)
+#define D_TIME(n, col)             ENTRY(struct db_config, n, KT_TIME, 0, 0, NULL, 0, G(n), n, col)
+#define U_INT(n, g, col)           ENTRY(struct user_config, n, KT_INT, 0, INT_MAX, NULL, 0, g, n, col)
+#define U_TIME(n)                  ENTRY(struct user_config, n, KT_TIME, 0, 0, NULL, 0, G(n), n, NULL)
+/* clang-format on */
 
 static const struct key db_keys[] = {
-    KEY(struct db_config, host, KT_STR, NULL, 0, 0, NULL),
-    KEY(struct db_config, port, KT_PORTS, NULL, 1, 65535, NULL),
-    KEY(struct db_config, dbname, KT_STR, NULL, 0, 0, NULL),
-    KEY(struct db_config, user, KT_STR, NULL, 0, 0, NULL),
-    KEY(struct db_config, password, KT_STR, NULL, 0, 0, NULL),
-    D_INT(pool_size, 0, INT_MAX),
-    D_INT(min_pool_size, 0, INT_MAX),
-    D_INT(reserve_pool_size, 0, INT_MAX),
-    {"reserve_pool", KT_INT, offsetof(struct db_config, reserve_pool_size), NULL, 0, 0, INT_MAX, NULL},
-    D_INT(max_db_connections, 0, INT_MAX),
-    KEY(struct db_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
-    KEY(struct db_config, session_state, KT_STR, NULL, 0, 0, session_states),
-    KEY(struct db_config, application_name, KT_STR, NULL, 0, 0, NULL),
-    D_INT(max_db_client_connections, 0, INT_MAX),
-    KEY(struct db_config, server_lifetime, KT_TIME, NULL, 0, 0, NULL),
-    KEY(struct db_config, query_wait_timeout, KT_TIME, NULL, 0, 0, NULL),
-    KEY(struct db_config, connect_query, KT_STR, NULL, 0, 0, NULL),
+    D_STR(host, G(server_host), host, "host", 0),
+    ENTRY(struct db_config, port, KT_PORTS, 1, 65535, NULL, 0, G(server_port), port, "port"),
+    D_STR(dbname, NO_FIELD, dbname, "database", 0),
+    D_STR(user, NO_FIELD, force_user, "force_user", 0),
+    D_STR(password, NO_FIELD, password, NULL, 0), /* a secret: never shown */
+    D_INT(pool_size, G(default_pool_size), "pool_size"),
+    D_INT(min_pool_size, G(min_pool_size), "min_pool_size"),
+    D_INT(reserve_pool_size, G(reserve_pool_size), "reserve_pool_size"),
+    {.name = "reserve_pool",
+     .type = KT_INT,
+     .offset = offsetof(struct db_config, reserve_pool_size),
+     .flags = KF_ALIAS,
+     .max = INT_MAX},
+    D_INT(max_db_connections, G(max_db_connections), "max_connections"),
+    ENTRY(struct db_config, pool_mode, KT_POOL_MODE, 0, 0, NULL, KF_OWN, G(pool_mode), pool_mode, "pool_mode"),
+    ENTRY(struct db_config, session_state, KT_ENUM, 0, 0, session_states, 0, G(session_state), session_state, NULL),
+    D_STR(application_name, NO_FIELD, application_name, NULL, 0),
+    D_INT(max_db_client_connections, G(max_db_client_connections), "max_client_connections"),
+    D_TIME(server_lifetime, "server_lifetime"),
+    D_TIME(query_wait_timeout, NULL),
+    D_STR(connect_query, NO_FIELD, connect_query, NULL, 0),
     IGNORED(auth_user),
     IGNORED(auth_query),
     IGNORED(auth_dbname),
@@ -244,16 +299,17 @@ static const struct key db_keys[] = {
 };
 
 static const struct key user_keys[] = {
-    KEY(struct user_config, pool_size, KT_INT, NULL, 0, INT_MAX, NULL),
-    KEY(struct user_config, pool_mode, KT_POOL_MODE, NULL, 0, 0, NULL),
-    KEY(struct user_config, max_user_connections, KT_INT, NULL, 0, INT_MAX, NULL),
-    KEY(struct user_config, reserve_pool_size, KT_INT, NULL, 0, INT_MAX, NULL),
-    KEY(struct user_config, max_user_client_connections, KT_INT, NULL, 0, INT_MAX, NULL),
-    KEY(struct user_config, query_timeout, KT_TIME, NULL, 0, 0, NULL),
-    KEY(struct user_config, query_wait_timeout, KT_TIME, NULL, 0, 0, NULL),
-    KEY(struct user_config, idle_transaction_timeout, KT_TIME, NULL, 0, 0, NULL),
-    KEY(struct user_config, transaction_timeout, KT_TIME, NULL, 0, 0, NULL),
-    KEY(struct user_config, client_idle_timeout, KT_TIME, NULL, 0, 0, NULL),
+    U_INT(pool_size, G(default_pool_size), "pool_size"),
+    ENTRY(struct user_config, pool_mode, KT_POOL_MODE, 0, 0, NULL, KF_OWN, G(pool_mode), pool_mode, "pool_mode"),
+    ENTRY(struct user_config, session_state, KT_ENUM, 0, 0, session_states, 0, G(session_state), session_state, NULL),
+    U_INT(max_user_connections, G(max_user_connections), "max_user_connections"),
+    U_INT(reserve_pool_size, G(reserve_pool_size), "reserve_pool_size"),
+    U_INT(max_user_client_connections, G(max_user_client_connections), "max_user_client_connections"),
+    U_TIME(query_timeout),
+    U_TIME(query_wait_timeout),
+    U_TIME(idle_transaction_timeout),
+    U_TIME(transaction_timeout),
+    U_TIME(client_idle_timeout),
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -535,6 +591,15 @@ static bool key_set(void *base, const struct key *k, const char *value, const ch
             return false;
         }
         return true;
+    case KT_ENUM:
+        for (int i = 0; k->choices[i] != NULL; i++) {
+            if (strcasecmp(value, k->choices[i]) == 0) {
+                *(int *)(void *)field = i;
+                return true;
+            }
+        }
+        set_error(errmsg, "%s: invalid value '%s'", where, value);
+        return false;
     case KT_AUTH_TYPE:
         for (enum auth_type t = AUTH_TRUST; t <= AUTH_SCRAM; t++) {
             if (strcasecmp(value, config_auth_type_name(t)) == 0) {
@@ -564,18 +629,130 @@ static bool apply_defaults(struct pgbun_config *cfg, char **errmsg)
     return true;
 }
 
+/* The field of entry key k in `base`. */
+#define FIELD(base, k, T)  ((T *)(void *)((char *)(base) + (k)->offset))
+#define CFIELD(base, k, T) ((const T *)(const void *)((const char *)(base) + (k)->offset))
+
+/* The rows of an entry table that have a field of their own: not ignored, not another name for a field. */
+static bool own_field(const struct key *k)
+{
+    return !(k->flags & (KF_IGNORED | KF_ALIAS));
+}
+
+static void entry_free(void *entry, const struct key *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!own_field(&table[i])) continue;
+        if (table[i].type == KT_STR) free(*FIELD(entry, &table[i], char *));
+        if (table[i].type == KT_PORTS) free(((struct db_config *)entry)->ports);
+    }
+}
+
+/* Every field of the entry unset: it inherits. Strings are NULL already (calloc). */
+static void entry_unset(void *entry, const struct key *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct key *k = &table[i];
+
+        if (!own_field(k)) continue;
+        switch (k->type) {
+        case KT_INT:
+        case KT_ENUM: *FIELD(entry, k, int) = -1; break;
+        case KT_POOL_MODE: *FIELD(entry, k, enum pool_mode) = POOL_MODE_UNSET; break;
+        case KT_TIME: *FIELD(entry, k, usec_t) = -1; break;
+        case KT_PORTS: *FIELD(entry, k, int) = 0; break;
+        default: break;
+        }
+    }
+}
+
+/* true when the entry sets key k; false when it inherits it. */
+static bool entry_sets(const void *entry, const struct key *k)
+{
+    switch (k->type) {
+    case KT_STR: return *CFIELD(entry, k, char *) != NULL;
+    case KT_INT:
+    case KT_ENUM: return *CFIELD(entry, k, int) >= 0;
+    case KT_POOL_MODE: return *CFIELD(entry, k, enum pool_mode) != POOL_MODE_UNSET;
+    case KT_TIME: return *CFIELD(entry, k, usec_t) >= 0;
+    case KT_PORTS: return *CFIELD(entry, k, int) > 0;
+    default: return false;
+    }
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool entry_equal(const void *a, const void *b, const struct key *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct key *k = &table[i];
+
+        if (!own_field(k)) continue;
+        switch (k->type) {
+        case KT_STR:
+            if (!same_str(*CFIELD(a, k, char *), *CFIELD(b, k, char *))) return false;
+            break;
+        case KT_PORTS:
+            if (!same_str(((const struct db_config *)a)->ports, ((const struct db_config *)b)->ports)) return false;
+            /* fall through */
+        case KT_INT:
+        case KT_ENUM:
+            if (*CFIELD(a, k, int) != *CFIELD(b, k, int)) return false;
+            break;
+        case KT_POOL_MODE:
+            if (*CFIELD(a, k, enum pool_mode) != *CFIELD(b, k, enum pool_mode)) return false;
+            break;
+        case KT_TIME:
+            if (*CFIELD(a, k, usec_t) != *CFIELD(b, k, usec_t)) return false;
+            break;
+        default: assert(!"entry_equal: a type no entry key has"); return false;
+        }
+    }
+    return true;
+}
+
+/* *dst = a copy of src (NULL stays NULL). false on OOM, with *dst NULL. */
+static bool dup_str(char **dst, const char *src)
+{
+    *dst = src != NULL ? strdup(src) : NULL;
+    return src == NULL || *dst != NULL;
+}
+
+/*
+ * Copies the fields of `src` into `dst`, a bitwise copy of it: each string
+ * is duplicated. On OOM the strings not yet copied are NULL, so that
+ * entry_free() of dst frees only what dst owns.
+ */
+static bool entry_dup_strings(void *dst, const void *src, const struct key *table, size_t n)
+{
+    bool ok = true;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct key *k = &table[i];
+
+        if (!own_field(k)) continue;
+        if (k->type == KT_STR) *FIELD(dst, k, char *) = NULL;
+        if (k->type == KT_PORTS) ((struct db_config *)dst)->ports = NULL;
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        const struct key *k = &table[i];
+
+        if (!own_field(k)) continue;
+        if (k->type == KT_STR) ok = dup_str(FIELD(dst, k, char *), *CFIELD(src, k, char *));
+        if (k->type == KT_PORTS)
+            ok = dup_str(&((struct db_config *)dst)->ports, ((const struct db_config *)src)->ports);
+    }
+    return ok;
+}
+
 static void db_free(struct db_config *db)
 {
     if (db == NULL) return;
+    entry_free(db, db_keys, NKEYS(db_keys));
     free(db->name);
-    free(db->host);
-    free(db->ports);
-    free(db->dbname);
-    free(db->user);
-    free(db->password);
-    free(db->application_name);
-    free(db->session_state);
-    free(db->connect_query);
     free(db);
 }
 
@@ -589,21 +766,14 @@ static struct db_config *db_new(const char *name)
         free(db);
         return NULL;
     }
-    db->port = 0;
-    db->pool_size = -1;
-    db->min_pool_size = -1;
-    db->reserve_pool_size = -1;
-    db->max_db_connections = -1;
-    db->max_db_client_connections = -1;
-    db->server_lifetime = -1;
-    db->query_wait_timeout = -1;
-    db->pool_mode = POOL_MODE_UNSET;
+    entry_unset(db, db_keys, NKEYS(db_keys));
     return db;
 }
 
 static void user_free(struct user_config *u)
 {
     if (u == NULL) return;
+    entry_free(u, user_keys, NKEYS(user_keys));
     free(u->name);
     free(u);
 }
@@ -618,13 +788,7 @@ static struct user_config *user_new(const char *name)
         free(u);
         return NULL;
     }
-    u->pool_size = -1;
-    u->pool_mode = POOL_MODE_UNSET;
-    u->max_user_connections = -1;
-    u->reserve_pool_size = -1;
-    u->max_user_client_connections = -1;
-    u->query_timeout = u->query_wait_timeout = u->idle_transaction_timeout = u->transaction_timeout =
-        u->client_idle_timeout = -1;
+    entry_unset(u, user_keys, NKEYS(user_keys));
     return u;
 }
 
@@ -1094,27 +1258,15 @@ static char **str_field(void *base, const struct key *k)
     return (char **)(void *)((char *)base + k->offset);
 }
 
-/* *dst = a copy of src (NULL stays NULL). false on OOM, with *dst NULL. */
-static bool dup_str(char **dst, const char *src)
-{
-    *dst = src != NULL ? strdup(src) : NULL;
-    return src == NULL || *dst != NULL;
-}
-
 static struct db_config *db_dup(const struct db_config *src)
 {
     struct db_config *db = malloc(sizeof(*db));
 
     if (db == NULL) return NULL;
     *db = *src;
-    /* Detach first, so that db_free() of a half-made copy frees only what it owns. */
-    db->name = db->host = db->ports = db->dbname = db->user = db->password = db->application_name = db->session_state =
-        db->connect_query = NULL;
     db->next = NULL;
-    if (!dup_str(&db->name, src->name) || !dup_str(&db->host, src->host) || !dup_str(&db->ports, src->ports) ||
-        !dup_str(&db->dbname, src->dbname) || !dup_str(&db->user, src->user) ||
-        !dup_str(&db->password, src->password) || !dup_str(&db->application_name, src->application_name) ||
-        !dup_str(&db->session_state, src->session_state) || !dup_str(&db->connect_query, src->connect_query)) {
+    db->name = NULL;
+    if (!entry_dup_strings(db, src, db_keys, NKEYS(db_keys)) || !dup_str(&db->name, src->name)) {
         db_free(db);
         return NULL;
     }
@@ -1128,8 +1280,9 @@ static struct user_config *user_dup(const struct user_config *src)
     if (u == NULL) return NULL;
     *u = *src;
     u->next = NULL;
-    if (!dup_str(&u->name, src->name)) {
-        free(u);
+    u->name = NULL;
+    if (!entry_dup_strings(u, src, user_keys, NKEYS(user_keys)) || !dup_str(&u->name, src->name)) {
+        user_free(u);
         return NULL;
     }
     return u;
@@ -1217,6 +1370,7 @@ static char *key_text(const void *base, const struct key *k)
     case KT_TIME: format_time(buf, sizeof(buf), *(const usec_t *)(const void *)field); break;
     case KT_POOL_MODE: return strdup(config_pool_mode_name(*(const enum pool_mode *)(const void *)field));
     case KT_AUTH_TYPE: return strdup(config_auth_type_name(*(const enum auth_type *)(const void *)field));
+    case KT_ENUM: return strdup(k->choices[*(const int *)(const void *)field]);
     }
     return strdup(buf);
 }
@@ -1468,4 +1622,198 @@ bool config_list_entry(const char *list, int i, char *out, size_t outsz)
     memcpy(out, p, n);
     out[n] = '\0';
     return true;
+}
+
+const char *config_session_state_name(enum session_state state)
+{
+    return state >= SESSION_TRACK && state <= SESSION_OFF ? session_states[state] : "unset";
+}
+
+/* ---- entries: resolution, differences, SHOW ---- */
+
+/*
+ * Copies the value of entry key k into the settings: from an entry's own
+ * field (entry true) or from the [pgbun] field it inherits.
+ */
+static void settle(struct config_settings *out, const struct key *k, const void *from, bool entry)
+{
+    size_t      at = entry ? k->offset : k->global;
+    const char *src = (const char *)from + at;
+    char       *dst = (char *)out + k->res;
+
+    switch (k->type) {
+    case KT_STR: *(const char **)(void *)dst = *(char *const *)(const void *)src; break;
+    case KT_PORTS:
+        if (entry) out->ports = ((const struct db_config *)from)->ports; /* one port per host, or NULL */
+        /* fall through */
+    case KT_INT:
+    case KT_ENUM: *(int *)(void *)dst = *(const int *)(const void *)src; break;
+    case KT_POOL_MODE: *(enum pool_mode *)(void *)dst = *(const enum pool_mode *)(const void *)src; break;
+    case KT_TIME: *(usec_t *)(void *)dst = *(const usec_t *)(const void *)src; break;
+    default: assert(!"settle: a type no entry key has"); break;
+    }
+}
+
+/* Each key of the table the entry sets overrides what is there. */
+static void settle_entry(struct config_settings *out, const void *entry, const struct key *table, size_t n)
+{
+    for (size_t i = 0; entry != NULL && i < n; i++)
+        if (own_field(&table[i]) && entry_sets(entry, &table[i])) settle(out, &table[i], entry, true);
+}
+
+void config_resolve(const struct pgbun_config *cfg, const struct db_config *db, const struct user_config *u,
+                    const char *dbname, struct config_settings *out)
+{
+    static const struct {
+        const struct key *table;
+        size_t            n;
+    } tables[] = {{db_keys, NKEYS(db_keys)}, {user_keys, NKEYS(user_keys)}};
+
+    memset(out, 0, sizeof(*out));
+    for (size_t t = 0; t < NKEYS(tables); t++)
+        for (size_t i = 0; i < tables[t].n; i++)
+            if (own_field(&tables[t].table[i]) && tables[t].table[i].global != NO_FIELD)
+                settle(out, &tables[t].table[i], cfg, false);
+    out->dbname = dbname;
+    settle_entry(out, db, db_keys, NKEYS(db_keys));
+    settle_entry(out, u, user_keys, NKEYS(user_keys));
+}
+
+__attribute__((format(printf, 3, 4))) static void report(config_change_fn *fn, void *arg, const char *fmt, ...)
+{
+    va_list ap;
+    char   *line = NULL;
+
+    va_start(ap, fmt);
+    if (vasprintf(&line, fmt, ap) < 0) line = NULL;
+    va_end(ap);
+    if (line != NULL) fn(arg, line);
+    free(line);
+}
+
+/* Entries found by their name, the first field of either kind. */
+_Static_assert(offsetof(struct db_config, name) == 0 && offsetof(struct user_config, name) == 0, "name first");
+
+static const void *entry_named(const void *list, size_t next_at, const char *name)
+{
+    for (const char *e = list; e != NULL; e = *(const char *const *)(const void *)(e + next_at))
+        if (strcmp(*(char *const *)(const void *)e, name) == 0) return e; /* name is the first field */
+    return NULL;
+}
+
+/* Added, changed and removed entries of one section; `next_at` is offsetof(entry, next). */
+static int diff_entries(const void *old, const void *now, size_t next_at, const struct key *table, size_t n,
+                        const char *section, config_change_fn *fn, void *arg)
+{
+    int changes = 0;
+
+    for (const char *e = now; e != NULL; e = *(const char *const *)(const void *)(e + next_at)) {
+        const char *name = *(char *const *)(const void *)e;
+        const void *o = entry_named(old, next_at, name);
+
+        if (o == NULL || !entry_equal(o, e, table, n)) {
+            report(fn, arg, "[%s] %s: %s", section, name, o == NULL ? "added" : "changed");
+            changes++;
+        }
+    }
+    for (const char *o = old; o != NULL; o = *(const char *const *)(const void *)(o + next_at)) {
+        const char *name = *(char *const *)(const void *)o;
+
+        if (entry_named(now, next_at, name) == NULL) {
+            report(fn, arg, "[%s] %s: removed", section, name);
+            changes++;
+        }
+    }
+    return changes;
+}
+
+int config_diff(const struct pgbun_config *old, const struct pgbun_config *now, config_change_fn *fn, void *arg)
+{
+    int changes = 0;
+
+    for (size_t i = 0; i < NKEYS(main_keys); i++) {
+        const struct key *k = &main_keys[i];
+        char             *a, *b;
+
+        if (k->flags & KF_IGNORED) continue;
+        a = key_text(old, k);
+        b = key_text(now, k);
+        if (a != NULL && b != NULL && strcmp(a, b) != 0) {
+            report(fn, arg, "%s: %s -> %s", k->name, a, b);
+            changes++;
+        }
+        free(a);
+        free(b);
+    }
+    changes += diff_entries(old->databases, now->databases, offsetof(struct db_config, next), db_keys, NKEYS(db_keys),
+                            "databases", fn, arg);
+    changes += diff_entries(old->users, now->users, offsetof(struct user_config, next), user_keys, NKEYS(user_keys),
+                            "users", fn, arg);
+    return changes;
+}
+
+static const struct key *entry_table(enum config_entry_kind kind, size_t *n)
+{
+    *n = kind == CONFIG_DATABASE ? NKEYS(db_keys) : NKEYS(user_keys);
+    return kind == CONFIG_DATABASE ? db_keys : user_keys;
+}
+
+bool config_show(enum config_entry_kind kind, const char *column, const void *entry, const struct config_settings *eff,
+                 struct config_shown *out)
+{
+    size_t            n;
+    const struct key *table = entry_table(kind, &n), *k = NULL;
+    const char       *at;
+
+    for (size_t i = 0; i < n && k == NULL; i++)
+        if (own_field(&table[i]) && table[i].column != NULL && strcmp(table[i].column, column) == 0) k = &table[i];
+    if (k == NULL) return false;
+    out->type = SHOWN_NULL;
+    if (k->flags & KF_OWN) {
+        if (entry == NULL || !entry_sets(entry, k)) return true;
+        at = (const char *)entry + k->offset;
+    } else {
+        at = (const char *)eff + k->res;
+    }
+    switch (k->type) {
+    case KT_STR:
+        out->text = *(const char *const *)(const void *)at;
+        out->type = out->text != NULL ? SHOWN_TEXT : SHOWN_NULL;
+        break;
+    case KT_PORTS:
+    case KT_INT:
+        out->type = SHOWN_INT;
+        out->i = *(const int *)(const void *)at;
+        break;
+    case KT_TIME:
+        out->type = SHOWN_INT;
+        out->i = *(const usec_t *)(const void *)at / USEC_PER_SEC;
+        break;
+    case KT_POOL_MODE:
+        out->type = SHOWN_TEXT;
+        out->text = config_pool_mode_name(*(const enum pool_mode *)(const void *)at);
+        break;
+    case KT_ENUM:
+        out->type = SHOWN_TEXT;
+        out->text = k->choices[*(const int *)(const void *)at];
+        break;
+    default: assert(!"config_show: a type no entry key has"); break;
+    }
+    return true;
+}
+
+bool config_entry_key(enum config_entry_kind kind, size_t i, const char **name, const char **column)
+{
+    size_t            n;
+    const struct key *table = entry_table(kind, &n);
+
+    for (size_t j = 0; j < n; j++) {
+        if (!own_field(&table[j])) continue;
+        if (i-- == 0) {
+            *name = table[j].name;
+            *column = table[j].column;
+            return true;
+        }
+    }
+    return false;
 }

@@ -29,6 +29,14 @@ enum pool_mode {
     POOL_STATEMENT,
 };
 
+/* What session state follows a client in transaction and statement mode (docs/SESSION_STATE.md). */
+enum session_state {
+    SESSION_STATE_UNSET = -1, /* inherit from the next level */
+    SESSION_TRACK = 0,        /* settings and prepared statements follow their client */
+    SESSION_PIN,              /* a SET pins its client to its server instead */
+    SESSION_OFF,              /* nothing is tracked */
+};
+
 enum auth_type {
     AUTH_TRUST = 0,
     AUTH_PLAIN,
@@ -36,37 +44,43 @@ enum auth_type {
     AUTH_SCRAM, /* scram-sha-256 */
 };
 
-/* One [databases] entry: "name = host=... port=... dbname=..." */
+/*
+ * One [databases] entry: "name = host=... port=... dbname=...". Every field
+ * but name and next is a row of config.c's db_keys, which parses, copies,
+ * frees, compares and shows it; an unset field (NULL, -1, POOL_MODE_UNSET,
+ * SESSION_STATE_UNSET, port 0) inherits, see config_resolve().
+ */
 struct db_config {
-    char             *name;                      /* entry name; "*" is the fallback */
-    char             *host;                      /* server host or socket dir, or a list of them; NULL: server_host */
-    int               port;                      /* server port (the first of a list); 0: server_port */
-    char             *ports;                     /* "5432,5433": one port per host of a host list; NULL: port for all */
-    char             *dbname;                    /* server database; NULL: the client's database name */
-    char             *user;                      /* force_user; NULL: the client's user */
-    char             *password;                  /* server password; NULL: from auth_file */
-    int               pool_size;                 /* -1: default_pool_size */
-    int               min_pool_size;             /* -1: global min_pool_size */
-    int               reserve_pool_size;         /* -1: global reserve_pool_size */
-    int               max_db_connections;        /* -1: global max_db_connections */
-    enum pool_mode    pool_mode;                 /* POOL_MODE_UNSET: inherit */
-    char             *session_state;             /* track or off; NULL: the global session_state */
-    char             *application_name;          /* server startup application_name, or NULL */
-    int               max_db_client_connections; /* -1: global */
-    usec_t            server_lifetime;           /* -1: global */
-    usec_t            query_wait_timeout;        /* -1: global (or the user's) */
-    char             *connect_query; /* run on each new server connection before its first client, or NULL */
-    struct db_config *next;
+    char              *name;               /* entry name; "*" is the fallback */
+    char              *host;               /* server host or socket dir, or a list of them; NULL: server_host */
+    int                port;               /* server port (the first of a list); 0: server_port */
+    char              *ports;              /* "5432,5433": one port per host of a host list; NULL: port for all */
+    char              *dbname;             /* server database; NULL: the client's database name */
+    char              *user;               /* force_user; NULL: the client's user */
+    char              *password;           /* server password; NULL: from auth_file */
+    int                pool_size;          /* -1: default_pool_size */
+    int                min_pool_size;      /* -1: global min_pool_size */
+    int                reserve_pool_size;  /* -1: global reserve_pool_size */
+    int                max_db_connections; /* -1: global max_db_connections */
+    enum pool_mode     pool_mode;          /* POOL_MODE_UNSET: inherit */
+    enum session_state session_state;      /* SESSION_STATE_UNSET: the global session_state */
+    char              *application_name;   /* server startup application_name, or NULL */
+    int                max_db_client_connections; /* -1: global */
+    usec_t             server_lifetime;           /* -1: global */
+    usec_t             query_wait_timeout;        /* -1: global (or the user's) */
+    char              *connect_query; /* run on each new server connection before its first client, or NULL */
+    struct db_config  *next;
 };
 
-/* One [users] entry: "name = pool_mode=... pool_size=..." */
+/* One [users] entry: "name = pool_mode=... pool_size=...", its fields rows of config.c's user_keys. */
 struct user_config {
-    char          *name;
-    int            pool_size;                   /* -1: inherit */
-    enum pool_mode pool_mode;                   /* POOL_MODE_UNSET: inherit */
-    int            max_user_connections;        /* -1: global */
-    int            reserve_pool_size;           /* -1: the database's, or global */
-    int            max_user_client_connections; /* -1: global */
+    char              *name;
+    int                pool_size;                   /* -1: inherit */
+    enum pool_mode     pool_mode;                   /* POOL_MODE_UNSET: inherit */
+    enum session_state session_state;               /* SESSION_STATE_UNSET: the database's, or global */
+    int                max_user_connections;        /* -1: global */
+    int                reserve_pool_size;           /* -1: the database's, or global */
+    int                max_user_client_connections; /* -1: global */
     /* -1: the global value (query_wait_timeout: the database's first) */
     usec_t              query_timeout;
     usec_t              query_wait_timeout;
@@ -100,32 +114,32 @@ struct pgbun_config {
     bool  log_stats; /* a totals line every stats_period */
 
     /* pooling */
-    enum pool_mode pool_mode;
-    int            max_client_conn;
-    int            default_pool_size;
-    int            min_pool_size;
-    int            reserve_pool_size;
-    usec_t         reserve_pool_timeout;
-    int            max_db_connections;
-    int            max_user_connections;
-    int            max_db_client_connections;   /* 0: no limit on the clients of one database */
-    int            max_user_client_connections; /* 0: no limit on the clients of one user */
-    int            max_prepared_statements;
-    char          *session_state;    /* track: session state follows its client in transaction mode; pin; off */
-    usec_t         pin_notice_delay; /* a pool whose clients stay pinned this long logs a notice; 0: never */
-    bool           server_round_robin;
-    char          *server_reset_query;
-    bool           server_reset_query_always;
-    char          *server_check_query;
-    usec_t         server_check_delay;
-    bool           server_fast_close;         /* a linked server RECONNECT retired closes at its transaction's end */
-    char          *ignore_startup_parameters; /* comma-separated */
-    char          *track_extra_parameters;    /* comma-separated */
-    int            pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
-    int            max_packet_size;           /* 2^28 */
-    bool           disable_pqexec;            /* a simple Query from a client closes it (not on the console) */
-    bool           application_name_add_host; /* a login's application_name gets " - addr:port" appended */
-    char          *login_notify_message;      /* a NOTICE sent to each client at login, unless empty */
+    enum pool_mode     pool_mode;
+    int                max_client_conn;
+    int                default_pool_size;
+    int                min_pool_size;
+    int                reserve_pool_size;
+    usec_t             reserve_pool_timeout;
+    int                max_db_connections;
+    int                max_user_connections;
+    int                max_db_client_connections;   /* 0: no limit on the clients of one database */
+    int                max_user_client_connections; /* 0: no limit on the clients of one user */
+    int                max_prepared_statements;
+    enum session_state session_state;    /* track, pin or off */
+    usec_t             pin_notice_delay; /* a pool whose clients stay pinned this long logs a notice; 0: never */
+    bool               server_round_robin;
+    char              *server_reset_query;
+    bool               server_reset_query_always;
+    char              *server_check_query;
+    usec_t             server_check_delay;
+    bool               server_fast_close; /* a linked server RECONNECT retired closes at its transaction's end */
+    char              *ignore_startup_parameters; /* comma-separated */
+    char              *track_extra_parameters;    /* comma-separated */
+    int                pkt_buf;                   /* accepted for PgBouncer's sake; buffers grow as needed */
+    int                max_packet_size;           /* 2^28 */
+    bool               disable_pqexec;            /* a simple Query from a client closes it (not on the console) */
+    bool               application_name_add_host; /* a login's application_name gets " - addr:port" appended */
+    char              *login_notify_message;      /* a NOTICE sent to each client at login, unless empty */
 
     /* timeouts (0 = disabled) */
     usec_t server_lifetime;
@@ -224,6 +238,77 @@ struct pgbun_config *config_dup(const struct pgbun_config *cfg) __attribute__((w
 bool config_set(struct pgbun_config *cfg, const char *key, const char *value, char **errmsg)
     __attribute__((warn_unused_result));
 
+/*
+ * The settings of one (database, user) pair, each the user entry's if set,
+ * else the database entry's, else the [pgbun] key's. Strings point into the
+ * config they were resolved from.
+ */
+struct config_settings {
+    const char        *host;       /* server host, or a comma list of them */
+    int                port;       /* server port (the first of a list) */
+    const char        *ports;      /* one port per host, or NULL */
+    const char        *dbname;     /* server database: the entry's dbname, else the name asked for */
+    const char        *force_user; /* the entry's user, or NULL: the client's */
+    const char        *password;   /* the entry's password, or NULL: from auth_file */
+    const char        *application_name;
+    const char        *connect_query;
+    int                pool_size; /* 0: no limit */
+    int                min_pool_size;
+    int                reserve_pool_size;
+    int                max_db_connections;
+    int                max_user_connections;
+    int                max_db_client_connections;
+    int                max_user_client_connections;
+    enum pool_mode     pool_mode;
+    enum session_state session_state;
+    usec_t             server_lifetime;
+    usec_t             query_wait_timeout;
+    usec_t             query_timeout;
+    usec_t             idle_transaction_timeout;
+    usec_t             transaction_timeout;
+    usec_t             client_idle_timeout;
+};
+
+/*
+ * Fills *out for database entry db and user entry u of cfg; either may be
+ * NULL, and its level is then skipped. `dbname` is the name the client asked
+ * for, the server database when db sets none (NULL when there is none).
+ */
+void config_resolve(const struct pgbun_config *cfg, const struct db_config *db, const struct user_config *u,
+                    const char *dbname, struct config_settings *out);
+
+/*
+ * Reports every difference between two configs, one line each, in the words
+ * RELOAD's NOTICEs use: "key: old -> new" for a [pgbun] key, "[databases]
+ * name: added|changed|removed" and the same for [users]. Returns how many.
+ */
+typedef void config_change_fn(void *arg, const char *line);
+int config_diff(const struct pgbun_config *old, const struct pgbun_config *now, config_change_fn *report, void *arg);
+
+/* Which entry kind: [databases] (SHOW DATABASES) or [users] (SHOW USERS). */
+enum config_entry_kind { CONFIG_DATABASE, CONFIG_USER };
+
+/* One value as SHOW prints it: NULL, an integer or text. */
+struct config_shown {
+    enum { SHOWN_NULL, SHOWN_INT, SHOWN_TEXT } type;
+    long long   i;
+    const char *text; /* points into the config or a static name */
+};
+
+/*
+ * The value of SHOW column `column` for an entry of `kind` (NULL: none),
+ * whose resolved settings are *eff. false when no key of the kind is shown in
+ * that column (the column is not a setting: counts, paused, ...).
+ */
+bool config_show(enum config_entry_kind kind, const char *column, const void *entry, const struct config_settings *eff,
+                 struct config_shown *out);
+
+/*
+ * The keys of an entry kind, for tests: key i's name, and its SHOW column
+ * (NULL when PgBouncer's SHOW has no column for it). false past the end.
+ */
+bool config_entry_key(enum config_entry_kind kind, size_t i, const char **name, const char **column);
+
 /* Entries of a comma-separated list ("h1,h2" of host=, "5432,5433" of port=): how many, and entry i trimmed. */
 int  config_list_count(const char *list);
 bool config_list_entry(const char *list, int i, char *out, size_t outsz) __attribute__((warn_unused_result));
@@ -231,6 +316,7 @@ bool config_list_entry(const char *list, int i, char *out, size_t outsz) __attri
 
 const char *config_pool_mode_name(enum pool_mode mode);
 const char *config_auth_type_name(enum auth_type type);
+const char *config_session_state_name(enum session_state state);
 
 /* Parses "15", "1.5", "500ms", "2min", "1h", "10s" into microseconds. */
 bool config_parse_time(const char *s, usec_t *out) __attribute__((warn_unused_result));

@@ -36,22 +36,9 @@
 #include "pool.h"
 #include "worker.h"
 
-struct pgbun_state pgbun;
-
-static const char   *config_path;
-static char         *pidfile_written;
-static int           extra_verbosity;
-static bool          quiet;
-static struct event *shutdown_timer;
-static enum { RUNNING, STOP_AFTER_CLIENTS, STOP_AFTER_SERVERS } run_mode = RUNNING;
-
-usec_t pgbun_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
-}
+static const char *config_path;
+static char       *pidfile_written;
+static bool        quiet;
 
 static void usage(FILE *out)
 {
@@ -77,135 +64,12 @@ static void usage(FILE *out)
             PGBUN_VERSION);
 }
 
-static void apply_log_settings(const struct pgbun_config *cfg)
-{
-    log_set_level(LOGL_INFO + cfg->verbose + extra_verbosity);
-}
-
-bool pgbun_reload(const char *path, char **errmsg)
-{
-    struct pgbun_config *cfg = config_load(path, errmsg);
-
-    return cfg != NULL && pgbun_apply(cfg, errmsg);
-}
-
-const char *pgbun_config_path(void)
-{
-    return config_path;
-}
-
-bool pgbun_apply(struct pgbun_config *cfg, char **errmsg)
-{
-    struct auth_file *af = NULL;
-
-    if (!config_check(cfg, errmsg)) {
-        config_free(cfg);
-        return false;
-    }
-    if (cfg->auth_file != NULL && cfg->auth_file[0] != '\0') {
-        af = authfile_load(cfg->auth_file, errmsg);
-        if (af == NULL) {
-            config_free(cfg);
-            return false;
-        }
-    } else if (cfg->auth_type == AUTH_TRUST && !cfg->auth_trust_any_user) {
-        /* trust lets in the users of auth_file: with none, letting in everyone must be said, not fallen into. */
-        if (errmsg != NULL)
-            *errmsg = strdup("auth_type = trust lets in the users listed in auth_file, and no auth_file is set: set "
-                             "auth_file, or auth_trust_any_user = 1 to let any user name through to PostgreSQL");
-        config_free(cfg);
-        return false;
-    }
-    if (cfg->auth_trust_any_user && cfg->auth_type != AUTH_TRUST)
-        log_warning("auth_trust_any_user has no effect unless auth_type = trust (auth_type is %s)",
-                    config_auth_type_name(cfg->auth_type));
-    if (pgbun.cfg != NULL) {
-        const struct pgbun_config *old = pgbun.cfg;
-
-        if (old->listen_port != cfg->listen_port || strcmp(old->listen_addr, cfg->listen_addr) != 0 ||
-            strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0)
-            log_warning("listen_addr, listen_port and unix_socket_dir changes take effect after a restart");
-        if (cfg->logfile && (!old->logfile || strcmp(old->logfile, cfg->logfile) != 0) && !log_set_file(cfg->logfile))
-            log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
-    }
-    if (pgbun.auth) authfile_free(pgbun.auth);
-    if (pgbun.cfg) config_free(pgbun.cfg);
-    pgbun.cfg = cfg;
-    pgbun.auth = af;
-    apply_log_settings(cfg);
-    pool_config_changed();
-    return true;
-}
-
-static void stop_loop(void)
-{
-    worker_stop_loops();
-}
-
-static void shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
-{
-    bool done;
-
-    worker_stop_world();
-    if (run_mode == STOP_AFTER_SERVERS) client_refuse_waiting(); /* any that came to wait since the last look */
-    done = (run_mode == STOP_AFTER_CLIENTS && pool_total_clients() == 0) ||
-           (run_mode == STOP_AFTER_SERVERS && pool_total_active_servers() == 0);
-    worker_start_world();
-    if (done) stop_loop();
-}
-
-static void begin_shutdown(int mode, const char *how, bool keep_tcp)
-{
-    struct timeval tv = {0, 100000};
-
-    if (run_mode != RUNNING) {
-        log_info("second shutdown request: stopping now");
-        stop_loop();
-        return;
-    }
-    log_info("%s", how);
-    run_mode = mode;
-    pgbun.shutting_down = true;
-    if (mode == STOP_AFTER_SERVERS) {
-        /* As PgBouncer: a PAUSE that also ends the clients waiting for a server, and those that come to want one. */
-        pgbun.refuse_servers = true;
-        pgbun.paused = true;
-        client_refuse_waiting();
-    }
-    if (!keep_tcp || pgbun.cfg->so_reuseport) listener_stop_tcp();
-    shutdown_timer = event_new(worker_self->base, -1, EV_PERSIST, shutdown_check_cb, NULL);
-    if (shutdown_timer) {
-        event_add(shutdown_timer, &tv);
-        event_active(shutdown_timer, EV_TIMEOUT, 0); /* a first look right after this callback */
-    }
-}
-
-void pgbun_shutdown(enum pgbun_stop how, const char *who, bool keep_tcp)
-{
-    char msg[128];
-
-    switch (how) {
-    case PGBUN_STOP_NOW:
-        log_info("%s: stopping now", who);
-        stop_loop();
-        break;
-    case PGBUN_STOP_AFTER_CLIENTS:
-        snprintf(msg, sizeof(msg), "%s: stopping once every client has left", who);
-        begin_shutdown(STOP_AFTER_CLIENTS, msg, keep_tcp);
-        break;
-    case PGBUN_STOP_AFTER_SERVERS:
-        snprintf(msg, sizeof(msg), "%s: stopping once no server is in use", who);
-        begin_shutdown(STOP_AFTER_SERVERS, msg, keep_tcp);
-        break;
-    }
-}
-
 static void reload(void)
 {
     char *err = NULL;
 
     log_info("SIGHUP: reloading the configuration");
-    if (pgbun_reload(config_path, &err))
+    if (pgbun_reload(config_path, pgbun_log_change, NULL, &err))
         log_info("configuration reloaded");
     else
         log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
@@ -335,7 +199,7 @@ int main(int argc, char **argv)
     sigset_t         startup_mask;
     bool             daemon_mode = false, ok;
     char            *err = NULL;
-    int              ch;
+    int              ch, extra_verbosity = 0;
 
     while ((ch = getopt_long(argc, argv, "dvqVh", opts, NULL)) != -1) {
         switch (ch) {
@@ -372,7 +236,8 @@ int main(int argc, char **argv)
      */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
-    if (!pgbun_reload(config_path, &err)) {
+    pgbun_init(config_path, extra_verbosity);
+    if (!pgbun_reload(config_path, NULL, NULL, &err)) {
         fprintf(stderr, "pgbun: %s\n", err ? err : "out of memory");
         free(err);
         return 1;
@@ -433,13 +298,11 @@ int main(int argc, char **argv)
     pool_fini_shared();
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
-    if (shutdown_timer) event_free(shutdown_timer);
     if (pidfile_written) {
         unlink(pidfile_written);
         free(pidfile_written);
     }
-    if (pgbun.auth) authfile_free(pgbun.auth);
-    config_free(pgbun.cfg);
+    pgbun_fini();
     worker_fini();
     log_info("stopped");
     if (!log_set_file(NULL)) return ok ? 0 : 1;

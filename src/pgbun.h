@@ -1,9 +1,10 @@
 /*
- * pgbun.h - process-wide state shared by every module.
+ * pgbun.h - process-wide state shared by every module (pgbun.c).
  *
  * `pgbun` holds the active config snapshot and the auth_file contents; a
  * reload swaps them with the world stopped (worker.h), so every worker reads
- * them freely. Each worker's event loop is in its struct worker.
+ * them freely. Each worker's event loop is in its struct worker. main.c sets
+ * the process up and runs the loops; nothing includes it.
  */
 #ifndef PGBUN_H
 #define PGBUN_H
@@ -31,16 +32,27 @@ struct pgbun_state {
 
 extern struct pgbun_state pgbun;
 
-/* Monotonic clock in microseconds, cached per loop iteration by libevent. */
+/* Monotonic clock in microseconds. */
 usec_t pgbun_now(void);
+
+/* The config file given on the command line (NULL: sidecar) and the -v count, before the first pgbun_reload(). */
+void pgbun_init(const char *config_path, int extra_verbosity);
+/* Frees the running config and auth_file, at exit. */
+void pgbun_fini(void);
 
 /*
  * Applies a new config (and its auth_file). false leaves the running one in
  * place and sets *errmsg (malloc'd) to the reason, naming file, line and key.
+ * Each difference from the running config goes to report (config_diff()),
+ * unless report is NULL.
  */
-bool pgbun_reload(const char *path, char **errmsg) __attribute__((warn_unused_result));
+bool pgbun_reload(const char *path, config_change_fn *report, void *arg, char **errmsg)
+    __attribute__((warn_unused_result));
 /* Makes cfg (owned from here on, freed on failure) the running config, with its auth_file. */
-bool pgbun_apply(struct pgbun_config *cfg, char **errmsg) __attribute__((warn_unused_result));
+bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, char **errmsg)
+    __attribute__((warn_unused_result));
+/* A config_change_fn that logs the change. */
+void pgbun_log_change(void *arg, const char *line);
 /* The config file given on the command line, or NULL (sidecar). */
 const char *pgbun_config_path(void);
 

@@ -374,57 +374,42 @@ static bool resolve_server(struct pool *p)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct db_config    *db = config_find_db(cfg, p->dbname);
-    const struct user_config  *u = config_find_user(cfg, p->user);
-    const char                *password = NULL, *state;
+    const char                *password;
+    struct config_settings     set;
 
     if (db == NULL) return false;
-    replace(&p->host, db->host ? db->host : cfg->server_host);
-    p->port = db->port > 0 ? db->port : cfg->server_port;
-    replace(&p->ports, db->ports);
-    replace(&p->server_db, db->dbname ? db->dbname : p->dbname);
-    replace(&p->server_user, db->user ? db->user : p->user);
-    if (db->password != NULL) {
-        password = db->password;
-    } else if (pgbun.auth != NULL) {
+    config_resolve(cfg, db, config_find_user(cfg, p->user), p->dbname, &set);
+    replace(&p->host, set.host);
+    p->port = set.port;
+    replace(&p->ports, set.ports);
+    replace(&p->server_db, set.dbname);
+    replace(&p->server_user, set.force_user ? set.force_user : p->user);
+    password = set.password;
+    if (password == NULL && pgbun.auth != NULL) {
         const struct auth_secret *sec = authfile_find(pgbun.auth, p->server_user);
 
         /* A plain secret logs in everywhere; an md5 one answers md5 challenges. */
         if (sec != NULL && sec->kind != SECRET_SCRAM) password = sec->secret;
     }
     replace(&p->password, password);
-    replace(&p->application_name, db->application_name);
-    replace(&p->connect_query, db->connect_query);
-    p->pool_size = cfg->default_pool_size;
-    if (db->pool_size >= 0) p->pool_size = db->pool_size;
-    if (u != NULL && u->pool_size >= 0) p->pool_size = u->pool_size;
-    if (p->pool_size == 0) p->pool_size = POOL_SIZE_UNLIMITED; /* PgBouncer 1.24: 0 sets no limit */
-    p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
-    p->reserve_pool_size = db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size;
-    if (u != NULL && u->reserve_pool_size >= 0) p->reserve_pool_size = u->reserve_pool_size;
-    if (p->reserve_pool_size > POOL_SIZE_UNLIMITED)
-        p->reserve_pool_size = POOL_SIZE_UNLIMITED; /* the sum stays an int */
-    p->server_lifetime = db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime;
-    p->query_wait_timeout = db->query_wait_timeout >= 0 ? db->query_wait_timeout : cfg->query_wait_timeout;
-    if (u != NULL && u->query_wait_timeout >= 0) p->query_wait_timeout = u->query_wait_timeout;
-    p->query_timeout = u != NULL && u->query_timeout >= 0 ? u->query_timeout : cfg->query_timeout;
-    p->idle_transaction_timeout =
-        u != NULL && u->idle_transaction_timeout >= 0 ? u->idle_transaction_timeout : cfg->idle_transaction_timeout;
-    p->transaction_timeout =
-        u != NULL && u->transaction_timeout >= 0 ? u->transaction_timeout : cfg->transaction_timeout;
-    p->client_idle_timeout =
-        u != NULL && u->client_idle_timeout >= 0 ? u->client_idle_timeout : cfg->client_idle_timeout;
-    p->max_db_client_connections =
-        db->max_db_client_connections >= 0 ? db->max_db_client_connections : cfg->max_db_client_connections;
-    p->mode = cfg->pool_mode;
-    if (db->pool_mode != POOL_MODE_UNSET) p->mode = db->pool_mode;
-    if (u != NULL && u->pool_mode != POOL_MODE_UNSET) p->mode = u->pool_mode;
-    state = db->session_state ? db->session_state : cfg->session_state;
-    p->track_session = p->mode != POOL_SESSION && strcmp(state, "off") != 0;
-    p->pin_settings = p->track_session && strcmp(state, "pin") == 0;
+    replace(&p->application_name, set.application_name);
+    replace(&p->connect_query, set.connect_query);
+    p->pool_size = set.pool_size == 0 ? POOL_SIZE_UNLIMITED : set.pool_size; /* PgBouncer 1.24: 0 sets no limit */
+    p->min_pool_size = set.min_pool_size;
+    p->reserve_pool_size = set.reserve_pool_size > POOL_SIZE_UNLIMITED ? POOL_SIZE_UNLIMITED : set.reserve_pool_size;
+    p->server_lifetime = set.server_lifetime;
+    p->query_wait_timeout = set.query_wait_timeout;
+    p->query_timeout = set.query_timeout;
+    p->idle_transaction_timeout = set.idle_transaction_timeout;
+    p->transaction_timeout = set.transaction_timeout;
+    p->client_idle_timeout = set.client_idle_timeout;
+    p->max_db_client_connections = set.max_db_client_connections;
+    p->mode = set.pool_mode;
+    p->track_session = p->mode != POOL_SESSION && set.session_state != SESSION_OFF;
+    p->pin_settings = p->track_session && set.session_state == SESSION_PIN;
     p->track_prepared = p->track_session && cfg->max_prepared_statements > 0;
-    p->max_db_connections = db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
-    p->max_user_connections =
-        u != NULL && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+    p->max_db_connections = set.max_db_connections;
+    p->max_user_connections = set.max_user_connections;
     return true;
 }
 
@@ -828,21 +813,21 @@ static int limit_of(int max);
 
 bool pool_admit_client(struct pool *p, struct client *c)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
-    const struct user_config  *u = config_find_user(cfg, c->user);
-    int                ulimit = u != NULL && u->max_user_client_connections >= 0 ? u->max_user_client_connections
-                                                                                 : cfg->max_user_client_connections;
-    struct pool_share *ush;
+    struct config_settings set;
+    int                    ulimit;
+    struct pool_share     *ush;
 
     assert(c->db_clients == NULL && c->user_clients == NULL);
     if (p->admin) return true;
+    /* The user a client logged in as, whatever user its database forces on the server. */
+    config_resolve(pgbun.cfg, NULL, config_find_user(pgbun.cfg, c->user), NULL, &set);
+    ulimit = set.max_user_client_connections;
     if (!clients_take(p->db_share, limit_of(p->max_db_client_connections))) {
         client_close(c, "53300", "client connections exceeded (max_db_client_connections = %d)",
                      p->max_db_client_connections);
         return false;
     }
     c->db_clients = p->db_share;
-    /* The user a client logged in as, whatever user its database forces on the server. */
     if ((ush = share_get('u', NULL, c->user)) == NULL) {
         client_close(c, "53200", "out of memory");
         return false;

@@ -9,6 +9,7 @@
 #include "show.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <event2/buffer.h>
 #include <stdio.h>
@@ -675,42 +676,86 @@ static void count_db(const char *name, int *servers, int *clients)
     }
 }
 
-static void database_row(struct rowset *rs, const char *name, const struct db_config *db)
+/* A cell whose value is a [databases] or [users] setting; false when the column is not one. */
+static bool setting_cell(struct rowset *rs, enum config_entry_kind kind, const char *column, const void *entry,
+                         const struct config_settings *eff)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
-    int                        servers, clients;
+    struct config_shown v;
+
+    if (!config_show(kind, column, entry, eff, &v)) return false;
+    switch (v.type) {
+    case SHOWN_NULL: rowset_text(rs, NULL); break;
+    case SHOWN_INT: rowset_int(rs, v.i); break;
+    case SHOWN_TEXT: rowset_text(rs, v.text); break;
+    }
+    return true;
+}
+
+/* Every key of the kind that has a SHOW column is among `cols`: a key added to config.c's table is shown. */
+static bool shows_every_key(enum config_entry_kind kind, const struct col *cols, size_t ncols)
+{
+    const char *key, *column;
+
+    for (size_t i = 0; config_entry_key(kind, i, &key, &column); i++) {
+        size_t j = 0;
+
+        while (column != NULL && j < ncols && strcmp(cols[j].name, column) != 0)
+            j++;
+        if (j == ncols) return false;
+    }
+    return true;
+}
+
+/* The console's row: no entry, a pool of its own. */
+static void console_row(struct rowset *rs, const char *name)
+{
+    int servers, clients;
 
     count_db(name, &servers, &clients);
     rowset_text(rs, name);
-    if (db == NULL) { /* the console */
-        rowset_text(rs, NULL);
-        rowset_int(rs, cfg->listen_port);
-        rowset_text(rs, name);
-        rowset_text(rs, NULL);
-        rowset_int(rs, 2);
-        rowset_int(rs, 0);
-        rowset_int(rs, 0);
-        rowset_int(rs, 0);
-        rowset_text(rs, "statement");
-    } else {
-        rowset_text(rs, db->host ? db->host : cfg->server_host);
-        rowset_int(rs, db->port > 0 ? db->port : cfg->server_port);
-        rowset_text(rs, db->dbname ? db->dbname : name);
-        rowset_text(rs, db->user);
-        rowset_int(rs, db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size);
-        rowset_int(rs, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
-        rowset_int(rs, db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size);
-        rowset_int(rs, (db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime) / USEC_PER_SEC);
-        rowset_text(rs, db->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(db->pool_mode) : NULL);
-    }
     rowset_text(rs, NULL);
-    rowset_int(rs, db && db->max_db_connections >= 0 ? db->max_db_connections : (db ? cfg->max_db_connections : 0));
+    rowset_int(rs, pgbun.cfg->listen_port);
+    rowset_text(rs, name);
+    rowset_text(rs, NULL);
+    rowset_int(rs, 2);
+    rowset_int(rs, 0);
+    rowset_int(rs, 0);
+    rowset_int(rs, 0);
+    rowset_text(rs, "statement");
+    rowset_text(rs, NULL);
+    rowset_int(rs, 0);
     rowset_int(rs, servers);
-    rowset_int(rs, db && db->max_db_client_connections >= 0 ? db->max_db_client_connections
-                                                            : (db ? cfg->max_db_client_connections : 0));
+    rowset_int(rs, 0);
     rowset_int(rs, clients);
     rowset_int(rs, pool_db_paused(name));
     rowset_int(rs, pool_is_disabled(name));
+}
+
+static void database_row(struct rowset *rs, const struct col *cols, size_t ncols, const char *name,
+                         const struct db_config *db)
+{
+    struct config_settings eff;
+    int                    servers, clients;
+
+    count_db(name, &servers, &clients);
+    config_resolve(pgbun.cfg, db, NULL, name, &eff);
+    for (size_t i = 0; i < ncols; i++) {
+        const char *col = cols[i].name;
+
+        if (setting_cell(rs, CONFIG_DATABASE, col, db, &eff)) continue;
+        if (strcmp(col, "name") == 0)
+            rowset_text(rs, name);
+        else if (strcmp(col, "current_connections") == 0)
+            rowset_int(rs, servers);
+        else if (strcmp(col, "current_client_connections") == 0)
+            rowset_int(rs, clients);
+        else if (strcmp(col, "paused") == 0)
+            rowset_int(rs, pool_db_paused(name));
+        else if (strcmp(col, "disabled") == 0)
+            rowset_int(rs, pool_is_disabled(name));
+        else
+            rowset_text(rs, NULL); /* load_balance_hosts: pgbun has none */
+    }
 }
 
 static void show_databases(struct rowset *rs)
@@ -736,9 +781,10 @@ static void show_databases(struct rowset *rs)
     };
     const struct pgbun_config *cfg = pgbun.cfg;
 
+    assert(shows_every_key(CONFIG_DATABASE, cols, NCOLS(cols)));
     rowset_begin(rs, cols, NCOLS(cols));
     for (const struct db_config *db = cfg->databases; db != NULL; db = db->next)
-        database_row(rs, db->name, db);
+        database_row(rs, cols, NCOLS(cols), db->name, db);
     /* Databases reached through "*" get a row of their own, as PgBouncer's auto-databases do. */
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         bool seen = false;
@@ -749,18 +795,18 @@ static void show_databases(struct rowset *rs)
             seen = strcmp(q->dbname, p->dbname) == 0;
         if (seen) continue;
         if (p->admin)
-            database_row(rs, p->dbname, NULL);
+            console_row(rs, p->dbname);
         else
-            database_row(rs, p->dbname, config_find_db(cfg, p->dbname));
+            database_row(rs, cols, NCOLS(cols), p->dbname, config_find_db(cfg, p->dbname));
     }
     rowset_end(rs, "SHOW");
 }
 
-static void user_row(struct rowset *rs, const char *name)
+static void user_row(struct rowset *rs, const struct col *cols, size_t ncols, const char *name)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
-    const struct user_config  *u = config_find_user(cfg, name);
-    int                        servers = 0, clients = pool_share_clients(NULL, name); /* as the limit counts */
+    const struct user_config *u = config_find_user(pgbun.cfg, name);
+    int                       servers = 0, clients = pool_share_clients(NULL, name); /* as the limit counts */
+    struct config_settings    eff;
 
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         if (strcmp(p->user, name) != 0) continue;
@@ -768,15 +814,18 @@ static void user_row(struct rowset *rs, const char *name)
         for (int st = 0; p->admin && st < CL_CLOSING; st++) /* console clients count here, not under the limit */
             clients += p->nclients[st];
     }
-    rowset_text(rs, name);
-    rowset_int(rs, u && u->pool_size >= 0 ? u->pool_size : cfg->default_pool_size);
-    rowset_int(rs, u && u->reserve_pool_size >= 0 ? u->reserve_pool_size : cfg->reserve_pool_size);
-    rowset_text(rs, u && u->pool_mode != POOL_MODE_UNSET ? config_pool_mode_name(u->pool_mode) : NULL);
-    rowset_int(rs, u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections);
-    rowset_int(rs, servers);
-    rowset_int(rs, u && u->max_user_client_connections >= 0 ? u->max_user_client_connections
-                                                            : cfg->max_user_client_connections);
-    rowset_int(rs, clients);
+    config_resolve(pgbun.cfg, NULL, u, NULL, &eff);
+    for (size_t i = 0; i < ncols; i++) {
+        const char *col = cols[i].name;
+
+        if (setting_cell(rs, CONFIG_USER, col, u, &eff)) continue;
+        if (strcmp(col, "name") == 0)
+            rowset_text(rs, name);
+        else if (strcmp(col, "current_connections") == 0)
+            rowset_int(rs, servers);
+        else
+            rowset_int(rs, clients); /* current_client_connections */
+    }
 }
 
 /*
@@ -799,17 +848,18 @@ static void show_users(struct rowset *rs)
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct auth_file    *af = pgbun.auth;
 
+    assert(shows_every_key(CONFIG_USER, cols, NCOLS(cols)));
     rowset_begin(rs, cols, NCOLS(cols));
     for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
-        user_row(rs, u->name);
+        user_row(rs, cols, NCOLS(cols), u->name);
     for (size_t i = 0; i < authfile_count(af); i++)
-        if (config_find_user(cfg, authfile_user(af, i)) == NULL) user_row(rs, authfile_user(af, i));
+        if (config_find_user(cfg, authfile_user(af, i)) == NULL) user_row(rs, cols, NCOLS(cols), authfile_user(af, i));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         bool seen = config_find_user(cfg, p->user) != NULL || authfile_find(af, p->user) != NULL;
 
         for (struct pool *q = pool_first(); q != p && !seen; q = pool_next(q))
             seen = strcmp(q->user, p->user) == 0;
-        if (!seen) user_row(rs, p->user);
+        if (!seen) user_row(rs, cols, NCOLS(cols), p->user);
     }
     rowset_end(rs, "SHOW");
 }

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -1027,6 +1028,28 @@ def test_the_console_welcome_names_pgbun_and_a_version_psql_understands(start_pg
     # psql connects without a version warning and prints a result
     res = bun.psql(["-U", "postgres", "-d", "pgbun", "-c", "SHOW VERSION"])
     assert "WARNING" not in res.stderr and "pgbun" in res.stdout
+
+
+@pytest.mark.parametrize("section", ["databases", "users"])
+def test_reload_of_session_state_alone_is_a_change_and_sighup_logs_it(start_pgbun, pg, section):
+    def write(state):
+        users = {"md5user": f"session_state={state}"} if section == "users" else None
+        dbs = {"pgbun_test": pg.entry(session_state=state) if section == "databases" else pg.entry()}
+        bun.config_path.write_text(_ini_lines("pgbun", bun.config, dbs, users))
+        chown_to_run_user(bun.config_path)
+
+    bun = start_pgbun(config={"admin_users": "postgres", "pool_mode": "transaction"})
+    name = "md5user" if section == "users" else "pgbun_test"
+    write("track")
+    os.kill(bun.proc.pid, signal.SIGHUP)  # SIGHUP logs each change, as RELOAD sends it
+    want = f"changed: [{section}] {name}: " + ("added" if section == "users" else "changed")
+    wait_until(lambda: want in bun.log_text(), timeout=10, what="the SIGHUP's change in the log")
+    write("off")
+    notices = []
+    with console(bun) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("RELOAD")
+    assert notices == [f"[{section}] {name}: changed"], notices
 
 
 def test_reload_notices_name_changed_database_and_user_entries(start_pgbun, pg):

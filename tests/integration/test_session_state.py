@@ -127,12 +127,14 @@ def test_discard_all_clears_the_clients_settings(start_pgbun):
     assert tenant_unset(bun, a)
 
 
-@pytest.mark.parametrize("where", ["global", "database entry"])
+@pytest.mark.parametrize("where", ["global", "database entry", "user entry"])
 def test_session_state_off_leaves_a_set_on_the_server_it_ran_on(start_pgbun, pg, where):
     if where == "global":
         bun = start_pgbun(config=dict(POOL, session_state="off"))
-    else:
+    elif where == "database entry":
         bun = start_pgbun(config=POOL, databases={"pgbun_test": pg.entry(session_state="off")})
+    else:  # a [users] entry overrides its database's (here the global track)
+        bun = start_pgbun(config=POOL, users={"postgres": "session_state=off"})
     a = client(bun)
     first, other = server_pids(bun)
     on_server(bun, first, lambda: a.execute("SET myext.tenant = 'stays'"))

@@ -107,7 +107,7 @@ static void test_defaults_in_sidecar_mode(void)
     is_int(cfg->max_db_connections, 0, "default max_db_connections");
     is_int(cfg->max_user_connections, 0, "default max_user_connections");
     is_int(cfg->max_prepared_statements, 200, "default max_prepared_statements");
-    is_str(cfg->session_state, "track", "default session_state");
+    is_str(config_session_state_name(cfg->session_state), "track", "default session_state");
     is_str(cfg->server_reset_query, "DISCARD ALL", "default server_reset_query");
     is_str(cfg->server_check_query, "<empty>",
            "default server_check_query is <empty> (an empty query), as in PgBouncer");
@@ -235,7 +235,7 @@ static void test_full_ini(void)
         is_int(db->max_db_connections, 50, "db max_db_connections");
         is_int(db->pool_mode, POOL_TRANSACTION, "db pool_mode");
         is_str(db->application_name, "my app", "db application_name quoted");
-        is_str(db->session_state, "off", "db session_state");
+        is_str(config_session_state_name(db->session_state), "off", "db session_state");
     }
     db = config_find_db(cfg, "my db");
     ok(db != NULL && strcmp(db->name, "my db") == 0, "double-quoted database name");
@@ -1037,6 +1037,163 @@ static void test_set(void)
     config_free(cfg);
 }
 
+/* ---- [databases] and [users] entries: one table drives diff, SHOW and resolution ---- */
+
+static struct pgbun_config *load_text(const char *text)
+{
+    char                *path = write_ini(text);
+    char                *err = NULL;
+    struct pgbun_config *cfg = config_load(path, &err);
+
+    if (cfg == NULL) printf("#   config_load: %s\n", err ? err : "(null)");
+    free(err);
+    remove_ini(path);
+    return cfg;
+}
+
+struct lines {
+    int  n;
+    char text[8][160];
+};
+
+static void collect(void *arg, const char *line)
+{
+    struct lines *l = arg;
+
+    if (l->n < 8) snprintf(l->text[l->n], sizeof(l->text[0]), "%s", line);
+    l->n++;
+}
+
+/* A SHOW cell as text: "NULL", the integer, or the text. */
+static void shown_text(const struct config_shown *v, char *buf, size_t size)
+{
+    if (v->type == SHOWN_INT)
+        snprintf(buf, size, "%lld", v->i);
+    else
+        snprintf(buf, size, "%s", v->type == SHOWN_TEXT ? v->text : "NULL");
+}
+
+/* The cell of `column` for the entry named "e" of cfg, resolved as SHOW DATABASES/USERS does. */
+static bool cell(const struct pgbun_config *cfg, enum config_entry_kind kind, const char *column, char *buf,
+                 size_t size)
+{
+    const void *entry =
+        kind == CONFIG_DATABASE ? (const void *)config_find_db(cfg, "e") : (const void *)config_find_user(cfg, "e");
+    struct config_settings eff;
+    struct config_shown    v;
+
+    if (kind == CONFIG_DATABASE)
+        config_resolve(cfg, entry, NULL, "e", &eff);
+    else
+        config_resolve(cfg, NULL, entry, NULL, &eff);
+    if (!config_show(kind, column, entry, &eff, &v)) return false;
+    shown_text(&v, buf, size);
+    return true;
+}
+
+/*
+ * Every key of both entry tables: setting it alone is a change config_diff()
+ * reports for that entry, and a key with a SHOW column shows the new value.
+ * A key added to the table and forgotten in either fails here.
+ */
+static void test_every_entry_key_is_diffed_and_shown(void)
+{
+    static const char *const samples[] = {"7", "statement", "pin", "x"};
+
+    for (int kind = CONFIG_DATABASE; kind <= CONFIG_USER; kind++) {
+        const char *section = kind == CONFIG_DATABASE ? "databases" : "users";
+        const char *key, *column;
+        char        base_text[256], want[64];
+
+        snprintf(base_text, sizeof(base_text), "[pgbun]\n[%s]\ne =\n", section);
+        snprintf(want, sizeof(want), "[%s] e: changed", section);
+        for (size_t i = 0; config_entry_key(kind, i, &key, &column); i++) {
+            struct pgbun_config *base = load_text(base_text), *changed = NULL;
+            struct lines         l = {0};
+            char                 text[256], before[128] = "", after[128] = "";
+
+            for (size_t j = 0; changed == NULL && j < sizeof(samples) / sizeof(samples[0]); j++) {
+                char *err = NULL, *path;
+
+                snprintf(text, sizeof(text), "[pgbun]\n[%s]\ne = %s=%s\n", section, key, samples[j]);
+                path = write_ini(text);
+                changed = config_load(path, &err);
+                free(err);
+                remove_ini(path);
+            }
+            if (base == NULL || changed == NULL) {
+                ok(0, "[%s] %s: no sample value loads", section, key);
+                config_free(base);
+                config_free(changed);
+                continue;
+            }
+            ok(config_diff(base, changed, collect, &l) == 1 && l.n == 1 && strcmp(l.text[0], want) == 0,
+               "[%s] %s alone is a change of the entry", section, key);
+            if (l.n != 1) printf("#   %d changes, the first '%s'\n", l.n, l.n ? l.text[0] : "");
+            if (column != NULL) {
+                ok(cell(base, kind, column, before, sizeof(before)) &&
+                       cell(changed, kind, column, after, sizeof(after)) && strcmp(before, after) != 0,
+                   "[%s] %s shows in column %s (%s -> %s)", section, key, column, before, after);
+            }
+            config_free(base);
+            config_free(changed);
+        }
+    }
+}
+
+static void test_resolution_user_over_database_over_global(void)
+{
+    struct pgbun_config   *cfg = load_text("[pgbun]\ndefault_pool_size = 5\nsession_state = track\n"
+                                             "query_wait_timeout = 30\n"
+                                             "[databases]\nd = pool_size=6 session_state=off query_wait_timeout=40\n"
+                                             "* = host=elsewhere\n"
+                                             "[users]\nu = pool_size=7 session_state=pin\nv = query_wait_timeout=50\n");
+    struct config_settings set;
+
+    if (cfg == NULL) {
+        ok(0, "resolution config loads");
+        return;
+    }
+    config_resolve(cfg, config_find_db(cfg, "d"), config_find_user(cfg, "u"), "d", &set);
+    is_int(set.pool_size, 7, "the user's pool_size first");
+    is_str(config_session_state_name(set.session_state), "pin", "session_state under [users] wins");
+    is_int(set.query_wait_timeout, 40 * USEC_PER_SEC, "then the database's");
+    is_str(set.dbname, "d", "dbname: the name asked for");
+    is_str(set.host, "127.0.0.1", "host: server_host");
+    config_resolve(cfg, config_find_db(cfg, "d"), config_find_user(cfg, "v"), "d", &set);
+    is_int(set.pool_size, 6, "the database's pool_size next");
+    is_int(set.query_wait_timeout, 50 * USEC_PER_SEC, "the user's query_wait_timeout first");
+    is_str(config_session_state_name(set.session_state), "off", "the database's session_state");
+    config_resolve(cfg, config_find_db(cfg, "other"), NULL, "other", &set);
+    is_int(set.pool_size, 5, "default_pool_size last");
+    is_str(set.host, "elsewhere", "the \"*\" entry's host");
+    is_str(set.dbname, "other", "its dbname: the name asked for");
+    is_str(config_session_state_name(set.session_state), "track", "the global session_state");
+    config_free(cfg);
+}
+
+static void test_diff_lists_keys_and_entries(void)
+{
+    struct pgbun_config *a = load_text("[pgbun]\ndefault_pool_size = 5\n[databases]\nd1 = \nd2 = \n[users]\nu1 =\n");
+    struct pgbun_config *b = load_text("[pgbun]\ndefault_pool_size = 6\n[databases]\nd2 = \nd3 = \n[users]\nu2 =\n");
+    struct lines         l = {0};
+
+    if (a == NULL || b == NULL) {
+        ok(0, "diff configs load");
+    } else {
+        is_int(config_diff(a, b, collect, &l), 5, "five differences");
+        is_str(l.text[0], "default_pool_size: 5 -> 6", "a [pgbun] key, old -> new");
+        is_str(l.text[1], "[databases] d3: added", "an added database");
+        is_str(l.text[2], "[databases] d1: removed", "a removed database");
+        is_str(l.text[3], "[users] u2: added", "an added user");
+        is_str(l.text[4], "[users] u1: removed", "a removed user");
+        l.n = 0;
+        is_int(config_diff(a, a, collect, &l), 0, "a config does not differ from itself");
+    }
+    config_free(a);
+    config_free(b);
+}
+
 int main(void)
 {
     int fd = mkstemp(log_path);
@@ -1074,6 +1231,9 @@ int main(void)
     test_item_values_read_back_from_a_file();
     test_dup_is_equal_and_independent();
     test_set();
+    test_every_entry_key_is_diffed_and_shown();
+    test_resolution_user_over_database_over_global();
+    test_diff_lists_keys_and_entries();
 
     rc = done_testing();
     if (!log_set_file(NULL)) rc = 1;

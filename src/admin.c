@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin_parse.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -197,118 +198,6 @@ static void complete(struct client *c, const char *tag)
     proto_add_command_complete(c->out, tag);
 }
 
-/* A parsed statement: the command word and up to two arguments (SET key value). */
-struct command {
-    char word[32];    /* upper-cased */
-    char arg[256];    /* first argument, as written */
-    char value[1024]; /* SET: the value */
-    int  nargs;
-};
-
-/* Copies one word or a quoted 'string' / "identifier". false on an unterminated quote or one too long for out. */
-static bool next_token(const char **sp, char *out, size_t cap, bool *quoted)
-{
-    const char *s = *sp;
-    size_t      n = 0;
-
-    while (isspace((unsigned char)*s))
-        s++;
-    *quoted = false;
-    if (*s == '\'' || *s == '"') {
-        char q = *s++;
-
-        *quoted = true;
-        for (;;) {
-            if (*s == '\0') return false;
-            if (*s == q && s[1] == q) {
-                s++;
-            } else if (*s == q) {
-                s++;
-                break;
-            }
-            if (n + 1 >= cap) return false;
-            out[n++] = *s++;
-        }
-    } else {
-        while (*s != '\0' && !isspace((unsigned char)*s) && *s != '=') {
-            if (n + 1 >= cap) return false;
-            out[n++] = *s++;
-        }
-    }
-    out[n] = '\0';
-    *sp = s;
-    return true;
-}
-
-/* Parses "WORD [arg]" or "SET key = value" / "SET key TO value". *err on a syntax error. */
-static bool parse_command(const char *sql, struct command *cmd, const char **err)
-{
-    const char *s = sql;
-    char        tok[1024];
-    bool        quoted;
-
-    memset(cmd, 0, sizeof(*cmd));
-    if (!next_token(&s, cmd->word, sizeof(cmd->word), &quoted) || quoted || cmd->word[0] == '\0') {
-        *err = "syntax error: expected a command";
-        return false;
-    }
-    for (char *p = cmd->word; *p; p++)
-        *p = (char)toupper((unsigned char)*p);
-    if (!next_token(&s, cmd->arg, sizeof(cmd->arg), &quoted)) {
-        *err = "syntax error: unterminated quoted string, or a word too long";
-        return false;
-    }
-    if (cmd->arg[0] != '\0' || quoted) cmd->nargs = 1;
-    if (strcmp(cmd->word, "SET") == 0) {
-        while (isspace((unsigned char)*s))
-            s++;
-        if (*s == '=') {
-            s++;
-        } else if (strncasecmp(s, "to", 2) == 0 && (isspace((unsigned char)s[2]) || s[2] == '\'')) {
-            s += 2;
-        } else {
-            *err = "syntax error: expected SET key = value";
-            return false;
-        }
-        if (!next_token(&s, tok, sizeof(tok), &quoted)) {
-            *err = "syntax error: unterminated quoted string, or a word too long";
-            return false;
-        }
-        if (tok[0] == '\0' && !quoted) {
-            *err = "syntax error: SET needs a value";
-            return false;
-        }
-        snprintf(cmd->value, sizeof(cmd->value), "%s", tok);
-        cmd->nargs = 2;
-    }
-    while (isspace((unsigned char)*s))
-        s++;
-    if (*s != '\0') {
-        *err = "syntax error: unexpected text after the command";
-        return false;
-    }
-    return true;
-}
-
-/* Commands and whether they produce rows (Describe answers RowDescription for those). */
-static const struct {
-    const char *word;
-    bool        show; /* SHOW-like: rows; stats_users may run it */
-    int         min_args, max_args;
-} commands[] = {
-    {"SHOW", true, 1, 1},      {"SELECT", true, 1, 1},       {"SET", false, 2, 2},       {"RELOAD", false, 0, 0},
-    {"PAUSE", false, 0, 1},    {"RESUME", false, 0, 1},      {"DISABLE", false, 1, 1},   {"ENABLE", false, 1, 1},
-    {"KILL", false, 0, 1},     {"KILL_CLIENT", false, 1, 1}, {"RECONNECT", false, 0, 1}, {"WAIT_CLOSE", false, 0, 1},
-    {"SHUTDOWN", false, 0, 1}, {"RESET", false, 1, 1},       {"SUSPEND", false, 0, 0},
-};
-
-static int find_command(const struct command *cmd)
-{
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (strcmp(commands[i].word, cmd->word) == 0) return (int)i;
-    return -1;
-}
-
 /*
  * Session settings drivers send right after connecting (JDBC's SET
  * extra_float_digits = 3, ...): accepted and ignored, since the console's
@@ -326,20 +215,12 @@ static bool session_setting(const char *key)
 }
 
 /* Checks a statement without running it: known, right number of arguments, allowed for this user. */
-static bool check_command(struct client *c, const char *sql, struct command *cmd, int *idx)
+static bool check_command(struct client *c, const char *sql, struct admin_parse_cmd *cmd)
 {
-    const char *err = NULL;
+    char err[ADMIN_PARSE_ERR_MAX];
 
-    if (!parse_command(sql, cmd, &err)) {
+    if (!admin_parse_statement(sql, cmd, err, sizeof(err))) {
         error(c, "42601", "%s", err);
-        return false;
-    }
-    if ((*idx = find_command(cmd)) < 0) {
-        error(c, "42601", "unknown command \"%s\"; SHOW HELP lists the commands", cmd->word);
-        return false;
-    }
-    if (cmd->nargs < commands[*idx].min_args || cmd->nargs > commands[*idx].max_args) {
-        error(c, "42601", "syntax error: wrong number of arguments for %s", cmd->word);
         return false;
     }
     /* Rights follow the running config: a RELOAD or SET that drops a user applies at once. */
@@ -348,8 +229,7 @@ static bool check_command(struct client *c, const char *sql, struct command *cmd
         error(c, "42501", "user \"%s\" is no longer in admin_users or stats_users", c->user);
         return false;
     }
-    if (!commands[*idx].show && c->console->role != ADMIN_FULL &&
-        !(strcmp(cmd->word, "SET") == 0 && session_setting(cmd->arg))) {
+    if (!cmd->show && c->console->role != ADMIN_FULL && !(strcmp(cmd->word, "SET") == 0 && session_setting(cmd->arg))) {
         error(c, "42501", "admin rights are needed for %s: user \"%s\" is in stats_users only", cmd->word, c->user);
         return false;
     }
@@ -395,7 +275,7 @@ static bool cmd_reload(struct client *c)
     return true;
 }
 
-static bool cmd_set(struct client *c, const struct command *cmd)
+static bool cmd_set(struct client *c, const struct admin_parse_cmd *cmd)
 {
     struct pgbun_config *cfg;
     char                *err = NULL;
@@ -512,7 +392,7 @@ static struct client *find_client(uint64_t id)
 }
 
 /* Runs a checked control command. Returns false after an error; *waiting when the reply comes later. */
-static bool run_control(struct client *c, const struct command *cmd, bool *waiting)
+static bool run_control(struct client *c, const struct admin_parse_cmd *cmd, bool *waiting)
 {
     const char *db = cmd->nargs > 0 ? cmd->arg : NULL;
 
@@ -675,17 +555,16 @@ static bool run_statement(struct client *c, const char *sql, struct rowset *rs, 
 
 static bool run_statement_stopped(struct client *c, const char *sql, struct rowset *rs, bool describe, bool *waiting)
 {
-    struct command cmd;
-    int            idx;
+    struct admin_parse_cmd cmd;
 
     *waiting = false;
-    if (!check_command(c, sql, &cmd, &idx)) return false;
-    if (!commands[idx].show || strcasecmp(cmd.arg, "help") == 0) {
+    if (!check_command(c, sql, &cmd)) return false;
+    if (!cmd.show || strcasecmp(cmd.arg, "help") == 0) {
         if (describe) {
             proto_add_no_data(c->out);
             return true;
         }
-        if (commands[idx].show) {
+        if (cmd.show) {
             show_help(c);
             complete(c, "SHOW");
             return true;
@@ -705,30 +584,6 @@ static bool run_statement_stopped(struct client *c, const char *sql, struct rows
 }
 
 /* ---- simple query ---- */
-
-/* The next statement of a Query (split at ';' outside quotes) into *out (malloc'd); NULL at the end. */
-static const char *next_statement(const char *s, char **out)
-{
-    const char *start;
-    char        q = 0;
-
-    *out = NULL;
-    while (*s == ';' || isspace((unsigned char)*s))
-        s++;
-    if (*s == '\0') return NULL;
-    start = s;
-    for (; *s != '\0'; s++) {
-        if (q != 0) {
-            if (*s == q) q = 0;
-        } else if (*s == '\'' || *s == '"') {
-            q = *s;
-        } else if (*s == ';') {
-            break;
-        }
-    }
-    *out = strndup(start, (size_t)(s - start));
-    return s;
-}
 
 /*
  * Runs the statements of a Query from `sql` on; ends with ReadyForQuery
@@ -753,7 +608,7 @@ static void run_simple(struct client *c, const char *sql, bool resumed)
             waiting = true;
             hold(c, WAIT_OUTPUT);
         } else {
-            if ((s = next_statement(s, &stmt)) == NULL) break;
+            if ((s = admin_parse_next_statement(s, &stmt)) == NULL) break;
             if (stmt == NULL) {
                 error(c, "53200", "out of memory");
                 break;
@@ -828,14 +683,13 @@ static void drop_named(struct named *list, int *n, const char *name)
 
 static bool handle_parse(struct client *c, struct pkt_reader *r)
 {
-    struct admin_session *a = c->console;
-    const char           *name = pkt_get_str(r), *query = pkt_get_str(r);
-    uint16_t              nparams = pkt_get_u16(r);
-    struct named         *st;
-    struct command        cmd;
-    int                   idx;
-    char                 *one;
-    const char           *rest;
+    struct admin_session  *a = c->console;
+    const char            *name = pkt_get_str(r), *query = pkt_get_str(r);
+    uint16_t               nparams = pkt_get_u16(r);
+    struct named          *st;
+    struct admin_parse_cmd cmd;
+    char                  *one;
+    const char            *rest;
 
     if (r->bad) {
         error(c, "08P01", "malformed Parse message");
@@ -846,12 +700,12 @@ static bool handle_parse(struct client *c, struct pkt_reader *r)
         return false;
     }
     /* Checked now, so that a typo fails at Parse as it would in PostgreSQL. */
-    if ((rest = next_statement(query, &one)) != NULL) {
-        bool ok = one != NULL && check_command(c, one, &cmd, &idx);
+    if ((rest = admin_parse_next_statement(query, &one)) != NULL) {
+        bool ok = one != NULL && check_command(c, one, &cmd);
 
         free(one);
         if (!ok) return false;
-        if (next_statement(rest, &one) != NULL) {
+        if (admin_parse_next_statement(rest, &one) != NULL) {
             free(one);
             error(c, "42601", "cannot insert multiple commands into a prepared statement");
             return false;
@@ -919,7 +773,7 @@ static bool run_named(struct client *c, const struct named *n, bool describe, bo
     bool          ok;
 
     *waiting = false;
-    if (next_statement(n->query, &stmt) == NULL) {
+    if (admin_parse_next_statement(n->query, &stmt) == NULL) {
         if (describe)
             proto_add_no_data(c->out);
         else

@@ -1,127 +1,98 @@
 /*
  * prepared.c - statements, client names and server caches (prepared.h).
  *
- * Three small chained hash tables that double when they hold as many
- * entries as chains; the server cache also keeps a doubly linked list in
- * order of use, so that eviction takes the least recently used id in O(1).
+ * Three uthash tables: the registry by statement body, a client's names by
+ * name, a server's cache by id. The server cache also keeps a doubly linked
+ * list in order of use, so that eviction takes the least recently used id in
+ * O(1). uthash's default hash (Jenkins') reads twelve bytes a round, so long
+ * SQL texts hash well without a hash function of our own.
+ *
+ * uthash frees a table when its last entry goes and allocates it again with
+ * the next. A client that prepares and closes one statement per query would
+ * pay for that on every Parse, so each table's first entry is an anchor: it
+ * has a key length no lookup uses (none matches it), it is added before the
+ * first real entry and it goes only with the whole table.
  */
+#define HASH_NONFATAL_OOM 1 /* uthash: an allocation failure leaves the entry out (hh.tbl NULL), no exit */
 #include "prepared.h"
 
+#include <assert.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct pstmt_name {
-    struct pstmt_name *next;
-    struct pstmt      *p;
-    char               name[]; /* the client's name */
+    UT_hash_handle hh;
+    struct pstmt  *p;
+    char           name[]; /* the client's name */
 };
 
 struct pstmt_slot {
-    struct pstmt_slot *next; /* hash chain */
+    UT_hash_handle     hh;
     struct pstmt_slot *older, *newer;
     uint64_t           id;
     uint32_t           seq;       /* its Parse went out before this Sync */
     bool               confirmed; /* ... and succeeded */
 };
 
+#define ANCHOR_KEYLEN UINT_MAX /* no body, name or id is that long */
+
 static atomic_uint_fast64_t next_id; /* process-wide: a server may move between workers */
 
-static uint32_t hash_bytes(const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    uint32_t       h = 2166136261u; /* FNV-1a */
-
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-static size_t slot_of_id(uint64_t id, size_t nb)
-{
-    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (nb - 1);
-}
-
-static size_t slot_of_pstmt(const struct pstmt *e, size_t nb)
-{
-    return e->hash & (nb - 1);
-}
-
-static size_t slot_of_name(const struct pstmt_name *e, size_t nb)
-{
-    return hash_bytes(e->name, strlen(e->name)) & (nb - 1);
-}
-
-static size_t slot_of_slot(const struct pstmt_slot *e, size_t nb)
-{
-    return slot_of_id(e->id, nb);
-}
-
-/* Doubles a table of T chains (nb a power of two, 16 to start). */
-#define DEFINE_REHASH(fn, T, slot)                                                                                     \
-    static bool fn(T ***b, size_t *nb)                                                                                 \
+/* fn(&tab): adds the anchor when tab is still NULL. false: out of memory. */
+#define DEFINE_OPEN(fn, T, extra)                                                                                      \
+    static bool fn(T **tab)                                                                                            \
     {                                                                                                                  \
-        size_t nnb = *nb ? *nb * 2 : 16;                                                                               \
-        T    **nbk = calloc(nnb, sizeof(*nbk));                                                                        \
+        T *a;                                                                                                          \
                                                                                                                        \
-        if (nbk == NULL) return false;                                                                                 \
-        for (size_t i = 0; i < *nb; i++) {                                                                             \
-            for (T *e = (*b)[i], *next; e != NULL; e = next) {                                                         \
-                size_t k = slot(e, nnb);                                                                               \
-                                                                                                                       \
-                next = e->next;                                                                                        \
-                e->next = nbk[k];                                                                                      \
-                nbk[k] = e;                                                                                            \
-            }                                                                                                          \
+        if (*tab != NULL) return true;                                                                                 \
+        if ((a = calloc(1, sizeof(*a) + (extra))) == NULL) return false;                                               \
+        /* Its key is never read: uthash compares hash and key length first. */                                        \
+        HASH_ADD_KEYPTR_BYHASHVALUE(hh, *tab, NULL, ANCHOR_KEYLEN, 0, a);                                              \
+        if (a->hh.tbl == NULL) {                                                                                       \
+            free(a);                                                                                                   \
+            return false;                                                                                              \
         }                                                                                                              \
-        free(*b);                                                                                                      \
-        *b = nbk;                                                                                                      \
-        *nb = nnb;                                                                                                     \
         return true;                                                                                                   \
     }
 
-DEFINE_REHASH(rehash_pstmts, struct pstmt, slot_of_pstmt)
-DEFINE_REHASH(rehash_names, struct pstmt_name, slot_of_name)
-DEFINE_REHASH(rehash_slots, struct pstmt_slot, slot_of_slot)
+DEFINE_OPEN(open_registry, struct pstmt, 0)
+DEFINE_OPEN(open_names, struct pstmt_name, 1) /* an empty name */
+DEFINE_OPEN(open_cache, struct pstmt_slot, 0)
 
 /* ---- the registry ---- */
 
 struct pstmt *pstmt_get(struct pstmt_registry *r, const uint8_t *body, size_t len)
 {
-    uint32_t      h = hash_bytes(body, len);
     struct pstmt *p;
 
-    if (r->nb > 0) {
-        for (p = r->b[h & (r->nb - 1)]; p != NULL; p = p->next) {
-            if (p->hash == h && p->len == len && memcmp(p->body, body, len) == 0) {
-                p->refs++;
-                return p;
-            }
-        }
+    assert(len < ANCHOR_KEYLEN);
+    HASH_FIND(hh, r->tab, body, len, p);
+    if (p != NULL) {
+        p->refs++;
+        return p;
     }
-    if (r->n >= r->nb && !rehash_pstmts(&r->b, &r->nb)) return NULL;
-    if ((p = malloc(sizeof(*p) + len)) == NULL) return NULL;
+    if (!open_registry(&r->tab) || (p = malloc(sizeof(*p) + len)) == NULL) return NULL;
     p->id = atomic_fetch_add(&next_id, 1) + 1;
     p->refs = 1;
     p->effects = 0;
     p->names = NULL;
-    p->hash = h;
     p->len = len;
     memcpy(p->body, body, len);
-    p->next = r->b[h & (r->nb - 1)];
-    r->b[h & (r->nb - 1)] = p;
+    HASH_ADD_KEYPTR(hh, r->tab, p->body, len, p);
+    if (p->hh.tbl == NULL) {
+        free(p);
+        return NULL;
+    }
     r->n++;
     return p;
 }
 
 void pstmt_put(struct pstmt_registry *r, struct pstmt *p)
 {
-    struct pstmt **link;
-
     if (--p->refs > 0) return;
-    for (link = &r->b[p->hash & (r->nb - 1)]; *link != p; link = &(*link)->next)
-        ;
-    *link = p->next;
+    HASH_DELETE(hh, r->tab, p);
     r->n--;
     free(p->names);
     free(p);
@@ -129,106 +100,107 @@ void pstmt_put(struct pstmt_registry *r, struct pstmt *p)
 
 void pstmt_registry_deinit(struct pstmt_registry *r)
 {
-    for (size_t i = 0; i < r->nb; i++) {
-        for (struct pstmt *p = r->b[i], *next; p != NULL; p = next) {
-            next = p->next;
-            free(p->names);
-            free(p);
-        }
+    struct pstmt *anchor = r->tab;
+
+    if (anchor == NULL) return;
+    for (struct pstmt *p = anchor->hh.next, *next; p != NULL; p = next) {
+        next = p->hh.next;
+        free(p->names);
+        free(p);
     }
-    free(r->b);
+    HASH_CLEAR(hh, r->tab);
+    free(anchor);
     memset(r, 0, sizeof(*r));
 }
 
 /* ---- a client's names ---- */
 
-static struct pstmt_name **name_link(const struct pstmt_names *m, const char *name)
+static struct pstmt_name *name_entry(const struct pstmt_names *m, const char *name)
 {
-    struct pstmt_name **link;
+    struct pstmt_name *n;
 
-    if (m->nb == 0) return NULL;
-    link = &m->b[hash_bytes(name, strlen(name)) & (m->nb - 1)];
-    while (*link != NULL && strcmp((*link)->name, name) != 0)
-        link = &(*link)->next;
-    return link;
+    HASH_FIND(hh, m->tab, name, strlen(name), n);
+    return n;
 }
 
 struct pstmt *pstmt_name_find(const struct pstmt_names *m, const char *name)
 {
-    struct pstmt_name **link = name_link(m, name);
+    struct pstmt_name *n = name_entry(m, name);
 
-    return link && *link ? (*link)->p : NULL;
+    return n ? n->p : NULL;
 }
 
 bool pstmt_name_add(struct pstmt_names *m, const char *name, struct pstmt *p)
 {
     size_t             len = strlen(name);
     struct pstmt_name *n;
-    size_t             k;
 
-    if (m->n >= m->nb && !rehash_names(&m->b, &m->nb)) return false;
-    if ((n = malloc(sizeof(*n) + len + 1)) == NULL) return false;
+    if (!open_names(&m->tab) || (n = malloc(sizeof(*n) + len + 1)) == NULL) return false;
     memcpy(n->name, name, len + 1);
     n->p = p;
-    k = hash_bytes(name, len) & (m->nb - 1);
-    n->next = m->b[k];
-    m->b[k] = n;
+    HASH_ADD_KEYPTR(hh, m->tab, n->name, len, n);
+    if (n->hh.tbl == NULL) {
+        free(n);
+        return false;
+    }
     m->n++;
     return true;
 }
 
 struct pstmt *pstmt_name_remove(struct pstmt_names *m, const char *name)
 {
-    struct pstmt_name **link = name_link(m, name), *n;
-    struct pstmt       *p;
+    struct pstmt_name *n = name_entry(m, name);
+    struct pstmt      *p;
 
-    if (link == NULL || *link == NULL) return NULL;
-    n = *link;
+    if (n == NULL) return NULL;
     p = n->p;
-    *link = n->next;
+    HASH_DELETE(hh, m->tab, n);
     m->n--;
     free(n);
     return p;
 }
 
+/* Frees the table and its anchor; the entries must have been freed. */
+static void names_close(struct pstmt_names *m)
+{
+    struct pstmt_name *anchor = m->tab;
+
+    HASH_CLEAR(hh, m->tab);
+    free(anchor);
+    memset(m, 0, sizeof(*m));
+}
+
 void pstmt_names_move(struct pstmt_names *dst, struct pstmt_names *src, struct pstmt_registry *r)
 {
-    for (size_t i = 0; i < src->nb; i++) {
-        for (struct pstmt_name *n = src->b[i], *next; n != NULL; n = next) {
-            next = n->next;
-            if (pstmt_name_find(dst, n->name) != NULL || !pstmt_name_add(dst, n->name, n->p))
-                pstmt_put(r, n->p); /* a newer name wins; out of memory loses the old one */
-            free(n);
-        }
+    if (src->tab == NULL) return;
+    for (struct pstmt_name *n = src->tab->hh.next, *next; n != NULL; n = next) {
+        next = n->hh.next;
+        if (pstmt_name_find(dst, n->name) != NULL || !pstmt_name_add(dst, n->name, n->p))
+            pstmt_put(r, n->p); /* a newer name wins; out of memory loses the old one */
+        free(n);
     }
-    free(src->b);
-    memset(src, 0, sizeof(*src));
+    names_close(src);
 }
 
 void pstmt_names_clear(struct pstmt_names *m, struct pstmt_registry *r)
 {
-    for (size_t i = 0; i < m->nb; i++) {
-        for (struct pstmt_name *n = m->b[i], *next; n != NULL; n = next) {
-            next = n->next;
-            pstmt_put(r, n->p);
-            free(n);
-        }
+    if (m->tab == NULL) return;
+    for (struct pstmt_name *n = m->tab->hh.next, *next; n != NULL; n = next) {
+        next = n->hh.next;
+        pstmt_put(r, n->p);
+        free(n);
     }
-    free(m->b);
-    memset(m, 0, sizeof(*m));
+    names_close(m);
 }
 
 /* ---- a server's cache ---- */
 
-static struct pstmt_slot **slot_link(const struct pstmt_cache *c, uint64_t id)
+static struct pstmt_slot *slot_of(const struct pstmt_cache *c, uint64_t id)
 {
-    struct pstmt_slot **link;
+    struct pstmt_slot *s;
 
-    if (c->nb == 0) return NULL;
-    link = &c->b[slot_of_id(id, c->nb)];
-    while (*link != NULL && (*link)->id != id)
-        link = &(*link)->next;
-    return link;
+    HASH_FIND(hh, c->tab, &id, sizeof(id), s);
+    return s;
 }
 
 static void unlink_use(struct pstmt_cache *c, struct pstmt_slot *s)
@@ -257,31 +229,33 @@ static void link_newest(struct pstmt_cache *c, struct pstmt_slot *s)
 
 bool pstmt_cache_use(struct pstmt_cache *c, uint64_t id)
 {
-    struct pstmt_slot **link = slot_link(c, id);
+    struct pstmt_slot *s = slot_of(c, id);
 
-    if (link == NULL || *link == NULL) return false;
-    unlink_use(c, *link);
-    link_newest(c, *link);
+    if (s == NULL) return false;
+    unlink_use(c, s);
+    link_newest(c, s);
     return true;
 }
 
 bool pstmt_cache_add(struct pstmt_cache *c, uint64_t id, size_t max, uint64_t *evicted, bool *oom)
 {
     struct pstmt_slot *s;
-    size_t             k;
 
     *oom = false;
     if (pstmt_cache_use(c, id)) return false;
-    if ((c->n >= c->nb && !rehash_slots(&c->b, &c->nb)) || (s = malloc(sizeof(*s))) == NULL) {
+    if (!open_cache(&c->tab) || (s = malloc(sizeof(*s))) == NULL) {
         *oom = true;
         return false;
     }
     s->id = id;
     s->seq = 0;
     s->confirmed = true; /* until pstmt_cache_sent says otherwise */
-    k = slot_of_id(id, c->nb);
-    s->next = c->b[k];
-    c->b[k] = s;
+    HASH_ADD(hh, c->tab, id, sizeof(s->id), s);
+    if (s->hh.tbl == NULL) {
+        free(s);
+        *oom = true;
+        return false;
+    }
     c->n++;
     link_newest(c, s);
     return pstmt_cache_trim(c, max, evicted);
@@ -297,34 +271,33 @@ bool pstmt_cache_trim(struct pstmt_cache *c, size_t max, uint64_t *evicted)
 
 void pstmt_cache_sent(struct pstmt_cache *c, uint64_t id, uint32_t seq)
 {
-    struct pstmt_slot **link = slot_link(c, id);
+    struct pstmt_slot *s = slot_of(c, id);
 
-    if (link == NULL || *link == NULL) return;
-    (*link)->seq = seq;
-    (*link)->confirmed = false;
+    if (s == NULL) return;
+    s->seq = seq;
+    s->confirmed = false;
 }
 
 void pstmt_cache_confirm(struct pstmt_cache *c, uint64_t id)
 {
-    struct pstmt_slot **link = slot_link(c, id);
+    struct pstmt_slot *s = slot_of(c, id);
 
-    if (link != NULL && *link != NULL) (*link)->confirmed = true;
+    if (s != NULL) s->confirmed = true;
 }
 
 bool pstmt_cache_settled(const struct pstmt_cache *c, uint64_t id, uint32_t seq)
 {
-    struct pstmt_slot **link = slot_link(c, id);
+    struct pstmt_slot *s = slot_of(c, id);
 
-    return link != NULL && *link != NULL && ((*link)->confirmed || (*link)->seq == seq);
+    return s != NULL && (s->confirmed || s->seq == seq);
 }
 
 void pstmt_cache_remove(struct pstmt_cache *c, uint64_t id)
 {
-    struct pstmt_slot **link = slot_link(c, id), *s;
+    struct pstmt_slot *s = slot_of(c, id);
 
-    if (link == NULL || *link == NULL) return;
-    s = *link;
-    *link = s->next;
+    if (s == NULL) return;
+    HASH_DELETE(hh, c->tab, s);
     unlink_use(c, s);
     c->n--;
     free(s);
@@ -332,8 +305,13 @@ void pstmt_cache_remove(struct pstmt_cache *c, uint64_t id)
 
 void pstmt_cache_clear(struct pstmt_cache *c)
 {
-    while (c->lru != NULL)
-        pstmt_cache_remove(c, c->lru->id);
-    free(c->b);
+    struct pstmt_slot *anchor = c->tab;
+
+    for (struct pstmt_slot *s = c->lru, *next; s != NULL; s = next) {
+        next = s->newer;
+        free(s);
+    }
+    HASH_CLEAR(hh, c->tab);
+    free(anchor);
     memset(c, 0, sizeof(*c));
 }

@@ -17,34 +17,39 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uthash.h>
 
 struct pstmt {
-    uint64_t      id;      /* the server-side name is pgbun_<id> */
-    uint32_t      refs;    /* client names that point at it */
-    unsigned      effects; /* what running it may do to the session (scan.h flags), set by its user */
-    char         *names;   /* ... the settings it names, each NUL-terminated, an empty one last; or NULL (freed here) */
-    uint32_t      hash;    /* of body */
-    struct pstmt *next;    /* hash chain */
-    size_t        len;     /* bytes of body */
-    uint8_t       body[];  /* Parse after the name: query, NUL, int16 count, int32 type OIDs */
+    uint64_t       id;      /* the server-side name is pgbun_<id> */
+    uint32_t       refs;    /* client names that point at it */
+    unsigned       effects; /* what running it may do to the session (scan.h flags), set by its user */
+    char          *names;  /* ... the settings it names, each NUL-terminated, an empty one last; or NULL (freed here) */
+    UT_hash_handle hh;     /* in the registry, keyed by body */
+    size_t         len;    /* bytes of body */
+    uint8_t        body[]; /* Parse after the name: query, NUL, int16 count, int32 type OIDs */
 };
 
+/*
+ * Each table below is a uthash table, NULL until its first entry. Its head
+ * is an anchor entry that no lookup matches (prepared.c), so that the table
+ * stays allocated while its entries come and go.
+ */
 struct pstmt_registry {
-    struct pstmt **b; /* nb chains */
-    size_t         nb, n;
+    struct pstmt *tab; /* by body */
+    size_t        n;   /* statements, the anchor not counted */
 };
 
 /* A client's names. */
 struct pstmt_names {
-    struct pstmt_name **b; /* nb chains */
-    size_t              nb, n;
+    struct pstmt_name *tab; /* by name */
+    size_t             n;
 };
 
 /* The ids prepared on one server, least recently used first. */
 struct pstmt_cache {
-    struct pstmt_slot **b; /* nb chains, by id */
-    size_t              nb, n;
-    struct pstmt_slot  *lru, *mru; /* the use order */
+    struct pstmt_slot *tab; /* by id */
+    size_t             n;
+    struct pstmt_slot *lru, *mru; /* the use order */
 };
 
 /* The registry's entry for body (found, or added with a new id), one reference more. NULL: out of memory. */

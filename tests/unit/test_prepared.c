@@ -127,10 +127,71 @@ static void cache(void)
     ok(c.n == 0 && !pstmt_cache_use(&c, 250), "cleared");
 }
 
+/* Tables that empty and fill again keep working, and keep their table meanwhile (no allocation but the entry's). */
+static void emptied_tables(void)
+{
+    struct pstmt_registry r = {0};
+    struct pstmt_names    m = {0}, dst = {0};
+    struct pstmt_cache    c = {0};
+    static char           big[2][8192];
+    char                  b[64];
+    struct pstmt         *p, *q;
+    uint64_t              first, evicted = 0;
+    bool                  oom, same = true;
+    void                 *tab;
+
+    p = pstmt_get(&r, (uint8_t *)b, body_of(b, "SELECT 1"));
+    first = p->id;
+    tab = r.tab;
+    pstmt_put(&r, p);
+    ok(r.n == 0 && r.tab == tab, "the registry's last statement goes, its table stays");
+    p = pstmt_get(&r, (uint8_t *)b, body_of(b, "SELECT 1"));
+    ok(p->id != first && p->refs == 1 && r.n == 1 && r.tab == tab, "the same text again: a new entry, a new id");
+
+    for (int i = 0; i < 1000 && same; i++) {
+        p->refs++;
+        if (!pstmt_name_add(&m, "s", p)) break;
+        tab = i == 0 ? (void *)m.tab : tab;
+        same = pstmt_name_remove(&m, "s") == p && m.n == 0 && m.tab == tab && pstmt_name_find(&m, "s") == NULL;
+        pstmt_put(&r, p);
+    }
+    ok(same && m.tab != NULL && p->refs == 1, "a name added and removed 1000 times: the names' table stays");
+    p->refs += 3;
+    ok(pstmt_name_add(&m, "a", p) && pstmt_name_add(&m, "b", p) && pstmt_name_add(&dst, "a", p), "a, b and a");
+    pstmt_names_move(&dst, &m, &r);
+    ok(m.tab == NULL && m.n == 0 && dst.n == 2 && pstmt_name_find(&dst, "b") == p && p->refs == 3,
+       "names moved: the one dst has already gives its reference back");
+    pstmt_names_clear(&dst, &r);
+    pstmt_names_clear(&m, &r);
+    is_int(p->refs, 1, "clearing the names gave their references back");
+
+    /* Long texts that differ only at their end: two statements; the same text: one. */
+    memset(big, 'x', sizeof(big));
+    big[0][sizeof(big[0]) - 1] = 'a';
+    big[1][sizeof(big[1]) - 1] = 'b';
+    q = pstmt_get(&r, (uint8_t *)big[0], sizeof(big[0]));
+    ok(q != pstmt_get(&r, (uint8_t *)big[1], sizeof(big[1])) && q == pstmt_get(&r, (uint8_t *)big[0], sizeof(big[0])) &&
+           q->refs == 2 && r.n == 3,
+       "8 KB texts differing in their last byte are two statements; the same one is shared");
+    pstmt_registry_deinit(&r);
+    ok(r.tab == NULL && r.n == 0, "the registry freed");
+
+    ok(!pstmt_cache_add(&c, 5, 3, &evicted, &oom) && !oom, "an id cached");
+    tab = c.tab;
+    pstmt_cache_remove(&c, 5);
+    ok(c.n == 0 && c.tab == tab && c.lru == NULL && c.mru == NULL && !pstmt_cache_use(&c, 5),
+       "its removal empties the cache, which keeps its table");
+    ok(!pstmt_cache_add(&c, 6, 1, &evicted, &oom) && pstmt_cache_add(&c, 7, 1, &evicted, &oom) && evicted == 6 &&
+           c.tab == tab,
+       "filled again, it evicts as before");
+    pstmt_cache_clear(&c);
+}
+
 int main(void)
 {
     registry();
     names();
     cache();
+    emptied_tables();
     return done_testing();
 }

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "output.h"
+#include "pqparams.h"
 #include "top.h"
 
 #ifndef PGBUN_VERSION
@@ -139,25 +140,15 @@ static char *ask_password(void)
 
 static PGconn *open_conn(void)
 {
-    const char *keys[8], *vals[8];
-    int         n = 0;
+    struct pq_params p = {0};
 
-#define PARAM(k, v)                                                                                                    \
-    do {                                                                                                               \
-        if ((v) != NULL) {                                                                                             \
-            keys[n] = (k);                                                                                             \
-            vals[n++] = (v);                                                                                           \
-        }                                                                                                              \
-    } while (0)
-    PARAM("host", app.host);
-    PARAM("port", app.port);
-    PARAM("user", app.user);
-    PARAM("dbname", app.dbname);
-    PARAM("password", app.password);
-    PARAM("fallback_application_name", "pgbun-admin");
-#undef PARAM
-    keys[n] = vals[n] = NULL;
-    return PQconnectdbParams(keys, vals, 0);
+    pq_param(&p, "host", app.host);
+    pq_param(&p, "port", app.port);
+    pq_param(&p, "user", app.user);
+    pq_param(&p, "dbname", app.dbname);
+    pq_param(&p, "password", app.password);
+    pq_param(&p, "fallback_application_name", "pgbun-admin");
+    return PQconnectdbParams(p.keys, p.vals, 0);
 }
 
 /* Connects, asking for a password when the server wants one and a terminal is there. */

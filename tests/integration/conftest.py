@@ -203,7 +203,7 @@ def pgbun_binary():
 
 
 def loadtest_binary():
-    return _built("PGBUN_LOADTEST_BIN", "tests/load", "pgbun-loadtest")
+    return _built("PGBUN_LOADTEST_BIN", "loadtest", "pgbun-loadtest")
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -16,7 +16,7 @@ PROGRAMS = {"pgbun": pgbun_binary, "pgbun-admin": admin_binary, "pgbun-loadtest"
 
 def man_text(name):
     """The page's source with roff's escaped hyphens made plain."""
-    return (SRCDIR / "doc" / f"{name}.1").read_text().replace("\\-", "-")
+    return (SRCDIR / "docs" / f"{name}.1").read_text().replace("\\-", "-")
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
@@ -27,7 +27,7 @@ def test_man_page_documents_every_long_option_of_help(name):
     assert len(options) >= 5, out.stdout
     page = man_text(name)
     missing = sorted(o for o in options if not re.search(re.escape(o) + r"(?![a-z-])", page))
-    assert not missing, f"doc/{name}.1 lacks {missing}"
+    assert not missing, f"docs/{name}.1 lacks {missing}"
     assert f".TH {name.upper()} 1" in page
 
 
@@ -35,6 +35,6 @@ def test_man_page_documents_every_long_option_of_help(name):
 def test_man_page_formats_without_warnings(name):
     if shutil.which("groff") is None:
         pytest.skip("groff is not installed")
-    res = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(SRCDIR / "doc" / f"{name}.1")],
+    res = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(SRCDIR / "docs" / f"{name}.1")],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0 and res.stderr == "", res.stderr

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "metrics.h"
+#include "pqparams.h"
 
 enum lt_mode { MODE_UNSET = 0, MODE_SESSION, MODE_TRANSACTION, MODE_STATEMENT };
 
@@ -173,10 +174,9 @@ struct run {
 
 nsec_t lt_now(void);
 
-#define LT_CONN_PARAMS 8
-/* The target's connection keywords, NULL-terminated (libpq's PG* variables fill in what is NULL). */
-int         lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
-                           const char **keys, const char **vals);
+/* Adds the target's connection keywords to p (libpq's PG* variables fill in what is NULL). */
+void        lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
+                           struct pq_params *p);
 const char *lt_mode_name(enum lt_mode m);
 const char *lt_scenario_name(enum lt_scenario s);
 

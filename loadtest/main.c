@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../admin/output.h"
+#include "output.h"
 #include "loadtest.h"
 
 #define EXIT_ERRORS 1 /* the run had errors, or a check failed */
@@ -299,29 +299,24 @@ static void parse_options(int argc, char **argv, struct lt_options *o)
 
 /* ---- connections for set-up and checks (blocking: they are not the load) ---- */
 
-int lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
-                   const char **keys, const char **vals)
+void lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
+                    struct pq_params *p)
 {
-    const char *given[][2] = {{"host", o->host},        {"port", o->port},  {"user", user},
-                              {"password", password},   {"dbname", dbname}, {"application_name", "pgbun-loadtest"},
-                              {"connect_timeout", "15"}};
-    int         n = 0;
-
-    for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++)
-        if (given[i][1] != NULL) {
-            keys[n] = given[i][0];
-            vals[n++] = given[i][1];
-        }
-    keys[n] = vals[n] = NULL;
-    return n;
+    pq_param(p, "host", o->host);
+    pq_param(p, "port", o->port);
+    pq_param(p, "user", user);
+    pq_param(p, "password", password);
+    pq_param(p, "dbname", dbname);
+    pq_param(p, "application_name", "pgbun-loadtest");
+    pq_param(p, "connect_timeout", "15");
 }
 
 static PGconn *connect_to(const struct lt_options *o, const char *user, const char *password, const char *dbname)
 {
-    const char *keys[LT_CONN_PARAMS], *vals[LT_CONN_PARAMS];
+    struct pq_params p = {0};
 
-    lt_conn_params(o, user, password, dbname, keys, vals);
-    return PQconnectdbParams(keys, vals, 0);
+    lt_conn_params(o, user, password, dbname, &p);
+    return PQconnectdbParams(p.keys, p.vals, 0);
 }
 
 static char *first_line(const char *msg)

@@ -155,14 +155,14 @@ static void connect_failed(struct slot *s, const char *message)
 static void slot_connect(struct slot *s)
 {
     const struct lt_options *o = s->run->opt;
-    const char              *keys[LT_CONN_PARAMS], *vals[LT_CONN_PARAMS];
+    struct pq_params         p = {0};
 
-    lt_conn_params(o, o->user, o->password, o->dbname, keys, vals);
+    lt_conn_params(o, o->user, o->password, o->dbname, &p);
 
     s->state = SL_CONNECTING;
     s->fatal_notice = false;
     s->run->connects++;
-    s->conn = PQconnectStartParams(keys, vals, 0);
+    s->conn = PQconnectStartParams(p.keys, p.vals, 0);
     if (s->conn == NULL || PQstatus(s->conn) == CONNECTION_BAD) {
         connect_failed(s, s->conn ? PQerrorMessage(s->conn) : NULL);
         return;

@@ -1,9 +1,10 @@
 /*
  * output.h - how pgbun-admin prints a result: an aligned table like psql's,
- * CSV, or JSON (an array of objects, numbers typed) for scripts.
+ * CSV, or JSON (an array of objects, numbers typed) for scripts; and the
+ * JSON string literal pgbun-loadtest's report is written with.
  */
-#ifndef PGBUN_ADMIN_OUTPUT_H
-#define PGBUN_ADMIN_OUTPUT_H
+#ifndef PGBUN_COMMON_OUTPUT_H
+#define PGBUN_COMMON_OUTPUT_H
 
 #include <libpq-fe.h>
 #include <stdbool.h>

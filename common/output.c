@@ -1,5 +1,6 @@
 /*
- * output.c - tables, CSV and JSON for pgbun-admin.
+ * output.c - tables, CSV and JSON for pgbun-admin (and JSON strings for
+ * pgbun-loadtest).
  *
  * Tables are aligned on display width (UTF-8 aware, one column per code
  * point), with numbers right-aligned and a "(N rows)" footer, as psql prints

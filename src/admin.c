@@ -238,13 +238,6 @@ static bool check_command(struct client *c, const char *sql, struct admin_parse_
 
 /* ---- control commands ---- */
 
-static const struct db_config *db_named(const struct db_config *d, const char *name)
-{
-    while (d != NULL && strcmp(d->name, name) != 0)
-        d = d->next;
-    return d;
-}
-
 /* Each change a RELOAD made, as a NOTICE. */
 struct reload_report {
     struct client *c;
@@ -313,7 +306,7 @@ static bool cmd_set(struct client *c, const struct admin_parse_cmd *cmd)
 static bool known_db(struct client *c, const char *db)
 {
     /* By its exact name: "*" would match any typo. */
-    if (db_named(pgbun.cfg->databases, db) != NULL) return true;
+    if (config_db_named(pgbun.cfg, db) != NULL) return true;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         if (strcmp(p->dbname, db) == 0) return true;
     error(c, "08P01", "no such database: %s", db);

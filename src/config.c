@@ -340,6 +340,8 @@ struct parser {
     struct pgbun_config *cfg;
     enum section         section; /* carries across %include, as in PgBouncer */
     char               **errmsg;
+    struct db_config   **db_tail; /* where the next new entry goes */
+    struct user_config **user_tail;
 };
 
 /* Sets *errmsg to a malloc'd message, keeping the first one. */
@@ -792,38 +794,41 @@ static struct user_config *user_new(const char *name)
     return u;
 }
 
-/* Appends `db`, or replaces an earlier entry of the same name in place. */
-static void add_db(struct pgbun_config *cfg, struct db_config *db)
-{
-    struct db_config **pp;
-
-    for (pp = &cfg->databases; *pp != NULL; pp = &(*pp)->next) {
-        if (strcmp((*pp)->name, db->name) == 0) {
-            db->next = (*pp)->next;
-            db_free(*pp);
-            *pp = db;
-            return;
-        }
+/*
+ * fn(cfg, e, &tail): appends entry e at *tail, the end of its list, or puts
+ * it in the place of an earlier entry of the same name (the last one wins,
+ * as in PgBouncer), and indexes it by name. false: out of memory, e freed.
+ */
+#define DEFINE_ADD(fn, T, list, index, free_entry)                                                                     \
+    static bool fn(struct pgbun_config *cfg, T *e, T ***tail)                                                          \
+    {                                                                                                                  \
+        T *old, **pp;                                                                                                  \
+                                                                                                                       \
+        HASH_FIND_STR(cfg->index, e->name, old);                                                                       \
+        if (old != NULL) HASH_DELETE(hh, cfg->index, old);                                                             \
+        memset(&e->hh, 0, sizeof(e->hh));                                                                              \
+        HASH_ADD_KEYPTR(hh, cfg->index, e->name, strlen(e->name), e);                                                  \
+        if (e->hh.tbl == NULL) {                                                                                       \
+            free_entry(e); /* old stays in the list, freed with the config this failure discards */                    \
+            return false;                                                                                              \
+        }                                                                                                              \
+        e->next = NULL;                                                                                                \
+        if (old == NULL) {                                                                                             \
+            **tail = e;                                                                                                \
+            *tail = &e->next;                                                                                          \
+            return true;                                                                                               \
+        }                                                                                                              \
+        for (pp = &cfg->list; *pp != old; pp = &(*pp)->next)                                                           \
+            ;                                                                                                          \
+        e->next = old->next;                                                                                           \
+        *pp = e;                                                                                                       \
+        if (*tail == &old->next) *tail = &e->next;                                                                     \
+        free_entry(old);                                                                                               \
+        return true;                                                                                                   \
     }
-    db->next = NULL;
-    *pp = db;
-}
 
-static void add_user(struct pgbun_config *cfg, struct user_config *u)
-{
-    struct user_config **pp;
-
-    for (pp = &cfg->users; *pp != NULL; pp = &(*pp)->next) {
-        if (strcmp((*pp)->name, u->name) == 0) {
-            u->next = (*pp)->next;
-            user_free(*pp);
-            *pp = u;
-            return;
-        }
-    }
-    u->next = NULL;
-    *pp = u;
-}
+DEFINE_ADD(add_db, struct db_config, databases, db_index, db_free)
+DEFINE_ADD(add_user, struct user_config, users, user_index, user_free)
 
 /*
  * Reads the next "key=value" pair of a libpq-style connection string at *sp.
@@ -956,7 +961,10 @@ static bool parse_db_entry(struct parser *p, const char *name, const char *conns
         db_free(db);
         return false;
     }
-    add_db(p->cfg, db);
+    if (!add_db(p->cfg, db, &p->db_tail)) {
+        set_error(p->errmsg, "%s:%d: out of memory", file, line);
+        return false;
+    }
     return true;
 }
 
@@ -972,7 +980,10 @@ static bool parse_user_entry(struct parser *p, const char *name, const char *set
         user_free(u);
         return false;
     }
-    add_user(p->cfg, u);
+    if (!add_user(p->cfg, u, &p->user_tail)) {
+        set_error(p->errmsg, "%s:%d: out of memory", file, line);
+        return false;
+    }
     return true;
 }
 
@@ -1201,25 +1212,26 @@ struct pgbun_config *config_load(const char *path, char **errmsg)
         return NULL;
     }
     if (!apply_defaults(cfg, errmsg)) goto fail;
+    p.cfg = cfg;
+    p.section = SECT_NONE;
+    p.errmsg = errmsg;
+    p.db_tail = &cfg->databases;
+    p.user_tail = &cfg->users;
     if (path != NULL) {
         cfg->path = strdup(path);
         if (cfg->path == NULL) {
             set_error(errmsg, "out of memory");
             goto fail;
         }
-        p.cfg = cfg;
-        p.section = SECT_NONE;
-        p.errmsg = errmsg;
         if (!parse_file(&p, path, 0)) goto fail;
     } else {
         /* Sidecar mode: every database goes to server_host:server_port. */
         struct db_config *db = db_new("*");
 
-        if (db == NULL) {
+        if (db == NULL || !add_db(cfg, db, &p.db_tail)) {
             set_error(errmsg, "out of memory");
             goto fail;
         }
-        add_db(cfg, db);
     }
     if (!apply_env(cfg, errmsg)) goto fail;
     return cfg;
@@ -1238,6 +1250,8 @@ void config_free(struct pgbun_config *cfg)
         if (k->type == KT_STR && !(k->flags & KF_IGNORED)) free(*(char **)(void *)((char *)cfg + k->offset));
     }
     free(cfg->path);
+    HASH_CLEAR(hh, cfg->db_index);
+    HASH_CLEAR(hh, cfg->user_index);
     while (cfg->databases != NULL) {
         struct db_config *next = cfg->databases->next;
         db_free(cfg->databases);
@@ -1300,8 +1314,9 @@ struct pgbun_config *config_dup(const struct pgbun_config *cfg)
     *copy = *cfg;
     /* Detach every pointer first, so that config_free() of a half-made copy frees only what it owns. */
     copy->path = NULL;
-    copy->databases = NULL;
+    copy->databases = copy->db_index = NULL;
     copy->users = NULL;
+    copy->user_index = NULL;
     for (size_t i = 0; i < NKEYS(main_keys); i++)
         if (main_keys[i].type == KT_STR && !(main_keys[i].flags & KF_IGNORED)) *str_field(copy, &main_keys[i]) = NULL;
 
@@ -1314,13 +1329,15 @@ struct pgbun_config *config_dup(const struct pgbun_config *cfg)
     }
     dbtail = &copy->databases;
     for (const struct db_config *db = cfg->databases; db != NULL; db = db->next) {
-        if ((*dbtail = db_dup(db)) == NULL) goto fail;
-        dbtail = &(*dbtail)->next;
+        struct db_config *d = db_dup(db);
+
+        if (d == NULL || !add_db(copy, d, &dbtail)) goto fail;
     }
     utail = &copy->users;
     for (const struct user_config *u = cfg->users; u != NULL; u = u->next) {
-        if ((*utail = user_dup(u)) == NULL) goto fail;
-        utail = &(*utail)->next;
+        struct user_config *d = user_dup(u);
+
+        if (d == NULL || !add_user(copy, d, &utail)) goto fail;
     }
     return copy;
 
@@ -1468,24 +1485,40 @@ bool config_set(struct pgbun_config *cfg, const char *key, const char *value, ch
     return key_set(cfg, k, value, k->name, errmsg);
 }
 
+/* An entry by its exact name ("*" matches only "*"), or NULL. */
+static const void *db_exact(const struct pgbun_config *cfg, const char *name)
+{
+    struct db_config *db;
+
+    HASH_FIND_STR(cfg->db_index, name, db);
+    return db;
+}
+
+static const void *user_exact(const struct pgbun_config *cfg, const char *name)
+{
+    struct user_config *u;
+
+    HASH_FIND_STR(cfg->user_index, name, u);
+    return u;
+}
+
 const struct db_config *config_find_db(const struct pgbun_config *cfg, const char *name)
 {
-    const struct db_config *db, *fallback = NULL;
+    const struct db_config *db;
 
     if (cfg == NULL || name == NULL) return NULL;
-    for (db = cfg->databases; db != NULL; db = db->next) {
-        if (strcmp(db->name, name) == 0) return db;
-        if (fallback == NULL && strcmp(db->name, "*") == 0) fallback = db;
-    }
-    return fallback;
+    db = db_exact(cfg, name);
+    return db != NULL ? db : db_exact(cfg, "*");
+}
+
+const struct db_config *config_db_named(const struct pgbun_config *cfg, const char *name)
+{
+    return cfg != NULL && name != NULL ? db_exact(cfg, name) : NULL;
 }
 
 const struct user_config *config_find_user(const struct pgbun_config *cfg, const char *name)
 {
-    if (cfg == NULL || name == NULL) return NULL;
-    for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
-        if (strcmp(u->name, name) == 0) return u;
-    return NULL;
+    return cfg != NULL && name != NULL ? user_exact(cfg, name) : NULL;
 }
 
 static bool sslmode_at_least(const char *mode, const char *least)
@@ -1691,36 +1724,30 @@ __attribute__((format(printf, 3, 4))) static void report(config_change_fn *fn, v
     free(line);
 }
 
-/* Entries found by their name, the first field of either kind. */
+/* Entries are walked by their name, the first field of either kind, and their next pointer at `next_at`. */
 _Static_assert(offsetof(struct db_config, name) == 0 && offsetof(struct user_config, name) == 0, "name first");
+#define ENTRY_NAME(e)          (*(char *const *)(const void *)(e))
+#define ENTRY_NEXT(e, next_at) (*(const char *const *)(const void *)((const char *)(e) + (next_at)))
 
-static const void *entry_named(const void *list, size_t next_at, const char *name)
-{
-    for (const char *e = list; e != NULL; e = *(const char *const *)(const void *)(e + next_at))
-        if (strcmp(*(char *const *)(const void *)e, name) == 0) return e; /* name is the first field */
-    return NULL;
-}
-
-/* Added, changed and removed entries of one section; `next_at` is offsetof(entry, next). */
-static int diff_entries(const void *old, const void *now, size_t next_at, const struct key *table, size_t n,
-                        const char *section, config_change_fn *fn, void *arg)
+/* Added, changed and removed entries of one section. */
+static int diff_entries(const struct pgbun_config *old, const struct pgbun_config *now, const void *old_list,
+                        const void *now_list, size_t                                                       next_at,
+                        const void *(*exact)(const struct pgbun_config *, const char *), const struct key *table,
+                        size_t n, const char *section, config_change_fn *fn, void *arg)
 {
     int changes = 0;
 
-    for (const char *e = now; e != NULL; e = *(const char *const *)(const void *)(e + next_at)) {
-        const char *name = *(char *const *)(const void *)e;
-        const void *o = entry_named(old, next_at, name);
+    for (const char *e = now_list; e != NULL; e = ENTRY_NEXT(e, next_at)) {
+        const void *o = exact(old, ENTRY_NAME(e));
 
         if (o == NULL || !entry_equal(o, e, table, n)) {
-            report(fn, arg, "[%s] %s: %s", section, name, o == NULL ? "added" : "changed");
+            report(fn, arg, "[%s] %s: %s", section, ENTRY_NAME(e), o == NULL ? "added" : "changed");
             changes++;
         }
     }
-    for (const char *o = old; o != NULL; o = *(const char *const *)(const void *)(o + next_at)) {
-        const char *name = *(char *const *)(const void *)o;
-
-        if (entry_named(now, next_at, name) == NULL) {
-            report(fn, arg, "[%s] %s: removed", section, name);
+    for (const char *o = old_list; o != NULL; o = ENTRY_NEXT(o, next_at)) {
+        if (exact(now, ENTRY_NAME(o)) == NULL) {
+            report(fn, arg, "[%s] %s: removed", section, ENTRY_NAME(o));
             changes++;
         }
     }
@@ -1745,10 +1772,10 @@ int config_diff(const struct pgbun_config *old, const struct pgbun_config *now, 
         free(a);
         free(b);
     }
-    changes += diff_entries(old->databases, now->databases, offsetof(struct db_config, next), db_keys, NKEYS(db_keys),
-                            "databases", fn, arg);
-    changes += diff_entries(old->users, now->users, offsetof(struct user_config, next), user_keys, NKEYS(user_keys),
-                            "users", fn, arg);
+    changes += diff_entries(old, now, old->databases, now->databases, offsetof(struct db_config, next), db_exact,
+                            db_keys, NKEYS(db_keys), "databases", fn, arg);
+    changes += diff_entries(old, now, old->users, now->users, offsetof(struct user_config, next), user_exact, user_keys,
+                            NKEYS(user_keys), "users", fn, arg);
     return changes;
 }
 

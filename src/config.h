@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hashtab.h"
 #include "io.h"
 
 typedef int64_t usec_t; /* microseconds */
@@ -70,6 +71,7 @@ struct db_config {
     usec_t             query_wait_timeout;        /* -1: global (or the user's) */
     char              *connect_query; /* run on each new server connection before its first client, or NULL */
     struct db_config  *next;
+    UT_hash_handle     hh; /* in pgbun_config.db_index, by name */
 };
 
 /* One [users] entry: "name = pool_mode=... pool_size=...", its fields rows of config.c's user_keys. */
@@ -88,6 +90,7 @@ struct user_config {
     usec_t              transaction_timeout;
     usec_t              client_idle_timeout;
     struct user_config *next;
+    UT_hash_handle      hh; /* in pgbun_config.user_index, by name */
 };
 
 struct pgbun_config {
@@ -179,8 +182,10 @@ struct pgbun_config {
     char *server_host; /* "127.0.0.1" */
     int   server_port; /* 5432 */
 
-    struct db_config   *databases; /* in file order */
-    struct user_config *users;
+    struct db_config   *databases;  /* in file order */
+    struct user_config *users;      /* in file order */
+    struct db_config   *db_index;   /* the same entries by name: config_find_db() */
+    struct user_config *user_index; /* config_find_user() */
 };
 
 /*
@@ -192,14 +197,16 @@ struct pgbun_config {
 struct pgbun_config *config_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
 void                 config_free(struct pgbun_config *cfg);
 
-/* Exact name first, then "*". NULL when neither exists. */
 /*
  * Refuses (false, *errmsg) a security setting pgbun cannot honour (a TLS
  * mode of require or above) and logs one warning per key it accepts but
  * does not act on yet. At start and at every RELOAD, SET and SIGHUP.
  */
-bool                      config_check(const struct pgbun_config *cfg, char **errmsg);
-const struct db_config   *config_find_db(const struct pgbun_config *cfg, const char *name);
+bool config_check(const struct pgbun_config *cfg, char **errmsg);
+/* By name, in O(1): the exact name first, then "*". NULL when neither exists. */
+const struct db_config *config_find_db(const struct pgbun_config *cfg, const char *name);
+/* The entry of exactly that name ("*" only for "*"), or NULL. */
+const struct db_config   *config_db_named(const struct pgbun_config *cfg, const char *name);
 const struct user_config *config_find_user(const struct pgbun_config *cfg, const char *name);
 
 /* true when `name` is in the comma-separated `list` (case-insensitive, spaces ignored). */

@@ -13,7 +13,6 @@
  * has a key length no lookup uses (none matches it), it is added before the
  * first real entry and it goes only with the whole table.
  */
-#define HASH_NONFATAL_OOM 1 /* uthash: an allocation failure leaves the entry out (hh.tbl NULL), no exit */
 #include "prepared.h"
 
 #include <assert.h>

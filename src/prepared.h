@@ -17,7 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <uthash.h>
+
+#include "hashtab.h"
 
 struct pstmt {
     uint64_t       id;      /* the server-side name is pgbun_<id> */

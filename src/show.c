@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "hashtab.h"
 #include "pgbun.h"
 #include "pool.h"
 #include "rowset.h"
@@ -665,15 +666,69 @@ static void show_dns_zones(struct rowset *rs)
 
 /* ---- DATABASES and USERS ---- */
 
-static void count_db(const char *name, int *servers, int *clients)
+/*
+ * What SHOW DATABASES and SHOW USERS count per name, gathered in one walk
+ * over the pools so that either SHOW is linear in the number of pools. A
+ * tally's order is the order in which pools first name it.
+ */
+struct tally {
+    UT_hash_handle hh;
+    const char    *name;    /* the pool's dbname or user; pools do not change while the world is stopped */
+    int            servers; /* server connections of its pools */
+    int            clients; /* clients not closing (SHOW USERS: of console pools only) */
+    bool           admin;   /* its first pool is the console's */
+};
+
+struct tallies {
+    struct tally *tab;
+    struct tally *slots; /* one per pool */
+};
+
+/* Tallies the pools by database name (by_user false) or by user name; false: out of memory. */
+static bool tally_pools(struct tallies *t, bool by_user)
 {
-    *servers = *clients = 0;
+    size_t n = 0;
+
+    t->tab = NULL;
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        n++;
+    if ((t->slots = calloc(n + 1, sizeof(*t->slots))) == NULL) return false;
+    n = 0;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        if (strcmp(p->dbname, name) != 0) continue;
-        *servers += pool_server_count(p);
-        for (int st = 0; st < CL_CLOSING; st++)
-            *clients += p->nclients[st];
+        const char   *name = by_user ? p->user : p->dbname;
+        struct tally *e;
+
+        HASH_FIND_STR(t->tab, name, e);
+        if (e == NULL) {
+            e = &t->slots[n++];
+            e->name = name;
+            e->admin = p->admin;
+            HASH_ADD_KEYPTR(hh, t->tab, e->name, strlen(e->name), e);
+            if (e->hh.tbl == NULL) {
+                free(t->slots);
+                return false;
+            }
+        }
+        e->servers += pool_server_count(p);
+        for (int st = 0; st < CL_CLOSING && (!by_user || p->admin); st++)
+            e->clients += p->nclients[st];
     }
+    return true;
+}
+
+static const struct tally *tally_of(const struct tallies *t, const char *name)
+{
+    static const struct tally none;
+    struct tally             *e;
+
+    HASH_FIND_STR(t->tab, name, e);
+    return e != NULL ? e : &none;
+}
+
+static void tallies_free(struct tallies *t)
+{
+    HASH_CLEAR(hh, t->tab);
+    free(t->slots);
 }
 
 /* A cell whose value is a [databases] or [users] setting; false when the column is not one. */
@@ -707,11 +762,8 @@ static bool shows_every_key(enum config_entry_kind kind, const struct col *cols,
 }
 
 /* The console's row: no entry, a pool of its own. */
-static void console_row(struct rowset *rs, const char *name)
+static void console_row(struct rowset *rs, const char *name, const struct tally *t)
 {
-    int servers, clients;
-
-    count_db(name, &servers, &clients);
     rowset_text(rs, name);
     rowset_text(rs, NULL);
     rowset_int(rs, pgbun.cfg->listen_port);
@@ -724,20 +776,18 @@ static void console_row(struct rowset *rs, const char *name)
     rowset_text(rs, "statement");
     rowset_text(rs, NULL);
     rowset_int(rs, 0);
-    rowset_int(rs, servers);
+    rowset_int(rs, t->servers);
     rowset_int(rs, 0);
-    rowset_int(rs, clients);
+    rowset_int(rs, t->clients);
     rowset_int(rs, pool_db_paused(name));
     rowset_int(rs, pool_is_disabled(name));
 }
 
 static void database_row(struct rowset *rs, const struct col *cols, size_t ncols, const char *name,
-                         const struct db_config *db)
+                         const struct db_config *db, const struct tally *t)
 {
     struct config_settings eff;
-    int                    servers, clients;
 
-    count_db(name, &servers, &clients);
     config_resolve(pgbun.cfg, db, NULL, name, &eff);
     for (size_t i = 0; i < ncols; i++) {
         const char *col = cols[i].name;
@@ -746,9 +796,9 @@ static void database_row(struct rowset *rs, const struct col *cols, size_t ncols
         if (strcmp(col, "name") == 0)
             rowset_text(rs, name);
         else if (strcmp(col, "current_connections") == 0)
-            rowset_int(rs, servers);
+            rowset_int(rs, t->servers);
         else if (strcmp(col, "current_client_connections") == 0)
-            rowset_int(rs, clients);
+            rowset_int(rs, t->clients);
         else if (strcmp(col, "paused") == 0)
             rowset_int(rs, pool_db_paused(name));
         else if (strcmp(col, "disabled") == 0)
@@ -781,39 +831,35 @@ static void show_databases(struct rowset *rs)
     };
     const struct pgbun_config *cfg = pgbun.cfg;
 
+    struct tallies t;
+
     assert(shows_every_key(CONFIG_DATABASE, cols, NCOLS(cols)));
+    if (!tally_pools(&t, false)) {
+        rs->failed = true; /* answered as out of memory */
+        return;
+    }
     rowset_begin(rs, cols, NCOLS(cols));
     for (const struct db_config *db = cfg->databases; db != NULL; db = db->next)
-        database_row(rs, cols, NCOLS(cols), db->name, db);
+        database_row(rs, cols, NCOLS(cols), db->name, db, tally_of(&t, db->name));
     /* Databases reached through "*" get a row of their own, as PgBouncer's auto-databases do. */
-    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        bool seen = false;
-
-        for (const struct db_config *db = cfg->databases; db != NULL && !seen; db = db->next)
-            seen = strcmp(db->name, p->dbname) == 0;
-        for (struct pool *q = pool_first(); q != p && !seen; q = pool_next(q))
-            seen = strcmp(q->dbname, p->dbname) == 0;
-        if (seen) continue;
-        if (p->admin)
-            console_row(rs, p->dbname);
+    for (const struct tally *e = t.tab; e != NULL; e = e->hh.next) {
+        if (config_db_named(cfg, e->name) != NULL) continue;
+        if (e->admin)
+            console_row(rs, e->name, e);
         else
-            database_row(rs, cols, NCOLS(cols), p->dbname, config_find_db(cfg, p->dbname));
+            database_row(rs, cols, NCOLS(cols), e->name, config_find_db(cfg, e->name), e);
     }
+    tallies_free(&t);
     rowset_end(rs, "SHOW");
 }
 
-static void user_row(struct rowset *rs, const struct col *cols, size_t ncols, const char *name)
+static void user_row(struct rowset *rs, const struct col *cols, size_t ncols, const char *name, const struct tally *t)
 {
     const struct user_config *u = config_find_user(pgbun.cfg, name);
-    int                       servers = 0, clients = pool_share_clients(NULL, name); /* as the limit counts */
-    struct config_settings    eff;
+    /* Clients as max_user_client_connections counts them, and the console's, which it does not. */
+    int                    clients = pool_share_clients(NULL, name) + t->clients;
+    struct config_settings eff;
 
-    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        if (strcmp(p->user, name) != 0) continue;
-        servers += pool_server_count(p);
-        for (int st = 0; p->admin && st < CL_CLOSING; st++) /* console clients count here, not under the limit */
-            clients += p->nclients[st];
-    }
     config_resolve(pgbun.cfg, NULL, u, NULL, &eff);
     for (size_t i = 0; i < ncols; i++) {
         const char *col = cols[i].name;
@@ -822,7 +868,7 @@ static void user_row(struct rowset *rs, const struct col *cols, size_t ncols, co
         if (strcmp(col, "name") == 0)
             rowset_text(rs, name);
         else if (strcmp(col, "current_connections") == 0)
-            rowset_int(rs, servers);
+            rowset_int(rs, t->servers);
         else
             rowset_int(rs, clients); /* current_client_connections */
     }
@@ -848,19 +894,25 @@ static void show_users(struct rowset *rs)
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct auth_file    *af = pgbun.auth;
 
+    struct tallies t;
+
     assert(shows_every_key(CONFIG_USER, cols, NCOLS(cols)));
+    if (!tally_pools(&t, true)) {
+        rs->failed = true; /* answered as out of memory */
+        return;
+    }
     rowset_begin(rs, cols, NCOLS(cols));
     for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
-        user_row(rs, cols, NCOLS(cols), u->name);
-    for (size_t i = 0; i < authfile_count(af); i++)
-        if (config_find_user(cfg, authfile_user(af, i)) == NULL) user_row(rs, cols, NCOLS(cols), authfile_user(af, i));
-    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        bool seen = config_find_user(cfg, p->user) != NULL || authfile_find(af, p->user) != NULL;
+        user_row(rs, cols, NCOLS(cols), u->name, tally_of(&t, u->name));
+    for (size_t i = 0; i < authfile_count(af); i++) {
+        const char *name = authfile_user(af, i);
 
-        for (struct pool *q = pool_first(); q != p && !seen; q = pool_next(q))
-            seen = strcmp(q->user, p->user) == 0;
-        if (!seen) user_row(rs, cols, NCOLS(cols), p->user);
+        if (config_find_user(cfg, name) == NULL) user_row(rs, cols, NCOLS(cols), name, tally_of(&t, name));
     }
+    for (const struct tally *e = t.tab; e != NULL; e = e->hh.next)
+        if (config_find_user(cfg, e->name) == NULL && authfile_find(af, e->name) == NULL)
+            user_row(rs, cols, NCOLS(cols), e->name, e);
+    tallies_free(&t);
     rowset_end(rs, "SHOW");
 }
 

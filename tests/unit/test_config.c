@@ -1169,6 +1169,15 @@ static void test_resolution_user_over_database_over_global(void)
     is_str(set.host, "elsewhere", "the \"*\" entry's host");
     is_str(set.dbname, "other", "its dbname: the name asked for");
     is_str(config_session_state_name(set.session_state), "track", "the global session_state");
+    {
+        struct pgbun_config *copy = config_dup(cfg);
+
+        ok(copy != NULL && config_find_db(copy, "d") != NULL && config_find_db(copy, "d") != config_find_db(cfg, "d") &&
+               strcmp(config_find_db(copy, "nowhere")->name, "*") == 0 && config_find_user(copy, "v") != NULL &&
+               config_find_user(copy, "v") != config_find_user(cfg, "v") && config_db_named(copy, "nowhere") == NULL,
+           "a copy finds its own entries by name");
+        config_free(copy);
+    }
     config_free(cfg);
 }
 

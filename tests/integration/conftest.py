@@ -372,7 +372,8 @@ class Pgbun:
                 self.expected_exit = None  # reported here; not again at teardown
                 raise AssertionError(f"{self.binary.name} exited {self.proc.returncode} at start:\n"
                                      f"{self.log_text()}")
-            if port_accepts(self.host, self.port):
+            # Accepting is not enough: another process may hold a port picked as free; pgbun says it started.
+            if port_accepts(self.host, self.port) and (IS_PGBOUNCER or " started (pid " in self.log_text()):
                 return self
             time.sleep(0.05)
         raise AssertionError(f"{self.binary.name} did not accept on port {self.port} within "
@@ -568,7 +569,7 @@ def start_pgbun(pg, pgbun_workdir, request):
 
     def factory(config=None, databases=None, users=None, auth_file=None, env=None,
                 write_config=True, args=(), wait=True, run_user=RUN_USER, section=None,
-                port=None):
+                port=None, _attempt=1):
         counter[0] += 1
         workdir = pgbun_workdir / f"pgbun{counter[0]}"
         workdir.mkdir()
@@ -610,7 +611,17 @@ def start_pgbun(pg, pgbun_workdir, request):
         started.append(bun)
         bun.start()
         if wait:
-            bun.wait_ready()
+            try:
+                bun.wait_ready()
+            except AssertionError:
+                # A port picked as free can be taken (an outgoing connection's ephemeral port) before pgbun binds it.
+                picked = port is None and "listen_port" not in (config or {}) and write_config
+                if not (picked and _attempt < 3 and bun.proc.poll() is not None
+                        and "Address already in use" in bun.log_text()):
+                    raise
+                started.remove(bun)
+                return factory(config, databases, users, auth_file, env, write_config, args, wait, run_user,
+                               section, port, _attempt + 1)
         return bun
 
     yield factory

@@ -228,7 +228,7 @@ static bool run(const char *sql)
     return ok && !lost;
 }
 
-PGresult *admin_query(const char *sql)
+static PGresult *admin_query(const char *sql)
 {
     PGresult *res = PQexec(app.conn, sql);
 
@@ -240,7 +240,7 @@ PGresult *admin_query(const char *sql)
 }
 
 /* Sleeps up to ms, or until Ctrl-C. false when interrupted. */
-bool admin_sleep(int ms)
+static bool admin_sleep(int ms)
 {
     struct timespec end, now;
 
@@ -261,6 +261,8 @@ bool admin_sleep(int ms)
         (void)poll(NULL, 0, (int)left);
     }
 }
+
+static const struct top_console top_console = {admin_query, admin_sleep};
 
 /* \watch and --watch: runs the commands every `secs` seconds until Ctrl-C. */
 static bool watch(char **cmds, int n, double secs)
@@ -453,7 +455,7 @@ static void handle_line(char *line)
         else
             watch(&app.last, 1, secs);
     } else if (strcmp(s, "\\top") == 0) {
-        top_run(app.color && isatty(STDOUT_FILENO));
+        top_run(&top_console, app.color && isatty(STDOUT_FILENO));
     } else if (s[0] == '\\') {
         say_error("unknown command %s; \\? lists them\n", s);
     } else {
@@ -653,7 +655,7 @@ int main(int argc, char **argv)
 
     if (top) {
         catch_sigint();
-        rc = top_run(app.color && isatty(STDOUT_FILENO)) ? 0 : 1;
+        rc = top_run(&top_console, app.color && isatty(STDOUT_FILENO)) ? 0 : 1;
     } else if (every > 0) {
         catch_sigint();
         rc = watch(cmds, ncmds, every) ? 0 : 1;

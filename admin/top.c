@@ -43,9 +43,9 @@ static const char *text(const PGresult *res, int row, const char *col)
 }
 
 /* One screen; false when SHOW POOLS failed. */
-static bool draw(bool color, double elapsed)
+static bool draw(const struct top_console *console, bool color, double elapsed)
 {
-    PGresult   *res = admin_query("SHOW POOLS");
+    PGresult   *res = console->query("SHOW POOLS");
     struct seen now[TOP_MAX_POOLS];
     int         n = 0;
     time_t      t = time(NULL);
@@ -89,7 +89,7 @@ static bool draw(bool color, double elapsed)
     return true;
 }
 
-bool top_run(bool color)
+bool top_run(const struct top_console *console, bool color)
 {
     struct timespec last, now;
     double          elapsed = 0;
@@ -97,8 +97,8 @@ bool top_run(bool color)
     nprev = 0;
     clock_gettime(CLOCK_MONOTONIC, &last);
     for (;;) {
-        if (!draw(color, elapsed)) return false;
-        if (!admin_sleep(1000)) break;
+        if (!draw(console, color, elapsed)) return false;
+        if (!console->sleep(1000)) break;
         clock_gettime(CLOCK_MONOTONIC, &now);
         elapsed = (double)(now.tv_sec - last.tv_sec) + (double)(now.tv_nsec - last.tv_nsec) / 1e9;
         last = now;

@@ -9,11 +9,13 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
-/* Runs the view until Ctrl-C; false when the console could not be read. */
-bool top_run(bool color);
+/* What the view needs of its console: a query (reconnecting once), and a sleep Ctrl-C ends (false). */
+struct top_console {
+    PGresult *(*query)(const char *sql);
+    bool (*sleep)(int ms);
+};
 
-/* From pgbun-admin.c: a query on the console (reconnecting once), and a sleep Ctrl-C ends (false). */
-PGresult *admin_query(const char *sql);
-bool      admin_sleep(int ms);
+/* Runs the view until Ctrl-C; false when the console could not be read. */
+bool top_run(const struct top_console *console, bool color);
 
 #endif

@@ -32,6 +32,19 @@
 static void next_iteration(struct slot *s);
 static void slot_finish(struct slot *s);
 
+/* The libpq keywords of every connection the tester makes, load or set-up. */
+void lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
+                    struct pq_params *p)
+{
+    pq_param(p, "host", o->host);
+    pq_param(p, "port", o->port);
+    pq_param(p, "user", user);
+    pq_param(p, "password", password);
+    pq_param(p, "dbname", dbname);
+    pq_param(p, "application_name", "pgbun-loadtest");
+    pq_param(p, "connect_timeout", "15");
+}
+
 nsec_t lt_now(void)
 {
     struct timespec ts;

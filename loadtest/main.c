@@ -299,18 +299,6 @@ static void parse_options(int argc, char **argv, struct lt_options *o)
 
 /* ---- connections for set-up and checks (blocking: they are not the load) ---- */
 
-void lt_conn_params(const struct lt_options *o, const char *user, const char *password, const char *dbname,
-                    struct pq_params *p)
-{
-    pq_param(p, "host", o->host);
-    pq_param(p, "port", o->port);
-    pq_param(p, "user", user);
-    pq_param(p, "password", password);
-    pq_param(p, "dbname", dbname);
-    pq_param(p, "application_name", "pgbun-loadtest");
-    pq_param(p, "connect_timeout", "15");
-}
-
 static PGconn *connect_to(const struct lt_options *o, const char *user, const char *password, const char *dbname)
 {
     struct pq_params p = {0};

@@ -2,7 +2,7 @@
  * auth.c - the auth_file and the password checks that do not need a
  * conversation (plain text and md5).
  *
- *   userlist.txt --authfile_load--> [parse line] --auth_secret_parse--> sorted array
+ *   userlist.txt --authfile_load--> [parse line] --secret_parse--> sorted array
  *                                                                          |
  *   login: authfile_find(user) --> auth_check_plain / auth_check_md5 / scram.c
  *
@@ -30,33 +30,12 @@
 #include "auth.h"
 #include "scram.h"
 
-#define SCRAM_PREFIX "SCRAM-SHA-256$"
-
 struct auth_file {
-    struct auth_secret *items; /* sorted by user, one per user */
-    size_t              count;
+    struct secret *items; /* sorted by user, one per user */
+    size_t         count;
 };
 
 /* ---- small helpers ---- */
-
-bool auth_secure_eq(const void *a, const void *b, size_t n)
-{
-    return CRYPTO_memcmp(a, b, n) == 0;
-}
-
-static void free_secret_text(char *p)
-{
-    if (p == NULL) return;
-    OPENSSL_cleanse(p, strlen(p));
-    free(p);
-}
-
-static bool is_hex(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isxdigit((unsigned char)p[i])) return false;
-    return true;
-}
 
 static void to_hex(const uint8_t *in, size_t n, char *out)
 {
@@ -77,11 +56,6 @@ static void md5_lower(const char *src, char *dst)
     dst[MD5_PASSWD_LEN] = '\0';
 }
 
-static bool is_md5_secret(const char *s)
-{
-    return strncmp(s, "md5", 3) == 0 && strlen(s) == MD5_PASSWD_LEN && is_hex(s + 3, MD5_PASSWD_LEN - 3);
-}
-
 static bool md5_hex(const void *a, size_t alen, const void *b, size_t blen, char *out)
 {
     EVP_MD_CTX  *ctx = EVP_MD_CTX_new();
@@ -98,79 +72,6 @@ static bool md5_hex(const void *a, size_t alen, const void *b, size_t blen, char
     return true;
 }
 
-/* ---- secrets ---- */
-
-/* "SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>" */
-static bool parse_scram(struct auth_secret *s, const char *text)
-{
-    const char *p = text + strlen(SCRAM_PREFIX), *colon, *dollar, *colon2;
-    long        iter = 0;
-    size_t      n;
-
-    if (!isdigit((unsigned char)*p)) return false;
-    while (isdigit((unsigned char)*p)) {
-        iter = iter * 10 + (*p++ - '0');
-        if (iter > INT_MAX) return false;
-    }
-    if (*p != ':' || iter < 1) return false;
-    colon = p;
-    dollar = strchr(colon + 1, '$');
-    if (dollar == NULL) return false;
-    colon2 = strchr(dollar + 1, ':');
-    if (colon2 == NULL) return false;
-
-    if (!base64_decode(colon + 1, (size_t)(dollar - colon - 1), s->scram_salt, sizeof(s->scram_salt), &n) || n == 0)
-        return false;
-    s->scram_salt_len = n;
-    if (!base64_decode(dollar + 1, (size_t)(colon2 - dollar - 1), s->scram_stored_key, SCRAM_KEY_LEN, &n) ||
-        n != SCRAM_KEY_LEN)
-        return false;
-    if (!base64_decode(colon2 + 1, strlen(colon2 + 1), s->scram_server_key, SCRAM_KEY_LEN, &n) || n != SCRAM_KEY_LEN)
-        return false;
-    s->scram_iter = (int)iter;
-    return true;
-}
-
-/*
- * Like PostgreSQL, a text that merely starts with "md5" is a plain password
- * unless it has an md5 secret's length; at that length it must be hex.
- */
-bool auth_secret_parse(struct auth_secret *out, const char *user, const char *secret)
-{
-    memset(out, 0, sizeof(*out));
-    if (user == NULL || secret == NULL) return false;
-
-    if (strncmp(secret, "md5", 3) == 0 && strlen(secret) == MD5_PASSWD_LEN) {
-        if (!is_md5_secret(secret)) return false;
-        out->kind = SECRET_MD5;
-    } else if (strncmp(secret, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) == 0) {
-        if (!parse_scram(out, secret)) {
-            OPENSSL_cleanse(out, sizeof(*out));
-            return false;
-        }
-        out->kind = SECRET_SCRAM;
-    } else {
-        out->kind = SECRET_PLAIN;
-    }
-    out->user = strdup(user);
-    out->secret = strdup(secret);
-    if (out->user == NULL || out->secret == NULL) {
-        auth_secret_clear(out);
-        return false;
-    }
-    return true;
-}
-
-void auth_secret_clear(struct auth_secret *s)
-{
-    if (s == NULL) return;
-    free(s->user);
-    free_secret_text(s->secret);
-    OPENSSL_cleanse(s, sizeof(*s));
-    s->user = NULL;
-    s->secret = NULL;
-}
-
 /* ---- md5 ---- */
 
 void auth_md5_secret(const char *user, const char *password, char *out)
@@ -183,7 +84,7 @@ void auth_md5_salted(const char *md5_secret, const uint8_t salt[4], char *out)
     char lower[MD5_PASSWD_LEN + 1];
 
     out[0] = '\0';
-    if (!is_md5_secret(md5_secret)) return;
+    if (!secret_is_md5(md5_secret)) return;
     md5_lower(md5_secret, lower);
     if (!md5_hex(lower + 3, MD5_PASSWD_LEN - 3, salt, 4, out)) out[0] = '\0';
     OPENSSL_cleanse(lower, sizeof(lower));
@@ -204,7 +105,7 @@ static bool plain_eq(const char *a, const char *b)
     uint8_t ha[32], hb[32];
     bool    eq;
 
-    eq = sha256(a, strlen(a), ha) && sha256(b, strlen(b), hb) && auth_secure_eq(ha, hb, 32);
+    eq = sha256(a, strlen(a), ha) && sha256(b, strlen(b), hb) && secret_eq(ha, hb, 32);
     OPENSSL_cleanse(ha, sizeof(ha));
     OPENSSL_cleanse(hb, sizeof(hb));
     return eq;
@@ -218,35 +119,35 @@ static bool md5_eq(const char *computed, const char *other)
     if (strlen(computed) != MD5_PASSWD_LEN || strlen(other) != MD5_PASSWD_LEN) return false;
     md5_lower(computed, a);
     md5_lower(other, b);
-    eq = auth_secure_eq(a, b, MD5_PASSWD_LEN);
+    eq = secret_eq(a, b, MD5_PASSWD_LEN);
     OPENSSL_cleanse(a, sizeof(a));
     OPENSSL_cleanse(b, sizeof(b));
     return eq;
 }
 
-static bool scram_eq(const struct auth_secret *s, const char *password)
+static bool scram_eq(const struct secret *s, const char *password)
 {
-    struct auth_secret derived;
-    char              *text;
-    bool               eq, stored_eq, server_eq;
+    struct secret derived;
+    char         *text;
+    bool          eq, stored_eq, server_eq;
 
     text = scram_make_secret(password, s->scram_salt, s->scram_salt_len, s->scram_iter);
     if (text == NULL) return false;
-    if (!auth_secret_parse(&derived, s->user, text)) {
-        free_secret_text(text);
+    if (!secret_parse(&derived, s->user, text)) {
+        secret_text_free(text);
         return false;
     }
-    free_secret_text(text);
+    secret_text_free(text);
     /* Both keys, both always compared: a tampered ServerKey is as wrong as a wrong StoredKey. */
-    stored_eq = auth_secure_eq(derived.scram_stored_key, s->scram_stored_key, SCRAM_KEY_LEN);
-    server_eq = auth_secure_eq(derived.scram_server_key, s->scram_server_key, SCRAM_KEY_LEN);
+    stored_eq = secret_eq(derived.scram_stored_key, s->scram_stored_key, SCRAM_KEY_LEN);
+    server_eq = secret_eq(derived.scram_server_key, s->scram_server_key, SCRAM_KEY_LEN);
     eq = derived.kind == SECRET_SCRAM && stored_eq && server_eq;
-    auth_secret_clear(&derived);
+    secret_clear(&derived);
     return eq;
 }
 
 /* Empty passwords never match, as in PgBouncer and PostgreSQL. */
-bool auth_check_plain(const struct auth_secret *s, const char *password)
+bool auth_check_plain(const struct secret *s, const char *password)
 {
     char computed[MD5_PASSWD_LEN + 1];
     bool eq = false;
@@ -264,7 +165,7 @@ bool auth_check_plain(const struct auth_secret *s, const char *password)
     return eq;
 }
 
-bool auth_check_md5(const struct auth_secret *s, const uint8_t salt[4], const char *reply)
+bool auth_check_md5(const struct secret *s, const uint8_t salt[4], const char *reply)
 {
     char secret[MD5_PASSWD_LEN + 1], answer[MD5_PASSWD_LEN + 1];
     bool eq = false;
@@ -309,7 +210,7 @@ static char *read_field(const char **pp, bool is_user, const char **what)
         if (*p == '\0') {
             *what = is_user ? "unterminated user name" : "unterminated secret";
             *o = '\0';
-            free_secret_text(out);
+            secret_text_free(out);
             return NULL;
         }
         if (*p == '"') {
@@ -339,16 +240,16 @@ static char *fmt_error(const char *fmt, ...)
 
 static int cmp_user(const void *a, const void *b)
 {
-    const struct auth_secret *x = a, *y = b;
+    const struct secret *x = a, *y = b;
 
     return strcmp(x->user, y->user);
 }
 
-static bool add_entry(struct auth_file *af, size_t *cap, struct auth_secret *s)
+static bool add_entry(struct auth_file *af, size_t *cap, struct secret *s)
 {
     if (af->count == *cap) {
-        size_t              ncap = *cap ? *cap * 2 : 16;
-        struct auth_secret *n = realloc(af->items, ncap * sizeof(*n));
+        size_t         ncap = *cap ? *cap * 2 : 16;
+        struct secret *n = realloc(af->items, ncap * sizeof(*n));
 
         if (n == NULL) return false;
         af->items = n;
@@ -359,8 +260,8 @@ static bool add_entry(struct auth_file *af, size_t *cap, struct auth_secret *s)
 }
 
 struct ordered {
-    struct auth_secret s;
-    size_t             line; /* position in the file */
+    struct secret s;
+    size_t        line; /* position in the file */
 };
 
 static int cmp_ordered(const void *a, const void *b)
@@ -391,7 +292,7 @@ static bool sort_and_dedupe(struct auth_file *af)
     qsort(tmp, af->count, sizeof(*tmp), cmp_ordered);
     for (size_t i = 0; i < af->count; i++) {
         if (i + 1 < af->count && strcmp(tmp[i].s.user, tmp[i + 1].s.user) == 0)
-            auth_secret_clear(&tmp[i].s);
+            secret_clear(&tmp[i].s);
         else
             af->items[keep++] = tmp[i].s;
     }
@@ -424,9 +325,9 @@ struct auth_file *authfile_load(const char *path, char **errmsg)
         return NULL;
     }
     while ((got = getline(&line, &linecap, f)) >= 0) {
-        const char        *p = line;
-        char              *user, *secret;
-        struct auth_secret s;
+        const char   *p = line;
+        char         *user, *secret;
+        struct secret s;
 
         lineno++;
         if ((size_t)got != strlen(line)) {
@@ -448,14 +349,14 @@ struct auth_file *authfile_load(const char *path, char **errmsg)
         }
         if (user[0] == '\0') {
             what = "empty user name";
-        } else if (!auth_secret_parse(&s, user, secret)) {
+        } else if (!secret_parse(&s, user, secret)) {
             what = strncmp(secret, "md5", 3) == 0 ? "malformed md5 secret" : "malformed SCRAM secret";
         } else if (!add_entry(af, &cap, &s)) {
-            auth_secret_clear(&s);
+            secret_clear(&s);
             what = "out of memory";
         }
         free(user);
-        free_secret_text(secret);
+        secret_text_free(secret);
         if (what != NULL) break;
     }
     if (line != NULL) OPENSSL_cleanse(line, linecap);
@@ -481,14 +382,14 @@ void authfile_free(struct auth_file *af)
 {
     if (af == NULL) return;
     for (size_t i = 0; i < af->count; i++)
-        auth_secret_clear(&af->items[i]);
+        secret_clear(&af->items[i]);
     free(af->items);
     free(af);
 }
 
-const struct auth_secret *authfile_find(const struct auth_file *af, const char *user)
+const struct secret *authfile_find(const struct auth_file *af, const char *user)
 {
-    struct auth_secret key;
+    struct secret key;
 
     if (af == NULL || user == NULL || af->count == 0) return NULL;
     memset(&key, 0, sizeof(key));

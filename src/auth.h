@@ -14,41 +14,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SCRAM_KEY_LEN  32
-#define SCRAM_MAX_SALT 64
-#define MD5_PASSWD_LEN 35 /* "md5" + 32 hex */
-
-enum secret_kind {
-    SECRET_PLAIN = 0,
-    SECRET_MD5,
-    SECRET_SCRAM,
-};
-
-struct auth_secret {
-    char            *user;
-    char            *secret; /* as written in the file */
-    enum secret_kind kind;
-    int              scram_iter; /* SECRET_SCRAM only */
-    uint8_t          scram_salt[SCRAM_MAX_SALT];
-    size_t           scram_salt_len;
-    uint8_t          scram_stored_key[SCRAM_KEY_LEN];
-    uint8_t          scram_server_key[SCRAM_KEY_LEN];
-};
+#include "secret.h"
 
 struct auth_file;
 
 /* On error returns NULL and sets *errmsg (malloc'd) naming file and line. */
-struct auth_file         *authfile_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
-void                      authfile_free(struct auth_file *af);
-const struct auth_secret *authfile_find(const struct auth_file *af, const char *user);
-size_t                    authfile_count(const struct auth_file *af);
+struct auth_file    *authfile_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
+void                 authfile_free(struct auth_file *af);
+const struct secret *authfile_find(const struct auth_file *af, const char *user);
+size_t               authfile_count(const struct auth_file *af);
 /* The i-th user name (0 <= i < authfile_count), in name order. */
 const char *authfile_user(const struct auth_file *af, size_t i);
-
-/* Fills a secret from its text form; false when the text is a malformed md5 or SCRAM secret. */
-bool auth_secret_parse(struct auth_secret *out, const char *user, const char *secret)
-    __attribute__((warn_unused_result));
-void auth_secret_clear(struct auth_secret *s);
 
 /* out = "md5" + hex(md5(password || user)); out must hold MD5_PASSWD_LEN + 1. */
 void auth_md5_secret(const char *user, const char *password, char *out);
@@ -59,11 +35,8 @@ void auth_md5_salted(const char *md5_secret, const uint8_t salt[4], char *out);
  * Checks a cleartext password a client sent against a secret of any kind.
  * Constant-time comparison.
  */
-bool auth_check_plain(const struct auth_secret *s, const char *password);
+bool auth_check_plain(const struct secret *s, const char *password);
 /* Checks a client's reply to AuthenticationMD5Password(salt); needs a plain or md5 secret. */
-bool auth_check_md5(const struct auth_secret *s, const uint8_t salt[4], const char *reply);
-
-/* Constant-time memory comparison. */
-bool auth_secure_eq(const void *a, const void *b, size_t n);
+bool auth_check_md5(const struct secret *s, const uint8_t salt[4], const char *reply);
 
 #endif

@@ -177,7 +177,7 @@ static void login_free(struct client *c)
 
     if (l == NULL) return;
     evtimer_del(&l->timer);
-    if (l->has_secret) auth_secret_clear(&l->secret);
+    if (l->has_secret) secret_clear(&l->secret);
     if (l->scram) {
         scram_server_free(l->scram);
         free(l->scram);
@@ -235,7 +235,7 @@ static void login_ok(struct client *c)
     }
 
     if (c->login->has_secret) {
-        auth_secret_clear(&c->login->secret);
+        secret_clear(&c->login->secret);
         c->login->has_secret = false;
     }
     if (c->login->scram) {
@@ -320,7 +320,7 @@ static bool trust_unlisted(const struct client *c)
 static void send_auth_request(struct client *c)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
-    const struct auth_secret  *sec = pgbun.auth ? authfile_find(pgbun.auth, c->user) : NULL;
+    const struct secret       *sec = pgbun.auth ? authfile_find(pgbun.auth, c->user) : NULL;
     enum auth_type             type = cfg->auth_type;
 
     if (type == AUTH_TRUST) {
@@ -333,7 +333,7 @@ static void send_auth_request(struct client *c)
         return;
     }
     if (sec != NULL) {
-        if (!auth_secret_parse(&c->login->secret, sec->user, sec->secret)) {
+        if (!secret_parse(&c->login->secret, sec->user, sec->secret)) {
             client_close(c, "28000", "invalid secret for user \"%s\" in auth_file", c->user);
             return;
         }
@@ -612,7 +612,7 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
             (c->login->secret.kind == SECRET_PLAIN && c->login->secret.secret[0] == '\0')) {
             /* No SCRAM secret (none, an md5 one, an empty password): the exchange goes on all the same, and
              * fails at the proof, as PostgreSQL's does. */
-            if (c->login->has_secret) auth_secret_clear(&c->login->secret);
+            if (c->login->has_secret) secret_clear(&c->login->secret);
             if (!(c->login->has_secret = scram_mock_secret(&c->login->secret, c->user))) {
                 client_close(c, "53200", "out of memory");
                 return;

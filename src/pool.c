@@ -386,7 +386,7 @@ static bool resolve_server(struct pool *p)
     replace(&p->server_user, set.force_user ? set.force_user : p->user);
     password = set.password;
     if (password == NULL && pgbun.auth != NULL) {
-        const struct auth_secret *sec = authfile_find(pgbun.auth, p->server_user);
+        const struct secret *sec = authfile_find(pgbun.auth, p->server_user);
 
         /* A plain secret logs in everywhere; an md5 one answers md5 challenges. */
         if (sec != NULL && sec->kind != SECRET_SCRAM) password = sec->secret;

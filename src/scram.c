@@ -175,7 +175,7 @@ static bool user_salt(const char *user, uint8_t salt[DEFAULT_SALT_LEN])
     return true;
 }
 
-bool scram_mock_secret(struct auth_secret *out, const char *user)
+bool scram_mock_secret(struct secret *out, const char *user)
 {
     memset(out, 0, sizeof(*out));
     if (!user_salt(user, out->scram_salt) || RAND_bytes(out->scram_stored_key, SCRAM_KEY_LEN) != 1 ||
@@ -187,13 +187,13 @@ bool scram_mock_secret(struct auth_secret *out, const char *user)
     out->user = strdup(user);
     out->secret = strdup("");
     if (out->user == NULL || out->secret == NULL) {
-        auth_secret_clear(out);
+        secret_clear(out);
         return false;
     }
     return true;
 }
 
-bool scram_server_begin(struct scram_server *st, const struct auth_secret *secret, const char *test_nonce)
+bool scram_server_begin(struct scram_server *st, const struct secret *secret, const char *test_nonce)
 {
     assert(st != NULL);
     memset(st, 0, sizeof(*st));
@@ -365,7 +365,7 @@ bool scram_server_final(struct scram_server *st, const char *msg, size_t len, ch
     for (size_t i = 0; i < SCRAM_KEY_LEN; i++)
         key[i] = proof[i] ^ sig[i];
     if (!sha256(key, SCRAM_KEY_LEN, check)) goto out;
-    if (!auth_secure_eq(check, st->stored_key, SCRAM_KEY_LEN)) {
+    if (!secret_eq(check, st->stored_key, SCRAM_KEY_LEN)) {
         *err = "invalid proof";
         goto out;
     }
@@ -573,7 +573,7 @@ bool scram_client_verify(struct scram_client *st, const char *server_final, size
     }
     if (!read_attr(&r, 'v', &val, &vlen)) return false;
     if (!base64_decode(val, vlen, sig, sizeof(sig), &n) || n != SCRAM_KEY_LEN) return false;
-    good = auth_secure_eq(sig, st->server_signature, SCRAM_KEY_LEN);
+    good = secret_eq(sig, st->server_signature, SCRAM_KEY_LEN);
     OPENSSL_cleanse(sig, sizeof(sig));
     st->have_signature = false; /* one verification per exchange */
     OPENSSL_cleanse(st->server_signature, SCRAM_KEY_LEN);

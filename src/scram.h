@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "auth.h"
+#include "secret.h"
 
 #define SCRAM_NONCE_LEN 18 /* random bytes before base64 */
 
@@ -44,7 +44,7 @@ struct scram_client {
  * iterations are used. test_nonce, when not NULL, replaces the random server
  * nonce (unit tests only).
  */
-bool scram_server_begin(struct scram_server *st, const struct auth_secret *secret, const char *test_nonce)
+bool scram_server_begin(struct scram_server *st, const struct secret *secret, const char *test_nonce)
     __attribute__((warn_unused_result));
 /* client-first-message -> server-first-message (malloc'd, NUL-terminated). *err names the problem on failure. */
 bool scram_server_first(struct scram_server *st, const char *msg, size_t len, char **out, const char **err)
@@ -70,7 +70,7 @@ void scram_client_free(struct scram_client *st);
  * for a name every time, so that the answers give away nothing about who
  * exists. false: out of memory.
  */
-bool scram_mock_secret(struct auth_secret *out, const char *user) __attribute__((warn_unused_result));
+bool scram_mock_secret(struct secret *out, const char *user) __attribute__((warn_unused_result));
 
 /* Builds the "SCRAM-SHA-256$iter:salt$stored:server" text for a password (salt random when NULL). */
 char *scram_make_secret(const char *password, const uint8_t *salt, size_t salt_len, int iter);

@@ -85,122 +85,122 @@ static void test_secret_parse(void)
         "SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA$"
         "WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
     };
-    struct auth_secret s;
+    struct secret s;
 
-    ok(auth_secret_parse(&s, "u", "hunter2") && s.kind == SECRET_PLAIN, "plain text is SECRET_PLAIN");
+    ok(secret_parse(&s, "u", "hunter2") && s.kind == SECRET_PLAIN, "plain text is SECRET_PLAIN");
     is_str(s.secret, "hunter2", "secret kept as written");
     is_str(s.user, "u", "user kept");
-    auth_secret_clear(&s);
+    secret_clear(&s);
     ok(s.user == NULL && s.secret == NULL, "clear leaves no pointers");
-    ok(auth_secret_parse(&s, "u", PG_MD5) && s.kind == SECRET_MD5, "md5 + 32 hex is SECRET_MD5");
-    auth_secret_clear(&s);
-    ok(auth_secret_parse(&s, "u", "md53175BCE1D3201D16594CEBF9D7EB3F9D") && s.kind == SECRET_MD5,
+    ok(secret_parse(&s, "u", PG_MD5) && s.kind == SECRET_MD5, "md5 + 32 hex is SECRET_MD5");
+    secret_clear(&s);
+    ok(secret_parse(&s, "u", "md53175BCE1D3201D16594CEBF9D7EB3F9D") && s.kind == SECRET_MD5,
        "uppercase hex is SECRET_MD5");
-    auth_secret_clear(&s);
-    ok(auth_secret_parse(&s, "u", "md5sum") && s.kind == SECRET_PLAIN, "a short md5... text is a plain password");
-    auth_secret_clear(&s);
-    ok(auth_secret_parse(&s, "u", "SCRAM-SHA-1$x") && s.kind == SECRET_PLAIN, "other SCRAM flavours are plain text");
-    auth_secret_clear(&s);
-    ok(auth_secret_parse(&s, "u", RFC_SECRET) && s.kind == SECRET_SCRAM, "SCRAM secret is SECRET_SCRAM");
+    secret_clear(&s);
+    ok(secret_parse(&s, "u", "md5sum") && s.kind == SECRET_PLAIN, "a short md5... text is a plain password");
+    secret_clear(&s);
+    ok(secret_parse(&s, "u", "SCRAM-SHA-1$x") && s.kind == SECRET_PLAIN, "other SCRAM flavours are plain text");
+    secret_clear(&s);
+    ok(secret_parse(&s, "u", RFC_SECRET) && s.kind == SECRET_SCRAM, "SCRAM secret is SECRET_SCRAM");
     ok(s.scram_iter == 4096 && s.scram_salt_len == 16 && s.scram_salt[0] == 0x5b && s.scram_stored_key[0] == 0x58 &&
            s.scram_server_key[0] == 0xc1,
        "SCRAM fields decoded");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        bool r = auth_secret_parse(&s, "u", bad[i]);
+        bool r = secret_parse(&s, "u", bad[i]);
 
         ok(!r && s.user == NULL && s.secret == NULL, "malformed secret %zu refused", i);
-        if (r) auth_secret_clear(&s);
+        if (r) secret_clear(&s);
     }
 }
 
 static void test_check_plain(void)
 {
-    struct auth_secret s;
-    char              *made = scram_make_secret("correct horse", NULL, 0, 4096);
+    struct secret s;
+    char         *made = scram_make_secret("correct horse", NULL, 0, 4096);
 
-    if (!auth_secret_parse(&s, "postgres", "postgres")) abort();
+    if (!secret_parse(&s, "postgres", "postgres")) abort();
     ok(auth_check_plain(&s, "postgres"), "plain secret: right password");
     ok(!auth_check_plain(&s, "postgre"), "plain secret: prefix refused");
     ok(!auth_check_plain(&s, "postgresx"), "plain secret: longer refused");
     ok(!auth_check_plain(&s, ""), "plain secret: empty password refused");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "u", "")) abort();
+    if (!secret_parse(&s, "u", "")) abort();
     ok(!auth_check_plain(&s, ""), "empty plain secret never matches");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "postgres", PG_MD5)) abort();
+    if (!secret_parse(&s, "postgres", PG_MD5)) abort();
     ok(auth_check_plain(&s, "postgres"), "md5 secret: right password");
     ok(!auth_check_plain(&s, "Postgres"), "md5 secret: wrong password");
     ok(!auth_check_plain(&s, PG_MD5), "md5 secret: the secret itself is not a password");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "postgres", "md53175BCE1D3201D16594CEBF9D7EB3F9D")) abort();
+    if (!secret_parse(&s, "postgres", "md53175BCE1D3201D16594CEBF9D7EB3F9D")) abort();
     ok(auth_check_plain(&s, "postgres"), "uppercase md5 secret: right password");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "user", RFC_SECRET)) abort();
+    if (!secret_parse(&s, "user", RFC_SECRET)) abort();
     ok(auth_check_plain(&s, "pencil"), "SCRAM secret (RFC 7677): right password");
     ok(!auth_check_plain(&s, "pencil2"), "SCRAM secret (RFC 7677): wrong password");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "x", PG15_SCRAM_X)) abort();
+    if (!secret_parse(&s, "x", PG15_SCRAM_X)) abort();
     ok(auth_check_plain(&s, "pencil") && !auth_check_plain(&s, "pencil "), "SCRAM secret made by PostgreSQL 15");
-    auth_secret_clear(&s);
-    if (!auth_secret_parse(&s, "y", PG15_MD5_Y)) abort();
+    secret_clear(&s);
+    if (!secret_parse(&s, "y", PG15_MD5_Y)) abort();
     ok(auth_check_plain(&s, "pencil") && !auth_check_plain(&s, "pencil "), "md5 secret made by PostgreSQL 15");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
     ok(made != NULL, "scram_make_secret with a random salt");
-    ok(auth_secret_parse(&s, "bob", made) && s.kind == SECRET_SCRAM && s.scram_salt_len == 16,
+    ok(secret_parse(&s, "bob", made) && s.kind == SECRET_SCRAM && s.scram_salt_len == 16,
        "made secret parses with a 16-byte salt");
     ok(auth_check_plain(&s, "correct horse"), "made SCRAM secret: right password");
     ok(!auth_check_plain(&s, "correct horse "), "made SCRAM secret: wrong password");
-    auth_secret_clear(&s);
+    secret_clear(&s);
     free(made);
 
-    ok(auth_secure_eq("abc", "abc", 3) && !auth_secure_eq("abc", "abd", 3), "auth_secure_eq");
+    ok(secret_eq("abc", "abc", 3) && !secret_eq("abc", "abd", 3), "secret_eq");
 }
 
 static void test_check_md5(void)
 {
-    struct auth_secret s;
+    struct secret s;
 
-    if (!auth_secret_parse(&s, "postgres", "postgres")) abort();
+    if (!secret_parse(&s, "postgres", "postgres")) abort();
     ok(auth_check_md5(&s, salt4, PG_MD5_SALTED), "plain secret: right md5 reply");
     ok(!auth_check_md5(&s, (const uint8_t[4]){1, 2, 3, 5}, PG_MD5_SALTED), "plain secret: reply to another salt");
     ok(!auth_check_md5(&s, salt4, "postgres"), "plain secret: cleartext is not an md5 reply");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "postgres", PG_MD5)) abort();
+    if (!secret_parse(&s, "postgres", PG_MD5)) abort();
     ok(auth_check_md5(&s, salt4, PG_MD5_SALTED), "md5 secret: right md5 reply");
     ok(!auth_check_md5(&s, salt4, "md568be9ed08db75f318087ab337aaea045"), "md5 secret: wrong reply");
     ok(!auth_check_md5(&s, salt4, "md568be9ed08db75f318087ab337aaea04"), "md5 secret: short reply");
     ok(!auth_check_md5(&s, salt4, ""), "md5 secret: empty reply");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 
-    if (!auth_secret_parse(&s, "user", RFC_SECRET)) abort();
+    if (!secret_parse(&s, "user", RFC_SECRET)) abort();
     ok(!auth_check_md5(&s, salt4, PG_MD5_SALTED), "SCRAM secret cannot answer md5");
-    auth_secret_clear(&s);
+    secret_clear(&s);
 }
 
 static void test_authfile_load(void)
 {
-    const char               *text = "; a comment\n"
-                                     "# another comment\n"
-                                     "\n"
-                                     "   \t\n"
-                                     "\"alice\" \"wonderland\"\n"
-                                     "\"postgres\" \"" PG_MD5 "\" trailing words are ignored\n"
-                                     "\"user\" \"" RFC_SECRET "\"\n"
-                                     "\"o\"\"brien\" \"say \"\"hi\"\"\"\r\n"
-                                     "  \"spaced\"\t\"x\"\n"
-                                     "\"alice\" \"rabbit\"\n";
-    char                     *path = write_file("users.txt", text), *err = (char *)"unset";
-    struct auth_file         *af = authfile_load(path, &err);
-    const struct auth_secret *s;
+    const char          *text = "; a comment\n"
+                                "# another comment\n"
+                                "\n"
+                                "   \t\n"
+                                "\"alice\" \"wonderland\"\n"
+                                "\"postgres\" \"" PG_MD5 "\" trailing words are ignored\n"
+                                "\"user\" \"" RFC_SECRET "\"\n"
+                                "\"o\"\"brien\" \"say \"\"hi\"\"\"\r\n"
+                                "  \"spaced\"\t\"x\"\n"
+                                "\"alice\" \"rabbit\"\n";
+    char                *path = write_file("users.txt", text), *err = (char *)"unset";
+    struct auth_file    *af = authfile_load(path, &err);
+    const struct secret *s;
 
     ok(af != NULL && err == NULL, "userlist loads");
     is_int(authfile_count(af), 5, "five users (alice listed twice)");

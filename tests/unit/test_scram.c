@@ -29,7 +29,7 @@
 static const uint8_t rfc_salt[16] = {0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e,
                                      0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81};
 
-static struct auth_secret rfc_secret;
+static struct secret rfc_secret;
 
 /* An exact-length heap copy: no terminator for a parser to lean on. */
 static char *exact(const char *s, size_t n)
@@ -104,7 +104,7 @@ static void test_make_secret_matches_the_vector(void)
 
     is_str(s, RFC_SECRET, "scram_make_secret reproduces the RFC 7677 keys");
     free(s);
-    ok(auth_secret_parse(&rfc_secret, "user", RFC_SECRET) && rfc_secret.kind == SECRET_SCRAM,
+    ok(secret_parse(&rfc_secret, "user", RFC_SECRET) && rfc_secret.kind == SECRET_SCRAM,
        "the vector's secret parses as SCRAM");
     is_int(rfc_secret.scram_iter, 4096, "iterations parsed");
     ok(rfc_secret.scram_salt_len == 16 && memcmp(rfc_secret.scram_salt, rfc_salt, 16) == 0, "salt decoded");
@@ -153,7 +153,7 @@ static void test_client_vector_with_empty_user(void)
 }
 
 /* client <-> server in memory; returns whether the server accepted and the client verified. */
-static bool round_trip(const struct auth_secret *secret, const char *password, const char **where)
+static bool round_trip(const struct secret *secret, const char *password, const char **where)
 {
     struct scram_server srv;
     struct scram_client cli;
@@ -189,14 +189,14 @@ out:
 
 static void test_round_trips(void)
 {
-    struct auth_secret plain, scram, md5;
-    char              *made = scram_make_secret("s3cret", NULL, 0, 4096);
-    const char        *where;
+    struct secret plain, scram, md5;
+    char         *made = scram_make_secret("s3cret", NULL, 0, 4096);
+    const char   *where;
 
     ok(made != NULL && strncmp(made, "SCRAM-SHA-256$4096:", 19) == 0, "random-salt secret made");
-    ok(auth_secret_parse(&plain, "alice", "s3cret"), "plain secret parsed");
-    ok(auth_secret_parse(&scram, "alice", made), "made secret parsed");
-    ok(auth_secret_parse(&md5, "alice", "md53175bce1d3201d16594cebf9d7eb3f9d"), "md5 secret parsed");
+    ok(secret_parse(&plain, "alice", "s3cret"), "plain secret parsed");
+    ok(secret_parse(&scram, "alice", made), "made secret parsed");
+    ok(secret_parse(&md5, "alice", "md53175bce1d3201d16594cebf9d7eb3f9d"), "md5 secret parsed");
     ok(round_trip(&plain, "s3cret", &where), "round trip against a plain secret");
     ok(round_trip(&scram, "s3cret", &where), "round trip against a SCRAM secret");
     ok(!round_trip(&plain, "wrong", &where) && where && strcmp(where, "invalid proof") == 0,
@@ -205,14 +205,14 @@ static void test_round_trips(void)
        "wrong password against a SCRAM secret: invalid proof");
     ok(!round_trip(&md5, "postgres", &where) && strcmp(where, "begin") == 0, "an md5 secret cannot do SCRAM");
     ok(round_trip(&rfc_secret, RFC_PASSWORD, &where), "round trip against the vector's secret");
-    auth_secret_clear(&plain);
-    auth_secret_clear(&scram);
-    auth_secret_clear(&md5);
+    secret_clear(&plain);
+    secret_clear(&scram);
+    secret_clear(&md5);
     free(made);
 }
 
 /* The salt a server's first message shows for user (its "s=" attribute), into out. */
-static bool salt_shown(const struct auth_secret *secret, char *out, size_t n)
+static bool salt_shown(const struct secret *secret, char *out, size_t n)
 {
     struct scram_server srv;
     struct scram_client cli;
@@ -238,9 +238,9 @@ static bool salt_shown(const struct auth_secret *secret, char *out, size_t n)
 /* A stranger's exchange goes on to the proof, with a salt as fixed as a user's, and fails. */
 static void test_mock_secret(void)
 {
-    struct auth_secret mock, again, other, plain;
-    char               a[64], b[64], c[64], d[64], e[64];
-    const char        *where;
+    struct secret mock, again, other, plain;
+    char          a[64], b[64], c[64], d[64], e[64];
+    const char   *where;
 
     ok(scram_mock_secret(&mock, "nobody") && scram_mock_secret(&again, "nobody") &&
            scram_mock_secret(&other, "somebody"),
@@ -251,13 +251,13 @@ static void test_mock_secret(void)
     ok(salt_shown(&mock, a, sizeof(a)) && salt_shown(&again, b, sizeof(b)) && strcmp(a, b) == 0,
        "the same salt for a name every time");
     ok(salt_shown(&other, c, sizeof(c)) && strcmp(a, c) != 0, "another salt for another name");
-    ok(auth_secret_parse(&plain, "nobody", "s3cret") && salt_shown(&plain, d, sizeof(d)) &&
+    ok(secret_parse(&plain, "nobody", "s3cret") && salt_shown(&plain, d, sizeof(d)) &&
            salt_shown(&plain, e, sizeof(e)) && strcmp(d, e) == 0,
        "a plain secret shows one salt every time too");
-    auth_secret_clear(&mock);
-    auth_secret_clear(&again);
-    auth_secret_clear(&other);
-    auth_secret_clear(&plain);
+    secret_clear(&mock);
+    secret_clear(&again);
+    secret_clear(&other);
+    secret_clear(&plain);
 }
 
 static void test_server_first_malformed(void)
@@ -537,6 +537,6 @@ int main(void)
     test_client_final_malformed();
     test_client_verify_malformed();
     test_random_nonces_differ();
-    auth_secret_clear(&rfc_secret);
+    secret_clear(&rfc_secret);
     return done_testing();
 }

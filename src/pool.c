@@ -1761,7 +1761,7 @@ static void notice_long_pins(struct pool *p, usec_t now)
     p->pin_noticed = now;
     log_warning("pool %s/%s: %d client%s pinned to %s server for more than %g s (%s), %d of %d servers", p->dbname,
                 p->user, n, n == 1 ? "" : "s", n == 1 ? "its" : "their", secs(delay),
-                server_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
+                session_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
 }
 
 /*

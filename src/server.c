@@ -9,7 +9,9 @@
  *     outside session mode that returns it to the pool at once.
  *
  * pgbun's own queries (parameter SETs, server_reset_query) run in a phase
- * whose replies are consumed here and never reach a client.
+ * whose replies are consumed here and never reach a client. What those
+ * queries say about the session, and what their replies mean for it and
+ * for the client pinned to it, is session.c's: this file sends and reads.
  */
 #include "server.h"
 
@@ -485,34 +487,6 @@ static bool record_param(struct server *s, const uint8_t *body, size_t len, cons
     return varlist_set(&s->params, *name, *value);
 }
 
-static bool record_held(struct server *s, const uint8_t *body, size_t len);
-
-/* One DataRow of the read-back: a setting (name, value) into s->applying, or the counts of held_query. */
-static bool record_readback(struct server *s, const uint8_t *body, size_t len)
-{
-    struct pkt_reader r;
-    const uint8_t    *field[2];
-    uint32_t          flen[2];
-    char             *name, *value;
-    bool              ok;
-
-    if (len >= 2 && body[0] == 0 && body[1] == 5) return record_held(s, body, len);
-    pkt_reader_init(&r, body, len);
-    if (pkt_get_u16(&r) != 2) return false;
-    for (int i = 0; i < 2; i++) {
-        flen[i] = pkt_get_u32(&r);
-        if (flen[i] == UINT32_MAX) return false; /* NULL: neither column can be */
-        field[i] = pkt_get_bytes(&r, flen[i]);
-    }
-    if (r.bad || r.left != 0) return false;
-    name = strndup((const char *)field[0], flen[0]);
-    value = strndup((const char *)field[1], flen[1]);
-    ok = name && value && varlist_set(&s->applying, name, value);
-    free(name);
-    free(value);
-    return ok;
-}
-
 /*
  * connect_query runs on a new server before anyone uses it. At login, a
  * read of the session-level settings it made follows in the same flight:
@@ -617,7 +591,7 @@ static void login_step(struct server *s)
             return;
         case 'D':
             /* The baseline read's rows; connect_query's own rows are dropped. */
-            if (s->login_rfq == 1 && !record_readback(s, msg + 5, len - 4)) {
+            if (s->login_rfq == 1 && !session_read_row(&s->applying, &s->held_read, msg + 5, len - 4)) {
                 server_fail(s, "08P01", "server login failed: malformed row of connect_query's settings");
                 return;
             }
@@ -650,45 +624,10 @@ static void own_request(struct server *s)
     if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) server_close(s, "out of memory");
 }
 
-/* Appends SET name = value to sql unless the server already has it. */
-static bool want_setting(const struct server *s, const struct var *v, char **sql, size_t *len)
-{
-    const char *have = varlist_get(&s->applied, v->name);
-    const char *reported = varlist_get(&s->params, v->name);
-
-    if ((have && strcmp(have, v->value) == 0) || (reported && strcmp(reported, v->value) == 0)) return true;
-    return proto_append_set(sql, len, v->name, v->value);
-}
-
-/* Sets every entry of src (NULL: none) in dst; false on out of memory. */
-static bool overlay(struct varlist *dst, const struct varlist *src)
-{
-    for (size_t i = 0; src && i < src->count; i++)
-        if (!varlist_set(dst, src->vars[i].name, src->vars[i].value)) return false;
-    return true;
-}
-
-/* What the client wants of setting `name`: its own SET, else its startup parameter, else NULL. */
-static const char *wanted(const struct client *c, const char *name)
-{
-    const char *v = c->sets ? varlist_get(c->sets, name) : NULL;
-
-    return v ? v : varlist_get(&c->params, name);
-}
-
-/*
- * What a server is reset with when an earlier client may have left state
- * pgbun cannot name or see (a function's set_config, its temp table): what
- * DISCARD ALL does, but for the prepared statements pgbun keeps there.
- */
-static const char clean_sql[] = "SET SESSION AUTHORIZATION DEFAULT;RESET ALL;CLOSE ALL;UNLISTEN *;"
-                                "SELECT pg_catalog.pg_advisory_unlock_all();DISCARD TEMP;DISCARD SEQUENCES;";
-
 void server_prepare_for(struct server *s, struct client *c)
 {
     char  *sql = NULL;
     size_t len = 0;
-    bool   ok = true;
     /*
      * Settings pgbun cannot name (set_config in a function, a DO block) stay
      * with their client only while it keeps this server: anyone else, or
@@ -700,30 +639,8 @@ void server_prepare_for(struct server *s, struct client *c)
     assert(s->client == c && s->phase == PHASE_NONE);
     c->last_server = s->id;
     s->restore_due = false;
-    if (clean) {
-        if ((sql = strdup(clean_sql)) == NULL) ok = false;
-        len = sizeof(clean_sql) - 1;
-        varlist_clear(&s->applied);
-    }
-    for (size_t i = 0; ok && i < c->params.count; i++)
-        if (c->sets == NULL || varlist_get(c->sets, c->params.vars[i].name) == NULL)
-            ok = clean ? proto_append_set(&sql, &len, c->params.vars[i].name, c->params.vars[i].value)
-                       : want_setting(s, &c->params.vars[i], &sql, &len);
-    for (size_t i = 0; ok && c->sets && i < c->sets->count; i++)
-        ok = clean ? proto_append_set(&sql, &len, c->sets->vars[i].name, c->sets->vars[i].value)
-                   : want_setting(s, &c->sets->vars[i], &sql, &len);
-    /* Undo what an earlier client asked for and this one did not: back to connect_query's value, if it set one. */
-    for (size_t i = 0; ok && i < s->applied.count; i++) {
-        const char *name = s->applied.vars[i].name, *base = varlist_get(&s->baseline, name);
-
-        if (wanted(c, name) == NULL)
-            ok = base != NULL ? proto_append_set(&sql, &len, name, base) : proto_append_reset(&sql, &len, name);
-    }
-    /* RESET ALL undid connect_query's settings too. */
-    for (size_t i = 0; ok && clean && i < s->baseline.count; i++)
-        if (wanted(c, s->baseline.vars[i].name) == NULL)
-            ok = proto_append_set(&sql, &len, s->baseline.vars[i].name, s->baseline.vars[i].value);
-    if (!ok) {
+    if (clean) varlist_clear(&s->applied);
+    if (!session_settings_sql(&sql, &len, &c->params, c->sets, &s->applied, &s->params, &s->baseline, clean)) {
         free(sql);
         client_close(c, "53200", "could not build the parameter settings for the server");
         return;
@@ -732,8 +649,7 @@ void server_prepare_for(struct server *s, struct client *c)
         client_start(c);
         return;
     }
-    varlist_clear(&s->applying);
-    if (!varlist_copy(&s->applying, &c->params) || !overlay(&s->applying, c->sets)) {
+    if (!session_want_all(&s->applying, &c->params, c->sets)) {
         free(sql);
         client_close(c, "53200", "out of memory");
         return;
@@ -769,93 +685,23 @@ static void start_reset(struct server *s, const char *q)
 }
 
 /*
- * What of the session's state pins its client, counted: LISTEN channels,
- * session-level advisory locks (a transaction's are gone at its end), temp
- * objects, holdable cursors, SQL-level prepared statements. One row of
- * five columns, which tells it apart from the settings' rows of two.
- */
-static const char held_query[] =
-    "SELECT (SELECT count(*) FROM pg_catalog.pg_listening_channels()),"
-    " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),"
-    " (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),"
-    " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
-    " (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)";
-
-static const unsigned held_columns[] = {HELD_LISTEN, HELD_LOCK, HELD_TEMP, HELD_CURSOR, HELD_PREPARE};
-
-/* The row of held_query, into s->held_read. */
-static bool record_held(struct server *s, const uint8_t *body, size_t len)
-{
-    struct pkt_reader r;
-
-    pkt_reader_init(&r, body, len);
-    if (pkt_get_u16(&r) != 5) return false;
-    s->held_read = 0;
-    for (int i = 0; i < 5; i++) {
-        uint32_t       n = pkt_get_u32(&r);
-        const uint8_t *v = n == UINT32_MAX ? NULL : pkt_get_bytes(&r, n);
-
-        if (r.bad || v == NULL || n == 0) return false;
-        if (!(n == 1 && v[0] == '0')) s->held_read |= held_columns[i]; /* a count, in text: not "0" */
-    }
-    return r.left == 0;
-}
-
-/*
  * The client's text may have changed session settings or made state that
  * pins it (scan.h): ask the server what its session holds now, before
- * anyone else gets it. Exact whatever happened (a SET rolled back, RESET
- * ALL, set_config with a computed name, UNLISTEN *), and one round trip
- * only after such transactions.
+ * anyone else gets it.
  */
 static void start_readback(struct server *s)
 {
-    static const char builtin[] = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
-    /* Custom parameters (myext.tenant) are not in pg_settings: those named are asked one by one. */
-    static const char custom_head[] = " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[";
-    /* role and session_authorization are not in pg_settings either; "none" is no role set. */
-    static const char     custom_tail[] = "]::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_catalog.pg_settings)"
-                                          " AND coalesce(current_setting(n, true), '') <> ''"
-                                          " AND NOT (n = 'role' AND current_setting(n) = 'none')";
-    const struct varlist *lists[2] = {&s->scan_names, &s->applied};
-    size_t                len =
-        sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail) + sizeof(held_query) + sizeof("'role'") + 2;
-    char *sql, *d;
-    bool  any = false;
+    unsigned was = s->held;
+    char    *sql;
 
     s->readback_settings = (s->scan_pending & SCAN_READBACK) != 0;
     s->readback_held = (s->scan_pending & SCAN_PIN) != 0;
-
-    for (int k = 0; k < 2; k++)
-        for (size_t i = 0; i < lists[k]->count; i++)
-            len += strlen(lists[k]->vars[i].name) + 3;
-    if ((sql = malloc(len)) == NULL) {
+    if ((sql = session_readback_sql(&s->scan_names, &s->applied, s->scan_pending)) == NULL) {
         server_close(s, "out of memory");
         return;
     }
-    d = sql;
-    *d = '\0';
-    if (s->readback_settings) d += sprintf(d, "%s", builtin);
-    for (int k = 0; s->readback_settings && k < 2; k++) {
-        for (size_t i = 0; i < lists[k]->count; i++) {
-            const char *name = lists[k]->vars[i].name;
-
-            if (!proto_valid_param_name(name)) continue; /* [A-Za-z0-9_.$]: nothing to quote */
-            d += sprintf(d, "%s'%s'", any ? "," : custom_head, name);
-            any = true;
-        }
-    }
-    /* A role set under a name pgbun could not read (set_config of a computed name) is read back too. */
-    if ((s->scan_pending & SCAN_UNKNOWN) && s->readback_settings) {
-        d += sprintf(d, "%s'role'", any ? "," : custom_head);
-        any = true;
-    }
-    if (any) d += sprintf(d, "%s", custom_tail);
-    if (s->readback_held) sprintf(d, "%s%s", s->readback_settings ? "; " : "", held_query);
-    if ((s->scan_pending & SCAN_LOAD) && !(s->held & HELD_LOAD)) {
-        if (s->held == 0) s->held_since = pgbun_now();
-        s->held |= HELD_LOAD; /* cannot be undone, nor seen */
-    }
+    s->held = session_pin_load(s->held, s->scan_pending);
+    if (was == 0 && s->held != 0) s->held_since = pgbun_now();
     s->held_read = 0;
     proto_add_query(s->out, sql);
     own_request(s);
@@ -869,8 +715,6 @@ static void start_readback(struct server *s)
     (void)server_flush(s);
 }
 
-static bool settings_done(struct server *s);
-
 /* What the state read back means for the server and its client. */
 static bool readback_done(struct server *s)
 {
@@ -878,7 +722,9 @@ static bool readback_done(struct server *s)
     unsigned       was = s->held;
 
     if (s->readback_held) s->held = s->held_read | (s->held & HELD_LOAD);
-    if (s->readback_settings && !settings_done(s)) return false;
+    if (s->readback_settings && !session_settings_read(&s->applied, &s->applying, &s->baseline,
+                                                       c != NULL ? &c->params : NULL, c != NULL ? &c->sets : NULL))
+        return false;
     if (s->pool->pin_settings && s->readback_settings)
         s->held = (s->held & ~HELD_SET) | (c != NULL && c->sets != NULL ? HELD_SET : 0);
     if (s->held != 0 && was == 0) s->held_since = pgbun_now();
@@ -886,41 +732,8 @@ static bool readback_done(struct server *s)
         char now[128];
 
         client_log(c, LOGL_DEBUG, "%s its server: %s", s->held ? "pinned to" : "no longer pinned to",
-                   server_held_names(s->held ? s->held : was, now, sizeof(now)));
+                   session_held_names(s->held ? s->held : was, now, sizeof(now)));
     }
-    return true;
-}
-
-/* The settings read back: the server's applied list, and the client's own. */
-static bool settings_done(struct server *s)
-{
-    struct client *c = s->client;
-
-    /* A setting at connect_query's value is the server's baseline, not anyone's own. */
-    for (size_t i = s->applying.count; i-- > 0;) {
-        const char *base = varlist_get(&s->baseline, s->applying.vars[i].name);
-
-        if (base != NULL && strcmp(base, s->applying.vars[i].value) == 0)
-            varlist_del(&s->applying, s->applying.vars[i].name);
-    }
-    varlist_clear(&s->applied);
-    if (!varlist_copy(&s->applied, &s->applying)) return false;
-    if (c == NULL) return true;
-    /* The client's own settings: those its startup parameters do not already say. */
-    if (c->sets) varlist_clear(c->sets);
-    for (size_t i = 0; i < s->applying.count; i++) {
-        const struct var *v = &s->applying.vars[i];
-        const char       *start = varlist_get(&c->params, v->name);
-
-        if (start && strcmp(start, v->value) == 0) continue;
-        if (c->sets == NULL && (c->sets = calloc(1, sizeof(*c->sets))) == NULL) return false;
-        if (!varlist_set(c->sets, v->name, v->value)) return false;
-    }
-    if (c->sets && c->sets->count == 0) {
-        free(c->sets);
-        c->sets = NULL;
-    }
-    varlist_clear(&s->applying);
     return true;
 }
 
@@ -967,26 +780,21 @@ void server_client_gone(struct server *s, bool quit)
                      cancel && s->cancel ? "; query canceled" : "");
         return;
     }
-    if (s->scan_pending & (SCAN_READBACK | SCAN_PIN)) {
-        start_readback(s); /* ends in phase_done, which comes back here */
-        return;
-    }
-    if (s->held & HELD_LOAD) {
-        server_close(s, "its client loaded a library (LOAD), which cannot be undone");
-        return;
-    }
-    if (s->held) {
+    switch (session_after_client(s->held, s->scan_pending,
+                                 s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)) {
+    case SESSION_READBACK: start_readback(s); break; /* ends in phase_done, which comes back here */
+    case SESSION_CLOSE: server_close(s, "its client loaded a library (LOAD), which cannot be undone"); break;
+    case SESSION_DISCARD: {
         char why[128];
 
         server_log(s, LOGL_DEBUG, "its pinned client left (%s): DISCARD ALL",
-                   server_held_names(s->held, why, sizeof(why)));
+                   session_held_names(s->held, why, sizeof(why)));
         start_reset(s, "DISCARD ALL");
-        return;
+        break;
     }
-    if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
-        start_reset(s, pgbun.cfg->server_reset_query);
-    else
-        pool_release_server(s);
+    case SESSION_RESET: start_reset(s, pgbun.cfg->server_reset_query); break;
+    case SESSION_RELEASE: pool_release_server(s); break;
+    }
 }
 
 static void phase_done(struct server *s)
@@ -1073,14 +881,10 @@ static void phase_done(struct server *s)
             server_client_gone(s, false);
         return;
     }
-    varlist_clear(&s->applied);
-    for (size_t i = 0; i < s->applying.count; i++) {
-        if (!varlist_set(&s->applied, s->applying.vars[i].name, s->applying.vars[i].value)) {
-            server_close(s, "out of memory");
-            return;
-        }
+    if (!session_settings_applied(&s->applied, &s->applying)) {
+        server_close(s, "out of memory");
+        return;
     }
-    varlist_clear(&s->applying);
     if (s->cleaning) s->unknown_of = 0;
     s->cleaning = false;
     if (c != NULL)
@@ -1090,68 +894,25 @@ static void phase_done(struct server *s)
 }
 
 /*
- * Where settings are not read back (session_state = off, session mode), a
- * startup parameter the client changed, as the server reports it, goes
- * with the client to its next server, as in PgBouncer. Its startup value
- * stays what RESET brings back.
- */
-static bool follow_reported(struct client *c, const char *name, const char *value)
-{
-    const char *start = varlist_get(&c->params, name);
-
-    if (start == NULL) return true;
-    if (strcmp(start, value) == 0) {
-        if (c->sets != NULL) varlist_del(c->sets, name);
-        return true;
-    }
-    if (c->sets == NULL && (c->sets = calloc(1, sizeof(*c->sets))) == NULL) return false;
-    return varlist_set(c->sets, name, value);
-}
-
-/*
  * Sets each startup parameter of c that has no session-level value on the
- * server, as a RESET leaves it (a custom one: empty), to its startup
- * value: PostgreSQL's RESET goes back to the startup packet's value, the
- * server's goes back to its own. One query of pgbun's, sent when the
- * client's request that had the RESET is answered; its replies are
- * dropped, its ParameterStatus passed on. false: the server was closed.
+ * server back to its startup value (session_restore_sql). One query of
+ * pgbun's, sent when the client's request that had the RESET is answered;
+ * its replies are dropped, its ParameterStatus passed on. false: the server
+ * was closed.
  */
 static bool server_restore_params(struct server *s, const struct client *c)
 {
-    static const char head[] = "SELECT pg_catalog.set_config(p.n, p.v, false) FROM (VALUES ";
-    static const char tail[] = ") AS p(n, v) LEFT JOIN pg_catalog.pg_settings s"
-                               " ON pg_catalog.lower(s.name) = pg_catalog.lower(p.n)"
-                               " WHERE CASE WHEN s.name IS NULL"
-                               " THEN coalesce(pg_catalog.current_setting(p.n, true), '') = ''"
-                               " ELSE s.source <> 'session' END";
-    char             *sql = strdup(head), *t;
-    size_t            len = sizeof(head) - 1;
-    bool              any = false;
+    char *sql;
 
     s->restore_due = false;
-    for (size_t i = 0; sql != NULL && i < c->params.count; i++) {
-        const struct var *v = &c->params.vars[i];
-
-        if (!proto_valid_param_name(v->name)) continue;
-        if (!proto_append_pair(&sql, &len, sizeof(head) - 1, v->name, v->value)) {
-            free(sql);
-            sql = NULL;
-        }
-        any = true;
-    }
-    if (sql != NULL && !any) {
-        free(sql);
-        return true;
-    }
-    if (sql == NULL || (t = realloc(sql, len + sizeof(tail))) == NULL) {
-        free(sql);
+    if (!session_restore_sql(&c->params, &sql)) {
         server_close(s, "out of memory");
         return false;
     }
-    memcpy(t + len, tail, sizeof(tail));
+    if (sql == NULL) return true;
     server_log(s, LOGL_DEBUG, "restoring its client's startup parameters after a RESET");
-    proto_add_query(s->out, t);
-    free(t);
+    proto_add_query(s->out, sql);
+    free(sql);
     if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) {
         server_close(s, "out of memory");
         return false;
@@ -1192,7 +953,7 @@ bool server_release_if_done(struct server *s)
         return false;
     if (!client_flush(c)) return true;
     assert(rq_empty(&s->rq));
-    if (s->scan_pending & (SCAN_READBACK | SCAN_PIN)) {
+    if (session_readback_due(s->scan_pending)) {
         start_readback(s); /* the client's next bytes wait (client_process) */
         return false;
     }
@@ -1333,7 +1094,7 @@ static void relay_input(struct server *s)
                     server_close(s, "out of memory");
                     return;
                 }
-                if (c != NULL && !s->pool->track_session && !follow_reported(c, n, v)) {
+                if (c != NULL && !s->pool->track_session && !session_follow_reported(&c->params, &c->sets, n, v)) {
                     server_close(s, "out of memory");
                     return;
                 }
@@ -1409,7 +1170,7 @@ static void relay_input(struct server *s)
             break;
         case 'D':
             if (s->phase == PHASE_READBACK) {
-                if (!record_readback(s, msg + 5, len - 4)) {
+                if (!session_read_row(&s->applying, &s->held_read, msg + 5, len - 4)) {
                     server_close(s, "protocol error from server: malformed row of settings");
                     return;
                 }
@@ -1648,21 +1409,4 @@ void server_discard(struct server *s)
     s->io.fd = -1;
     s->state = SV_CLOSING;
     server_free(s);
-}
-
-const char *server_held_names(unsigned held, char *buf, size_t n)
-{
-    static const struct {
-        unsigned    bit;
-        const char *name;
-    } names[] = {{HELD_LISTEN, "listen"}, {HELD_LOCK, "advisory_lock"}, {HELD_TEMP, "temp_table"},
-                 {HELD_CURSOR, "cursor"}, {HELD_PREPARE, "prepare"},    {HELD_LOAD, "load"},
-                 {HELD_SET, "set"}};
-    size_t used = 0;
-
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((held & names[i].bit) && used < n)
-            used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? "," : "", names[i].name);
-    return buf;
 }

@@ -966,251 +966,344 @@ bool server_release_if_done(struct server *s)
     return true;
 }
 
+/*
+ * Relaying a batch of replies. Each reply at the head of s->in goes through
+ * the steps below in turn, until one of them has dealt with it:
+ *
+ *   frame_reply -> match_request -> take_reply -> pass_on
+ *
+ * and a reply longer than what has come streams: its head is passed on,
+ * its rest follows as s->fwd_left (pass_rest). What pgbun must parse is
+ * read whole; everything else moves between buffers without a copy.
+ */
+
+/* What a step did with the reply. */
+enum step {
+    STEP_ON,   /* nothing that ends it: the next step, and at last pass_on */
+    STEP_DONE, /* dealt with (passed on, dropped or replaced): the next reply */
+    STEP_WAIT, /* more of it must come first */
+    STEP_STOP, /* the server or its client was closed */
+};
+
+/* The reply at the head of s->in. */
+struct reply {
+    struct client *c;         /* the server's client when the reply was reached, or NULL */
+    bool           to_client; /* replies go to c: no phase of pgbun's own runs */
+    bool           own;       /* it answers a request of pgbun's own, and is read whole */
+    bool           restore;   /* ReadyForQuery after a RESET of c's startup parameters */
+    uint8_t        type;
+    uint32_t       len;   /* its length field: len + 1 bytes in all */
+    size_t         avail; /* bytes in s->in */
+    uint8_t       *msg;   /* the whole message, when it was read whole; else NULL */
+};
+
+/* Moves the next n bytes of s->in to the client's output, or drops them when they are not the client's. */
+static inline void move_bytes(struct server *s, const struct reply *r, size_t n)
+{
+    if (r->to_client)
+        evbuffer_remove_buffer(s->in, r->c->out, n);
+    else
+        evbuffer_drain(s->in, n);
+}
+
+/* The rest of a reply whose head was passed on. */
+static void pass_rest(struct server *s, const struct reply *r)
+{
+    size_t n = r->avail < s->fwd_left ? r->avail : s->fwd_left;
+
+    move_bytes(s, r, n);
+    s->fwd_left -= (uint32_t)n;
+}
+
+/* Read whole what pgbun must parse, or pass on between its own replies; an error for the client streams. */
+static inline bool read_whole(const struct server *s, const struct reply *r)
+{
+    uint8_t type = r->type;
+
+    return type == 'Z' || type == 'S' || r->own || (type == 'D' && s->phase == PHASE_READBACK) ||
+           (type == 'C' && r->to_client && s->drop_all_due && r->len < SERVER_MSG_MAX) ||
+           (type == 'E' && (!r->to_client || (s->query_timed_out && r->len < SERVER_MSG_MAX))) ||
+           (!r->to_client && r->c != NULL && (type == 'A' || type == 'N'));
+}
+
+/* Reads the reply's header, and the whole reply where pgbun must parse it. */
+static enum step frame_reply(struct server *s, struct reply *r, uint32_t max)
+{
+    switch (proto_peek_header(s->in, max, &r->type, &r->len)) {
+    case PROTO_NEED_MORE: return STEP_WAIT;
+    case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", r->len); return STEP_STOP;
+    case PROTO_OK: break;
+    }
+    /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
+    r->own = r->to_client && rq_head_is_own(&s->rq) && r->len < SERVER_MSG_MAX && r->type != 'A' && r->type != 'S';
+    r->msg = NULL;
+    if (!read_whole(s, r)) return STEP_ON;
+    if (r->avail < (size_t)r->len + 1) {
+        if (r->len > SERVER_MSG_MAX) {
+            server_close(s, "protocol error from server: '%c' message of %u bytes", r->type, r->len);
+            return STEP_STOP;
+        }
+        return STEP_WAIT;
+    }
+    r->msg = evbuffer_pullup(s->in, (ev_ssize_t)r->len + 1);
+    return STEP_ON;
+}
+
+/* Tells the queue of requests (replyq.h) of the reply: pgbun's own replies end here, or stand in for an error. */
+static enum step match_request(struct server *s, struct reply *r)
+{
+    if (r->own && r->type == 'E' && rq_head_replaces_error(&s->rq)) {
+        struct pg_error e;
+
+        /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
+        proto_parse_error(r->msg + 5, r->len - 4, &e);
+        if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
+    } else if (r->own && r->type != 'N' && rq_head_replaces_error(&s->rq)) {
+        /* The Describe meant to fail found a statement: the client made one under pgbun's reserved name. */
+        client_close(r->c, "42P05",
+                     "prepared statement \"%s\" already exists (and \"%s\" was prepared on the "
+                     "server under a name reserved by pgbun: names starting with pgbun_ are pgbun's)",
+                     s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
+        return STEP_STOP;
+    }
+    r->restore = r->type == 'Z' && r->to_client && rq_head_restores(&s->rq);
+    if (!rq_reply(&s->rq, (char)r->type) && r->own) {
+        evbuffer_drain(s->in, (size_t)r->len + 1); /* pgbun's own Parse or Close answered, or its error written */
+        return STEP_DONE;
+    }
+    return STEP_ON;
+}
+
+/* ReadyForQuery: the server's transaction status, the clocks and counts of the request it answers. */
+static void note_ready(struct server *s, struct client *c, char status)
+{
+    usec_t now = pgbun_now();
+
+    /* A transaction (or an autocommit statement) began with the request this answers. */
+    if (s->txstatus == 'I') s->xact_start = s->request_start;
+    s->txstatus = status;
+    s->last_ready = now;
+    s->query_timed_out = false;
+    if (s->expect_rfq > 0) {
+        if (s->phase == PHASE_NONE) count_reply(s, now);
+        /* A pipelined request is next: its clock starts now. */
+        if (--s->expect_rfq > 0) s->request_start = now;
+    }
+    if (s->expect_rfq == 0 && s->drop_all_due) {
+        s->drop_all_due = false;
+        if (c != NULL) stmt_drop_refused(c); /* answered, and no tag said it ran */
+    }
+    s->in_copy = false;
+    s->copy_in = false;
+}
+
+static enum step ready_for_query(struct server *s, const struct reply *r)
+{
+    struct client *c = r->c;
+
+    if (r->len != 5) {
+        server_close(s, "protocol error from server: malformed ReadyForQuery");
+        return STEP_STOP;
+    }
+    note_ready(s, c, (char)r->msg[5]);
+    if (!r->to_client) {
+        evbuffer_drain(s->in, 6);
+        if (s->phase != PHASE_NONE && s->expect_rfq == 0)
+            phase_done(s);
+        else if (s->phase == PHASE_NONE && c == NULL && !server_is_clean(s))
+            server_close(s, "unexpected ReadyForQuery from an unlinked server");
+        return STEP_DONE;
+    }
+    if (s->pool->mode == POOL_STATEMENT && s->txstatus != 'I') {
+        /* The error takes the place of ReadyForQuery, so the client reads it at once. */
+        evbuffer_drain(s->in, 6);
+        client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
+        return STEP_STOP;
+    }
+    evbuffer_remove_buffer(s->in, c->out, 6);
+    /* A RESET of startup parameters answered (its COPY, if any, done): set them again. */
+    if (r->restore && (!server_restore_params(s, c) || !server_flush(s))) return STEP_STOP;
+    /* Released at the end of this batch, once everything before it is relayed. */
+    return STEP_DONE;
+}
+
+static enum step parameter_status(struct server *s, const struct reply *r)
+{
+    struct client *c = r->c;
+    const char    *n, *v;
+
+    if (!record_param(s, r->msg + 5, r->len - 4, &n, &v)) {
+        server_close(s, "protocol error from server: malformed ParameterStatus");
+        return STEP_STOP;
+    }
+    /*
+     * A change pgbun did not make: what it applied no longer holds.
+     * One it made (the restore of a startup parameter after RESET,
+     * its own query in PHASE_NONE) holds for this client.
+     */
+    if (s->phase == PHASE_NONE) {
+        if (!rq_head_is_own(&s->rq))
+            varlist_del(&s->applied, n);
+        else if (!varlist_set(&s->applied, n, v)) {
+            server_close(s, "out of memory");
+            return STEP_STOP;
+        }
+        if (c != NULL && !s->pool->track_session && !session_follow_reported(&c->params, &c->sets, n, v)) {
+            server_close(s, "out of memory");
+            return STEP_STOP;
+        }
+    }
+    if (c != NULL && s->phase != PHASE_RESET)
+        evbuffer_remove_buffer(s->in, c->out, (size_t)r->len + 1);
+    else
+        evbuffer_drain(s->in, (size_t)r->len + 1);
+    return STEP_DONE;
+}
+
+static enum step error_response(struct server *s, const struct reply *r)
+{
+    struct pg_error e;
+
+    s->in_copy = false;
+    s->copy_in = false;
+    if (r->to_client && r->msg != NULL) {
+        /* pgbun's own cancel: say why, not "due to user request". */
+        proto_parse_error(r->msg + 5, r->len - 4, &e);
+        if (strcmp(e.sqlstate, "57014") == 0) {
+            evbuffer_drain(s->in, (size_t)r->len + 1);
+            proto_add_error(r->c->out, "ERROR", "57014", "query_timeout: query canceled after %g s",
+                            (double)s->pool->query_timeout / USEC_PER_SEC);
+            s->query_timed_out = false;
+            return STEP_DONE;
+        }
+    }
+    if (r->to_client) return STEP_ON;
+    /* The error of pgbun's own query, reported when its phase ends. */
+    proto_parse_error(r->msg + 5, r->len - 4, &e);
+    if (s->phase != PHASE_NONE && !s->has_phase_error) {
+        s->phase_error = e;
+        s->has_phase_error = true;
+    }
+    evbuffer_drain(s->in, (size_t)r->len + 1);
+    if (s->phase == PHASE_NONE) {
+        server_close(s, "server error while unlinked: %s: %s", e.severity, e.message);
+        return STEP_STOP;
+    }
+    return STEP_DONE;
+}
+
+/*
+ * CopyInResponse: PostgreSQL ignores Sync and Flush until CopyDone or
+ * CopyFail, including a Sync that libpq sent right behind the COPY's
+ * Execute. Those will get no ReadyForQuery.
+ */
+static void copy_in_started(struct server *s)
+{
+    s->in_copy = true;
+    s->copy_in = true;
+    rq_copy_in(&s->rq, s->syncs_since_execute);
+    s->expect_rfq -= s->syncs_since_execute;
+    if (s->expect_rfq < 0) s->expect_rfq = 0;
+    s->syncs_since_execute = 0;
+}
+
+/* What the reply means for the server: its state, pgbun's own phase, the reply itself where pgbun answers instead. */
+static enum step take_reply(struct server *s, const struct reply *r)
+{
+    switch (r->type) {
+    case 'Z': return ready_for_query(s, r);
+    case 'S': return parameter_status(s, r);
+    case 'E': return error_response(s, r);
+    case 'G': copy_in_started(s); return STEP_ON;
+    case 'H':
+    case 'W': s->in_copy = true; return STEP_ON;
+    case 'C':
+        if (r->msg != NULL && s->drop_all_due) stmt_command_done(r->c, (const char *)r->msg + 5, r->len - 4);
+        __attribute__((fallthrough));
+    case 'c': s->in_copy = false; return STEP_ON;
+    case 'N':
+    case 'A':
+        /*
+         * A notification (or notice) that came while pgbun's own query runs
+         * on the client's server (the read-back after LISTEN, say) is still
+         * the client's.
+         */
+        if (r->to_client || r->c == NULL) return STEP_ON;
+        evbuffer_remove_buffer(s->in, r->c->out, (size_t)r->len + 1);
+        return STEP_DONE;
+    case 'D':
+        if (s->phase == PHASE_READBACK) {
+            if (!session_read_row(&s->applying, &s->held_read, r->msg + 5, r->len - 4)) {
+                server_close(s, "protocol error from server: malformed row of settings");
+                return STEP_STOP;
+            }
+            return STEP_ON;
+        }
+        __attribute__((fallthrough));
+    default:
+        if (!r->to_client && s->phase == PHASE_NONE) {
+            server_close(s, "unexpected message '%c' from an unlinked server",
+                         r->type >= 32 && r->type < 127 ? r->type : '?');
+            return STEP_STOP;
+        }
+        return STEP_ON;
+    }
+}
+
+/* Passes the reply on to the client, or drops it: what of it has come, the rest as s->fwd_left. */
+static void pass_on(struct server *s, const struct reply *r)
+{
+    size_t whole = (size_t)r->len + 1;
+
+    if (r->avail >= whole) {
+        move_bytes(s, r, whole);
+    } else {
+        move_bytes(s, r, r->avail);
+        s->fwd_left = (uint32_t)(whole - r->avail);
+    }
+}
+
+/* The batch is relayed: release the server if it is done, else flush to the client, and pause while it cannot keep up.
+ */
+static void end_batch(struct server *s)
+{
+    struct client *c = s->client;
+
+    if (s->state == SV_CLOSING || c == NULL) return;
+    if (s->fwd_left == 0) rq_answer_due(&s->rq);
+    if (server_release_if_done(s)) return;
+    if (!client_flush(c)) return;
+    if (server_close_if_retired(s)) return;
+    if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
+        s->throttled = true;
+        io_set_reading(&s->io, false);
+    }
+}
+
 static void relay_input(struct server *s)
 {
     uint32_t max = (uint32_t)pgbun.cfg->max_packet_size;
 
     while (evbuffer_get_length(s->in) > 0 && s->state != SV_CLOSING) {
-        struct client *c = s->client;
-        size_t         avail = evbuffer_get_length(s->in);
-        bool           to_client = c != NULL && s->phase == PHASE_NONE;
-        bool           own, restore;
-        uint8_t        type, *msg;
-        uint32_t       len;
-        usec_t         now;
+        struct reply r;
+        enum step    step;
 
+        r.c = s->client;
+        r.avail = evbuffer_get_length(s->in);
+        r.to_client = r.c != NULL && s->phase == PHASE_NONE;
         if (s->fwd_left > 0) {
-            size_t n = avail < s->fwd_left ? avail : s->fwd_left;
-
-            if (to_client)
-                evbuffer_remove_buffer(s->in, c->out, n);
-            else
-                evbuffer_drain(s->in, n);
-            s->fwd_left -= (uint32_t)n;
+            pass_rest(s, &r);
             continue;
         }
         rq_answer_due(&s->rq); /* replies pgbun owes before this message */
-        switch (proto_peek_header(s->in, max, &type, &len)) {
-        case PROTO_NEED_MORE: goto out;
-        case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", len); return;
-        case PROTO_OK: break;
-        }
-        /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
-        own = to_client && rq_head_is_own(&s->rq) && len < SERVER_MSG_MAX && type != 'A' && type != 'S';
-        /* Read whole what pgbun must parse, or pass on between its own replies; an error for the client streams. */
-        if (type == 'Z' || type == 'S' || own || (type == 'D' && s->phase == PHASE_READBACK) ||
-            (type == 'C' && to_client && s->drop_all_due && len < SERVER_MSG_MAX) ||
-            (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX))) ||
-            (!to_client && c != NULL && (type == 'A' || type == 'N'))) {
-            if (avail < (size_t)len + 1) {
-                if (len > SERVER_MSG_MAX) {
-                    server_close(s, "protocol error from server: '%c' message of %u bytes", type, len);
-                    return;
-                }
-                goto out;
-            }
-            msg = evbuffer_pullup(s->in, (ev_ssize_t)len + 1);
-        } else {
-            msg = NULL;
-        }
-        if (own && type == 'E' && rq_head_replaces_error(&s->rq)) {
-            struct pg_error e;
-
-            /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
-            proto_parse_error(msg + 5, len - 4, &e);
-            if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
-        } else if (own && type != 'N' && rq_head_replaces_error(&s->rq)) {
-            /* The Describe meant to fail found a statement: the client made one under pgbun's reserved name. */
-            client_close(c, "42P05",
-                         "prepared statement \"%s\" already exists (and \"%s\" was prepared on the "
-                         "server under a name reserved by pgbun: names starting with pgbun_ are pgbun's)",
-                         s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
-            return;
-        }
-        restore = type == 'Z' && to_client && rq_head_restores(&s->rq);
-        if (!rq_reply(&s->rq, (char)type) && own) {
-            evbuffer_drain(s->in, (size_t)len + 1); /* pgbun's own Parse or Close answered, or its error written */
-            continue;
-        }
-
-        switch (type) {
-        case 'Z':
-            if (len != 5) {
-                server_close(s, "protocol error from server: malformed ReadyForQuery");
-                return;
-            }
-            now = pgbun_now();
-            /* A transaction (or an autocommit statement) began with the request this answers. */
-            if (s->txstatus == 'I') s->xact_start = s->request_start;
-            s->txstatus = (char)msg[5];
-            s->last_ready = now;
-            s->query_timed_out = false;
-            if (s->expect_rfq > 0) {
-                if (s->phase == PHASE_NONE) count_reply(s, now);
-                /* A pipelined request is next: its clock starts now. */
-                if (--s->expect_rfq > 0) s->request_start = now;
-            }
-            if (s->expect_rfq == 0 && s->drop_all_due) {
-                s->drop_all_due = false;
-                if (c != NULL) stmt_drop_refused(c); /* answered, and no tag said it ran */
-            }
-            s->in_copy = false;
-            s->copy_in = false;
-            if (!to_client) {
-                evbuffer_drain(s->in, 6);
-                if (s->phase != PHASE_NONE && s->expect_rfq == 0)
-                    phase_done(s);
-                else if (s->phase == PHASE_NONE && c == NULL && !server_is_clean(s))
-                    server_close(s, "unexpected ReadyForQuery from an unlinked server");
-                continue;
-            }
-            if (s->pool->mode == POOL_STATEMENT && s->txstatus != 'I') {
-                /* The error takes the place of ReadyForQuery, so the client reads it at once. */
-                evbuffer_drain(s->in, 6);
-                client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
-                return;
-            }
-            evbuffer_remove_buffer(s->in, c->out, 6);
-            /* A RESET of startup parameters answered (its COPY, if any, done): set them again. */
-            if (restore && (!server_restore_params(s, c) || !server_flush(s))) return;
-            /* Released at the end of this batch, once everything before it is relayed. */
-            continue;
-        case 'S': {
-            const char *n, *v;
-
-            if (!record_param(s, msg + 5, len - 4, &n, &v)) {
-                server_close(s, "protocol error from server: malformed ParameterStatus");
-                return;
-            }
-            /*
-             * A change pgbun did not make: what it applied no longer holds.
-             * One it made (the restore of a startup parameter after RESET,
-             * its own query in PHASE_NONE) holds for this client.
-             */
-            if (s->phase == PHASE_NONE) {
-                if (!rq_head_is_own(&s->rq))
-                    varlist_del(&s->applied, n);
-                else if (!varlist_set(&s->applied, n, v)) {
-                    server_close(s, "out of memory");
-                    return;
-                }
-                if (c != NULL && !s->pool->track_session && !session_follow_reported(&c->params, &c->sets, n, v)) {
-                    server_close(s, "out of memory");
-                    return;
-                }
-            }
-            if (c != NULL && s->phase != PHASE_RESET)
-                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
-            else
-                evbuffer_drain(s->in, (size_t)len + 1);
-            continue;
-        }
-        case 'E':
-            s->in_copy = false;
-            s->copy_in = false;
-            if (to_client && msg != NULL) {
-                struct pg_error e;
-
-                /* pgbun's own cancel: say why, not "due to user request". */
-                proto_parse_error(msg + 5, len - 4, &e);
-                if (strcmp(e.sqlstate, "57014") == 0) {
-                    evbuffer_drain(s->in, (size_t)len + 1);
-                    proto_add_error(c->out, "ERROR", "57014", "query_timeout: query canceled after %g s",
-                                    (double)s->pool->query_timeout / USEC_PER_SEC);
-                    s->query_timed_out = false;
-                    continue;
-                }
-            }
-            if (!to_client) {
-                struct pg_error e;
-
-                proto_parse_error(msg + 5, len - 4, &e);
-                if (s->phase != PHASE_NONE && !s->has_phase_error) {
-                    s->phase_error = e;
-                    s->has_phase_error = true;
-                }
-                evbuffer_drain(s->in, (size_t)len + 1);
-                if (s->phase == PHASE_NONE) {
-                    server_close(s, "server error while unlinked: %s: %s", e.severity, e.message);
-                    return;
-                }
-                continue;
-            }
-            break;
-        case 'G':
-            /*
-             * Copy-in: PostgreSQL ignores Sync and Flush until CopyDone or
-             * CopyFail, including a Sync that libpq sent right behind the
-             * COPY's Execute. Those will get no ReadyForQuery.
-             */
-            s->in_copy = true;
-            s->copy_in = true;
-            rq_copy_in(&s->rq, s->syncs_since_execute);
-            s->expect_rfq -= s->syncs_since_execute;
-            if (s->expect_rfq < 0) s->expect_rfq = 0;
-            s->syncs_since_execute = 0;
-            break;
-        case 'H':
-        case 'W': s->in_copy = true; break;
-        case 'C':
-            if (msg != NULL && s->drop_all_due) stmt_command_done(c, (const char *)msg + 5, len - 4);
-            __attribute__((fallthrough));
-        case 'c': s->in_copy = false; break;
-        case 'N':
-        case 'A':
-            if (!to_client && c != NULL) {
-                /*
-                 * A notification (or notice) that came while pgbun's own
-                 * query runs on the client's server (the read-back after
-                 * LISTEN, say) is still the client's.
-                 */
-                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
-                continue;
-            }
-            break;
-        case 'D':
-            if (s->phase == PHASE_READBACK) {
-                if (!session_read_row(&s->applying, &s->held_read, msg + 5, len - 4)) {
-                    server_close(s, "protocol error from server: malformed row of settings");
-                    return;
-                }
-                break;
-            }
-            __attribute__((fallthrough));
-        default:
-            if (!to_client && s->phase == PHASE_NONE) {
-                server_close(s, "unexpected message '%c' from an unlinked server",
-                             type >= 32 && type < 127 ? type : '?');
-                return;
-            }
-            break;
-        }
-        if (avail >= (size_t)len + 1) {
-            if (to_client)
-                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
-            else
-                evbuffer_drain(s->in, (size_t)len + 1);
-        } else {
-            if (to_client)
-                evbuffer_remove_buffer(s->in, c->out, avail);
-            else
-                evbuffer_drain(s->in, avail);
-            s->fwd_left = (uint32_t)((size_t)len + 1 - avail);
-        }
+        step = frame_reply(s, &r, max);
+        if (step == STEP_ON) step = match_request(s, &r);
+        if (step == STEP_ON) step = take_reply(s, &r);
+        if (step == STEP_ON) pass_on(s, &r);
+        if (step == STEP_WAIT) break;
+        if (step == STEP_STOP) return;
     }
-out:
-    if (s->state != SV_CLOSING && s->client != NULL) {
-        struct client *c = s->client;
-
-        if (s->fwd_left == 0) rq_answer_due(&s->rq);
-        if (server_release_if_done(s)) return;
-        if (!client_flush(c)) return;
-        if (server_close_if_retired(s)) return;
-        if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
-            s->throttled = true;
-            io_set_reading(&s->io, false);
-        }
-    }
+    end_batch(s);
 }
 
 /*

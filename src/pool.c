@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pgbun.h"
@@ -320,7 +321,7 @@ void pool_fini(struct worker *w)
         }
     }
     reap_now(pw);
-    server_cancel_fini(w);
+    cancel_fini(w);
     while ((p = TAILQ_FIRST(&pw->pools)) != NULL) {
         TAILQ_REMOVE(&pw->pools, p, entry);
         pool_free(p);

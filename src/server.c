@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pgbun.h"
@@ -44,16 +45,6 @@
 #define SERVER_MSG_MAX (1024 * 1024)
 
 static atomic_uint_fast64_t next_server_id;
-
-/* A one-shot connection that carries a CancelRequest to PostgreSQL. */
-struct cancel_conn {
-    TAILQ_ENTRY(cancel_conn) entry; /* on its worker's cancels until done */
-    struct worker   *w;
-    struct server   *server; /* whose query it cancels; NULL once that server closed */
-    struct io        io;
-    struct evbuffer *out;
-    struct event     timer;
-};
 
 static void server_read_cb(evutil_socket_t fd, short what, void *arg);
 static void server_write_cb(evutil_socket_t fd, short what, void *arg);
@@ -100,7 +91,7 @@ void server_close(struct server *s, const char *fmt, ...)
         client_close(c, s->fwd_left > 0 ? NULL : "08006", "server connection closed: %s", reason);
     }
     if (s->cancel != NULL) {
-        s->cancel->server = NULL; /* it carries on alone */
+        cancel_orphan(s->cancel); /* it carries on alone */
         s->cancel = NULL;
     }
     if (s->dns != NULL) {
@@ -1380,99 +1371,21 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- cancel requests ---- */
 
-static void cancel_free(struct cancel_conn *cc)
+/* The cancel has landed: the server may be clean now. */
+static void cancel_landed(void *arg)
 {
-    struct server *s = cc->server;
+    struct server *s = arg;
 
-    TAILQ_REMOVE(&cc->w->cancels, cc, entry);
-    evtimer_del(&cc->timer);
-    io_close(&cc->io);
-    evbuffer_free(cc->out);
-    free(cc);
-    if (s != NULL) {
-        /* The cancel has landed: the server may be clean now. */
-        s->cancel = NULL;
-        (void)server_release_if_done(s);
-    }
-}
-
-static void cancel_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-    log_warning("cancel request to the server timed out");
-    cancel_free(arg);
-}
-
-static void cancel_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-    /* The server answers a CancelRequest by closing; anything else is ignored too. */
-    cancel_free(arg);
-}
-
-static void cancel_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct cancel_conn *cc = arg;
-    int                 err = 0;
-    socklen_t           len = sizeof(err);
-
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
-        log_warning("cancel request: could not connect to server: %s", strerror(err ? err : errno));
-        cancel_free(cc);
-        return;
-    }
-    if (io_flush(&cc->io, cc->out) == IO_ERROR) {
-        cancel_free(cc);
-        return;
-    }
-    if (evbuffer_get_length(cc->out) == 0) io_set_reading(&cc->io, true);
+    s->cancel = NULL;
+    (void)server_release_if_done(s);
 }
 
 void server_send_cancel(struct server *s)
 {
-    struct cancel_conn     *cc;
-    struct sockaddr_storage ss;
-    socklen_t               sslen = sizeof(ss);
-    struct timeval          tv = {5, 0};
-    int                     fd;
-
     if (s->cancel != NULL) return; /* one is already on its way */
-    /* Same address family and peer as the server connection itself. */
-    if (s->io.fd < 0 || getpeername(s->io.fd, (struct sockaddr *)&ss, &sslen) < 0) return;
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return;
-    cc = calloc(1, sizeof(*cc));
-    if (cc == NULL || (cc->out = evbuffer_new()) == NULL) {
-        free(cc);
-        close(fd);
-        return;
-    }
-    cc->w = s->pool->w;
-    TAILQ_INSERT_TAIL(&cc->w->cancels, cc, entry);
     /* Until it lands the server stays with this client: a late cancel must not hit the next one. */
-    cc->server = s;
-    s->cancel = cc;
-    io_init(&cc->io, cc->w->base, fd, cancel_read_cb, cancel_write_cb, cc);
-    evtimer_assign(&cc->timer, cc->w->base, cancel_timeout_cb, cc);
-    evtimer_add(&cc->timer, &tv);
-    proto_add_cancel(cc->out, s->cancel_key);
-    if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS) {
-        log_warning("cancel request: could not connect to server: %s", strerror(errno));
-        cancel_free(cc);
-        return;
-    }
-    if (!io_want_write(&cc->io)) {
-        log_warning("cancel request: out of memory");
-        cancel_free(cc);
-    }
-}
-
-void server_cancel_fini(struct worker *w)
-{
-    struct cancel_conn *cc;
-
-    while ((cc = TAILQ_FIRST(&w->cancels)) != NULL) {
-        cc->server = NULL;
-        cancel_free(cc);
-    }
+    s->cancel = cancel_new(s->pool->w, s->io.fd, s->cancel_key, cancel_landed, s);
+    if (s->cancel != NULL) cancel_start(s->cancel);
 }
 
 /* ---- moving between workers ---- */

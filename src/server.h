@@ -132,8 +132,6 @@ bool server_release_if_done(struct server *s);
 void server_resume(struct server *s);
 /* Sends a CancelRequest with the backend's key on a new connection. */
 void server_send_cancel(struct server *s);
-/* Drops cancel requests still in flight (shutdown). */
-void server_cancel_fini(struct worker *w);
 /* An idle server leaves its worker's loop (pool.c has taken it off its lists)... */
 void server_detach(struct server *s);
 /* ... and joins pool p's worker, idle and reading. */

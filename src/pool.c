@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pgbun.h"
@@ -320,7 +321,7 @@ void pool_fini(struct worker *w)
         }
     }
     reap_now(pw);
-    server_cancel_fini(w);
+    cancel_fini(w);
     while ((p = TAILQ_FIRST(&pw->pools)) != NULL) {
         TAILQ_REMOVE(&pw->pools, p, entry);
         pool_free(p);
@@ -1746,7 +1747,7 @@ static void notice_long_pins(struct pool *p, usec_t now)
     p->pin_noticed = now;
     log_warning("pool %s/%s: %d client%s pinned to %s server for more than %g s (%s), %d of %d servers", p->dbname,
                 p->user, n, n == 1 ? "" : "s", n == 1 ? "its" : "their", secs(delay),
-                server_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
+                session_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
 }
 
 /*

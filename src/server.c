@@ -9,7 +9,9 @@
  *     outside session mode that returns it to the pool at once.
  *
  * pgbun's own queries (parameter SETs, server_reset_query) run in a phase
- * whose replies are consumed here and never reach a client.
+ * whose replies are consumed here and never reach a client. What those
+ * queries say about the session, and what their replies mean for it and
+ * for the client pinned to it, is session.c's: this file sends and reads.
  */
 #include "server.h"
 
@@ -29,6 +31,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pgbun.h"
@@ -42,16 +45,6 @@
 #define SERVER_MSG_MAX (1024 * 1024)
 
 static atomic_uint_fast64_t next_server_id;
-
-/* A one-shot connection that carries a CancelRequest to PostgreSQL. */
-struct cancel_conn {
-    TAILQ_ENTRY(cancel_conn) entry; /* on its worker's cancels until done */
-    struct worker   *w;
-    struct server   *server; /* whose query it cancels; NULL once that server closed */
-    struct io        io;
-    struct evbuffer *out;
-    struct event     timer;
-};
 
 static void server_read_cb(evutil_socket_t fd, short what, void *arg);
 static void server_write_cb(evutil_socket_t fd, short what, void *arg);
@@ -98,7 +91,7 @@ void server_close(struct server *s, const char *fmt, ...)
         client_close(c, s->fwd_left > 0 ? NULL : "08006", "server connection closed: %s", reason);
     }
     if (s->cancel != NULL) {
-        s->cancel->server = NULL; /* it carries on alone */
+        cancel_orphan(s->cancel); /* it carries on alone */
         s->cancel = NULL;
     }
     if (s->dns != NULL) {
@@ -485,34 +478,6 @@ static bool record_param(struct server *s, const uint8_t *body, size_t len, cons
     return varlist_set(&s->params, *name, *value);
 }
 
-static bool record_held(struct server *s, const uint8_t *body, size_t len);
-
-/* One DataRow of the read-back: a setting (name, value) into s->applying, or the counts of held_query. */
-static bool record_readback(struct server *s, const uint8_t *body, size_t len)
-{
-    struct pkt_reader r;
-    const uint8_t    *field[2];
-    uint32_t          flen[2];
-    char             *name, *value;
-    bool              ok;
-
-    if (len >= 2 && body[0] == 0 && body[1] == 5) return record_held(s, body, len);
-    pkt_reader_init(&r, body, len);
-    if (pkt_get_u16(&r) != 2) return false;
-    for (int i = 0; i < 2; i++) {
-        flen[i] = pkt_get_u32(&r);
-        if (flen[i] == UINT32_MAX) return false; /* NULL: neither column can be */
-        field[i] = pkt_get_bytes(&r, flen[i]);
-    }
-    if (r.bad || r.left != 0) return false;
-    name = strndup((const char *)field[0], flen[0]);
-    value = strndup((const char *)field[1], flen[1]);
-    ok = name && value && varlist_set(&s->applying, name, value);
-    free(name);
-    free(value);
-    return ok;
-}
-
 /*
  * connect_query runs on a new server before anyone uses it. At login, a
  * read of the session-level settings it made follows in the same flight:
@@ -617,7 +582,7 @@ static void login_step(struct server *s)
             return;
         case 'D':
             /* The baseline read's rows; connect_query's own rows are dropped. */
-            if (s->login_rfq == 1 && !record_readback(s, msg + 5, len - 4)) {
+            if (s->login_rfq == 1 && !session_read_row(&s->applying, &s->held_read, msg + 5, len - 4)) {
                 server_fail(s, "08P01", "server login failed: malformed row of connect_query's settings");
                 return;
             }
@@ -650,45 +615,10 @@ static void own_request(struct server *s)
     if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) server_close(s, "out of memory");
 }
 
-/* Appends SET name = value to sql unless the server already has it. */
-static bool want_setting(const struct server *s, const struct var *v, char **sql, size_t *len)
-{
-    const char *have = varlist_get(&s->applied, v->name);
-    const char *reported = varlist_get(&s->params, v->name);
-
-    if ((have && strcmp(have, v->value) == 0) || (reported && strcmp(reported, v->value) == 0)) return true;
-    return proto_append_set(sql, len, v->name, v->value);
-}
-
-/* Sets every entry of src (NULL: none) in dst; false on out of memory. */
-static bool overlay(struct varlist *dst, const struct varlist *src)
-{
-    for (size_t i = 0; src && i < src->count; i++)
-        if (!varlist_set(dst, src->vars[i].name, src->vars[i].value)) return false;
-    return true;
-}
-
-/* What the client wants of setting `name`: its own SET, else its startup parameter, else NULL. */
-static const char *wanted(const struct client *c, const char *name)
-{
-    const char *v = c->sets ? varlist_get(c->sets, name) : NULL;
-
-    return v ? v : varlist_get(&c->params, name);
-}
-
-/*
- * What a server is reset with when an earlier client may have left state
- * pgbun cannot name or see (a function's set_config, its temp table): what
- * DISCARD ALL does, but for the prepared statements pgbun keeps there.
- */
-static const char clean_sql[] = "SET SESSION AUTHORIZATION DEFAULT;RESET ALL;CLOSE ALL;UNLISTEN *;"
-                                "SELECT pg_catalog.pg_advisory_unlock_all();DISCARD TEMP;DISCARD SEQUENCES;";
-
 void server_prepare_for(struct server *s, struct client *c)
 {
     char  *sql = NULL;
     size_t len = 0;
-    bool   ok = true;
     /*
      * Settings pgbun cannot name (set_config in a function, a DO block) stay
      * with their client only while it keeps this server: anyone else, or
@@ -700,30 +630,8 @@ void server_prepare_for(struct server *s, struct client *c)
     assert(s->client == c && s->phase == PHASE_NONE);
     c->last_server = s->id;
     s->restore_due = false;
-    if (clean) {
-        if ((sql = strdup(clean_sql)) == NULL) ok = false;
-        len = sizeof(clean_sql) - 1;
-        varlist_clear(&s->applied);
-    }
-    for (size_t i = 0; ok && i < c->params.count; i++)
-        if (c->sets == NULL || varlist_get(c->sets, c->params.vars[i].name) == NULL)
-            ok = clean ? proto_append_set(&sql, &len, c->params.vars[i].name, c->params.vars[i].value)
-                       : want_setting(s, &c->params.vars[i], &sql, &len);
-    for (size_t i = 0; ok && c->sets && i < c->sets->count; i++)
-        ok = clean ? proto_append_set(&sql, &len, c->sets->vars[i].name, c->sets->vars[i].value)
-                   : want_setting(s, &c->sets->vars[i], &sql, &len);
-    /* Undo what an earlier client asked for and this one did not: back to connect_query's value, if it set one. */
-    for (size_t i = 0; ok && i < s->applied.count; i++) {
-        const char *name = s->applied.vars[i].name, *base = varlist_get(&s->baseline, name);
-
-        if (wanted(c, name) == NULL)
-            ok = base != NULL ? proto_append_set(&sql, &len, name, base) : proto_append_reset(&sql, &len, name);
-    }
-    /* RESET ALL undid connect_query's settings too. */
-    for (size_t i = 0; ok && clean && i < s->baseline.count; i++)
-        if (wanted(c, s->baseline.vars[i].name) == NULL)
-            ok = proto_append_set(&sql, &len, s->baseline.vars[i].name, s->baseline.vars[i].value);
-    if (!ok) {
+    if (clean) varlist_clear(&s->applied);
+    if (!session_settings_sql(&sql, &len, &c->params, c->sets, &s->applied, &s->params, &s->baseline, clean)) {
         free(sql);
         client_close(c, "53200", "could not build the parameter settings for the server");
         return;
@@ -732,8 +640,7 @@ void server_prepare_for(struct server *s, struct client *c)
         client_start(c);
         return;
     }
-    varlist_clear(&s->applying);
-    if (!varlist_copy(&s->applying, &c->params) || !overlay(&s->applying, c->sets)) {
+    if (!session_want_all(&s->applying, &c->params, c->sets)) {
         free(sql);
         client_close(c, "53200", "out of memory");
         return;
@@ -769,93 +676,23 @@ static void start_reset(struct server *s, const char *q)
 }
 
 /*
- * What of the session's state pins its client, counted: LISTEN channels,
- * session-level advisory locks (a transaction's are gone at its end), temp
- * objects, holdable cursors, SQL-level prepared statements. One row of
- * five columns, which tells it apart from the settings' rows of two.
- */
-static const char held_query[] =
-    "SELECT (SELECT count(*) FROM pg_catalog.pg_listening_channels()),"
-    " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),"
-    " (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),"
-    " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
-    " (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)";
-
-static const unsigned held_columns[] = {HELD_LISTEN, HELD_LOCK, HELD_TEMP, HELD_CURSOR, HELD_PREPARE};
-
-/* The row of held_query, into s->held_read. */
-static bool record_held(struct server *s, const uint8_t *body, size_t len)
-{
-    struct pkt_reader r;
-
-    pkt_reader_init(&r, body, len);
-    if (pkt_get_u16(&r) != 5) return false;
-    s->held_read = 0;
-    for (int i = 0; i < 5; i++) {
-        uint32_t       n = pkt_get_u32(&r);
-        const uint8_t *v = n == UINT32_MAX ? NULL : pkt_get_bytes(&r, n);
-
-        if (r.bad || v == NULL || n == 0) return false;
-        if (!(n == 1 && v[0] == '0')) s->held_read |= held_columns[i]; /* a count, in text: not "0" */
-    }
-    return r.left == 0;
-}
-
-/*
  * The client's text may have changed session settings or made state that
  * pins it (scan.h): ask the server what its session holds now, before
- * anyone else gets it. Exact whatever happened (a SET rolled back, RESET
- * ALL, set_config with a computed name, UNLISTEN *), and one round trip
- * only after such transactions.
+ * anyone else gets it.
  */
 static void start_readback(struct server *s)
 {
-    static const char builtin[] = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
-    /* Custom parameters (myext.tenant) are not in pg_settings: those named are asked one by one. */
-    static const char custom_head[] = " UNION ALL SELECT n, current_setting(n, true) FROM unnest(ARRAY[";
-    /* role and session_authorization are not in pg_settings either; "none" is no role set. */
-    static const char     custom_tail[] = "]::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_catalog.pg_settings)"
-                                          " AND coalesce(current_setting(n, true), '') <> ''"
-                                          " AND NOT (n = 'role' AND current_setting(n) = 'none')";
-    const struct varlist *lists[2] = {&s->scan_names, &s->applied};
-    size_t                len =
-        sizeof(builtin) + sizeof(custom_head) + sizeof(custom_tail) + sizeof(held_query) + sizeof("'role'") + 2;
-    char *sql, *d;
-    bool  any = false;
+    unsigned was = s->held;
+    char    *sql;
 
     s->readback_settings = (s->scan_pending & SCAN_READBACK) != 0;
     s->readback_held = (s->scan_pending & SCAN_PIN) != 0;
-
-    for (int k = 0; k < 2; k++)
-        for (size_t i = 0; i < lists[k]->count; i++)
-            len += strlen(lists[k]->vars[i].name) + 3;
-    if ((sql = malloc(len)) == NULL) {
+    if ((sql = session_readback_sql(&s->scan_names, &s->applied, s->scan_pending)) == NULL) {
         server_close(s, "out of memory");
         return;
     }
-    d = sql;
-    *d = '\0';
-    if (s->readback_settings) d += sprintf(d, "%s", builtin);
-    for (int k = 0; s->readback_settings && k < 2; k++) {
-        for (size_t i = 0; i < lists[k]->count; i++) {
-            const char *name = lists[k]->vars[i].name;
-
-            if (!proto_valid_param_name(name)) continue; /* [A-Za-z0-9_.$]: nothing to quote */
-            d += sprintf(d, "%s'%s'", any ? "," : custom_head, name);
-            any = true;
-        }
-    }
-    /* A role set under a name pgbun could not read (set_config of a computed name) is read back too. */
-    if ((s->scan_pending & SCAN_UNKNOWN) && s->readback_settings) {
-        d += sprintf(d, "%s'role'", any ? "," : custom_head);
-        any = true;
-    }
-    if (any) d += sprintf(d, "%s", custom_tail);
-    if (s->readback_held) sprintf(d, "%s%s", s->readback_settings ? "; " : "", held_query);
-    if ((s->scan_pending & SCAN_LOAD) && !(s->held & HELD_LOAD)) {
-        if (s->held == 0) s->held_since = pgbun_now();
-        s->held |= HELD_LOAD; /* cannot be undone, nor seen */
-    }
+    s->held = session_pin_load(s->held, s->scan_pending);
+    if (was == 0 && s->held != 0) s->held_since = pgbun_now();
     s->held_read = 0;
     proto_add_query(s->out, sql);
     own_request(s);
@@ -869,8 +706,6 @@ static void start_readback(struct server *s)
     (void)server_flush(s);
 }
 
-static bool settings_done(struct server *s);
-
 /* What the state read back means for the server and its client. */
 static bool readback_done(struct server *s)
 {
@@ -878,7 +713,9 @@ static bool readback_done(struct server *s)
     unsigned       was = s->held;
 
     if (s->readback_held) s->held = s->held_read | (s->held & HELD_LOAD);
-    if (s->readback_settings && !settings_done(s)) return false;
+    if (s->readback_settings && !session_settings_read(&s->applied, &s->applying, &s->baseline,
+                                                       c != NULL ? &c->params : NULL, c != NULL ? &c->sets : NULL))
+        return false;
     if (s->pool->pin_settings && s->readback_settings)
         s->held = (s->held & ~HELD_SET) | (c != NULL && c->sets != NULL ? HELD_SET : 0);
     if (s->held != 0 && was == 0) s->held_since = pgbun_now();
@@ -886,41 +723,8 @@ static bool readback_done(struct server *s)
         char now[128];
 
         client_log(c, LOGL_DEBUG, "%s its server: %s", s->held ? "pinned to" : "no longer pinned to",
-                   server_held_names(s->held ? s->held : was, now, sizeof(now)));
+                   session_held_names(s->held ? s->held : was, now, sizeof(now)));
     }
-    return true;
-}
-
-/* The settings read back: the server's applied list, and the client's own. */
-static bool settings_done(struct server *s)
-{
-    struct client *c = s->client;
-
-    /* A setting at connect_query's value is the server's baseline, not anyone's own. */
-    for (size_t i = s->applying.count; i-- > 0;) {
-        const char *base = varlist_get(&s->baseline, s->applying.vars[i].name);
-
-        if (base != NULL && strcmp(base, s->applying.vars[i].value) == 0)
-            varlist_del(&s->applying, s->applying.vars[i].name);
-    }
-    varlist_clear(&s->applied);
-    if (!varlist_copy(&s->applied, &s->applying)) return false;
-    if (c == NULL) return true;
-    /* The client's own settings: those its startup parameters do not already say. */
-    if (c->sets) varlist_clear(c->sets);
-    for (size_t i = 0; i < s->applying.count; i++) {
-        const struct var *v = &s->applying.vars[i];
-        const char       *start = varlist_get(&c->params, v->name);
-
-        if (start && strcmp(start, v->value) == 0) continue;
-        if (c->sets == NULL && (c->sets = calloc(1, sizeof(*c->sets))) == NULL) return false;
-        if (!varlist_set(c->sets, v->name, v->value)) return false;
-    }
-    if (c->sets && c->sets->count == 0) {
-        free(c->sets);
-        c->sets = NULL;
-    }
-    varlist_clear(&s->applying);
     return true;
 }
 
@@ -967,26 +771,21 @@ void server_client_gone(struct server *s, bool quit)
                      cancel && s->cancel ? "; query canceled" : "");
         return;
     }
-    if (s->scan_pending & (SCAN_READBACK | SCAN_PIN)) {
-        start_readback(s); /* ends in phase_done, which comes back here */
-        return;
-    }
-    if (s->held & HELD_LOAD) {
-        server_close(s, "its client loaded a library (LOAD), which cannot be undone");
-        return;
-    }
-    if (s->held) {
+    switch (session_after_client(s->held, s->scan_pending,
+                                 s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)) {
+    case SESSION_READBACK: start_readback(s); break; /* ends in phase_done, which comes back here */
+    case SESSION_CLOSE: server_close(s, "its client loaded a library (LOAD), which cannot be undone"); break;
+    case SESSION_DISCARD: {
         char why[128];
 
         server_log(s, LOGL_DEBUG, "its pinned client left (%s): DISCARD ALL",
-                   server_held_names(s->held, why, sizeof(why)));
+                   session_held_names(s->held, why, sizeof(why)));
         start_reset(s, "DISCARD ALL");
-        return;
+        break;
     }
-    if (s->pool->mode == POOL_SESSION || pgbun.cfg->server_reset_query_always)
-        start_reset(s, pgbun.cfg->server_reset_query);
-    else
-        pool_release_server(s);
+    case SESSION_RESET: start_reset(s, pgbun.cfg->server_reset_query); break;
+    case SESSION_RELEASE: pool_release_server(s); break;
+    }
 }
 
 static void phase_done(struct server *s)
@@ -1073,14 +872,10 @@ static void phase_done(struct server *s)
             server_client_gone(s, false);
         return;
     }
-    varlist_clear(&s->applied);
-    for (size_t i = 0; i < s->applying.count; i++) {
-        if (!varlist_set(&s->applied, s->applying.vars[i].name, s->applying.vars[i].value)) {
-            server_close(s, "out of memory");
-            return;
-        }
+    if (!session_settings_applied(&s->applied, &s->applying)) {
+        server_close(s, "out of memory");
+        return;
     }
-    varlist_clear(&s->applying);
     if (s->cleaning) s->unknown_of = 0;
     s->cleaning = false;
     if (c != NULL)
@@ -1090,68 +885,25 @@ static void phase_done(struct server *s)
 }
 
 /*
- * Where settings are not read back (session_state = off, session mode), a
- * startup parameter the client changed, as the server reports it, goes
- * with the client to its next server, as in PgBouncer. Its startup value
- * stays what RESET brings back.
- */
-static bool follow_reported(struct client *c, const char *name, const char *value)
-{
-    const char *start = varlist_get(&c->params, name);
-
-    if (start == NULL) return true;
-    if (strcmp(start, value) == 0) {
-        if (c->sets != NULL) varlist_del(c->sets, name);
-        return true;
-    }
-    if (c->sets == NULL && (c->sets = calloc(1, sizeof(*c->sets))) == NULL) return false;
-    return varlist_set(c->sets, name, value);
-}
-
-/*
  * Sets each startup parameter of c that has no session-level value on the
- * server, as a RESET leaves it (a custom one: empty), to its startup
- * value: PostgreSQL's RESET goes back to the startup packet's value, the
- * server's goes back to its own. One query of pgbun's, sent when the
- * client's request that had the RESET is answered; its replies are
- * dropped, its ParameterStatus passed on. false: the server was closed.
+ * server back to its startup value (session_restore_sql). One query of
+ * pgbun's, sent when the client's request that had the RESET is answered;
+ * its replies are dropped, its ParameterStatus passed on. false: the server
+ * was closed.
  */
 static bool server_restore_params(struct server *s, const struct client *c)
 {
-    static const char head[] = "SELECT pg_catalog.set_config(p.n, p.v, false) FROM (VALUES ";
-    static const char tail[] = ") AS p(n, v) LEFT JOIN pg_catalog.pg_settings s"
-                               " ON pg_catalog.lower(s.name) = pg_catalog.lower(p.n)"
-                               " WHERE CASE WHEN s.name IS NULL"
-                               " THEN coalesce(pg_catalog.current_setting(p.n, true), '') = ''"
-                               " ELSE s.source <> 'session' END";
-    char             *sql = strdup(head), *t;
-    size_t            len = sizeof(head) - 1;
-    bool              any = false;
+    char *sql;
 
     s->restore_due = false;
-    for (size_t i = 0; sql != NULL && i < c->params.count; i++) {
-        const struct var *v = &c->params.vars[i];
-
-        if (!proto_valid_param_name(v->name)) continue;
-        if (!proto_append_pair(&sql, &len, sizeof(head) - 1, v->name, v->value)) {
-            free(sql);
-            sql = NULL;
-        }
-        any = true;
-    }
-    if (sql != NULL && !any) {
-        free(sql);
-        return true;
-    }
-    if (sql == NULL || (t = realloc(sql, len + sizeof(tail))) == NULL) {
-        free(sql);
+    if (!session_restore_sql(&c->params, &sql)) {
         server_close(s, "out of memory");
         return false;
     }
-    memcpy(t + len, tail, sizeof(tail));
+    if (sql == NULL) return true;
     server_log(s, LOGL_DEBUG, "restoring its client's startup parameters after a RESET");
-    proto_add_query(s->out, t);
-    free(t);
+    proto_add_query(s->out, sql);
+    free(sql);
     if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) {
         server_close(s, "out of memory");
         return false;
@@ -1192,7 +944,7 @@ bool server_release_if_done(struct server *s)
         return false;
     if (!client_flush(c)) return true;
     assert(rq_empty(&s->rq));
-    if (s->scan_pending & (SCAN_READBACK | SCAN_PIN)) {
+    if (session_readback_due(s->scan_pending)) {
         start_readback(s); /* the client's next bytes wait (client_process) */
         return false;
     }
@@ -1205,251 +957,344 @@ bool server_release_if_done(struct server *s)
     return true;
 }
 
+/*
+ * Relaying a batch of replies. Each reply at the head of s->in goes through
+ * the steps below in turn, until one of them has dealt with it:
+ *
+ *   frame_reply -> match_request -> take_reply -> pass_on
+ *
+ * and a reply longer than what has come streams: its head is passed on,
+ * its rest follows as s->fwd_left (pass_rest). What pgbun must parse is
+ * read whole; everything else moves between buffers without a copy.
+ */
+
+/* What a step did with the reply. */
+enum step {
+    STEP_ON,   /* nothing that ends it: the next step, and at last pass_on */
+    STEP_DONE, /* dealt with (passed on, dropped or replaced): the next reply */
+    STEP_WAIT, /* more of it must come first */
+    STEP_STOP, /* the server or its client was closed */
+};
+
+/* The reply at the head of s->in. */
+struct reply {
+    struct client *c;         /* the server's client when the reply was reached, or NULL */
+    bool           to_client; /* replies go to c: no phase of pgbun's own runs */
+    bool           own;       /* it answers a request of pgbun's own, and is read whole */
+    bool           restore;   /* ReadyForQuery after a RESET of c's startup parameters */
+    uint8_t        type;
+    uint32_t       len;   /* its length field: len + 1 bytes in all */
+    size_t         avail; /* bytes in s->in */
+    uint8_t       *msg;   /* the whole message, when it was read whole; else NULL */
+};
+
+/* Moves the next n bytes of s->in to the client's output, or drops them when they are not the client's. */
+static inline void move_bytes(struct server *s, const struct reply *r, size_t n)
+{
+    if (r->to_client)
+        evbuffer_remove_buffer(s->in, r->c->out, n);
+    else
+        evbuffer_drain(s->in, n);
+}
+
+/* The rest of a reply whose head was passed on. */
+static void pass_rest(struct server *s, const struct reply *r)
+{
+    size_t n = r->avail < s->fwd_left ? r->avail : s->fwd_left;
+
+    move_bytes(s, r, n);
+    s->fwd_left -= (uint32_t)n;
+}
+
+/* Read whole what pgbun must parse, or pass on between its own replies; an error for the client streams. */
+static inline bool read_whole(const struct server *s, const struct reply *r)
+{
+    uint8_t type = r->type;
+
+    return type == 'Z' || type == 'S' || r->own || (type == 'D' && s->phase == PHASE_READBACK) ||
+           (type == 'C' && r->to_client && s->drop_all_due && r->len < SERVER_MSG_MAX) ||
+           (type == 'E' && (!r->to_client || (s->query_timed_out && r->len < SERVER_MSG_MAX))) ||
+           (!r->to_client && r->c != NULL && (type == 'A' || type == 'N'));
+}
+
+/* Reads the reply's header, and the whole reply where pgbun must parse it. */
+static enum step frame_reply(struct server *s, struct reply *r, uint32_t max)
+{
+    switch (proto_peek_header(s->in, max, &r->type, &r->len)) {
+    case PROTO_NEED_MORE: return STEP_WAIT;
+    case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", r->len); return STEP_STOP;
+    case PROTO_OK: break;
+    }
+    /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
+    r->own = r->to_client && rq_head_is_own(&s->rq) && r->len < SERVER_MSG_MAX && r->type != 'A' && r->type != 'S';
+    r->msg = NULL;
+    if (!read_whole(s, r)) return STEP_ON;
+    if (r->avail < (size_t)r->len + 1) {
+        if (r->len > SERVER_MSG_MAX) {
+            server_close(s, "protocol error from server: '%c' message of %u bytes", r->type, r->len);
+            return STEP_STOP;
+        }
+        return STEP_WAIT;
+    }
+    r->msg = evbuffer_pullup(s->in, (ev_ssize_t)r->len + 1);
+    return STEP_ON;
+}
+
+/* Tells the queue of requests (replyq.h) of the reply: pgbun's own replies end here, or stand in for an error. */
+static enum step match_request(struct server *s, struct reply *r)
+{
+    if (r->own && r->type == 'E' && rq_head_replaces_error(&s->rq)) {
+        struct pg_error e;
+
+        /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
+        proto_parse_error(r->msg + 5, r->len - 4, &e);
+        if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
+    } else if (r->own && r->type != 'N' && rq_head_replaces_error(&s->rq)) {
+        /* The Describe meant to fail found a statement: the client made one under pgbun's reserved name. */
+        client_close(r->c, "42P05",
+                     "prepared statement \"%s\" already exists (and \"%s\" was prepared on the "
+                     "server under a name reserved by pgbun: names starting with pgbun_ are pgbun's)",
+                     s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
+        return STEP_STOP;
+    }
+    r->restore = r->type == 'Z' && r->to_client && rq_head_restores(&s->rq);
+    if (!rq_reply(&s->rq, (char)r->type) && r->own) {
+        evbuffer_drain(s->in, (size_t)r->len + 1); /* pgbun's own Parse or Close answered, or its error written */
+        return STEP_DONE;
+    }
+    return STEP_ON;
+}
+
+/* ReadyForQuery: the server's transaction status, the clocks and counts of the request it answers. */
+static void note_ready(struct server *s, struct client *c, char status)
+{
+    usec_t now = pgbun_now();
+
+    /* A transaction (or an autocommit statement) began with the request this answers. */
+    if (s->txstatus == 'I') s->xact_start = s->request_start;
+    s->txstatus = status;
+    s->last_ready = now;
+    s->query_timed_out = false;
+    if (s->expect_rfq > 0) {
+        if (s->phase == PHASE_NONE) count_reply(s, now);
+        /* A pipelined request is next: its clock starts now. */
+        if (--s->expect_rfq > 0) s->request_start = now;
+    }
+    if (s->expect_rfq == 0 && s->drop_all_due) {
+        s->drop_all_due = false;
+        if (c != NULL) stmt_drop_refused(c); /* answered, and no tag said it ran */
+    }
+    s->in_copy = false;
+    s->copy_in = false;
+}
+
+static enum step ready_for_query(struct server *s, const struct reply *r)
+{
+    struct client *c = r->c;
+
+    if (r->len != 5) {
+        server_close(s, "protocol error from server: malformed ReadyForQuery");
+        return STEP_STOP;
+    }
+    note_ready(s, c, (char)r->msg[5]);
+    if (!r->to_client) {
+        evbuffer_drain(s->in, 6);
+        if (s->phase != PHASE_NONE && s->expect_rfq == 0)
+            phase_done(s);
+        else if (s->phase == PHASE_NONE && c == NULL && !server_is_clean(s))
+            server_close(s, "unexpected ReadyForQuery from an unlinked server");
+        return STEP_DONE;
+    }
+    if (s->pool->mode == POOL_STATEMENT && s->txstatus != 'I') {
+        /* The error takes the place of ReadyForQuery, so the client reads it at once. */
+        evbuffer_drain(s->in, 6);
+        client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
+        return STEP_STOP;
+    }
+    evbuffer_remove_buffer(s->in, c->out, 6);
+    /* A RESET of startup parameters answered (its COPY, if any, done): set them again. */
+    if (r->restore && (!server_restore_params(s, c) || !server_flush(s))) return STEP_STOP;
+    /* Released at the end of this batch, once everything before it is relayed. */
+    return STEP_DONE;
+}
+
+static enum step parameter_status(struct server *s, const struct reply *r)
+{
+    struct client *c = r->c;
+    const char    *n, *v;
+
+    if (!record_param(s, r->msg + 5, r->len - 4, &n, &v)) {
+        server_close(s, "protocol error from server: malformed ParameterStatus");
+        return STEP_STOP;
+    }
+    /*
+     * A change pgbun did not make: what it applied no longer holds.
+     * One it made (the restore of a startup parameter after RESET,
+     * its own query in PHASE_NONE) holds for this client.
+     */
+    if (s->phase == PHASE_NONE) {
+        if (!rq_head_is_own(&s->rq))
+            varlist_del(&s->applied, n);
+        else if (!varlist_set(&s->applied, n, v)) {
+            server_close(s, "out of memory");
+            return STEP_STOP;
+        }
+        if (c != NULL && !s->pool->track_session && !session_follow_reported(&c->params, &c->sets, n, v)) {
+            server_close(s, "out of memory");
+            return STEP_STOP;
+        }
+    }
+    if (c != NULL && s->phase != PHASE_RESET)
+        evbuffer_remove_buffer(s->in, c->out, (size_t)r->len + 1);
+    else
+        evbuffer_drain(s->in, (size_t)r->len + 1);
+    return STEP_DONE;
+}
+
+static enum step error_response(struct server *s, const struct reply *r)
+{
+    struct pg_error e;
+
+    s->in_copy = false;
+    s->copy_in = false;
+    if (r->to_client && r->msg != NULL) {
+        /* pgbun's own cancel: say why, not "due to user request". */
+        proto_parse_error(r->msg + 5, r->len - 4, &e);
+        if (strcmp(e.sqlstate, "57014") == 0) {
+            evbuffer_drain(s->in, (size_t)r->len + 1);
+            proto_add_error(r->c->out, "ERROR", "57014", "query_timeout: query canceled after %g s",
+                            (double)s->pool->query_timeout / USEC_PER_SEC);
+            s->query_timed_out = false;
+            return STEP_DONE;
+        }
+    }
+    if (r->to_client) return STEP_ON;
+    /* The error of pgbun's own query, reported when its phase ends. */
+    proto_parse_error(r->msg + 5, r->len - 4, &e);
+    if (s->phase != PHASE_NONE && !s->has_phase_error) {
+        s->phase_error = e;
+        s->has_phase_error = true;
+    }
+    evbuffer_drain(s->in, (size_t)r->len + 1);
+    if (s->phase == PHASE_NONE) {
+        server_close(s, "server error while unlinked: %s: %s", e.severity, e.message);
+        return STEP_STOP;
+    }
+    return STEP_DONE;
+}
+
+/*
+ * CopyInResponse: PostgreSQL ignores Sync and Flush until CopyDone or
+ * CopyFail, including a Sync that libpq sent right behind the COPY's
+ * Execute. Those will get no ReadyForQuery.
+ */
+static void copy_in_started(struct server *s)
+{
+    s->in_copy = true;
+    s->copy_in = true;
+    rq_copy_in(&s->rq, s->syncs_since_execute);
+    s->expect_rfq -= s->syncs_since_execute;
+    if (s->expect_rfq < 0) s->expect_rfq = 0;
+    s->syncs_since_execute = 0;
+}
+
+/* What the reply means for the server: its state, pgbun's own phase, the reply itself where pgbun answers instead. */
+static enum step take_reply(struct server *s, const struct reply *r)
+{
+    switch (r->type) {
+    case 'Z': return ready_for_query(s, r);
+    case 'S': return parameter_status(s, r);
+    case 'E': return error_response(s, r);
+    case 'G': copy_in_started(s); return STEP_ON;
+    case 'H':
+    case 'W': s->in_copy = true; return STEP_ON;
+    case 'C':
+        if (r->msg != NULL && s->drop_all_due) stmt_command_done(r->c, (const char *)r->msg + 5, r->len - 4);
+        __attribute__((fallthrough));
+    case 'c': s->in_copy = false; return STEP_ON;
+    case 'N':
+    case 'A':
+        /*
+         * A notification (or notice) that came while pgbun's own query runs
+         * on the client's server (the read-back after LISTEN, say) is still
+         * the client's.
+         */
+        if (r->to_client || r->c == NULL) return STEP_ON;
+        evbuffer_remove_buffer(s->in, r->c->out, (size_t)r->len + 1);
+        return STEP_DONE;
+    case 'D':
+        if (s->phase == PHASE_READBACK) {
+            if (!session_read_row(&s->applying, &s->held_read, r->msg + 5, r->len - 4)) {
+                server_close(s, "protocol error from server: malformed row of settings");
+                return STEP_STOP;
+            }
+            return STEP_ON;
+        }
+        __attribute__((fallthrough));
+    default:
+        if (!r->to_client && s->phase == PHASE_NONE) {
+            server_close(s, "unexpected message '%c' from an unlinked server",
+                         r->type >= 32 && r->type < 127 ? r->type : '?');
+            return STEP_STOP;
+        }
+        return STEP_ON;
+    }
+}
+
+/* Passes the reply on to the client, or drops it: what of it has come, the rest as s->fwd_left. */
+static void pass_on(struct server *s, const struct reply *r)
+{
+    size_t whole = (size_t)r->len + 1;
+
+    if (r->avail >= whole) {
+        move_bytes(s, r, whole);
+    } else {
+        move_bytes(s, r, r->avail);
+        s->fwd_left = (uint32_t)(whole - r->avail);
+    }
+}
+
+/* The batch is relayed: release the server if it is done, else flush to the client, and pause while it cannot keep up.
+ */
+static void end_batch(struct server *s)
+{
+    struct client *c = s->client;
+
+    if (s->state == SV_CLOSING || c == NULL) return;
+    if (s->fwd_left == 0) rq_answer_due(&s->rq);
+    if (server_release_if_done(s)) return;
+    if (!client_flush(c)) return;
+    if (server_close_if_retired(s)) return;
+    if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
+        s->throttled = true;
+        io_set_reading(&s->io, false);
+    }
+}
+
 static void relay_input(struct server *s)
 {
     uint32_t max = (uint32_t)pgbun.cfg->max_packet_size;
 
     while (evbuffer_get_length(s->in) > 0 && s->state != SV_CLOSING) {
-        struct client *c = s->client;
-        size_t         avail = evbuffer_get_length(s->in);
-        bool           to_client = c != NULL && s->phase == PHASE_NONE;
-        bool           own, restore;
-        uint8_t        type, *msg;
-        uint32_t       len;
-        usec_t         now;
+        struct reply r;
+        enum step    step;
 
+        r.c = s->client;
+        r.avail = evbuffer_get_length(s->in);
+        r.to_client = r.c != NULL && s->phase == PHASE_NONE;
         if (s->fwd_left > 0) {
-            size_t n = avail < s->fwd_left ? avail : s->fwd_left;
-
-            if (to_client)
-                evbuffer_remove_buffer(s->in, c->out, n);
-            else
-                evbuffer_drain(s->in, n);
-            s->fwd_left -= (uint32_t)n;
+            pass_rest(s, &r);
             continue;
         }
         rq_answer_due(&s->rq); /* replies pgbun owes before this message */
-        switch (proto_peek_header(s->in, max, &type, &len)) {
-        case PROTO_NEED_MORE: goto out;
-        case PROTO_BAD: server_close(s, "protocol error from server: invalid message length %u", len); return;
-        case PROTO_OK: break;
-        }
-        /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
-        own = to_client && rq_head_is_own(&s->rq) && len < SERVER_MSG_MAX && type != 'A' && type != 'S';
-        /* Read whole what pgbun must parse, or pass on between its own replies; an error for the client streams. */
-        if (type == 'Z' || type == 'S' || own || (type == 'D' && s->phase == PHASE_READBACK) ||
-            (type == 'C' && to_client && s->drop_all_due && len < SERVER_MSG_MAX) ||
-            (type == 'E' && (!to_client || (s->query_timed_out && len < SERVER_MSG_MAX))) ||
-            (!to_client && c != NULL && (type == 'A' || type == 'N'))) {
-            if (avail < (size_t)len + 1) {
-                if (len > SERVER_MSG_MAX) {
-                    server_close(s, "protocol error from server: '%c' message of %u bytes", type, len);
-                    return;
-                }
-                goto out;
-            }
-            msg = evbuffer_pullup(s->in, (ev_ssize_t)len + 1);
-        } else {
-            msg = NULL;
-        }
-        if (own && type == 'E' && rq_head_replaces_error(&s->rq)) {
-            struct pg_error e;
-
-            /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
-            proto_parse_error(msg + 5, len - 4, &e);
-            if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
-        } else if (own && type != 'N' && rq_head_replaces_error(&s->rq)) {
-            /* The Describe meant to fail found a statement: the client made one under pgbun's reserved name. */
-            client_close(c, "42P05",
-                         "prepared statement \"%s\" already exists (and \"%s\" was prepared on the "
-                         "server under a name reserved by pgbun: names starting with pgbun_ are pgbun's)",
-                         s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
-            return;
-        }
-        restore = type == 'Z' && to_client && rq_head_restores(&s->rq);
-        if (!rq_reply(&s->rq, (char)type) && own) {
-            evbuffer_drain(s->in, (size_t)len + 1); /* pgbun's own Parse or Close answered, or its error written */
-            continue;
-        }
-
-        switch (type) {
-        case 'Z':
-            if (len != 5) {
-                server_close(s, "protocol error from server: malformed ReadyForQuery");
-                return;
-            }
-            now = pgbun_now();
-            /* A transaction (or an autocommit statement) began with the request this answers. */
-            if (s->txstatus == 'I') s->xact_start = s->request_start;
-            s->txstatus = (char)msg[5];
-            s->last_ready = now;
-            s->query_timed_out = false;
-            if (s->expect_rfq > 0) {
-                if (s->phase == PHASE_NONE) count_reply(s, now);
-                /* A pipelined request is next: its clock starts now. */
-                if (--s->expect_rfq > 0) s->request_start = now;
-            }
-            if (s->expect_rfq == 0 && s->drop_all_due) {
-                s->drop_all_due = false;
-                if (c != NULL) stmt_drop_refused(c); /* answered, and no tag said it ran */
-            }
-            s->in_copy = false;
-            s->copy_in = false;
-            if (!to_client) {
-                evbuffer_drain(s->in, 6);
-                if (s->phase != PHASE_NONE && s->expect_rfq == 0)
-                    phase_done(s);
-                else if (s->phase == PHASE_NONE && c == NULL && !server_is_clean(s))
-                    server_close(s, "unexpected ReadyForQuery from an unlinked server");
-                continue;
-            }
-            if (s->pool->mode == POOL_STATEMENT && s->txstatus != 'I') {
-                /* The error takes the place of ReadyForQuery, so the client reads it at once. */
-                evbuffer_drain(s->in, 6);
-                client_close(c, "25P01", "transaction blocks not allowed in statement pooling mode");
-                return;
-            }
-            evbuffer_remove_buffer(s->in, c->out, 6);
-            /* A RESET of startup parameters answered (its COPY, if any, done): set them again. */
-            if (restore && (!server_restore_params(s, c) || !server_flush(s))) return;
-            /* Released at the end of this batch, once everything before it is relayed. */
-            continue;
-        case 'S': {
-            const char *n, *v;
-
-            if (!record_param(s, msg + 5, len - 4, &n, &v)) {
-                server_close(s, "protocol error from server: malformed ParameterStatus");
-                return;
-            }
-            /*
-             * A change pgbun did not make: what it applied no longer holds.
-             * One it made (the restore of a startup parameter after RESET,
-             * its own query in PHASE_NONE) holds for this client.
-             */
-            if (s->phase == PHASE_NONE) {
-                if (!rq_head_is_own(&s->rq))
-                    varlist_del(&s->applied, n);
-                else if (!varlist_set(&s->applied, n, v)) {
-                    server_close(s, "out of memory");
-                    return;
-                }
-                if (c != NULL && !s->pool->track_session && !follow_reported(c, n, v)) {
-                    server_close(s, "out of memory");
-                    return;
-                }
-            }
-            if (c != NULL && s->phase != PHASE_RESET)
-                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
-            else
-                evbuffer_drain(s->in, (size_t)len + 1);
-            continue;
-        }
-        case 'E':
-            s->in_copy = false;
-            s->copy_in = false;
-            if (to_client && msg != NULL) {
-                struct pg_error e;
-
-                /* pgbun's own cancel: say why, not "due to user request". */
-                proto_parse_error(msg + 5, len - 4, &e);
-                if (strcmp(e.sqlstate, "57014") == 0) {
-                    evbuffer_drain(s->in, (size_t)len + 1);
-                    proto_add_error(c->out, "ERROR", "57014", "query_timeout: query canceled after %g s",
-                                    (double)s->pool->query_timeout / USEC_PER_SEC);
-                    s->query_timed_out = false;
-                    continue;
-                }
-            }
-            if (!to_client) {
-                struct pg_error e;
-
-                proto_parse_error(msg + 5, len - 4, &e);
-                if (s->phase != PHASE_NONE && !s->has_phase_error) {
-                    s->phase_error = e;
-                    s->has_phase_error = true;
-                }
-                evbuffer_drain(s->in, (size_t)len + 1);
-                if (s->phase == PHASE_NONE) {
-                    server_close(s, "server error while unlinked: %s: %s", e.severity, e.message);
-                    return;
-                }
-                continue;
-            }
-            break;
-        case 'G':
-            /*
-             * Copy-in: PostgreSQL ignores Sync and Flush until CopyDone or
-             * CopyFail, including a Sync that libpq sent right behind the
-             * COPY's Execute. Those will get no ReadyForQuery.
-             */
-            s->in_copy = true;
-            s->copy_in = true;
-            rq_copy_in(&s->rq, s->syncs_since_execute);
-            s->expect_rfq -= s->syncs_since_execute;
-            if (s->expect_rfq < 0) s->expect_rfq = 0;
-            s->syncs_since_execute = 0;
-            break;
-        case 'H':
-        case 'W': s->in_copy = true; break;
-        case 'C':
-            if (msg != NULL && s->drop_all_due) stmt_command_done(c, (const char *)msg + 5, len - 4);
-            __attribute__((fallthrough));
-        case 'c': s->in_copy = false; break;
-        case 'N':
-        case 'A':
-            if (!to_client && c != NULL) {
-                /*
-                 * A notification (or notice) that came while pgbun's own
-                 * query runs on the client's server (the read-back after
-                 * LISTEN, say) is still the client's.
-                 */
-                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
-                continue;
-            }
-            break;
-        case 'D':
-            if (s->phase == PHASE_READBACK) {
-                if (!record_readback(s, msg + 5, len - 4)) {
-                    server_close(s, "protocol error from server: malformed row of settings");
-                    return;
-                }
-                break;
-            }
-            __attribute__((fallthrough));
-        default:
-            if (!to_client && s->phase == PHASE_NONE) {
-                server_close(s, "unexpected message '%c' from an unlinked server",
-                             type >= 32 && type < 127 ? type : '?');
-                return;
-            }
-            break;
-        }
-        if (avail >= (size_t)len + 1) {
-            if (to_client)
-                evbuffer_remove_buffer(s->in, c->out, (size_t)len + 1);
-            else
-                evbuffer_drain(s->in, (size_t)len + 1);
-        } else {
-            if (to_client)
-                evbuffer_remove_buffer(s->in, c->out, avail);
-            else
-                evbuffer_drain(s->in, avail);
-            s->fwd_left = (uint32_t)((size_t)len + 1 - avail);
-        }
+        step = frame_reply(s, &r, max);
+        if (step == STEP_ON) step = match_request(s, &r);
+        if (step == STEP_ON) step = take_reply(s, &r);
+        if (step == STEP_ON) pass_on(s, &r);
+        if (step == STEP_WAIT) break;
+        if (step == STEP_STOP) return;
     }
-out:
-    if (s->state != SV_CLOSING && s->client != NULL) {
-        struct client *c = s->client;
-
-        if (s->fwd_left == 0) rq_answer_due(&s->rq);
-        if (server_release_if_done(s)) return;
-        if (!client_flush(c)) return;
-        if (server_close_if_retired(s)) return;
-        if (evbuffer_get_length(c->out) > PGBUN_OUT_LIMIT) {
-            s->throttled = true;
-            io_set_reading(&s->io, false);
-        }
-    }
+    end_batch(s);
 }
 
 /*
@@ -1526,99 +1371,21 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- cancel requests ---- */
 
-static void cancel_free(struct cancel_conn *cc)
+/* The cancel has landed: the server may be clean now. */
+static void cancel_landed(void *arg)
 {
-    struct server *s = cc->server;
+    struct server *s = arg;
 
-    TAILQ_REMOVE(&cc->w->cancels, cc, entry);
-    evtimer_del(&cc->timer);
-    io_close(&cc->io);
-    evbuffer_free(cc->out);
-    free(cc);
-    if (s != NULL) {
-        /* The cancel has landed: the server may be clean now. */
-        s->cancel = NULL;
-        (void)server_release_if_done(s);
-    }
-}
-
-static void cancel_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-    log_warning("cancel request to the server timed out");
-    cancel_free(arg);
-}
-
-static void cancel_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-    /* The server answers a CancelRequest by closing; anything else is ignored too. */
-    cancel_free(arg);
-}
-
-static void cancel_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct cancel_conn *cc = arg;
-    int                 err = 0;
-    socklen_t           len = sizeof(err);
-
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
-        log_warning("cancel request: could not connect to server: %s", strerror(err ? err : errno));
-        cancel_free(cc);
-        return;
-    }
-    if (io_flush(&cc->io, cc->out) == IO_ERROR) {
-        cancel_free(cc);
-        return;
-    }
-    if (evbuffer_get_length(cc->out) == 0) io_set_reading(&cc->io, true);
+    s->cancel = NULL;
+    (void)server_release_if_done(s);
 }
 
 void server_send_cancel(struct server *s)
 {
-    struct cancel_conn     *cc;
-    struct sockaddr_storage ss;
-    socklen_t               sslen = sizeof(ss);
-    struct timeval          tv = {5, 0};
-    int                     fd;
-
     if (s->cancel != NULL) return; /* one is already on its way */
-    /* Same address family and peer as the server connection itself. */
-    if (s->io.fd < 0 || getpeername(s->io.fd, (struct sockaddr *)&ss, &sslen) < 0) return;
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return;
-    cc = calloc(1, sizeof(*cc));
-    if (cc == NULL || (cc->out = evbuffer_new()) == NULL) {
-        free(cc);
-        close(fd);
-        return;
-    }
-    cc->w = s->pool->w;
-    TAILQ_INSERT_TAIL(&cc->w->cancels, cc, entry);
     /* Until it lands the server stays with this client: a late cancel must not hit the next one. */
-    cc->server = s;
-    s->cancel = cc;
-    io_init(&cc->io, cc->w->base, fd, cancel_read_cb, cancel_write_cb, cc);
-    evtimer_assign(&cc->timer, cc->w->base, cancel_timeout_cb, cc);
-    evtimer_add(&cc->timer, &tv);
-    proto_add_cancel(cc->out, s->cancel_key);
-    if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS) {
-        log_warning("cancel request: could not connect to server: %s", strerror(errno));
-        cancel_free(cc);
-        return;
-    }
-    if (!io_want_write(&cc->io)) {
-        log_warning("cancel request: out of memory");
-        cancel_free(cc);
-    }
-}
-
-void server_cancel_fini(struct worker *w)
-{
-    struct cancel_conn *cc;
-
-    while ((cc = TAILQ_FIRST(&w->cancels)) != NULL) {
-        cc->server = NULL;
-        cancel_free(cc);
-    }
+    s->cancel = cancel_new(s->pool->w, s->io.fd, s->cancel_key, cancel_landed, s);
+    if (s->cancel != NULL) cancel_start(s->cancel);
 }
 
 /* ---- moving between workers ---- */
@@ -1648,21 +1415,4 @@ void server_discard(struct server *s)
     s->io.fd = -1;
     s->state = SV_CLOSING;
     server_free(s);
-}
-
-const char *server_held_names(unsigned held, char *buf, size_t n)
-{
-    static const struct {
-        unsigned    bit;
-        const char *name;
-    } names[] = {{HELD_LISTEN, "listen"}, {HELD_LOCK, "advisory_lock"}, {HELD_TEMP, "temp_table"},
-                 {HELD_CURSOR, "cursor"}, {HELD_PREPARE, "prepare"},    {HELD_LOAD, "load"},
-                 {HELD_SET, "set"}};
-    size_t used = 0;
-
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if ((held & names[i].bit) && used < n)
-            used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? "," : "", names[i].name);
-    return buf;
 }

@@ -4,7 +4,8 @@
  * A server connects, logs in with the pool's credentials, then relays
  * replies to its linked client, watching ReadyForQuery to know when it is
  * clean again. Queries pgbun issues itself (SET for client parameters,
- * server_reset_query) run in a phase whose replies are not passed on.
+ * server_reset_query) run in a phase whose replies are not passed on; the
+ * session state they keep in step (session.h) lives in the fields below.
  */
 #ifndef PGBUN_SERVER_H
 #define PGBUN_SERVER_H
@@ -18,6 +19,7 @@
 #include "prepared.h"
 #include "proto.h"
 #include "replyq.h"
+#include "session.h"
 #include "varlist.h"
 
 struct scram_client;
@@ -33,17 +35,6 @@ enum server_phase {
     PHASE_CHECK,    /* server_check_query */
     PHASE_READBACK, /* reading the session-level settings a client's transaction left */
     PHASE_CONNECT,  /* connect_query again, after server_reset_query undid what it set */
-};
-
-/* Session state on a server that pins its client to it (docs/SESSION_STATE.md, section 6). */
-enum held_state {
-    HELD_LISTEN = 1u << 0,  /* LISTEN */
-    HELD_LOCK = 1u << 1,    /* a session-level advisory lock */
-    HELD_TEMP = 1u << 2,    /* a temp table, view or sequence */
-    HELD_CURSOR = 1u << 3,  /* a cursor WITH HOLD */
-    HELD_PREPARE = 1u << 4, /* SQL-level PREPARE */
-    HELD_LOAD = 1u << 5,    /* LOAD: until the client leaves, which closes the server */
-    HELD_SET = 1u << 6,     /* a SET, with session_state = pin */
 };
 
 struct server {
@@ -141,16 +132,12 @@ bool server_release_if_done(struct server *s);
 void server_resume(struct server *s);
 /* Sends a CancelRequest with the backend's key on a new connection. */
 void server_send_cancel(struct server *s);
-/* Drops cancel requests still in flight (shutdown). */
-void server_cancel_fini(struct worker *w);
 /* An idle server leaves its worker's loop (pool.c has taken it off its lists)... */
 void server_detach(struct server *s);
 /* ... and joins pool p's worker, idle and reading. */
 void server_attach(struct server *s, struct pool *p);
 /* Closes and frees a detached server that no pool holds. */
 void server_discard(struct server *s);
-/* The names of held's bits ("listen,advisory_lock"), in buf. */
-const char *server_held_names(unsigned held, char *buf, size_t n);
 /*
  * server_fast_close: a linked server RECONNECT or RELOAD retired (close_needed)
  * that is clean and has relayed everything is closed, and its client with it.

@@ -500,7 +500,7 @@ static void client_row(struct rowset *rs, const struct client *c, usec_t now, bo
     }
     rowset_text(rs, client_pgbun_state(c));
     rowset_int(rs, now - c->state_since);
-    rowset_text(rs, c->server ? server_held_names(c->server->held, why, sizeof(why)) : "");
+    rowset_text(rs, c->server ? session_held_names(c->server->held, why, sizeof(why)) : "");
 }
 
 static void show_clients(struct rowset *rs)
@@ -587,7 +587,7 @@ static void server_row(struct rowset *rs, const struct server *s, usec_t now, bo
     }
     rowset_text(rs, server_pgbun_state(s));
     rowset_int(rs, now - s->state_since);
-    rowset_text(rs, server_held_names(s->held, why, sizeof(why)));
+    rowset_text(rs, session_held_names(s->held, why, sizeof(why)));
 }
 
 static void show_servers(struct rowset *rs)

@@ -53,7 +53,7 @@ struct worker {
     struct evdns_base    *dns;     /* async resolver, made on first use */
     struct pool_world    *pw;      /* pool.c: pools, login and reap lists, timers */
     struct listener_set  *ls;      /* listener.c: this worker's listen sockets */
-    struct cancel_list    cancels; /* server.c: cancel requests on their way to PostgreSQL */
+    struct cancel_list    cancels; /* cancel.c: cancel requests on their way to PostgreSQL */
     struct pstmt_registry stmts;   /* statements.c: the prepared statements of its clients */
     pthread_t             thread;
     bool                  started; /* the thread runs (workers 1..N-1) */

@@ -30,6 +30,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "janitor.h"
 #include "log.h"
 #include "pgbun.h"
 #include "worker.h"
@@ -619,7 +620,7 @@ static bool run_control(struct client *c, const struct command *cmd, bool *waiti
             error(c, "42601", "syntax error: RESET takes STATS");
             return false;
         }
-        pool_reset_stats();
+        janitor_reset_stats();
         log_info("RESET STATS from the console (C-%llu)", (unsigned long long)c->id);
         complete(c, "RESET");
         return true;

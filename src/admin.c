@@ -31,6 +31,7 @@
 #include "admin_parse.h"
 #include "client.h"
 #include "config.h"
+#include "janitor.h"
 #include "log.h"
 #include "pgbun.h"
 #include "worker.h"
@@ -397,7 +398,7 @@ static bool run_control(struct client *c, const struct admin_parse_cmd *cmd, boo
             error(c, "42601", "syntax error: RESET takes STATS");
             return false;
         }
-        pool_reset_stats();
+        janitor_reset_stats();
         log_info("RESET STATS from the console (C-%llu)", (unsigned long long)c->id);
         complete(c, "RESET");
         return true;

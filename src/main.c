@@ -30,6 +30,7 @@
 
 #include "auth.h"
 #include "client.h"
+#include "janitor.h"
 #include "listener.h"
 #include "log.h"
 #include "pgbun.h"
@@ -269,7 +270,7 @@ int main(int argc, char **argv)
     if (!drop_privileges(pgbun.cfg->user)) return 1;
 
     for (int i = 0; i < worker_count(); i++) {
-        if (!pool_init(worker_get(i))) {
+        if (!janitor_init(worker_get(i))) {
             fprintf(stderr, "pgbun: out of memory\n");
             return 1;
         }
@@ -291,10 +292,10 @@ int main(int argc, char **argv)
 
     log_info("shutting down");
     worker_drop_inboxes();
-    pool_log_totals();
+    janitor_log_totals();
     listener_stop();
     for (int i = 0; i < worker_count(); i++)
-        pool_fini(worker_get(i));
+        janitor_fini(worker_get(i));
     pool_fini_shared();
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);

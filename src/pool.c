@@ -9,7 +9,8 @@
  *        -> server_prepare_for(s, c) -> SETs if needed -> client_start(c)
  *
  * Closed objects are parked on a reap list and freed by a zero-delay event,
- * never inside the callback that closed them.
+ * never inside the callback that closed them. Timeouts and the periodic
+ * pass over the pools are janitor.c's.
  */
 #include "pool.h"
 
@@ -38,7 +39,6 @@ struct pool_world {
     struct client_list reap_clients;
     struct server_list reap_servers;
     struct event      *reap_event;
-    struct event      *janitor_event;
     int                nblocked; /* pools waiting on a max_db_connections or max_user_connections limit */
 };
 
@@ -71,8 +71,6 @@ struct pool_share {
 static pthread_mutex_t    share_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool_share *shares;
 static atomic_uint        next_pool_id;
-static usec_t             period_began; /* when the current stats_period began */
-static usec_t             period_len;   /* how long the last full one lasted */
 
 /* PAUSE db / DISABLE db, kept by database name so that pools made later inherit it. Changed only with the world
  * stopped. */
@@ -161,6 +159,14 @@ int pool_peak_db_servers(const struct pool *p)
     return atomic_load(&p->db_share->peak);
 }
 
+void pool_reset_peaks(void)
+{
+    pthread_mutex_lock(&share_lock);
+    for (struct pool_share *sh = shares; sh != NULL; sh = sh->next)
+        atomic_store(&sh->peak, atomic_load(&sh->servers));
+    pthread_mutex_unlock(&share_lock);
+}
+
 /*
  * The first server login's ParameterStatus, kept for the pool of every
  * worker: a client whose worker has no server of the pool yet logs in at
@@ -222,14 +228,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     pool_dispatch(arg);
 }
 
-/* How often the timeouts are checked; a timeout fires at most this late. */
-#define JANITOR_PERIOD_USEC 250000
-
-static void janitor_cb(evutil_socket_t fd, short what, void *arg);
-
 bool pool_init(struct worker *w)
 {
-    struct timeval     tv = {0, JANITOR_PERIOD_USEC};
     struct pool_world *pw = calloc(1, sizeof(*pw));
 
     if (pw == NULL) return false;
@@ -238,12 +238,8 @@ bool pool_init(struct worker *w)
     TAILQ_INIT(&pw->reap_clients);
     TAILQ_INIT(&pw->reap_servers);
     w->pw = pw;
-    period_began = pgbun_now();
     pw->reap_event = event_new(w->base, -1, 0, reap_cb, NULL);
-    pw->janitor_event = event_new(w->base, -1, EV_PERSIST, janitor_cb, w);
-    if (pw->reap_event == NULL || pw->janitor_event == NULL) return false;
-    event_add(pw->janitor_event, &tv);
-    return true;
+    return pw->reap_event != NULL;
 }
 
 static void pool_free(struct pool *p)
@@ -260,42 +256,6 @@ static void pool_free(struct pool *p)
     varlist_clear(&p->welcome);
     if (p->retry_timer) event_free(p->retry_timer);
     free(p);
-}
-
-/* What a pool did over its life, logged when pgbun stops. */
-static void log_totals(const struct pool *p)
-{
-    const struct stats *st = &p->stats;
-
-    if (!pgbun.cfg->log_stats || p->admin) return;
-    log_info("pool %s/%s: %llu transactions, %llu queries, %llu server assignments (%llu reused), %llu server "
-             "connections opened, at most %d at once, %llu bytes in, %llu bytes out; average xact %llu us, query "
-             "%llu us, wait %llu us; query p50 %lld us, p95 %lld us, p99 %lld us",
-             p->dbname, p->user, (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
-             (unsigned long long)st->assignments, (unsigned long long)st->reused,
-             (unsigned long long)st->servers_opened, pool_peak_servers(p), (unsigned long long)st->bytes_in,
-             (unsigned long long)st->bytes_out, (unsigned long long)stats_avg(st->xact_time, st->xact_count),
-             (unsigned long long)stats_avg(st->query_time, st->query_count),
-             (unsigned long long)stats_avg(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
-             (long long)stats_percentile(st, 0.95), (long long)stats_percentile(st, 0.99));
-}
-
-void pool_log_totals(void)
-{
-    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        struct pool *q;
-        struct pool  sum;
-
-        if (pool_seen(p)) continue;
-        memset(&sum, 0, sizeof(sum));
-        sum.dbname = p->dbname;
-        sum.user = p->user;
-        sum.admin = p->admin;
-        sum.share = p->share;
-        for (q = p; q != NULL; q = pool_next(q))
-            if (pool_same(p, q)) stats_add(&sum.stats, &q->stats);
-        log_totals(&sum);
-    }
 }
 
 void pool_fini(struct worker *w)
@@ -327,7 +287,6 @@ void pool_fini(struct worker *w)
         pool_free(p);
     }
     if (pw->reap_event) event_free(pw->reap_event);
-    if (pw->janitor_event) event_free(pw->janitor_event);
     free(pw);
     w->pw = NULL;
     worker_self = worker_get(0);
@@ -475,6 +434,15 @@ struct pool *pool_get_admin(const char *dbname, const char *user)
     return find_or_make(dbname, user, true, &err);
 }
 
+static void set_blocked(struct pool *p, bool on);
+
+void pool_remove(struct pool *p)
+{
+    set_blocked(p, false);
+    TAILQ_REMOVE(&p->w->pw->pools, p, entry);
+    pool_free(p);
+}
+
 /* The first element of one list of a worker's pool_world. */
 typedef void *world_list_first(struct pool_world *pw);
 
@@ -510,6 +478,11 @@ struct pool *pool_next(const struct pool *p)
     struct pool *n = TAILQ_NEXT(p, entry);
 
     return n != NULL ? n : first_from(p->w->id + 1, first_pool);
+}
+
+struct pool *pool_first_of(const struct worker *w)
+{
+    return TAILQ_FIRST(&w->pw->pools);
 }
 
 bool pool_seen(const struct pool *p)
@@ -1092,10 +1065,8 @@ void pool_request_server(struct client *c)
     pool_dispatch(c->pool);
 }
 
-static bool server_too_old(const struct server *s, usec_t now);
 static bool yield_slot(struct server *s);
 static bool give_away(struct server *s, bool idle);
-static bool reserve_open(const struct pool *p, usec_t now);
 
 void pool_release_server(struct server *s)
 {
@@ -1103,7 +1074,7 @@ void pool_release_server(struct server *s)
     const char  *limit;
 
     assert(s->client == NULL);
-    if (server_too_old(s, pgbun_now())) {
+    if (pool_server_too_old(s, pgbun_now())) {
         server_close(s, "server_lifetime: connection older than %g s", secs(p->server_lifetime));
         return;
     }
@@ -1112,7 +1083,7 @@ void pool_release_server(struct server *s)
         return;
     }
     /* Over pool_size (lowered by SET or RELOAD, or the reserve no longer needed): shrink. */
-    if (pool_servers_total(p) > p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0)) {
+    if (pool_servers_total(p) > p->pool_size + (pool_reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0)) {
         server_close(s, "pool_size: %d servers open, more than pool_size %d", pool_servers_total(p), p->pool_size);
         return;
     }
@@ -1217,7 +1188,7 @@ static usec_t retry_pause(const struct pool *p)
 }
 
 /* The reserve opens to a pool whose oldest waiting client has waited reserve_pool_timeout. */
-static bool reserve_open(const struct pool *p, usec_t now)
+bool pool_reserve_open(const struct pool *p, usec_t now)
 {
     const struct client *c = TAILQ_FIRST(&p->clients[CL_WAITING]);
 
@@ -1247,7 +1218,7 @@ static int clients_in(const struct pool *p)
 }
 
 /* p's oldest waiting client has waited reserve_pool_timeout: p may close any idle server for room. */
-static bool waited_long(const struct pool *p, usec_t now)
+bool pool_waited_long(const struct pool *p, usec_t now)
 {
     usec_t since = pool_waiting_since(p);
 
@@ -1278,7 +1249,7 @@ static struct server *idle_victim(const struct pool *p, bool (*same)(const struc
      * its oldest client has waited reserve_pool_timeout (idle servers of
      * connected clients that send nothing must not hold it off for good).
      * (The count holds the slot take_slots reserved for the server to open.) */
-    int max_r = pool_servers_total(p) <= 1 || waited_long(p, pgbun_now()) ? 2 : 0;
+    int max_r = pool_servers_total(p) <= 1 || pool_waited_long(p, pgbun_now()) ? 2 : 0;
 
     TAILQ_FOREACH(q, &p->w->pw->pools, entry)
     {
@@ -1443,6 +1414,12 @@ static bool needs_check(const struct server *s, usec_t now)
 bool pool_server_stale(const struct server *s)
 {
     return s->state == SV_IDLE && needs_check(s, pgbun_now());
+}
+
+bool pool_server_too_old(const struct server *s, usec_t now)
+{
+    if (s->pool->server_lifetime == 0) return s->used;
+    return now - s->connect_time > s->pool->server_lifetime;
 }
 
 /* Clients that want a server, and servers on their way to being usable. */
@@ -1626,7 +1603,7 @@ void pool_dispatch(struct pool *p)
         if (p->retry_timer != NULL) evtimer_add(p->retry_timer, &tv);
         return;
     }
-    limit = p->pool_size + (reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0);
+    limit = p->pool_size + (pool_reserve_open(p, pgbun_now()) ? p->reserve_pool_size : 0);
     while (demand(p) > coming(p)) {
         int          fails = p->fail_count;
         const char  *shared;
@@ -1653,18 +1630,8 @@ void pool_dispatch(struct pool *p)
     stop_asking(p);
 }
 
-/* Keeps min_pool_size servers open, and opens the reserve to clients that waited long enough. */
-static void top_up(struct pool *p, usec_t now)
+void pool_open_min(struct pool *p, usec_t now)
 {
-    if (pool_is_paused(p->dbname) || pgbun.shutting_down || p->admin) return;
-    if (p->blocked && waited_long(p, now)) {
-        pool_dispatch(p); /* it may now take an idle server of a pool whose clients are connected */
-        return;
-    }
-    if (reserve_open(p, now)) {
-        pool_dispatch(p);
-        return;
-    }
     if (p->last_fail_time != 0 && now - p->last_fail_time < retry_pause(p)) return;
     if (atomic_load(&nblocked_all) > 0) return; /* a freed slot goes to clients waiting for it first */
     while (p->min_pool_size > 0 &&
@@ -1676,85 +1643,6 @@ static void top_up(struct pool *p, usec_t now)
     }
 }
 
-/* ---- timeouts ---- */
-
-/* How long a client has gone without a query of its own running or due. */
-static usec_t client_idle_for(const struct client *c, usec_t now)
-{
-    usec_t since = c->request_time;
-
-    if (c->state == CL_IDLE) {
-        if (c->state_since > since) since = c->state_since;
-    } else if (c->state == CL_ACTIVE && server_is_clean(c->server)) {
-        /* Session mode: an idle client still holds its server. */
-        if (c->server->last_ready > since) since = c->server->last_ready;
-    } else {
-        return 0;
-    }
-    return now - since;
-}
-
-/* server_lifetime reached; 0, as in PgBouncer, closes a server once it has served a client. */
-static bool server_too_old(const struct server *s, usec_t now)
-{
-    if (s->pool->server_lifetime == 0) return s->used;
-    return now - s->connect_time > s->pool->server_lifetime;
-}
-
-/* query_timeout, transaction_timeout and idle_transaction_timeout of a linked server. */
-static void check_linked(struct server *s, usec_t now)
-{
-    const struct pool *p = s->pool;
-
-    if (s->client == NULL || s->phase != PHASE_NONE) return;
-    if (s->txstatus != 'I' && p->transaction_timeout > 0 && now - s->xact_start > p->transaction_timeout) {
-        client_close(s->client, "25P04", "transaction_timeout: transaction open for more than %g s",
-                     secs(p->transaction_timeout));
-        return;
-    }
-    if (s->txstatus != 'I' && s->expect_rfq == 0 && p->idle_transaction_timeout > 0 &&
-        now - s->last_ready > p->idle_transaction_timeout) {
-        client_close(s->client, "25P03", "idle_transaction_timeout: idle in a transaction for more than %g s",
-                     secs(p->idle_transaction_timeout));
-        return;
-    }
-    if (s->expect_rfq > 0 && !s->query_timed_out && p->query_timeout > 0 && now - s->request_start > p->query_timeout) {
-        server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s", secs(p->query_timeout));
-        s->query_timed_out = true;
-        server_send_cancel(s);
-    }
-}
-
-/*
- * Clients pinned to their servers for pin_notice_delay leave the pool
- * fewer servers to share: say so, at most once per ten times that delay.
- */
-static void notice_long_pins(struct pool *p, usec_t now)
-{
-    usec_t   delay = pgbun.cfg->pin_notice_delay;
-    unsigned why = 0;
-    int      n = 0;
-    char     names[128];
-
-    if (delay <= 0 || (p->pin_noticed != 0 && now - p->pin_noticed < 10 * delay)) return;
-    for (const struct server *s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = TAILQ_NEXT(s, entry)) {
-        if (s->held != 0 && s->client != NULL && now - s->held_since >= delay) {
-            why |= s->held;
-            n++;
-        }
-    }
-    if (n == 0) return;
-    p->pin_noticed = now;
-    log_warning("pool %s/%s: %d client%s pinned to %s server for more than %g s (%s), %d of %d servers", p->dbname,
-                p->user, n, n == 1 ? "" : "s", n == 1 ? "its" : "their", secs(delay),
-                session_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
-}
-
-/*
- * One pass over a pool's clients and servers, closing whatever outlived its
- * timeout. Each close moves only the object at hand (and its linked peer),
- * so the next element is taken before the current one is handled.
- */
 void pool_wait_timed_out(struct client *c, const char *what)
 {
     const struct pool *p = c->pool;
@@ -1766,166 +1654,6 @@ void pool_wait_timed_out(struct client *c, const char *what)
                      secs(waited), p->last_fail_msg);
     else
         client_close(c, "08P01", "%s: no server connection became free within %g s", what, secs(waited));
-}
-
-static void maintain(struct pool *p, usec_t now)
-{
-    static const enum client_state idle_states[] = {CL_IDLE, CL_ACTIVE};
-    static const enum client_state wait_states[] = {CL_WELCOME, CL_WAITING};
-    const struct pgbun_config     *cfg = pgbun.cfg;
-    struct client                 *c, *cnext;
-    struct server                 *s, *snext;
-
-    for (size_t i = 0; p->client_idle_timeout > 0 && i < 2; i++) {
-        for (c = TAILQ_FIRST(&p->clients[idle_states[i]]); c != NULL; c = cnext) {
-            cnext = TAILQ_NEXT(c, entry);
-            if (client_idle_for(c, now) > p->client_idle_timeout)
-                client_close(c, "57P05", "client_idle_timeout: idle for more than %g s", secs(p->client_idle_timeout));
-        }
-    }
-    for (size_t i = 0; p->query_wait_timeout > 0 && i < 2; i++) {
-        for (c = TAILQ_FIRST(&p->clients[wait_states[i]]); c != NULL; c = cnext) {
-            cnext = TAILQ_NEXT(c, entry);
-            if (now - c->state_since > p->query_wait_timeout) pool_wait_timed_out(c, "query_wait_timeout");
-        }
-    }
-    for (c = TAILQ_FIRST(&p->clients[CL_WAITING]); cfg->query_wait_notify > 0 && c != NULL; c = cnext) {
-        cnext = TAILQ_NEXT(c, entry);
-        if (c->wait_noticed != c->state_since && now - c->state_since >= cfg->query_wait_notify) {
-            c->wait_noticed = c->state_since; /* once per wait */
-            client_notice(c, "No server connection available in postgres backend, client being queued");
-        }
-    }
-    for (s = TAILQ_FIRST(&p->servers[SV_ACTIVE]); s != NULL; s = snext) {
-        snext = TAILQ_NEXT(s, entry);
-        if (!server_close_if_retired(s)) check_linked(s, now);
-    }
-    notice_long_pins(p, now);
-    for (s = TAILQ_FIRST(&p->servers[SV_IDLE]); s != NULL; s = snext) {
-        snext = TAILQ_NEXT(s, entry);
-        if (server_too_old(s, now))
-            server_close(s, "server_lifetime: connection older than %g s", secs(p->server_lifetime));
-        else if (cfg->server_idle_timeout > 0 && now - s->state_since > cfg->server_idle_timeout &&
-                 pool_servers_total(p) > p->min_pool_size)
-            server_close(s, "server_idle_timeout: unused for more than %g s", secs(cfg->server_idle_timeout));
-    }
-}
-
-/* ---- counters ---- */
-
-void pool_stats_period(void)
-{
-    static struct stats total, sum; /* ~2.5 KiB each: kept off the stack */
-    struct pool        *p;
-    usec_t              now = pgbun_now(), len = now - period_began;
-    double              s = len > 0 ? secs(len) : 1;
-
-    memset(&total, 0, sizeof(total));
-    for (p = pool_first(); p != NULL; p = pool_next(p)) {
-        stats_diff(&p->last_period, &p->stats, &p->period_start);
-        p->period_start = p->stats;
-        stats_add(&total, &p->last_period);
-    }
-    for (p = pool_first(); pgbun.cfg->log_stats && p != NULL; p = pool_next(p)) {
-        if (pool_seen(p)) continue;
-        memset(&sum, 0, sizeof(sum));
-        for (struct pool *q = p; q != NULL; q = pool_next(q))
-            if (pool_same(p, q)) stats_add(&sum, &q->last_period);
-        if (sum.query_count > 0)
-            log_info("stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %llu us (p95 %lld us), %.1f%% reused",
-                     p->dbname, p->user, (double)sum.xact_count / s, (double)sum.query_count / s,
-                     (unsigned long long)stats_avg(sum.query_time, sum.query_count),
-                     (long long)stats_percentile(&sum, 0.95), stats_percent(sum.reused, sum.assignments));
-    }
-    period_began = now;
-    period_len = len;
-    if (!pgbun.cfg->log_stats) return;
-    log_info("stats: %.0f xacts/s, %.0f queries/s, in %.0f B/s, out %.0f B/s, xact %llu us, query %llu us, "
-             "wait %llu us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
-             "%llu servers opened",
-             (double)total.xact_count / s, (double)total.query_count / s, (double)total.bytes_in / s,
-             (double)total.bytes_out / s, (unsigned long long)stats_avg(total.xact_time, total.xact_count),
-             (unsigned long long)stats_avg(total.query_time, total.query_count),
-             (unsigned long long)stats_avg(total.wait_time, total.assignments),
-             (long long)stats_percentile(&total, 0.50), (long long)stats_percentile(&total, 0.95),
-             (long long)stats_percentile(&total, 0.99), (unsigned long long)total.reused,
-             (unsigned long long)total.assignments, (unsigned long long)total.servers_opened);
-}
-
-usec_t pool_last_period_len(void)
-{
-    return period_len;
-}
-
-void pool_reset_stats(void)
-{
-    struct pool *p;
-
-    for (p = pool_first(); p != NULL; p = pool_next(p)) {
-        memset(&p->stats, 0, sizeof(p->stats));
-        memset(&p->period_start, 0, sizeof(p->period_start));
-        memset(&p->last_period, 0, sizeof(p->last_period));
-    }
-    /* The peaks start from what is open now, not from 0. */
-    pthread_mutex_lock(&share_lock);
-    for (struct pool_share *sh = shares; sh != NULL; sh = sh->next)
-        atomic_store(&sh->peak, atomic_load(&sh->servers));
-    pthread_mutex_unlock(&share_lock);
-    period_began = pgbun_now();
-    period_len = 0;
-}
-
-/*
- * pool_idle_timeout: a pool without a client or a server for that long is
- * freed, its counters with it. (Objects closing still point at their pool
- * until reaped, at the end of the loop iteration: a pool counts as empty
- * from one janitor run to a later one, never within one.)
- */
-static bool deserted(struct pool *p, usec_t now)
-{
-    int n = 0;
-
-    for (int i = 0; i < CL_NSTATES; i++)
-        n += p->nclients[i];
-    for (int i = 0; i < SV_NSTATES; i++)
-        n += p->nservers[i];
-    /* A server moving to another worker is on no list but still points here, and holds its slot. */
-    if (n > 0 || p->admin || pool_servers_total(p) > 0) {
-        p->empty_since = 0;
-        return false;
-    }
-    if (p->empty_since == 0) p->empty_since = now;
-    return pgbun.cfg->pool_idle_timeout > 0 && now - p->empty_since > pgbun.cfg->pool_idle_timeout;
-}
-
-static void janitor_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct worker *w = arg;
-    struct pool   *p, *next;
-    usec_t         now = pgbun_now();
-
-    for (p = TAILQ_FIRST(&w->pw->pools); p != NULL; p = next) {
-        next = TAILQ_NEXT(p, entry);
-        if (deserted(p, now)) {
-            log_info("pool %s/%s: freed, unused for more than %g s (pool_idle_timeout)", p->dbname, p->user,
-                     secs(pgbun.cfg->pool_idle_timeout));
-            set_blocked(p, false);
-            TAILQ_REMOVE(&w->pw->pools, p, entry);
-            pool_free(p);
-            continue;
-        }
-        maintain(p, now);
-        top_up(p, now);
-    }
-    if (worker_count() > 1) { /* in case a wake-up came between two looks */
-        pool_give_wanted();
-        pool_serve_blocked();
-    }
-    if (w->id == 0 && pgbun.cfg->stats_period > 0 && now - period_began >= pgbun.cfg->stats_period) {
-        worker_stop_world();
-        pool_stats_period();
-        worker_start_world();
-    }
 }
 
 /* ---- lookups ---- */

@@ -123,10 +123,8 @@ struct pool {
     struct stats last_period;  /* what the last full stats_period added */
 };
 
-/* Sets up worker w's pools and timers. */
+/* Sets up worker w's pools (the janitor's timer is janitor.h's). */
 bool pool_init(struct worker *w) __attribute__((warn_unused_result));
-/* Logs each pool's totals (shutdown, with the world stopped). */
-void pool_log_totals(void);
 /* Closes every connection of worker w and frees its pools (shutdown, its loop ended). */
 void pool_fini(struct worker *w);
 /* Frees what the workers shared (after every pool_fini). */
@@ -145,6 +143,8 @@ int pool_share_clients(const char *dbname, const char *user);
 struct pool *pool_get(const char *dbname, const char *user, const char **err);
 /* The admin console's pool for `user` (database `dbname`, "pgbun" or its alias). */
 struct pool *pool_get_admin(const char *dbname, const char *user);
+/* Takes p, with no client and no server left, off its worker's list and frees it (pool_idle_timeout). */
+void pool_remove(struct pool *p);
 /*
  * Every pool of every worker, each worker's in creation order: with more
  * than one worker, only with the world stopped. Pools of one (database,
@@ -154,6 +154,8 @@ struct pool *pool_first(void);
 struct pool *pool_next(const struct pool *p);
 bool         pool_same(const struct pool *a, const struct pool *b);
 bool         pool_seen(const struct pool *p);
+/* The first pool of worker w, on its own loop (TAILQ_NEXT gives the next). */
+struct pool *pool_first_of(const struct worker *w);
 /* Clients still logging in (no pool yet), of every worker (the same rule). */
 struct client *pool_first_login_client(void);
 struct client *pool_next_login_client(const struct client *c);
@@ -161,6 +163,8 @@ struct client *pool_next_login_client(const struct client *c);
 int pool_servers_total(const struct pool *p);
 int pool_peak_servers(const struct pool *p);
 int pool_peak_db_servers(const struct pool *p);
+/* The peaks start again from what is open now (RESET STATS). */
+void pool_reset_peaks(void);
 
 /*
  * What changes shared state (PAUSE, DISABLE, RECONNECT, RESET STATS, a
@@ -185,10 +189,6 @@ int pool_busy_servers(const char *dbname);
 int pool_reconnect(const char *dbname);
 /* Servers of dbname (NULL: all) marked close_needed and still open (WAIT_CLOSE). */
 int pool_close_pending(const char *dbname);
-/* Zeroes every counter and high-water mark (RESET STATS). */
-void pool_reset_stats(void);
-/* How long the last full stats_period lasted (its averages are over this), 0 before the first. */
-usec_t pool_last_period_len(void);
 /* Re-resolves every pool's settings from pgbun.cfg after a reload. */
 void pool_config_changed(void);
 
@@ -201,8 +201,6 @@ void pool_adopt_client(struct pool *pool, struct client *c);
 
 /* Puts a new server on the pool's CONNECTING list. */
 void pool_add_server(struct pool *p, struct server *s);
-/* Ends a stats_period: every pool's last_period becomes what it added; logs the totals. */
-void pool_stats_period(void);
 
 void pool_link(struct client *c, struct server *s);
 void pool_unlink(struct client *c, struct server *s);
@@ -223,6 +221,16 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *msg);
 bool pool_failure_lasting(const char *sqlstate);
 /* Closes c, queued too long (what: the timeout's name), with the pool's last failure if it is failing. */
 void pool_wait_timed_out(struct client *c, const char *what);
+/* The reserve is open to p: its oldest waiting client has waited reserve_pool_timeout. */
+bool pool_reserve_open(const struct pool *p, usec_t now);
+/* p's oldest client wanting a server has waited reserve_pool_timeout: p may close any idle server for room. */
+bool pool_waited_long(const struct pool *p, usec_t now);
+/*
+ * Opens servers up to min_pool_size, within the limits: not in the pause
+ * after a failed login, nor while clients of any pool wait on a database or
+ * user limit (a freed slot goes to them first).
+ */
+void pool_open_min(struct pool *p, usec_t now);
 /* Give idle servers to waiting clients; open servers while under pool_size. */
 void pool_dispatch(struct pool *p);
 /* pool_dispatch after this loop iteration (safe from inside any close path). */
@@ -242,6 +250,8 @@ void pool_drop_server(struct server *s);
 
 /* An idle server that would run server_check_query before its next client (SHOW's "used"). */
 bool pool_server_stale(const struct server *s);
+/* s reached server_lifetime at `now`; with server_lifetime 0, as in PgBouncer, once it has served a client. */
+bool pool_server_too_old(const struct server *s, usec_t now);
 /* Since when p's longest-waiting client (queued, or waiting for the first login) has wanted a server; 0: none. */
 usec_t pool_waiting_since(const struct pool *p);
 /* Every open server connection of this worker's pool (not closing). */

@@ -136,7 +136,7 @@ static void show_pools(struct rowset *rs)
         rowset_int(rs, (int64_t)total.xact_count);
         rowset_int(rs, (int64_t)total.query_count);
         /* Until a first stats_period has ended, over everything so far. */
-        rowset_int(rs, stats_percentile(pool_last_period_len() > 0 ? &period : &total, 0.95));
+        rowset_int(rs, stats_percentile(stats_last_period_len() > 0 ? &period : &total, 0.95));
     }
     rowset_end(rs, "SHOW");
 }
@@ -242,7 +242,7 @@ static void show_stats(struct rowset *rs, enum stats_view view)
     static const struct col *const averages = totals; /* the same names, averaged */
     struct db_sum                 *sums;
     int                            n;
-    usec_t                         len = pool_last_period_len();
+    usec_t                         len = stats_last_period_len();
     double                         secs = len > 0 ? (double)len / USEC_PER_SEC : 1;
 
     if (view == STATS_ALL)
@@ -289,7 +289,7 @@ static void show_totals(struct rowset *rs)
         "client_connect_count",
     };
     static struct stats total, period; /* kept off the stack, as in show_pools */
-    usec_t              len = pool_last_period_len();
+    usec_t              len = stats_last_period_len();
     double              secs = len > 0 ? (double)len / USEC_PER_SEC : 1;
     char                name[64];
 

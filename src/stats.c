@@ -1,9 +1,15 @@
 /*
- * stats.c - running totals, snapshot differences and histogram quantiles.
+ * stats.c - running totals, snapshot differences and histogram quantiles;
+ * the stats_period and the log lines made of the counters.
  */
 #include "stats.h"
 
 #include <stddef.h>
+
+#include "log.h"
+
+static usec_t period_began; /* when the current stats_period began */
+static usec_t period_len;   /* how long the last full one lasted */
 
 int stats_bucket(usec_t v)
 {
@@ -77,4 +83,74 @@ usec_t stats_percentile(const struct stats *st, double q)
         seen += n;
     }
     return stats_bucket_low(STATS_BUCKETS - 1);
+}
+
+void stats_period_reset(usec_t now)
+{
+    period_began = now;
+    period_len = 0;
+}
+
+usec_t stats_period_age(usec_t now)
+{
+    return now - period_began;
+}
+
+usec_t stats_period_end(usec_t now)
+{
+    period_len = now - period_began;
+    period_began = now;
+    return period_len;
+}
+
+usec_t stats_last_period_len(void)
+{
+    return period_len;
+}
+
+/* A period's length in seconds, to divide by: 1 for an empty one. */
+static double period_secs(usec_t len)
+{
+    return len > 0 ? (double)len / USEC_PER_SEC : 1;
+}
+
+void stats_log_pool_period(const char *dbname, const char *user, const struct stats *st, usec_t len)
+{
+    double s = period_secs(len);
+
+    if (st->query_count == 0) return;
+    log_info("stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %llu us (p95 %lld us), %.1f%% reused", dbname,
+             user, (double)st->xact_count / s, (double)st->query_count / s,
+             (unsigned long long)stats_avg(st->query_time, st->query_count), (long long)stats_percentile(st, 0.95),
+             stats_percent(st->reused, st->assignments));
+}
+
+void stats_log_period(const struct stats *total, usec_t len)
+{
+    double s = period_secs(len);
+
+    log_info("stats: %.0f xacts/s, %.0f queries/s, in %.0f B/s, out %.0f B/s, xact %llu us, query %llu us, "
+             "wait %llu us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
+             "%llu servers opened",
+             (double)total->xact_count / s, (double)total->query_count / s, (double)total->bytes_in / s,
+             (double)total->bytes_out / s, (unsigned long long)stats_avg(total->xact_time, total->xact_count),
+             (unsigned long long)stats_avg(total->query_time, total->query_count),
+             (unsigned long long)stats_avg(total->wait_time, total->assignments),
+             (long long)stats_percentile(total, 0.50), (long long)stats_percentile(total, 0.95),
+             (long long)stats_percentile(total, 0.99), (unsigned long long)total->reused,
+             (unsigned long long)total->assignments, (unsigned long long)total->servers_opened);
+}
+
+void stats_log_totals(const char *dbname, const char *user, const struct stats *st, int peak)
+{
+    log_info("pool %s/%s: %llu transactions, %llu queries, %llu server assignments (%llu reused), %llu server "
+             "connections opened, at most %d at once, %llu bytes in, %llu bytes out; average xact %llu us, query "
+             "%llu us, wait %llu us; query p50 %lld us, p95 %lld us, p99 %lld us",
+             dbname, user, (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
+             (unsigned long long)st->assignments, (unsigned long long)st->reused,
+             (unsigned long long)st->servers_opened, peak, (unsigned long long)st->bytes_in,
+             (unsigned long long)st->bytes_out, (unsigned long long)stats_avg(st->xact_time, st->xact_count),
+             (unsigned long long)stats_avg(st->query_time, st->query_count),
+             (unsigned long long)stats_avg(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
+             (long long)stats_percentile(st, 0.95), (long long)stats_percentile(st, 0.99));
 }

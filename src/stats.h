@@ -77,4 +77,25 @@ usec_t stats_percentile(const struct stats *st, double q);
 int    stats_bucket(usec_t v);
 usec_t stats_bucket_low(int i);
 
+/*
+ * The stats_period, one for the process: SHOW STATS's averages are over the
+ * last full one. Changed before the workers run or with the world stopped
+ * (worker.h).
+ *
+ * A period begins at `now` with no full one before it (start, RESET STATS).
+ */
+void stats_period_reset(usec_t now);
+/* How long the current period has lasted at `now`. */
+usec_t stats_period_age(usec_t now);
+/* The current period ends at `now` and the next one begins; returns how long it lasted. */
+usec_t stats_period_end(usec_t now);
+/* How long the last full period lasted (its averages are over this), 0 before the first. */
+usec_t stats_last_period_len(void);
+
+/* The log lines of log_stats: what a pool (nothing without a query) and what every pool added over a period of
+ * `len` us; what a pool did over its life, at most `peak` servers open at once. */
+void stats_log_pool_period(const char *dbname, const char *user, const struct stats *st, usec_t len);
+void stats_log_period(const struct stats *total, usec_t len);
+void stats_log_totals(const char *dbname, const char *user, const struct stats *st, int peak);
+
 #endif

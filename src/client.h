@@ -77,7 +77,7 @@ struct client {
 /* A client's state while it logs in. */
 struct client_login {
     struct event         timer;  /* client_login_timeout */
-    struct secret   secret; /* copy of its auth_file entry */
+    struct secret        secret; /* copy of its auth_file entry */
     bool                 has_secret;
     uint8_t              md5_salt[4];
     struct scram_server *scram;

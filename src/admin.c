@@ -675,11 +675,11 @@ static void drop_named(struct named *list, int *n, const char *name)
     memset(&list[*n], 0, sizeof(list[*n]));
 }
 
-static bool handle_parse(struct client *c, struct pkt_reader *r)
+static bool handle_parse(struct client *c, struct proto_reader *r)
 {
     struct admin_session  *a = c->console;
-    const char            *name = pkt_get_str(r), *query = pkt_get_str(r);
-    uint16_t               nparams = pkt_get_u16(r);
+    const char            *name = proto_get_str(r), *query = proto_get_str(r);
+    uint16_t               nparams = proto_get_u16(r);
     struct named          *st;
     struct admin_parse_cmd cmd;
     char                  *one;
@@ -715,24 +715,24 @@ static bool handle_parse(struct client *c, struct pkt_reader *r)
     return true;
 }
 
-static bool handle_bind(struct client *c, struct pkt_reader *r)
+static bool handle_bind(struct client *c, struct proto_reader *r)
 {
     struct admin_session *a = c->console;
-    const char           *portal = pkt_get_str(r), *stmt = pkt_get_str(r);
+    const char           *portal = proto_get_str(r), *stmt = proto_get_str(r);
     struct named         *st, *po;
     int16_t               formats[ROWSET_MAX_FORMATS];
     uint16_t              n;
 
-    n = pkt_get_u16(r); /* parameter format codes */
+    n = proto_get_u16(r); /* parameter format codes */
     for (uint16_t i = 0; i < n; i++)
-        (void)pkt_get_u16(r);
-    if (pkt_get_u16(r) != 0 && !r->bad) {
+        (void)proto_get_u16(r);
+    if (proto_get_u16(r) != 0 && !r->bad) {
         error(c, "0A000", "the admin console takes no parameters");
         return false;
     }
-    n = pkt_get_u16(r);
+    n = proto_get_u16(r);
     for (uint16_t i = 0; i < n && i < ROWSET_MAX_FORMATS; i++)
-        formats[i] = (int16_t)pkt_get_u16(r);
+        formats[i] = (int16_t)proto_get_u16(r);
     if (r->bad || n > ROWSET_MAX_FORMATS) {
         error(c, "08P01", "malformed Bind message");
         return false;
@@ -788,11 +788,11 @@ static bool run_named(struct client *c, const struct named *n, bool describe, bo
     return ok;
 }
 
-static bool handle_describe(struct client *c, struct pkt_reader *r)
+static bool handle_describe(struct client *c, struct proto_reader *r)
 {
     struct admin_session *a = c->console;
-    uint8_t               kind = pkt_get_u8(r);
-    const char           *name = pkt_get_str(r);
+    uint8_t               kind = proto_get_u8(r);
+    const char           *name = proto_get_str(r);
     struct named         *n;
     bool                  waiting;
 
@@ -810,14 +810,14 @@ static bool handle_describe(struct client *c, struct pkt_reader *r)
     return run_named(c, n, true, &waiting);
 }
 
-static bool handle_execute(struct client *c, struct pkt_reader *r, bool *waiting)
+static bool handle_execute(struct client *c, struct proto_reader *r, bool *waiting)
 {
     struct admin_session *a = c->console;
-    const char           *name = pkt_get_str(r);
+    const char           *name = proto_get_str(r);
     struct named         *po;
 
     *waiting = false;
-    (void)pkt_get_u32(r); /* row limit: results are small and sent whole */
+    (void)proto_get_u32(r); /* row limit: results are small and sent whole */
     if (r->bad) {
         error(c, "08P01", "malformed Execute message");
         return false;
@@ -829,11 +829,11 @@ static bool handle_execute(struct client *c, struct pkt_reader *r, bool *waiting
     return run_named(c, po, false, waiting);
 }
 
-static bool handle_close(struct client *c, struct pkt_reader *r)
+static bool handle_close(struct client *c, struct proto_reader *r)
 {
     struct admin_session *a = c->console;
-    uint8_t               kind = pkt_get_u8(r);
-    const char           *name = pkt_get_str(r);
+    uint8_t               kind = proto_get_u8(r);
+    const char           *name = proto_get_str(r);
 
     if (r->bad || (kind != 'S' && kind != 'P')) {
         error(c, "08P01", "malformed Close message");
@@ -853,11 +853,11 @@ static bool handle_close(struct client *c, struct pkt_reader *r)
 static bool handle_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t len)
 {
     struct admin_session *a = c->console;
-    struct pkt_reader     r;
+    struct proto_reader   r;
     bool                  ok = true, waiting = false;
 
     if (a->skipping && type != 'S' && type != 'X') return true;
-    pkt_reader_init(&r, body, len);
+    proto_reader_init(&r, body, len);
     switch (type) {
     case 'Q': {
         char *sql = strndup((const char *)body, len);

@@ -2,13 +2,13 @@
  * auth.c - the auth_file and the password checks that do not need a
  * conversation (plain text and md5).
  *
- *   userlist.txt --authfile_load--> [parse line] --secret_parse--> sorted array
- *                                                                          |
- *   login: authfile_find(user) --> auth_check_plain / auth_check_md5 / scram.c
+ *   userlist.txt --auth_file_load--> [parse line] --secret_parse--> sorted array
+ *                                                                        |
+ *   login: auth_file_find(user) --> auth_check_plain / auth_check_md5 / scram.c
  *
  * Secrets never leave this file in an error message, and every buffer that
- * held one is cleansed before it is freed. SCRAM key derivation lives in
- * scram.c; a cleartext check against a SCRAM secret goes through
+ * held one is cleansed before it is freed (secret.c). SCRAM key derivation
+ * lives in scram.c; a cleartext check against a SCRAM secret goes through
  * scram_make_secret with the secret's own salt and iteration count.
  */
 #ifndef _GNU_SOURCE
@@ -302,7 +302,7 @@ static bool sort_and_dedupe(struct auth_file *af)
     return true;
 }
 
-struct auth_file *authfile_load(const char *path, char **errmsg)
+struct auth_file *auth_file_load(const char *path, char **errmsg)
 {
     struct auth_file *af;
     FILE             *f;
@@ -372,13 +372,13 @@ struct auth_file *authfile_load(const char *path, char **errmsg)
     }
     fclose(f);
     if (what != NULL) {
-        authfile_free(af);
+        auth_file_free(af);
         return NULL;
     }
     return af;
 }
 
-void authfile_free(struct auth_file *af)
+void auth_file_free(struct auth_file *af)
 {
     if (af == NULL) return;
     for (size_t i = 0; i < af->count; i++)
@@ -387,7 +387,7 @@ void authfile_free(struct auth_file *af)
     free(af);
 }
 
-const struct secret *authfile_find(const struct auth_file *af, const char *user)
+const struct secret *auth_file_find(const struct auth_file *af, const char *user)
 {
     struct secret key;
 
@@ -397,12 +397,12 @@ const struct secret *authfile_find(const struct auth_file *af, const char *user)
     return bsearch(&key, af->items, af->count, sizeof(af->items[0]), cmp_user);
 }
 
-size_t authfile_count(const struct auth_file *af)
+size_t auth_file_count(const struct auth_file *af)
 {
     return af ? af->count : 0;
 }
 
-const char *authfile_user(const struct auth_file *af, size_t i)
+const char *auth_file_user(const struct auth_file *af, size_t i)
 {
     return af != NULL && i < af->count ? af->items[i].user : NULL;
 }

@@ -19,12 +19,12 @@
 struct auth_file;
 
 /* On error returns NULL and sets *errmsg (malloc'd) naming file and line. */
-struct auth_file    *authfile_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
-void                 authfile_free(struct auth_file *af);
-const struct secret *authfile_find(const struct auth_file *af, const char *user);
-size_t               authfile_count(const struct auth_file *af);
-/* The i-th user name (0 <= i < authfile_count), in name order. */
-const char *authfile_user(const struct auth_file *af, size_t i);
+struct auth_file    *auth_file_load(const char *path, char **errmsg) __attribute__((warn_unused_result));
+void                 auth_file_free(struct auth_file *af);
+const struct secret *auth_file_find(const struct auth_file *af, const char *user);
+size_t               auth_file_count(const struct auth_file *af);
+/* The i-th user name (0 <= i < auth_file_count), in name order. */
+const char *auth_file_user(const struct auth_file *af, size_t i);
 
 /* out = "md5" + hex(md5(password || user)); out must hold MD5_PASSWD_LEN + 1. */
 void auth_md5_secret(const char *user, const char *password, char *out);

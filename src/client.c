@@ -35,7 +35,7 @@
 #include "scan.h"
 #include "scram.h"
 #include "server.h"
-#include "statements.h"
+#include "pstmt_fwd.h"
 
 static atomic_uint_fast64_t next_client_id;
 
@@ -196,7 +196,7 @@ void client_free(struct client *c)
         varlist_clear(c->sets);
         free(c->sets);
     }
-    stmt_client_free(c);
+    pstmt_fwd_client_free(c);
     admin_client_free(c);
     free(c->user);
     free(c->dbname);
@@ -320,7 +320,7 @@ static bool trust_unlisted(const struct client *c)
 static void send_auth_request(struct client *c)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
-    const struct secret       *sec = pgbun.auth ? authfile_find(pgbun.auth, c->user) : NULL;
+    const struct secret       *sec = pgbun.auth ? auth_file_find(pgbun.auth, c->user) : NULL;
     enum auth_type             type = cfg->auth_type;
 
     if (type == AUTH_TRUST) {
@@ -564,12 +564,12 @@ static void handle_startup_packet(struct client *c)
 
 static void handle_password(struct client *c, const uint8_t *body, size_t len)
 {
-    struct pkt_reader r;
-    const char       *pw;
-    bool              good;
+    struct proto_reader r;
+    const char         *pw;
+    bool                good;
 
-    pkt_reader_init(&r, body, len);
-    pw = pkt_get_str(&r);
+    proto_reader_init(&r, body, len);
+    pw = proto_get_str(&r);
     if (r.bad) {
         client_close(c, "08P01", "invalid password message: missing terminator");
         return;
@@ -589,21 +589,21 @@ static void handle_password(struct client *c, const uint8_t *body, size_t len)
 
 static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
 {
-    struct pkt_reader r;
-    const char       *err = "malformed SCRAM message";
-    char             *reply = NULL;
+    struct proto_reader r;
+    const char         *err = "malformed SCRAM message";
+    char               *reply = NULL;
 
-    pkt_reader_init(&r, body, len);
+    proto_reader_init(&r, body, len);
     if (c->step == LOGIN_SASL_INITIAL) {
-        const char    *mech = pkt_get_str(&r);
-        uint32_t       dlen = pkt_get_u32(&r);
+        const char    *mech = proto_get_str(&r);
+        uint32_t       dlen = proto_get_u32(&r);
         const uint8_t *data;
 
         if (r.bad || strcmp(mech, "SCRAM-SHA-256") != 0) {
             client_close(c, "08P01", "client selected an invalid SASL authentication mechanism");
             return;
         }
-        data = pkt_get_bytes(&r, dlen);
+        data = proto_get_bytes(&r, dlen);
         if (r.bad || dlen == 0xffffffffu) {
             client_close(c, "08P01", "malformed SASL initial response");
             return;
@@ -692,7 +692,7 @@ static void handle_login_message(struct client *c)
 /* One more request whose reply the client waits for (replyq.h). */
 static void request_queued(struct client *c, struct server *s, char type)
 {
-    if (!rq_push_simple(&s->rq, type, RQ_PASS)) client_close(c, "53200", "out of memory");
+    if (!replyq_push_simple(&s->rq, type, REPLYQ_PASS)) client_close(c, "53200", "out of memory");
 }
 
 /*
@@ -733,14 +733,14 @@ static unsigned scan_request(struct client *c, struct server *s, uint8_t type, u
     bool                whole = avail >= (size_t)len + 1 && len <= SCAN_MSG_MAX;
     size_t              head = whole ? (size_t)len + 1 : avail < SCAN_MSG_MAX ? avail : SCAN_MSG_MAX;
     struct scan_effects fx;
-    struct pkt_reader   r;
+    struct proto_reader r;
     const char         *sql, *nul;
 
     deallocated[0] = '\0';
     if (params_applied(c, s)) want |= SCAN_RESTORE;
     if (want == 0) return 0;
-    pkt_reader_init(&r, evbuffer_pullup(c->in, (ev_ssize_t)head) + 5, head - 5);
-    if (type == 'P') (void)pkt_get_str(&r); /* the statement name */
+    proto_reader_init(&r, evbuffer_pullup(c->in, (ev_ssize_t)head) + 5, head - 5);
+    if (type == 'P') (void)proto_get_str(&r); /* the statement name */
     scan_init(&fx);
     if (r.bad) {
         if (whole) return 0; /* PostgreSQL will refuse the message */
@@ -759,7 +759,7 @@ static unsigned scan_request(struct client *c, struct server *s, uint8_t type, u
     if ((want & SCAN_RESTORE) && (fx.flags & SCAN_RESTORE)) s->restore_due = true;
     if (!track) return 0;
     if (fx.flags & SCAN_UNKNOWN) s->unknown_of = c->id; /* server_prepare_for cleans it for anyone else */
-    if ((fx.flags & SCAN_STATEMENTS) && stmt_tracked(c)) stmt_text_dropped(c, s, fx.flags);
+    if ((fx.flags & SCAN_STATEMENTS) && pstmt_fwd_tracked(c)) pstmt_fwd_text_dropped(c, s, fx.flags);
     /* DEALLOCATE of one name, alone in the text: maybe one of the client's protocol-level statements. */
     strcpy(deallocated, fx.statements == 1 ? fx.deallocated : "");
     s->scan_pending |= fx.flags;
@@ -787,10 +787,10 @@ static bool msg_ready(const struct client *c, uint8_t type, uint32_t len, size_t
     if (avail >= (size_t)len + 1) return true;
     switch (type) {
     case 'Q': return !scanned;
-    case 'P': return !scanned && !stmt_tracked(c);
+    case 'P': return !scanned && !pstmt_fwd_tracked(c);
     case 'B':
     case 'D':
-    case 'C': return !stmt_tracked(c) || stmt_ready(c->in, type, len, avail);
+    case 'C': return !pstmt_fwd_tracked(c) || pstmt_fwd_ready(c->in, type, len, avail);
     default: return true;
     }
 }
@@ -809,10 +809,10 @@ static bool gets_reply(enum fe_kind kind, const struct server *s)
  */
 static void request_done(struct server *s, uint8_t type)
 {
-    struct rq_entry *e;
+    struct replyq_entry *e;
 
     if (!s->restore_due || (type != 'Q' && type != 'S')) return;
-    if ((e = rq_last(&s->rq)) != NULL && e->type == (char)type) {
+    if ((e = replyq_last(&s->rq)) != NULL && e->type == (char)type) {
         e->restore = true;
         s->restore_due = false;
     }
@@ -865,7 +865,7 @@ static void forward_to_server(struct client *c)
             return;
         }
         if (!msg_ready(c, type, len, avail)) goto out;
-        named = kind == FE_EXTENDED && type != 'E' && stmt_tracked(c);
+        named = kind == FE_EXTENDED && type != 'E' && pstmt_fwd_tracked(c);
         switch (type) {
         case 'X':
             /* What came before it is the client's last word: send it. */
@@ -909,15 +909,15 @@ static void forward_to_server(struct client *c)
         default: break;
         }
         if (named) {
-            switch (stmt_forward(c, s, type, len, &taken)) {
-            case STMT_CLOSED: return;
-            case STMT_DONE: continue;
-            case STMT_PASS:
-            case STMT_TAKEN: break;
+            switch (pstmt_fwd_message(c, s, type, len, &taken)) {
+            case PSTMT_CLOSED: return;
+            case PSTMT_DONE: continue;
+            case PSTMT_PASS:
+            case PSTMT_TAKEN: break;
             }
         }
-        if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && stmt_tracked(c) &&
-            stmt_deallocate(c, s, type, len, deallocated, &taken) == STMT_CLOSED)
+        if ((scanned & SCAN_DEALLOCATE) && deallocated[0] != '\0' && pstmt_fwd_tracked(c) &&
+            pstmt_fwd_deallocate(c, s, type, len, deallocated, &taken) == PSTMT_CLOSED)
             return;
         if (gets_reply(kind, s)) {
             request_queued(c, s, (char)type);

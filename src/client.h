@@ -52,7 +52,7 @@ struct client {
     char                 *dbname;
     struct varlist        params;         /* startup parameters to hold on its server */
     struct varlist       *sets;           /* session-level settings it made, as read back; NULL: none */
-    struct pstmt_names   *stmts;          /* its prepared statements, kept by pgbun (statements.h); NULL: none */
+    struct pstmt_names   *stmts;          /* its prepared statements, kept by pgbun (pstmt_fwd.h); NULL: none */
     struct pstmt_names   *stmts_dropping; /* ... those a DEALLOCATE ALL or DISCARD ALL in flight may drop */
     uint8_t               cancel_key[8];  /* BackendKeyData pgbun gave it */
     usec_t                connect_time;

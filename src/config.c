@@ -39,6 +39,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "str.h"
 
 #define MAX_INCLUDE_DEPTH 16
 #define MAX_TIME_USEC     ((usec_t)100 * 366 * 86400 * USEC_PER_SEC) /* a century */
@@ -682,11 +683,6 @@ static bool entry_sets(const void *entry, const struct key *k)
     }
 }
 
-static bool same_str(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 static bool entry_equal(const void *a, const void *b, const struct key *table, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -695,10 +691,10 @@ static bool entry_equal(const void *a, const void *b, const struct key *table, s
         if (!own_field(k)) continue;
         switch (k->type) {
         case KT_STR:
-            if (!same_str(*CFIELD(a, k, char *), *CFIELD(b, k, char *))) return false;
+            if (!str_same(*CFIELD(a, k, char *), *CFIELD(b, k, char *))) return false;
             break;
         case KT_PORTS:
-            if (!same_str(((const struct db_config *)a)->ports, ((const struct db_config *)b)->ports)) return false;
+            if (!str_same(((const struct db_config *)a)->ports, ((const struct db_config *)b)->ports)) return false;
             /* fall through */
         case KT_INT:
         case KT_ENUM:

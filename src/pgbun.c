@@ -6,7 +6,7 @@
  * (config_diff(), whose lines RELOAD sends as NOTICEs and SIGHUP and SET
  * log) and swapped in with the world stopped:
  *
- *   config_load() -> pgbun_apply(): config_check() -> authfile_load()
+ *   config_load() -> pgbun_apply(): config_check() -> auth_file_load()
  *                 -> config_diff() -> swap -> pool_config_changed()
  *
  * A shutdown (signal or console SHUTDOWN) closes the listeners as asked and
@@ -54,7 +54,7 @@ void pgbun_fini(void)
 {
     if (shutdown_timer) event_free(shutdown_timer);
     shutdown_timer = NULL;
-    if (pgbun.auth) authfile_free(pgbun.auth);
+    if (pgbun.auth) auth_file_free(pgbun.auth);
     config_free(pgbun.cfg);
     pgbun.auth = NULL;
     pgbun.cfg = NULL;
@@ -92,7 +92,7 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
         return false;
     }
     if (cfg->auth_file != NULL && cfg->auth_file[0] != '\0') {
-        af = authfile_load(cfg->auth_file, errmsg);
+        af = auth_file_load(cfg->auth_file, errmsg);
         if (af == NULL) {
             config_free(cfg);
             return false;
@@ -118,7 +118,7 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
             log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
     }
     if (report != NULL && pgbun.cfg != NULL) config_diff(pgbun.cfg, cfg, report, arg);
-    if (pgbun.auth) authfile_free(pgbun.auth);
+    if (pgbun.auth) auth_file_free(pgbun.auth);
     if (pgbun.cfg) config_free(pgbun.cfg);
     pgbun.cfg = cfg;
     pgbun.auth = af;

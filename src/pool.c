@@ -27,6 +27,7 @@
 #include "log.h"
 #include "pgbun.h"
 #include "server.h"
+#include "str.h"
 #include "worker.h"
 
 TAILQ_HEAD(pool_list, pool);
@@ -82,18 +83,13 @@ struct db_state {
 static struct db_state *db_states;
 static size_t           ndb_states;
 
-static bool same_str(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 static struct pool_share *share_get(char kind, const char *dbname, const char *user)
 {
     struct pool_share *sh;
 
     pthread_mutex_lock(&share_lock);
     for (sh = shares; sh != NULL; sh = sh->next)
-        if (sh->kind == kind && same_str(sh->dbname, dbname) && same_str(sh->user, user)) break;
+        if (sh->kind == kind && str_same(sh->dbname, dbname) && str_same(sh->user, user)) break;
     if (sh == NULL && (sh = calloc(1, sizeof(*sh))) != NULL) {
         sh->kind = kind;
         sh->dbname = dbname ? strdup(dbname) : NULL;
@@ -346,7 +342,7 @@ static bool resolve_server(struct pool *p)
     replace(&p->server_user, set.force_user ? set.force_user : p->user);
     password = set.password;
     if (password == NULL && pgbun.auth != NULL) {
-        const struct secret *sec = authfile_find(pgbun.auth, p->server_user);
+        const struct secret *sec = auth_file_find(pgbun.auth, p->server_user);
 
         /* A plain secret logs in everywhere; an md5 one answers md5 challenges. */
         if (sec != NULL && sec->kind != SECRET_SCRAM) password = sec->secret;
@@ -672,9 +668,9 @@ static void login_give_back(struct server_login *l, struct pool *p)
 
 static bool login_same(const struct server_login *l, const struct pool *p)
 {
-    return l->port == p->port && same_str(l->host, p->host) && same_str(l->ports, p->ports) &&
-           same_str(l->server_db, p->server_db) && same_str(l->server_user, p->server_user) &&
-           same_str(l->password, p->password) && same_str(l->connect_query, p->connect_query);
+    return l->port == p->port && str_same(l->host, p->host) && str_same(l->ports, p->ports) &&
+           str_same(l->server_db, p->server_db) && str_same(l->server_user, p->server_user) &&
+           str_same(l->password, p->password) && str_same(l->connect_query, p->connect_query);
 }
 
 static void login_free(struct server_login *l)
@@ -821,7 +817,7 @@ int pool_share_clients(const char *dbname, const char *user)
 
     pthread_mutex_lock(&share_lock);
     for (sh = shares; sh != NULL; sh = sh->next)
-        if (sh->kind == (dbname ? 'd' : 'u') && same_str(sh->dbname, dbname) && same_str(sh->user, user)) {
+        if (sh->kind == (dbname ? 'd' : 'u') && str_same(sh->dbname, dbname) && str_same(sh->user, user)) {
             n = atomic_load(&sh->clients);
             break;
         }

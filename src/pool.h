@@ -87,7 +87,7 @@ struct pool {
     int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
     enum pool_mode mode;
     bool           track_session;      /* not session mode, session_state = track: scan.h, server.c's read-back */
-    bool           track_prepared;     /* ... and max_prepared_statements > 0: statements.h */
+    bool           track_prepared;     /* ... and max_prepared_statements > 0: pstmt_fwd.h */
     bool           pin_settings;       /* session_state = pin: a SET pins its client instead of following it */
     usec_t         server_lifetime;    /* the database's, or global */
     usec_t         query_wait_timeout; /* the user's, the database's, or global */

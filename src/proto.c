@@ -49,14 +49,14 @@ enum proto_result proto_peek_startup(struct evbuffer *buf, uint32_t *len)
 
 /* ---- reader ---- */
 
-void pkt_reader_init(struct pkt_reader *r, const void *data, size_t len)
+void proto_reader_init(struct proto_reader *r, const void *data, size_t len)
 {
     r->p = data;
     r->left = len;
     r->bad = false;
 }
 
-static const uint8_t *take(struct pkt_reader *r, size_t n)
+static const uint8_t *take(struct proto_reader *r, size_t n)
 {
     const uint8_t *p = r->p;
 
@@ -69,28 +69,28 @@ static const uint8_t *take(struct pkt_reader *r, size_t n)
     return p;
 }
 
-uint8_t pkt_get_u8(struct pkt_reader *r)
+uint8_t proto_get_u8(struct proto_reader *r)
 {
     const uint8_t *p = take(r, 1);
 
     return p ? p[0] : 0;
 }
 
-uint16_t pkt_get_u16(struct pkt_reader *r)
+uint16_t proto_get_u16(struct proto_reader *r)
 {
     const uint8_t *p = take(r, 2);
 
     return p ? (uint16_t)(p[0] << 8 | p[1]) : 0;
 }
 
-uint32_t pkt_get_u32(struct pkt_reader *r)
+uint32_t proto_get_u32(struct proto_reader *r)
 {
     const uint8_t *p = take(r, 4);
 
     return p ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3] : 0;
 }
 
-const char *pkt_get_str(struct pkt_reader *r)
+const char *proto_get_str(struct proto_reader *r)
 {
     const uint8_t *end;
     const char    *s = (const char *)r->p;
@@ -105,7 +105,7 @@ const char *pkt_get_str(struct pkt_reader *r)
     return s;
 }
 
-const uint8_t *pkt_get_bytes(struct pkt_reader *r, size_t n)
+const uint8_t *proto_get_bytes(struct proto_reader *r, size_t n)
 {
     return take(r, n);
 }
@@ -114,13 +114,13 @@ const uint8_t *pkt_get_bytes(struct pkt_reader *r, size_t n)
 
 bool proto_parse_startup(const uint8_t *body, size_t len, struct startup_packet *sp, const char **err)
 {
-    struct pkt_reader r;
+    struct proto_reader r;
 
     memset(sp, 0, sizeof(*sp));
-    pkt_reader_init(&r, body, len);
-    sp->version = pkt_get_u32(&r);
+    proto_reader_init(&r, body, len);
+    sp->version = proto_get_u32(&r);
     for (;;) {
-        const char *name = pkt_get_str(&r);
+        const char *name = proto_get_str(&r);
         const char *value;
 
         if (r.bad) break;
@@ -131,7 +131,7 @@ bool proto_parse_startup(const uint8_t *body, size_t len, struct startup_packet 
             }
             return true;
         }
-        value = pkt_get_str(&r);
+        value = proto_get_str(&r);
         if (r.bad) break;
         if (strncmp(name, "_pq_.", 5) == 0) {
             if (!varlist_set(&sp->pq_options, name, value)) goto oom;
@@ -231,16 +231,16 @@ bool proto_parse_options(const char *options, struct varlist *out, const char **
 
 void proto_parse_error(const uint8_t *body, size_t len, struct pg_error *out)
 {
-    struct pkt_reader r;
+    struct proto_reader r;
 
     memset(out, 0, sizeof(*out));
-    pkt_reader_init(&r, body, len);
+    proto_reader_init(&r, body, len);
     for (;;) {
-        uint8_t     field = pkt_get_u8(&r);
+        uint8_t     field = proto_get_u8(&r);
         const char *value;
 
         if (r.bad || field == 0) break;
-        value = pkt_get_str(&r);
+        value = proto_get_str(&r);
         if (r.bad) break;
         switch (field) {
         case 'V': snprintf(out->severity, sizeof(out->severity), "%s", value); break;

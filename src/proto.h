@@ -82,19 +82,19 @@ enum proto_result proto_peek_header(struct evbuffer *buf, uint32_t max_len, uint
 enum proto_result proto_peek_startup(struct evbuffer *buf, uint32_t *len);
 
 /* A bounds-checked cursor over a message body. Any overrun sets `bad`. */
-struct pkt_reader {
+struct proto_reader {
     const uint8_t *p;
     size_t         left;
     bool           bad;
 };
 
-void     pkt_reader_init(struct pkt_reader *r, const void *data, size_t len);
-uint8_t  pkt_get_u8(struct pkt_reader *r);
-uint16_t pkt_get_u16(struct pkt_reader *r);
-uint32_t pkt_get_u32(struct pkt_reader *r);
+void     proto_reader_init(struct proto_reader *r, const void *data, size_t len);
+uint8_t  proto_get_u8(struct proto_reader *r);
+uint16_t proto_get_u16(struct proto_reader *r);
+uint32_t proto_get_u32(struct proto_reader *r);
 /* A NUL-terminated string inside the body; "" and bad on overrun. */
-const char    *pkt_get_str(struct pkt_reader *r);
-const uint8_t *pkt_get_bytes(struct pkt_reader *r, size_t n);
+const char    *proto_get_str(struct proto_reader *r);
+const uint8_t *proto_get_bytes(struct proto_reader *r, size_t n);
 
 /* Parsed StartupMessage body (after the length and version). */
 struct startup_packet {

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct rq_entry *at(const struct reply_queue *q, uint32_t i)
+static struct replyq_entry *at(const struct reply_queue *q, uint32_t i)
 {
     return &q->e[(q->head + i) & (q->cap - 1)];
 }
@@ -26,7 +26,7 @@ static struct rq_entry *at(const struct reply_queue *q, uint32_t i)
 /* Pops the head; `ok`: it took effect (its reply came, or pgbun gave it). */
 static void pop(struct reply_queue *q, bool ok)
 {
-    struct rq_entry *h = at(q, 0);
+    struct replyq_entry *h = at(q, 0);
 
     if (h->adds_name || h->id != 0) q->settle(h, ok, q->arg);
     free(h->name);
@@ -36,8 +36,8 @@ static void pop(struct reply_queue *q, bool ok)
 
 static bool grow(struct reply_queue *q)
 {
-    uint32_t         cap = q->cap ? q->cap * 2 : 8;
-    struct rq_entry *e = malloc(cap * sizeof(*e));
+    uint32_t             cap = q->cap ? q->cap * 2 : 8;
+    struct replyq_entry *e = malloc(cap * sizeof(*e));
 
     if (e == NULL) return false;
     for (uint32_t i = 0; i < q->n; i++)
@@ -49,9 +49,9 @@ static bool grow(struct reply_queue *q)
     return true;
 }
 
-void rq_answer_owed(struct reply_queue *q)
+void replyq_answer_owed(struct reply_queue *q)
 {
-    while (q->n > 0 && at(q, 0)->action == RQ_SYNTH && q->emit(at(q, 0), q->arg))
+    while (q->n > 0 && at(q, 0)->action == REPLYQ_SYNTH && q->emit(at(q, 0), q->arg))
         pop(q, true);
 }
 
@@ -70,7 +70,7 @@ static bool ends(char request, char t)
     }
 }
 
-void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_settle_fn *settle, void *arg)
+void replyq_init(struct reply_queue *q, replyq_emit_fn *emit, replyq_settle_fn *settle, void *arg)
 {
     memset(q, 0, sizeof(*q));
     q->emit = emit;
@@ -78,7 +78,7 @@ void rq_init(struct reply_queue *q, rq_emit_fn *emit, rq_settle_fn *settle, void
     q->arg = arg;
 }
 
-void rq_deinit(struct reply_queue *q)
+void replyq_deinit(struct reply_queue *q)
 {
     for (uint32_t i = 0; i < q->n; i++)
         free(at(q, i)->name);
@@ -88,7 +88,7 @@ void rq_deinit(struct reply_queue *q)
     q->skipping = false;
 }
 
-bool rq_push(struct reply_queue *q, const struct rq_entry *e)
+bool replyq_push(struct reply_queue *q, const struct replyq_entry *e)
 {
     if (e->type == 'S') q->syncs++;
     if (q->skipping) {
@@ -106,7 +106,7 @@ bool rq_push(struct reply_queue *q, const struct rq_entry *e)
     }
     *at(q, q->n) = *e;
     q->n++;
-    if (q->n == 1) rq_answer_due(q);
+    if (q->n == 1) replyq_answer_due(q);
     return true;
 }
 
@@ -116,26 +116,26 @@ static bool skip_to_sync(struct reply_queue *q)
     bool client = false;
 
     while (q->n > 0 && at(q, 0)->type != 'S') {
-        client |= at(q, 0)->action != RQ_DROP;
+        client |= at(q, 0)->action != REPLYQ_DROP;
         pop(q, false);
     }
     if (q->n == 0)
         q->skipping = true; /* the Sync is yet to come */
     else
-        client |= at(q, 0)->action != RQ_DROP;
+        client |= at(q, 0)->action != REPLYQ_DROP;
     return client;
 }
 
-bool rq_reply_due(struct reply_queue *q, char t)
+bool replyq_reply_due(struct reply_queue *q, char t)
 {
-    const struct rq_entry *h = at(q, 0);
-    bool                   pass;
+    const struct replyq_entry *h = at(q, 0);
+    bool                       pass;
 
     if (t == 'A' || t == 'S') return true; /* notifications and parameter changes are the client's */
-    pass = h->action == RQ_PASS;
+    pass = h->action == REPLYQ_PASS;
     if (t == 'N') return pass;
     if (t == 'E' && h->type != 'Q' && h->type != 'F' && h->type != 'S') {
-        if (h->action == RQ_SUBST) {
+        if (h->action == REPLYQ_SUBST) {
             (void)q->emit(h, q->arg); /* pgbun's error in place of the server's (at a message's start: written) */
             (void)skip_to_sync(q);
             return false;
@@ -146,7 +146,7 @@ bool rq_reply_due(struct reply_queue *q, char t)
     return pass;
 }
 
-void rq_copy_in(struct reply_queue *q, int n)
+void replyq_copy_in(struct reply_queue *q, int n)
 {
     /* The head is the Execute that began the COPY; the n Syncs are right behind it. */
     for (int k = 0; k < n && q->n > 1 && at(q, 1)->type == 'S'; k++) {

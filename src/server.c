@@ -38,7 +38,7 @@
 #include "replyq.h"
 #include "scan.h"
 #include "scram.h"
-#include "statements.h"
+#include "pstmt_fwd.h"
 #include "worker.h"
 
 /* Messages pgbun must read whole while logging in or in its own phases. */
@@ -123,7 +123,7 @@ void server_free(struct server *s)
     varlist_clear(&s->applying);
     varlist_clear(&s->scan_names);
     varlist_clear(&s->baseline);
-    rq_deinit(&s->rq);
+    replyq_deinit(&s->rq);
     pstmt_cache_clear(&s->stmts);
     if (s->scram) {
         scram_client_free(s->scram);
@@ -135,7 +135,8 @@ void server_free(struct server *s)
 bool server_is_clean(const struct server *s)
 {
     return s->expect_rfq == 0 && !s->unsynced && !s->in_copy && s->txstatus == 'I' && s->phase == PHASE_NONE &&
-           rq_empty(&s->rq) && s->fwd_left == 0 && s->cancel == NULL && (s->client == NULL || s->client->fwd_left == 0);
+           replyq_empty(&s->rq) && s->fwd_left == 0 && s->cancel == NULL &&
+           (s->client == NULL || s->client->fwd_left == 0);
 }
 
 bool server_flush(struct server *s)
@@ -353,7 +354,7 @@ bool server_launch(struct pool *p, bool ahead)
     s->std_strings = true;
     s->connect_time = pgbun_now();
     s->opened_ahead = ahead;
-    rq_init(&s->rq, stmt_emit, stmt_settle, s);
+    replyq_init(&s->rq, pstmt_fwd_emit, pstmt_fwd_settle, s);
     pool_add_server(p, s);
     evtimer_assign(&s->timer, p->w->base, timeout_cb, s);
     if (pgbun.cfg->server_connect_timeout > 0) {
@@ -372,14 +373,14 @@ bool server_launch(struct pool *p, bool ahead)
 
 static void answer_auth(struct server *s, const uint8_t *body, size_t len)
 {
-    struct pkt_reader r;
-    struct pool      *p = s->pool;
-    uint32_t          code;
-    const char       *err = NULL;
-    char             *reply = NULL;
+    struct proto_reader r;
+    struct pool        *p = s->pool;
+    uint32_t            code;
+    const char         *err = NULL;
+    char               *reply = NULL;
 
-    pkt_reader_init(&r, body, len);
-    code = pkt_get_u32(&r);
+    proto_reader_init(&r, body, len);
+    code = proto_get_u32(&r);
     if (code == AUTH_REQ_OK) return;
     if (p->password == NULL) {
         server_fail(s, "28000",
@@ -401,7 +402,7 @@ static void answer_auth(struct server *s, const uint8_t *body, size_t len)
         break;
     case AUTH_REQ_MD5: {
         char           secret[MD5_PASSWD_LEN + 1], answer[MD5_PASSWD_LEN + 1];
-        const uint8_t *salt = pkt_get_bytes(&r, 4);
+        const uint8_t *salt = proto_get_bytes(&r, 4);
 
         if (salt == NULL) break;
         if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN)
@@ -416,7 +417,7 @@ static void answer_auth(struct server *s, const uint8_t *body, size_t len)
         bool have = false;
 
         for (;;) {
-            const char *mech = pkt_get_str(&r);
+            const char *mech = proto_get_str(&r);
 
             if (r.bad || mech[0] == '\0') break;
             if (strcmp(mech, "SCRAM-SHA-256") == 0) have = true;
@@ -468,11 +469,11 @@ static void answer_auth(struct server *s, const uint8_t *body, size_t len)
 
 static bool record_param(struct server *s, const uint8_t *body, size_t len, const char **name, const char **value)
 {
-    struct pkt_reader r;
+    struct proto_reader r;
 
-    pkt_reader_init(&r, body, len);
-    *name = pkt_get_str(&r);
-    *value = pkt_get_str(&r);
+    proto_reader_init(&r, body, len);
+    *name = proto_get_str(&r);
+    *value = proto_get_str(&r);
     if (r.bad) return false;
     if (strcasecmp(*name, "standard_conforming_strings") == 0) s->std_strings = strcmp(*value, "on") == 0;
     return varlist_set(&s->params, *name, *value);
@@ -612,7 +613,7 @@ static void login_step(struct server *s)
 /* A query pgbun sent for itself: its replies are not the client's. */
 static void own_request(struct server *s)
 {
-    if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) server_close(s, "out of memory");
+    if (!replyq_push_simple(&s->rq, 'Q', REPLYQ_DROP)) server_close(s, "out of memory");
 }
 
 void server_prepare_for(struct server *s, struct client *c)
@@ -793,7 +794,7 @@ static void phase_done(struct server *s)
     struct client    *c = s->client;
     enum server_phase phase = s->phase;
 
-    assert(rq_empty(&s->rq));
+    assert(replyq_empty(&s->rq));
     s->phase = PHASE_NONE;
     if (phase == PHASE_CHECK) {
         evtimer_del(&s->timer);
@@ -904,7 +905,7 @@ static bool server_restore_params(struct server *s, const struct client *c)
     server_log(s, LOGL_DEBUG, "restoring its client's startup parameters after a RESET");
     proto_add_query(s->out, sql);
     free(sql);
-    if (!rq_push_simple(&s->rq, 'Q', RQ_DROP)) {
+    if (!replyq_push_simple(&s->rq, 'Q', REPLYQ_DROP)) {
         server_close(s, "out of memory");
         return false;
     }
@@ -943,7 +944,7 @@ bool server_release_if_done(struct server *s)
     if (c == NULL || s->pool->mode == POOL_SESSION || !server_is_clean(s) || evbuffer_get_length(s->in) > 0)
         return false;
     if (!client_flush(c)) return true;
-    assert(rq_empty(&s->rq));
+    assert(replyq_empty(&s->rq));
     if (session_readback_due(s->scan_pending)) {
         start_readback(s); /* the client's next bytes wait (client_process) */
         return false;
@@ -1026,7 +1027,7 @@ static enum step frame_reply(struct server *s, struct reply *r, uint32_t max)
     case PROTO_OK: break;
     }
     /* A reply to a request of pgbun's own, to be dropped or replaced: whole, as pgbun's own are small. */
-    r->own = r->to_client && rq_head_is_own(&s->rq) && r->len < SERVER_MSG_MAX && r->type != 'A' && r->type != 'S';
+    r->own = r->to_client && replyq_head_is_own(&s->rq) && r->len < SERVER_MSG_MAX && r->type != 'A' && r->type != 'S';
     r->msg = NULL;
     if (!read_whole(s, r)) return STEP_ON;
     if (r->avail < (size_t)r->len + 1) {
@@ -1043,22 +1044,22 @@ static enum step frame_reply(struct server *s, struct reply *r, uint32_t max)
 /* Tells the queue of requests (replyq.h) of the reply: pgbun's own replies end here, or stand in for an error. */
 static enum step match_request(struct server *s, struct reply *r)
 {
-    if (r->own && r->type == 'E' && rq_head_replaces_error(&s->rq)) {
+    if (r->own && r->type == 'E' && replyq_head_replaces_error(&s->rq)) {
         struct pg_error e;
 
         /* pgbun's error replaces only the one it provoked; any other (an aborted transaction) is the truth. */
         proto_parse_error(r->msg + 5, r->len - 4, &e);
-        if (strcmp(e.sqlstate, "26000") != 0) rq_head_pass(&s->rq);
-    } else if (r->own && r->type != 'N' && rq_head_replaces_error(&s->rq)) {
+        if (strcmp(e.sqlstate, "26000") != 0) replyq_head_pass(&s->rq);
+    } else if (r->own && r->type != 'N' && replyq_head_replaces_error(&s->rq)) {
         /* The Describe meant to fail found a statement: the client made one under pgbun's reserved name. */
         client_close(r->c, "42P05",
                      "prepared statement \"%s\" already exists (and \"%s\" was prepared on the "
                      "server under a name reserved by pgbun: names starting with pgbun_ are pgbun's)",
-                     s->rq.e[s->rq.head].name, STMT_NO_SUCH_NAME);
+                     s->rq.e[s->rq.head].name, PSTMT_NO_SUCH_NAME);
         return STEP_STOP;
     }
-    r->restore = r->type == 'Z' && r->to_client && rq_head_restores(&s->rq);
-    if (!rq_reply(&s->rq, (char)r->type) && r->own) {
+    r->restore = r->type == 'Z' && r->to_client && replyq_head_restores(&s->rq);
+    if (!replyq_reply(&s->rq, (char)r->type) && r->own) {
         evbuffer_drain(s->in, (size_t)r->len + 1); /* pgbun's own Parse or Close answered, or its error written */
         return STEP_DONE;
     }
@@ -1082,7 +1083,7 @@ static void note_ready(struct server *s, struct client *c, char status)
     }
     if (s->expect_rfq == 0 && s->drop_all_due) {
         s->drop_all_due = false;
-        if (c != NULL) stmt_drop_refused(c); /* answered, and no tag said it ran */
+        if (c != NULL) pstmt_fwd_drop_refused(c); /* answered, and no tag said it ran */
     }
     s->in_copy = false;
     s->copy_in = false;
@@ -1133,7 +1134,7 @@ static enum step parameter_status(struct server *s, const struct reply *r)
      * its own query in PHASE_NONE) holds for this client.
      */
     if (s->phase == PHASE_NONE) {
-        if (!rq_head_is_own(&s->rq))
+        if (!replyq_head_is_own(&s->rq))
             varlist_del(&s->applied, n);
         else if (!varlist_set(&s->applied, n, v)) {
             server_close(s, "out of memory");
@@ -1192,7 +1193,7 @@ static void copy_in_started(struct server *s)
 {
     s->in_copy = true;
     s->copy_in = true;
-    rq_copy_in(&s->rq, s->syncs_since_execute);
+    replyq_copy_in(&s->rq, s->syncs_since_execute);
     s->expect_rfq -= s->syncs_since_execute;
     if (s->expect_rfq < 0) s->expect_rfq = 0;
     s->syncs_since_execute = 0;
@@ -1209,7 +1210,7 @@ static enum step take_reply(struct server *s, const struct reply *r)
     case 'H':
     case 'W': s->in_copy = true; return STEP_ON;
     case 'C':
-        if (r->msg != NULL && s->drop_all_due) stmt_command_done(r->c, (const char *)r->msg + 5, r->len - 4);
+        if (r->msg != NULL && s->drop_all_due) pstmt_fwd_command_done(r->c, (const char *)r->msg + 5, r->len - 4);
         __attribute__((fallthrough));
     case 'c': s->in_copy = false; return STEP_ON;
     case 'N':
@@ -1261,7 +1262,7 @@ static void end_batch(struct server *s)
     struct client *c = s->client;
 
     if (s->state == SV_CLOSING || c == NULL) return;
-    if (s->fwd_left == 0) rq_answer_due(&s->rq);
+    if (s->fwd_left == 0) replyq_answer_due(&s->rq);
     if (server_release_if_done(s)) return;
     if (!client_flush(c)) return;
     if (server_close_if_retired(s)) return;
@@ -1286,7 +1287,7 @@ static void relay_input(struct server *s)
             pass_rest(s, &r);
             continue;
         }
-        rq_answer_due(&s->rq); /* replies pgbun owes before this message */
+        replyq_answer_due(&s->rq); /* replies pgbun owes before this message */
         step = frame_reply(s, &r, max);
         if (step == STEP_ON) step = match_request(s, &r);
         if (step == STEP_ON) step = take_reply(s, &r);

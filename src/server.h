@@ -16,7 +16,7 @@
 
 #include "io.h"
 #include "pool.h"
-#include "prepared.h"
+#include "pstmt.h"
 #include "proto.h"
 #include "replyq.h"
 #include "session.h"
@@ -89,7 +89,7 @@ struct server {
     unsigned             scan_pending;    /* enum scan_flag: what the client's text may have changed */
     struct varlist       scan_names;      /* settings the client's text named (values unused) */
     struct reply_queue   rq;              /* requests whose reply is due, in order */
-    struct pstmt_cache   stmts;           /* statements prepared under pgbun's names (statements.h) */
+    struct pstmt_cache   stmts;           /* statements prepared under pgbun's names (pstmt_fwd.h) */
     bool                 stmts_dirty;     /* a client's text may have dropped some: close before Parse */
     bool                 drop_all_due;    /* its client's DEALLOCATE ALL or DISCARD ALL may run: its tag drops names */
     unsigned             held;            /* enum held_state: its client is pinned to it while nonzero */

@@ -190,14 +190,14 @@ char *session_readback_sql(const struct varlist *named, const struct varlist *ap
 /* The row of held_query, into *held. */
 static bool read_held(unsigned *held, const uint8_t *body, size_t len)
 {
-    struct pkt_reader r;
+    struct proto_reader r;
 
-    pkt_reader_init(&r, body, len);
-    if (pkt_get_u16(&r) != 5) return false;
+    proto_reader_init(&r, body, len);
+    if (proto_get_u16(&r) != 5) return false;
     *held = 0;
     for (int i = 0; i < 5; i++) {
-        uint32_t       n = pkt_get_u32(&r);
-        const uint8_t *v = n == UINT32_MAX ? NULL : pkt_get_bytes(&r, n);
+        uint32_t       n = proto_get_u32(&r);
+        const uint8_t *v = n == UINT32_MAX ? NULL : proto_get_bytes(&r, n);
 
         if (r.bad || v == NULL || n == 0) return false;
         if (!(n == 1 && v[0] == '0')) *held |= held_columns[i]; /* a count, in text: not "0" */
@@ -207,19 +207,19 @@ static bool read_held(unsigned *held, const uint8_t *body, size_t len)
 
 bool session_read_row(struct varlist *settings, unsigned *held, const uint8_t *body, size_t len)
 {
-    struct pkt_reader r;
-    const uint8_t    *field[2];
-    uint32_t          flen[2];
-    char             *name, *value;
-    bool              ok;
+    struct proto_reader r;
+    const uint8_t      *field[2];
+    uint32_t            flen[2];
+    char               *name, *value;
+    bool                ok;
 
     if (len >= 2 && body[0] == 0 && body[1] == 5) return read_held(held, body, len);
-    pkt_reader_init(&r, body, len);
-    if (pkt_get_u16(&r) != 2) return false;
+    proto_reader_init(&r, body, len);
+    if (proto_get_u16(&r) != 2) return false;
     for (int i = 0; i < 2; i++) {
-        flen[i] = pkt_get_u32(&r);
+        flen[i] = proto_get_u32(&r);
         if (flen[i] == UINT32_MAX) return false; /* NULL: neither column can be */
-        field[i] = pkt_get_bytes(&r, flen[i]);
+        field[i] = proto_get_bytes(&r, flen[i]);
     }
     if (r.bad || r.left != 0) return false;
     name = strndup((const char *)field[0], flen[0]);

@@ -27,7 +27,7 @@
 #include "pool.h"
 #include "rowset.h"
 #include "server.h"
-#include "statements.h"
+#include "pstmt_fwd.h"
 #include "stats.h"
 
 #define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -492,7 +492,7 @@ static void client_row(struct rowset *rs, const struct client *c, usec_t now, bo
     rowset_int(rs, 0);
     rowset_text(rs, "");
     rowset_text(rs, app ? app : "");
-    rowset_int(rs, (int64_t)stmt_client_count(c));
+    rowset_int(rs, (int64_t)pstmt_fwd_client_count(c));
     rowset_int(rs, (int64_t)c->id);
     if (sockets) {
         put_buffers(rs, c->in, c->out, c->fwd_left);
@@ -579,7 +579,7 @@ static void server_row(struct rowset *rs, const struct server *s, usec_t now, bo
     rowset_int(rs, s->backend_pid);
     rowset_text(rs, "");
     rowset_text(rs, app ? app : "");
-    rowset_int(rs, (int64_t)stmt_server_count(s));
+    rowset_int(rs, (int64_t)pstmt_fwd_server_count(s));
     rowset_int(rs, (int64_t)s->id);
     if (sockets) {
         put_buffers(rs, s->in, s->out, s->fwd_left);
@@ -904,13 +904,13 @@ static void show_users(struct rowset *rs)
     rowset_begin(rs, cols, NCOLS(cols));
     for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
         user_row(rs, cols, NCOLS(cols), u->name, tally_of(&t, u->name));
-    for (size_t i = 0; i < authfile_count(af); i++) {
-        const char *name = authfile_user(af, i);
+    for (size_t i = 0; i < auth_file_count(af); i++) {
+        const char *name = auth_file_user(af, i);
 
         if (config_find_user(cfg, name) == NULL) user_row(rs, cols, NCOLS(cols), name, tally_of(&t, name));
     }
     for (const struct tally *e = t.tab; e != NULL; e = e->hh.next)
-        if (config_find_user(cfg, e->name) == NULL && authfile_find(af, e->name) == NULL)
+        if (config_find_user(cfg, e->name) == NULL && auth_file_find(af, e->name) == NULL)
             user_row(rs, cols, NCOLS(cols), e->name, e);
     tallies_free(&t);
     rowset_end(rs, "SHOW");

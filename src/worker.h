@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "prepared.h"
+#include "pstmt.h"
 
 #define WORKERS_MAX 64
 
@@ -54,7 +54,7 @@ struct worker {
     struct pool_world    *pw;      /* pool.c: pools, login and reap lists, timers */
     struct listener_set  *ls;      /* listener.c: this worker's listen sockets */
     struct cancel_list    cancels; /* cancel.c: cancel requests on their way to PostgreSQL */
-    struct pstmt_registry stmts;   /* statements.c: the prepared statements of its clients */
+    struct pstmt_registry stmts;   /* pstmt.c: the prepared statements of its clients */
     pthread_t             thread;
     bool                  started; /* the thread runs (workers 1..N-1) */
 

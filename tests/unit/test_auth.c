@@ -199,38 +199,38 @@ static void test_authfile_load(void)
                                 "  \"spaced\"\t\"x\"\n"
                                 "\"alice\" \"rabbit\"\n";
     char                *path = write_file("users.txt", text), *err = (char *)"unset";
-    struct auth_file    *af = authfile_load(path, &err);
+    struct auth_file    *af = auth_file_load(path, &err);
     const struct secret *s;
 
     ok(af != NULL && err == NULL, "userlist loads");
-    is_int(authfile_count(af), 5, "five users (alice listed twice)");
-    s = authfile_find(af, "alice");
+    is_int(auth_file_count(af), 5, "five users (alice listed twice)");
+    s = auth_file_find(af, "alice");
     ok(s && auth_check_plain(s, "rabbit") && !auth_check_plain(s, "wonderland"),
        "a later line overrides an earlier one");
-    s = authfile_find(af, "postgres");
+    s = auth_file_find(af, "postgres");
     ok(s && s->kind == SECRET_MD5 && auth_check_plain(s, "postgres"), "md5 entry");
-    s = authfile_find(af, "user");
+    s = auth_file_find(af, "user");
     ok(s && s->kind == SECRET_SCRAM && auth_check_plain(s, "pencil"), "SCRAM entry");
-    s = authfile_find(af, "o\"brien");
+    s = auth_file_find(af, "o\"brien");
     ok(s && s->kind == SECRET_PLAIN && strcmp(s->secret, "say \"hi\"") == 0, "doubled quotes in both fields");
-    ok(authfile_find(af, "spaced") != NULL, "leading blanks and a tab between fields");
-    ok(authfile_find(af, "Alice") == NULL && authfile_find(af, "alic") == NULL && authfile_find(af, "") == NULL,
+    ok(auth_file_find(af, "spaced") != NULL, "leading blanks and a tab between fields");
+    ok(auth_file_find(af, "Alice") == NULL && auth_file_find(af, "alic") == NULL && auth_file_find(af, "") == NULL,
        "find is exact");
-    authfile_free(af);
+    auth_file_free(af);
     unlink(path);
     free(path);
 
     path = write_file("empty.txt", "; nothing\n");
-    af = authfile_load(path, &err);
-    ok(af != NULL && authfile_count(af) == 0 && authfile_find(af, "x") == NULL, "a file of comments is empty");
-    authfile_free(af);
+    af = auth_file_load(path, &err);
+    ok(af != NULL && auth_file_count(af) == 0 && auth_file_find(af, "x") == NULL, "a file of comments is empty");
+    auth_file_free(af);
     unlink(path);
     free(path);
 
     path = write_file("nonl.txt", "\"a\" \"b\"");
-    af = authfile_load(path, &err);
-    ok(af != NULL && authfile_find(af, "a") != NULL, "last line without a newline");
-    authfile_free(af);
+    af = auth_file_load(path, &err);
+    ok(af != NULL && auth_file_find(af, "a") != NULL, "last line without a newline");
+    auth_file_free(af);
     unlink(path);
     free(path);
 }
@@ -260,7 +260,7 @@ static void test_authfile_malformed(void)
 
         if (asprintf(&want, "%s:%d: %s", path, cases[i].line, cases[i].what) < 0) abort();
         err = NULL;
-        af = authfile_load(path, &err);
+        af = auth_file_load(path, &err);
         ok(af == NULL, "malformed file %zu refused", i);
         is_str(err, want, "error names path:line and the problem (%s)", cases[i].what);
         ok(err && strstr(err, "TOPSECRET") == NULL, "error message does not leak the secret");
@@ -277,7 +277,7 @@ static void test_authfile_malformed(void)
         fwrite("\"a\" \"b\0c\"\n", 1, 11, f);
         fclose(f);
         err = NULL;
-        af = authfile_load(path, &err);
+        af = auth_file_load(path, &err);
         if (asprintf(&want, "%s:1: NUL byte in line", path) < 0) abort();
         ok(af == NULL, "NUL byte refused");
         is_str(err, want, "NUL byte names the line");
@@ -294,7 +294,7 @@ static void test_authfile_malformed(void)
             asprintf(&want, "%s: cannot open: No such file or directory", path) < 0)
             abort();
         err = NULL;
-        af = authfile_load(path, &err);
+        af = auth_file_load(path, &err);
         ok(af == NULL, "missing file refused");
         is_str(err, want, "missing file: path, cannot open, strerror");
         free(want);
@@ -302,7 +302,7 @@ static void test_authfile_malformed(void)
         free(path);
     }
 
-    ok(authfile_find(NULL, "x") == NULL && authfile_count(NULL) == 0, "NULL auth_file is empty");
+    ok(auth_file_find(NULL, "x") == NULL && auth_file_count(NULL) == 0, "NULL auth_file is empty");
 }
 
 int main(void)

@@ -214,14 +214,14 @@ static void test_error_roundtrip(void)
 
 static void test_reader_bounds(void)
 {
-    struct pkt_reader    r;
+    struct proto_reader  r;
     static const uint8_t data[] = {0, 0, 0, 1, 'a', 'b'};
 
-    pkt_reader_init(&r, data, sizeof(data));
-    is_int(pkt_get_u32(&r), 1, "u32");
-    is_str(pkt_get_str(&r), "", "unterminated string yields empty");
+    proto_reader_init(&r, data, sizeof(data));
+    is_int(proto_get_u32(&r), 1, "u32");
+    is_str(proto_get_str(&r), "", "unterminated string yields empty");
     ok(r.bad, "and marks the reader bad");
-    is_int(pkt_get_u8(&r), 0, "reads after bad yield 0");
+    is_int(proto_get_u8(&r), 0, "reads after bad yield 0");
 }
 
 int main(void)

@@ -11,15 +11,15 @@
 
 static char out[1024]; /* what the client got, one letter per message: server replies and pgbun's own */
 
-static bool emit(const struct rq_entry *e, void *arg)
+static bool emit(const struct replyq_entry *e, void *arg)
 {
     (void)arg;
-    strncat(out, (char[]){'+', e->action == RQ_SUBST ? '!' : e->synth, '\0'}, sizeof(out) - strlen(out) - 1);
+    strncat(out, (char[]){'+', e->action == REPLYQ_SUBST ? '!' : e->synth, '\0'}, sizeof(out) - strlen(out) - 1);
     return true;
 }
 
 /* A Parse that named or prepared a statement took effect, or did not (~ or x). */
-static void settle(const struct rq_entry *e, bool ok, void *arg)
+static void settle(const struct replyq_entry *e, bool ok, void *arg)
 {
     (void)arg;
     if (!ok) strncat(out, e->adds_name ? "~" : "x", sizeof(out) - strlen(out) - 1);
@@ -38,48 +38,48 @@ static const char *run(const char *script)
 {
     struct reply_queue q;
 
-    rq_init(&q, emit, settle, NULL);
+    replyq_init(&q, emit, settle, NULL);
     out[0] = '\0';
     for (const char *p = script; *p; p += 2) {
         bool fine = true;
 
         switch (p[0]) {
-        case 'p': fine = rq_push_simple(&q, p[1], RQ_PASS); break;
+        case 'p': fine = replyq_push_simple(&q, p[1], REPLYQ_PASS); break;
         case 'd': {
-            struct rq_entry e = {.type = p[1], .action = RQ_DROP, .id = p[1] == 'P' ? 7 : 0};
+            struct replyq_entry e = {.type = p[1], .action = REPLYQ_DROP, .id = p[1] == 'P' ? 7 : 0};
 
-            fine = rq_push(&q, &e);
+            fine = replyq_push(&q, &e);
             break;
         }
         case 'n': {
-            struct rq_entry e = {.type = p[1], .action = RQ_PASS, .adds_name = true, .name = strdup("s1")};
+            struct replyq_entry e = {.type = p[1], .action = REPLYQ_PASS, .adds_name = true, .name = strdup("s1")};
 
-            fine = rq_push(&q, &e);
+            fine = replyq_push(&q, &e);
             break;
         }
         case 'u': {
-            struct rq_entry e = {.type = p[1], .action = RQ_SUBST, .name = strdup("s1")};
+            struct replyq_entry e = {.type = p[1], .action = REPLYQ_SUBST, .name = strdup("s1")};
 
-            fine = rq_push(&q, &e);
+            fine = replyq_push(&q, &e);
             break;
         }
         case 'y': {
-            struct rq_entry e = {.type = p[2], .action = RQ_SYNTH, .synth = p[1], .adds_name = p[2] == 'P'};
+            struct replyq_entry e = {.type = p[2], .action = REPLYQ_SYNTH, .synth = p[1], .adds_name = p[2] == 'P'};
 
-            fine = rq_push(&q, &e);
+            fine = replyq_push(&q, &e);
             p++;
             break;
         }
         case '<':
-            if (rq_reply(&q, p[1])) strncat(out, (char[]){p[1], '\0'}, sizeof(out) - strlen(out) - 1);
-            rq_answer_due(&q);
+            if (replyq_reply(&q, p[1])) strncat(out, (char[]){p[1], '\0'}, sizeof(out) - strlen(out) - 1);
+            replyq_answer_due(&q);
             break;
-        case '!': rq_copy_in(&q, p[1] - '0'); break;
+        case '!': replyq_copy_in(&q, p[1] - '0'); break;
         }
         if (!fine) return "(out of memory)";
     }
-    if (!rq_empty(&q)) strncat(out, " (left)", sizeof(out) - strlen(out) - 1);
-    rq_deinit(&q);
+    if (!replyq_empty(&q)) strncat(out, " (left)", sizeof(out) - strlen(out) - 1);
+    replyq_deinit(&q);
     return out;
 }
 

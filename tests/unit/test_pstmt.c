@@ -1,12 +1,12 @@
 /*
- * test_prepared.c - the statement registry, a client's names and a
+ * test_pstmt.c - the statement registry, a client's names and a
  * server's cache: sharing, references, growth past many entries, and
  * least-recently-used eviction.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "prepared.h"
+#include "pstmt.h"
 #include "tap.h"
 
 /* A Parse body: query, NUL, no parameter types. */

@@ -1,5 +1,5 @@
 /*
- * statements.c - a client's prepared statements on borrowed servers (statements.h).
+ * pstmt_fwd.c - a client's prepared statements forwarded to borrowed servers (pstmt_fwd.h).
  *
  *   client:  P "s1" text   B "s1"    C "s1"        (any server)
  *   server:  P "pgbun_42"  B "pgbun_42"            (answered by pgbun)
@@ -10,7 +10,7 @@
  * reply hidden. Names the client never prepared pass through unchanged,
  * so PostgreSQL itself reports them missing.
  */
-#include "statements.h"
+#include "pstmt_fwd.h"
 
 #include <event2/buffer.h>
 #include <stdio.h>
@@ -19,7 +19,7 @@
 
 #include "client.h"
 #include "pgbun.h"
-#include "prepared.h"
+#include "pstmt.h"
 #include "proto.h"
 #include "scan.h"
 #include "server.h"
@@ -32,7 +32,7 @@ static void server_name(char out[SERVER_NAME_LEN], uint64_t id)
     snprintf(out, SERVER_NAME_LEN, "pgbun_%llu", (unsigned long long)id);
 }
 
-bool stmt_tracked(const struct client *c)
+bool pstmt_fwd_tracked(const struct client *c)
 {
     return c->stmts != NULL || c->pool->track_prepared;
 }
@@ -56,22 +56,22 @@ static size_t whole_or(size_t avail, uint32_t len)
     return avail < (size_t)len + 1 ? avail : (size_t)len + 1;
 }
 
-bool stmt_ready(struct evbuffer *in, uint8_t type, uint32_t len, size_t avail)
+bool pstmt_fwd_ready(struct evbuffer *in, uint8_t type, uint32_t len, size_t avail)
 {
     if (avail >= (size_t)len + 1) return true;
     /* A Bind may be large (COPY-sized parameters): its two names are enough. */
     return type == 'B' && names_end(in, avail, 2) != 0;
 }
 
-static enum stmt_step out_of_memory(struct client *c)
+static enum pstmt_fwd_step out_of_memory(struct client *c)
 {
     client_close(c, "53200", "out of memory keeping prepared statements");
-    return STMT_CLOSED;
+    return PSTMT_CLOSED;
 }
 
-static enum stmt_step queued(struct client *c, struct server *s, const struct rq_entry *e)
+static enum pstmt_fwd_step queued(struct client *c, struct server *s, const struct replyq_entry *e)
 {
-    return rq_push(&s->rq, e) ? STMT_DONE : out_of_memory(c);
+    return replyq_push(&s->rq, e) ? PSTMT_DONE : out_of_memory(c);
 }
 
 /*
@@ -96,7 +96,7 @@ static bool holds(struct server *s, const struct pstmt *p, bool *unsure)
  * (`unsure`, or a client's text dropped statements); queues e (its id
  * set) for the reply. false: c was closed.
  */
-static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p, struct rq_entry *e, bool unsure)
+static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p, struct replyq_entry *e, bool unsure)
 {
     char     name[SERVER_NAME_LEN];
     uint64_t evicted;
@@ -107,11 +107,11 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
     for (evict = pstmt_cache_add(&s->stmts, p->id, max, &evicted, &oom); evict && !oom;
          evict = pstmt_cache_trim(&s->stmts, max, &evicted)) {
         /* Its id: should PostgreSQL skip the Close (an error before it), the server keeps the name. */
-        struct rq_entry close = {.type = 'C', .action = RQ_DROP, .id = evicted};
+        struct replyq_entry close = {.type = 'C', .action = REPLYQ_DROP, .id = evicted};
 
         server_name(name, evicted);
         proto_add_statement_request(s->out, 'C', name);
-        if (!rq_push(&s->rq, &close)) oom = true;
+        if (!replyq_push(&s->rq, &close)) oom = true;
     }
     if (oom) {
         free(e->name);
@@ -123,7 +123,7 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
     if (s->stmts_dirty || unsure) {
         /* The client's text may have left the name behind (a DEALLOCATE that failed): close it first. */
         proto_add_statement_request(s->out, 'C', name);
-        if (!rq_push_simple(&s->rq, 'C', RQ_DROP)) {
+        if (!replyq_push_simple(&s->rq, 'C', REPLYQ_DROP)) {
             free(e->name);
             out_of_memory(c);
             return false;
@@ -133,7 +133,7 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
                     p->len - strlen((const char *)p->body) - 1);
     c->pool->stats.server_parse_count++;
     e->id = p->id;
-    if (!rq_push(&s->rq, e)) {
+    if (!replyq_push(&s->rq, e)) {
         out_of_memory(c);
         return false;
     }
@@ -143,8 +143,8 @@ static bool prepare_on(struct client *c, struct server *s, const struct pstmt *p
 /* Prepares p on s unless s has it. false: c was closed. */
 static bool ensure_on(struct client *c, struct server *s, const struct pstmt *p)
 {
-    struct rq_entry e = {.type = 'P', .action = RQ_DROP};
-    bool            unsure;
+    struct replyq_entry e = {.type = 'P', .action = REPLYQ_DROP};
+    bool                unsure;
 
     return holds(s, p, &unsure) || prepare_on(c, s, p, &e, unsure);
 }
@@ -189,27 +189,27 @@ static bool learn_effects(struct pstmt *p, const struct server *s)
 static bool note_effects(struct client *c, const struct pstmt *p, struct server *s)
 {
     s->scan_pending |= p->effects;
-    stmt_text_dropped(c, s, p->effects);
+    pstmt_fwd_text_dropped(c, s, p->effects);
     for (const char *n = p->names; n != NULL && *n != '\0'; n += strlen(n) + 1)
         if (!varlist_set(&s->scan_names, n, "")) return false;
     return true;
 }
 
-static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
+static enum pstmt_fwd_step on_parse(struct client *c, struct server *s, uint32_t len)
 {
-    const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
-    struct pkt_reader r;
-    const char       *name;
-    struct pstmt     *p;
-    struct rq_entry   e = {.type = 'P'};
-    bool              unsure;
+    const uint8_t      *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    struct proto_reader r;
+    const char         *name;
+    struct pstmt       *p;
+    struct replyq_entry e = {.type = 'P'};
+    bool                unsure;
 
-    pkt_reader_init(&r, m + 5, len - 4);
-    name = pkt_get_str(&r);
-    if (r.bad || name[0] == '\0') return STMT_PASS; /* the unnamed statement lives within one transaction */
+    proto_reader_init(&r, m + 5, len - 4);
+    name = proto_get_str(&r);
+    if (r.bad || name[0] == '\0') return PSTMT_PASS; /* the unnamed statement lives within one transaction */
     if (!parse_body_valid(r.p, r.left)) {
         client_close(c, "08P01", "invalid Parse message for statement \"%.64s\"", name);
-        return STMT_CLOSED;
+        return PSTMT_CLOSED;
     }
     c->pool->stats.parse_count++; /* as PgBouncer: named statements pgbun keeps */
     if ((e.name = strdup(name)) == NULL) return out_of_memory(c);
@@ -220,9 +220,9 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
          * there; pgbun's error replaces the server's.
          */
         e.type = 'D';
-        e.action = RQ_SUBST;
+        e.action = REPLYQ_SUBST;
         evbuffer_drain(c->in, (size_t)len + 1);
-        proto_add_statement_request(s->out, 'D', STMT_NO_SUCH_NAME);
+        proto_add_statement_request(s->out, 'D', PSTMT_NO_SUCH_NAME);
         return queued(c, s, &e);
     }
     if (c->stmts == NULL && (c->stmts = calloc(1, sizeof(*c->stmts))) == NULL) {
@@ -242,23 +242,23 @@ static enum stmt_step on_parse(struct client *c, struct server *s, uint32_t len)
     e.adds_name = true; /* undone if the server refuses it, or skips it after an error */
     e.named = p->id;
     evbuffer_drain(c->in, (size_t)len + 1);
-    if (s->txstatus == 'E' && rq_empty(&s->rq)) {
+    if (s->txstatus == 'E' && replyq_empty(&s->rq)) {
         /*
          * A failed transaction: PostgreSQL refuses any Parse (25P02), which
          * the server's cache would hide. It refuses this one in its place
          * (of the unnamed statement, which it cannot replace now).
          */
-        e.action = RQ_PASS;
+        e.action = REPLYQ_PASS;
         proto_add_parse(s->out, "", "SELECT 1", NULL, 0);
         return queued(c, s, &e);
     }
     if (holds(s, p, &unsure)) {
-        e.action = RQ_SYNTH;
+        e.action = REPLYQ_SYNTH;
         e.synth = '1';
         return queued(c, s, &e);
     }
-    e.action = RQ_PASS;
-    return prepare_on(c, s, p, &e, unsure) ? STMT_DONE : STMT_CLOSED;
+    e.action = REPLYQ_PASS;
+    return prepare_on(c, s, p, &e, unsure) ? PSTMT_DONE : PSTMT_CLOSED;
 }
 
 /*
@@ -279,59 +279,60 @@ static void rewrite_head(struct server *s, const uint8_t *m, size_t name_at, siz
     evbuffer_add(s->out, name, n);
 }
 
-static enum stmt_step on_bind(struct client *c, struct server *s, uint32_t len, size_t *taken)
+static enum pstmt_fwd_step on_bind(struct client *c, struct server *s, uint32_t len, size_t *taken)
 {
     size_t         have = whole_or(evbuffer_get_length(c->in), len);
     size_t         portal_end = names_end(c->in, have, 1), name_end = names_end(c->in, have, 2);
     const uint8_t *m;
     struct pstmt  *p;
 
-    if (name_end == 0) return STMT_PASS; /* malformed: PostgreSQL's to refuse */
+    if (name_end == 0) return PSTMT_PASS; /* malformed: PostgreSQL's to refuse */
     m = evbuffer_pullup(c->in, (ev_ssize_t)name_end);
-    if (m[portal_end] == '\0') return STMT_PASS;
+    if (m[portal_end] == '\0') return PSTMT_PASS;
     c->pool->stats.bind_count++; /* as PgBouncer: Binds of named statements pgbun keeps */
-    if (c->stmts == NULL) return STMT_PASS;
+    if (c->stmts == NULL) return PSTMT_PASS;
     if ((p = pstmt_name_find(c->stmts, (const char *)m + portal_end)) == NULL)
-        return STMT_PASS; /* PostgreSQL says it does not exist */
+        return PSTMT_PASS; /* PostgreSQL says it does not exist */
     if (p->effects != 0 && !note_effects(c, p, s)) return out_of_memory(c);
     if ((p->effects & SCAN_RESTORE) && c->params.count > 0) s->restore_due = true; /* RESET ALL, prepared */
     if (p->effects & SCAN_UNKNOWN) s->unknown_of = c->id;
-    if (!ensure_on(c, s, p)) return STMT_CLOSED;
+    if (!ensure_on(c, s, p)) return PSTMT_CLOSED;
     rewrite_head(s, m, portal_end, name_end, len, p);
     evbuffer_drain(c->in, name_end);
     *taken = name_end;
-    return STMT_TAKEN;
+    return PSTMT_TAKEN;
 }
 
-static enum stmt_step on_describe_close(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
+static enum pstmt_fwd_step on_describe_close(struct client *c, struct server *s, uint8_t type, uint32_t len,
+                                             size_t *taken)
 {
-    const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
-    struct pkt_reader r;
-    const char       *name;
-    struct pstmt     *p;
-    uint8_t           kind;
+    const uint8_t      *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    struct proto_reader r;
+    const char         *name;
+    struct pstmt       *p;
+    uint8_t             kind;
 
-    pkt_reader_init(&r, m + 5, len - 4);
-    kind = pkt_get_u8(&r);
-    name = pkt_get_str(&r);
-    if (r.bad || r.left != 0 || kind != 'S' || name[0] == '\0') return STMT_PASS;
+    proto_reader_init(&r, m + 5, len - 4);
+    kind = proto_get_u8(&r);
+    name = proto_get_str(&r);
+    if (r.bad || r.left != 0 || kind != 'S' || name[0] == '\0') return PSTMT_PASS;
     if (type == 'C') {
         /* The server keeps it for other clients and the next Parse of the same text. */
-        struct rq_entry e = {.type = 'C', .action = RQ_SYNTH, .synth = '3'};
+        struct replyq_entry e = {.type = 'C', .action = REPLYQ_SYNTH, .synth = '3'};
 
         if (c->stmts != NULL && (p = pstmt_name_remove(c->stmts, name)) != NULL) pstmt_put(&c->w->stmts, p);
         evbuffer_drain(c->in, (size_t)len + 1);
         return queued(c, s, &e);
     }
-    if (c->stmts == NULL || (p = pstmt_name_find(c->stmts, name)) == NULL) return STMT_PASS;
-    if (!ensure_on(c, s, p)) return STMT_CLOSED;
+    if (c->stmts == NULL || (p = pstmt_name_find(c->stmts, name)) == NULL) return PSTMT_PASS;
+    if (!ensure_on(c, s, p)) return PSTMT_CLOSED;
     rewrite_head(s, m, 6, (size_t)len + 1, len, p);
     evbuffer_drain(c->in, (size_t)len + 1);
     *taken = (size_t)len + 1;
-    return STMT_TAKEN;
+    return PSTMT_TAKEN;
 }
 
-enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
+enum pstmt_fwd_step pstmt_fwd_message(struct client *c, struct server *s, uint8_t type, uint32_t len, size_t *taken)
 {
     *taken = 0;
     switch (type) {
@@ -339,7 +340,7 @@ enum stmt_step stmt_forward(struct client *c, struct server *s, uint8_t type, ui
     case 'B': return on_bind(c, s, len, taken);
     case 'D':
     case 'C': return on_describe_close(c, s, type, len, taken);
-    default: return STMT_PASS;
+    default: return PSTMT_PASS;
     }
 }
 
@@ -351,9 +352,9 @@ static void names_free(struct client *c, struct pstmt_names **m)
     *m = NULL;
 }
 
-void stmt_text_dropped(struct client *c, struct server *s, unsigned flags)
+void pstmt_fwd_text_dropped(struct client *c, struct server *s, unsigned flags)
 {
-    /* DEALLOCATE of one name: stmt_deallocate's, or a SQL-level statement's (which pins its client). */
+    /* DEALLOCATE of one name: pstmt_fwd_deallocate's, or a SQL-level statement's (which pins its client). */
     if ((flags & (SCAN_DEALLOCATE_ALL | SCAN_DISCARD_ALL)) == 0) return;
     /* Whether the server's went is known only after it ran: prepare afresh, closing the name first. */
     pstmt_cache_clear(&s->stmts);
@@ -374,7 +375,7 @@ void stmt_text_dropped(struct client *c, struct server *s, unsigned flags)
     c->stmts = NULL;
 }
 
-void stmt_command_done(struct client *c, const char *tag, size_t len)
+void pstmt_fwd_command_done(struct client *c, const char *tag, size_t len)
 {
     static const char discard[] = "DISCARD ALL", deallocate[] = "DEALLOCATE ALL";
 
@@ -384,7 +385,7 @@ void stmt_command_done(struct client *c, const char *tag, size_t len)
         names_free(c, &c->stmts_dropping);
 }
 
-void stmt_drop_refused(struct client *c)
+void pstmt_fwd_drop_refused(struct client *c)
 {
     if (c->stmts_dropping == NULL) return;
     if (c->stmts == NULL) {
@@ -396,35 +397,35 @@ void stmt_drop_refused(struct client *c)
     c->stmts_dropping = NULL;
 }
 
-enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len, const char *target,
-                               size_t *taken)
+enum pstmt_fwd_step pstmt_fwd_deallocate(struct client *c, struct server *s, uint8_t type, uint32_t len,
+                                         const char *target, size_t *taken)
 {
-    const uint8_t    *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
-    struct pkt_reader r;
-    char              text[16 + SERVER_NAME_LEN], name[SERVER_NAME_LEN];
-    struct pstmt     *p;
-    bool              unsure;
+    const uint8_t      *m = evbuffer_pullup(c->in, (ev_ssize_t)len + 1);
+    struct proto_reader r;
+    char                text[16 + SERVER_NAME_LEN], name[SERVER_NAME_LEN];
+    struct pstmt       *p;
+    bool                unsure;
 
     *taken = 0;
-    pkt_reader_init(&r, m + 5, len - 4);
-    if (type == 'P' && pkt_get_str(&r)[0] != '\0') return STMT_PASS; /* a named statement of it: left alone */
-    (void)pkt_get_str(&r);                                           /* the text, which the scanner has read */
+    proto_reader_init(&r, m + 5, len - 4);
+    if (type == 'P' && proto_get_str(&r)[0] != '\0') return PSTMT_PASS; /* a named statement of it: left alone */
+    (void)proto_get_str(&r);                                            /* the text, which the scanner has read */
     if (r.bad || c->stmts == NULL || (p = pstmt_name_find(c->stmts, target)) == NULL)
-        return STMT_PASS; /* not one of the client's protocol-level names: the server's to judge */
+        return PSTMT_PASS; /* not one of the client's protocol-level names: the server's to judge */
     if (type == 'Q' && !holds(s, p, &unsure)) {
         /*
          * Prepared first, behind a Sync of pgbun's own: a Query after a
          * Parse that failed would be skipped, waiting for a Sync that the
          * client never sends. So the Query runs, and reports what it finds.
          */
-        struct rq_entry parse = {.type = 'P', .action = RQ_DROP};
+        struct replyq_entry parse = {.type = 'P', .action = REPLYQ_DROP};
 
-        if (s->unsynced) return STMT_PASS; /* extended messages before it: theirs is the Sync */
-        if (!prepare_on(c, s, p, &parse, unsure)) return STMT_CLOSED;
+        if (s->unsynced) return PSTMT_PASS; /* extended messages before it: theirs is the Sync */
+        if (!prepare_on(c, s, p, &parse, unsure)) return PSTMT_CLOSED;
         proto_add_sync(s->out);
-        if (!rq_push_simple(&s->rq, 'S', RQ_DROP)) return out_of_memory(c);
+        if (!replyq_push_simple(&s->rq, 'S', REPLYQ_DROP)) return out_of_memory(c);
     } else if (!ensure_on(c, s, p)) {
-        return STMT_CLOSED;
+        return PSTMT_CLOSED;
     }
     server_name(name, p->id);
     snprintf(text, sizeof(text), "DEALLOCATE %s", name);
@@ -438,17 +439,17 @@ enum stmt_step stmt_deallocate(struct client *c, struct server *s, uint8_t type,
     pstmt_put(&c->w->stmts, pstmt_name_remove(c->stmts, target));
     evbuffer_drain(c->in, (size_t)len + 1);
     *taken = (size_t)len + 1;
-    return STMT_TAKEN;
+    return PSTMT_TAKEN;
 }
 
-bool stmt_emit(const struct rq_entry *e, void *arg)
+bool pstmt_fwd_emit(const struct replyq_entry *e, void *arg)
 {
     struct server *s = arg;
     struct client *c = s->client;
 
     if (c == NULL) return true;        /* nobody to answer */
     if (s->fwd_left > 0) return false; /* a reply is half relayed: after it */
-    if (e->action == RQ_SUBST)
+    if (e->action == REPLYQ_SUBST)
         proto_add_error(c->out, "ERROR", "42P05", "prepared statement \"%s\" already exists", e->name);
     else if (e->synth == '1')
         proto_add_parse_complete(c->out);
@@ -457,7 +458,7 @@ bool stmt_emit(const struct rq_entry *e, void *arg)
     return true;
 }
 
-void stmt_settle(const struct rq_entry *e, bool ok, void *arg)
+void pstmt_fwd_settle(const struct replyq_entry *e, bool ok, void *arg)
 {
     struct server *s = arg;
     struct client *c = s->client;
@@ -478,17 +479,17 @@ void stmt_settle(const struct rq_entry *e, bool ok, void *arg)
         pstmt_put(&c->w->stmts, pstmt_name_remove(c->stmts, e->name));
 }
 
-size_t stmt_client_count(const struct client *c)
+size_t pstmt_fwd_client_count(const struct client *c)
 {
     return c->stmts ? c->stmts->n : 0;
 }
 
-size_t stmt_server_count(const struct server *s)
+size_t pstmt_fwd_server_count(const struct server *s)
 {
     return s->stmts.n;
 }
 
-void stmt_client_free(struct client *c)
+void pstmt_fwd_client_free(struct client *c)
 {
     names_free(c, &c->stmts);
     names_free(c, &c->stmts_dropping);

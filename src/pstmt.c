@@ -1,5 +1,5 @@
 /*
- * prepared.c - statements, client names and server caches (prepared.h).
+ * pstmt.c - statements, client names and server caches (pstmt.h): the data.
  *
  * Three uthash tables: the registry by statement body, a client's names by
  * name, a server's cache by id. The server cache also keeps a doubly linked
@@ -13,7 +13,7 @@
  * has a key length no lookup uses (none matches it), it is added before the
  * first real entry and it goes only with the whole table.
  */
-#include "prepared.h"
+#include "pstmt.h"
 
 #include <assert.h>
 #include <limits.h>

@@ -1,5 +1,5 @@
 /*
- * prepared.h - the bookkeeping of protocol-level prepared statements.
+ * pstmt.h - the bookkeeping of protocol-level prepared statements.
  *
  *   client name "s1" --\
  *   client name "q7" ---+--> struct pstmt (text + parameter types, id 42) <-- server caches: {42, ...}
@@ -9,10 +9,10 @@
  * its name) once, with a process-wide id. Each client maps its own names
  * to registry entries. Each server remembers which ids it has prepared,
  * least recently used first, up to max_prepared_statements.
- * statements.c does the forwarding: see docs/SESSION_STATE.md, section 2.
+ * pstmt_fwd.c does the forwarding: see docs/SESSION_STATE.md, section 2.
  */
-#ifndef PGBUN_PREPARED_H
-#define PGBUN_PREPARED_H
+#ifndef PGBUN_PSTMT_H
+#define PGBUN_PSTMT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +32,7 @@ struct pstmt {
 
 /*
  * Each table below is a uthash table, NULL until its first entry. Its head
- * is an anchor entry that no lookup matches (prepared.c), so that the table
+ * is an anchor entry that no lookup matches (pstmt.c), so that the table
  * stays allocated while its entries come and go.
  */
 struct pstmt_registry {

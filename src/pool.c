@@ -35,6 +35,9 @@ TAILQ_HEAD(pool_list, pool);
 /* One worker's pools and lists (worker.pw). */
 struct pool_world {
     struct pool_list   pools;
+    struct pool       *pool_index; /* the same pools by key: find_or_make() */
+    struct pool_list   due;        /* pools whose dispatch runs after this loop iteration */
+    int                ndue;
     struct client_list login_clients;
     int                nlogin_clients;
     struct client_list reap_clients;
@@ -54,6 +57,8 @@ struct pool_world {
  */
 struct pool_share {
     struct pool_share *next;
+    UT_hash_handle     hh;   /* in share_index, by key */
+    char              *key;  /* kind, dbname and user: name_key() */
     char               kind; /* 'p' pool, 'a' admin pool, 'd' database, 'u' user */
     char              *dbname;
     char              *user;
@@ -71,6 +76,7 @@ struct pool_share {
 
 static pthread_mutex_t    share_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool_share *shares;
+static struct pool_share *share_index; /* the same, by key (share_lock) */
 static atomic_uint        next_pool_id;
 
 /* PAUSE db / DISABLE db, kept by database name so that pools made later inherit it. Changed only with the world
@@ -83,20 +89,51 @@ struct db_state {
 static struct db_state *db_states;
 static size_t           ndb_states;
 
+/*
+ * The key a pool or a share is found by: a tag, then each name with a mark
+ * of whether it is there ("+name" or "-"), NUL between. Written into buf
+ * when it fits (cap bytes), else malloc'd; *len is its length. NULL: out of
+ * memory.
+ */
+static char *name_key(char *buf, size_t cap, char tag, const char *a, const char *b, size_t *len)
+{
+    size_t alen = a ? strlen(a) : 0, blen = b ? strlen(b) : 0;
+    char  *k, *o;
+
+    *len = 1 + 1 + alen + 1 + 1 + blen;
+    k = *len <= cap ? buf : malloc(*len);
+    if (k == NULL) return NULL;
+    o = k;
+    *o++ = tag;
+    *o++ = a ? '+' : '-';
+    if (a) o = (char *)memcpy(o, a, alen) + alen;
+    *o++ = '\0';
+    *o++ = b ? '+' : '-';
+    if (b) memcpy(o, b, blen);
+    return k;
+}
+
 static struct pool_share *share_get(char kind, const char *dbname, const char *user)
 {
     struct pool_share *sh;
+    char               buf[256], *key;
+    size_t             len;
 
+    if ((key = name_key(buf, sizeof(buf), kind, dbname, user, &len)) == NULL) return NULL;
     pthread_mutex_lock(&share_lock);
-    for (sh = shares; sh != NULL; sh = sh->next)
-        if (sh->kind == kind && str_same(sh->dbname, dbname) && str_same(sh->user, user)) break;
+    HASH_FIND(hh, share_index, key, len, sh);
     if (sh == NULL && (sh = calloc(1, sizeof(*sh))) != NULL) {
         sh->kind = kind;
         sh->dbname = dbname ? strdup(dbname) : NULL;
         sh->user = user ? strdup(user) : NULL;
-        if ((dbname && sh->dbname == NULL) || (user && sh->user == NULL)) {
+        if ((!dbname || sh->dbname) && (!user || sh->user) && (sh->key = malloc(len)) != NULL) {
+            memcpy(sh->key, key, len);
+            HASH_ADD_KEYPTR(hh, share_index, sh->key, len, sh);
+        }
+        if (sh->hh.tbl == NULL) { /* out of memory: in no table */
             free(sh->dbname);
             free(sh->user);
+            free(sh->key);
             free(sh);
             sh = NULL;
         } else {
@@ -105,6 +142,7 @@ static struct pool_share *share_get(char kind, const char *dbname, const char *u
         }
     }
     pthread_mutex_unlock(&share_lock);
+    if (key != buf) free(key);
     return sh;
 }
 
@@ -112,8 +150,10 @@ static void shares_free(void)
 {
     struct pool_share *sh;
 
+    HASH_CLEAR(hh, share_index);
     while ((sh = shares) != NULL) {
         shares = sh->next;
+        free(sh->key);
         varlist_clear(&sh->welcome);
         free(sh->dbname);
         free(sh->user);
@@ -202,12 +242,14 @@ static void reap_now(struct pool_world *pw)
 /* Runs once per loop iteration after something closed or asked for a dispatch. */
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct pool *p;
+    struct pool_world *pw = PW;
+    struct pool       *p;
 
-    reap_now(PW);
-    TAILQ_FOREACH(p, &PW->pools, entry)
-    {
-        if (!p->dispatch_due) continue;
+    reap_now(pw);
+    /* The pools due now; one made due by a dispatch waits for the next iteration. */
+    for (int n = pw->ndue; n > 0 && (p = TAILQ_FIRST(&pw->due)) != NULL; n--) {
+        TAILQ_REMOVE(&pw->due, p, due_entry);
+        pw->ndue--;
         p->dispatch_due = false;
         pool_dispatch(p);
     }
@@ -215,8 +257,26 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 
 void pool_dispatch_later(struct pool *p)
 {
-    p->dispatch_due = true;
-    event_active(p->w->pw->reap_event, 0, 0);
+    struct pool_world *pw = p->w->pw;
+
+    if (!p->dispatch_due) {
+        p->dispatch_due = true;
+        TAILQ_INSERT_TAIL(&pw->due, p, due_entry);
+        pw->ndue++;
+    }
+    event_active(pw->reap_event, 0, 0);
+}
+
+/* Out of the world's lists and index, before it is freed. */
+static void unlink_pool(struct pool_world *pw, struct pool *p)
+{
+    if (p->dispatch_due) {
+        TAILQ_REMOVE(&pw->due, p, due_entry);
+        pw->ndue--;
+        p->dispatch_due = false;
+    }
+    HASH_DELETE(hh, pw->pool_index, p);
+    TAILQ_REMOVE(&pw->pools, p, entry);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -230,6 +290,7 @@ bool pool_init(struct worker *w)
 
     if (pw == NULL) return false;
     TAILQ_INIT(&pw->pools);
+    TAILQ_INIT(&pw->due);
     TAILQ_INIT(&pw->login_clients);
     TAILQ_INIT(&pw->reap_clients);
     TAILQ_INIT(&pw->reap_servers);
@@ -240,6 +301,7 @@ bool pool_init(struct worker *w)
 
 static void pool_free(struct pool *p)
 {
+    free(p->key);
     free(p->dbname);
     free(p->user);
     free(p->host);
@@ -279,7 +341,7 @@ void pool_fini(struct worker *w)
     reap_now(pw);
     cancel_fini(w);
     while ((p = TAILQ_FIRST(&pw->pools)) != NULL) {
-        TAILQ_REMOVE(&pw->pools, p, entry);
+        unlink_pool(pw, p);
         pool_free(p);
     }
     if (pw->reap_event) event_free(pw->reap_event);
@@ -372,16 +434,29 @@ static bool resolve_server(struct pool *p)
 static struct pool *find_or_make(const char *dbname, const char *user, bool admin, const char **err)
 {
     struct pool *p;
+    char         buf[256], *key;
+    size_t       len;
 
-    TAILQ_FOREACH(p, &PW->pools, entry)
-    if (p->admin == admin && strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0) return p;
-
+    if ((key = name_key(buf, sizeof(buf), admin ? 'a' : 'p', dbname, user, &len)) == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    HASH_FIND(hh, PW->pool_index, key, len, p);
+    if (p != NULL) {
+        if (key != buf) free(key);
+        return p;
+    }
     p = calloc(1, sizeof(*p));
-    if (p == NULL || (p->dbname = strdup(dbname)) == NULL || (p->user = strdup(user)) == NULL) {
+    if (p == NULL || (p->key = malloc(len)) == NULL || (p->dbname = strdup(dbname)) == NULL ||
+        (p->user = strdup(user)) == NULL) {
+        if (key != buf) free(key);
         if (p) pool_free(p);
         *err = "out of memory";
         return NULL;
     }
+    memcpy(p->key, key, len);
+    p->keylen = len;
+    if (key != buf) free(key);
     p->admin = admin;
     if (admin) p->mode = POOL_STATEMENT;
     if (!resolve(p)) {
@@ -404,6 +479,12 @@ static struct pool *find_or_make(const char *dbname, const char *user, bool admi
         TAILQ_INIT(&p->clients[i]);
     for (int i = 0; i < SV_NSTATES; i++)
         TAILQ_INIT(&p->servers[i]);
+    HASH_ADD_KEYPTR(hh, PW->pool_index, p->key, p->keylen, p);
+    if (p->hh.tbl == NULL) {
+        pool_free(p);
+        *err = "out of memory";
+        return NULL;
+    }
     TAILQ_INSERT_TAIL(&PW->pools, p, entry);
     if (admin)
         log_debug("pool %s/%s created: admin console", p->dbname, p->user);
@@ -435,7 +516,7 @@ static void set_blocked(struct pool *p, bool on);
 void pool_remove(struct pool *p)
 {
     set_blocked(p, false);
-    TAILQ_REMOVE(&p->w->pw->pools, p, entry);
+    unlink_pool(p->w->pw, p);
     pool_free(p);
 }
 
@@ -813,15 +894,16 @@ bool pool_admit_client(struct pool *p, struct client *c)
 int pool_share_clients(const char *dbname, const char *user)
 {
     struct pool_share *sh;
+    char               buf[256], *key;
+    size_t             len;
     int                n = 0;
 
+    if ((key = name_key(buf, sizeof(buf), dbname ? 'd' : 'u', dbname, user, &len)) == NULL) return 0;
     pthread_mutex_lock(&share_lock);
-    for (sh = shares; sh != NULL; sh = sh->next)
-        if (sh->kind == (dbname ? 'd' : 'u') && str_same(sh->dbname, dbname) && str_same(sh->user, user)) {
-            n = atomic_load(&sh->clients);
-            break;
-        }
+    HASH_FIND(hh, share_index, key, len, sh);
+    if (sh != NULL) n = atomic_load(&sh->clients);
     pthread_mutex_unlock(&share_lock);
+    if (key != buf) free(key);
     return n;
 }
 

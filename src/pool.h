@@ -63,6 +63,10 @@ TAILQ_HEAD(server_list, server);
 
 struct pool {
     TAILQ_ENTRY(pool) entry;
+    TAILQ_ENTRY(pool) due_entry; /* on its world's due list while dispatch_due */
+    UT_hash_handle     hh;       /* in its world's index, by key */
+    char              *key;      /* admin flag, dbname and user */
+    size_t             keylen;
     struct worker     *w;          /* whose loop its clients and servers are on */
     struct pool_share *share;      /* every worker's pool of this (database, user): pool_size */
     struct pool_share *db_share;   /* every pool of the database: max_db_connections */

@@ -746,6 +746,7 @@ static bool setting_cell(struct rowset *rs, enum config_entry_kind kind, const c
     return true;
 }
 
+#ifndef NDEBUG
 /* Every key of the kind that has a SHOW column is among `cols`: a key added to config.c's table is shown. */
 static bool shows_every_key(enum config_entry_kind kind, const struct col *cols, size_t ncols)
 {
@@ -760,6 +761,7 @@ static bool shows_every_key(enum config_entry_kind kind, const struct col *cols,
     }
     return true;
 }
+#endif
 
 /* The console's row: no entry, a pool of its own. */
 static void console_row(struct rowset *rs, const char *name, const struct tally *t)

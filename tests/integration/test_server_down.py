@@ -109,7 +109,8 @@ def test_client_queued_while_the_server_is_down_is_served_within_5_s_of_its_retu
     own, _ = down_setup
     bun = start_pgbun(config={"query_wait_timeout": 40}, databases={"pgbun_test": own.entry()})
     own.stop()
-    thread, run = in_thread(lambda: bun.connect().execute("SELECT 'waited'").fetchone())
+    # The login itself waits for a server (the pool has none yet): libpq's own timeout must outlast the outage.
+    thread, run = in_thread(lambda: bun.connect(connect_timeout=40).execute("SELECT 'waited'").fetchone())
     time.sleep(7)  # long enough for the back-off to reach its 4 s cap
     assert "error" not in run, run.get("error")
     own.start()

@@ -206,8 +206,8 @@ static void end_stats_period(void)
     for (p = pool_first(); p != NULL; p = pool_next(p)) {
         if (pool_seen(p)) continue;
         memset(&sum, 0, sizeof(sum));
-        for (struct pool *q = p; q != NULL; q = pool_next(q))
-            if (pool_same(p, q)) stats_add(&sum, &q->last_period);
+        for (struct pool *q = p; q != NULL; q = pool_next_same(q))
+            stats_add(&sum, &q->last_period);
         stats_log_pool_period(p->dbname, p->user, &sum, len);
     }
     stats_log_period(&total, len);
@@ -270,8 +270,8 @@ void janitor_log_totals(void)
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         if (p->admin || pool_seen(p)) continue;
         memset(&sum, 0, sizeof(sum));
-        for (struct pool *q = p; q != NULL; q = pool_next(q))
-            if (pool_same(p, q)) stats_add(&sum, &q->stats);
+        for (struct pool *q = p; q != NULL; q = pool_next_same(q))
+            stats_add(&sum, &q->stats);
         stats_log_totals(p->dbname, p->user, &sum, pool_peak_servers(p));
     }
 }

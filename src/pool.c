@@ -562,10 +562,26 @@ struct pool *pool_first_of(const struct worker *w)
     return TAILQ_FIRST(&w->pw->pools);
 }
 
+struct pool *pool_next_same(const struct pool *p)
+{
+    for (int i = p->w->id + 1; i < worker_count(); i++) {
+        struct pool *q;
+
+        HASH_FIND(hh, worker_get(i)->pw->pool_index, p->key, p->keylen, q);
+        if (q != NULL) return q;
+    }
+    return NULL;
+}
+
 bool pool_seen(const struct pool *p)
 {
-    for (const struct pool *q = pool_first(); q != p; q = pool_next(q))
-        if (pool_same(p, q)) return true;
+    /* A worker has one pool per key, and pools are walked worker by worker: look in the workers before p's. */
+    for (int i = 0; i < p->w->id; i++) {
+        struct pool *q;
+
+        HASH_FIND(hh, worker_get(i)->pw->pool_index, p->key, p->keylen, q);
+        if (q != NULL) return true;
+    }
     return false;
 }
 

@@ -152,12 +152,15 @@ void pool_remove(struct pool *p);
 /*
  * Every pool of every worker, each worker's in creation order: with more
  * than one worker, only with the world stopped. Pools of one (database,
- * user) are pool_same; pool_seen says whether one came earlier.
+ * user) are pool_same, one per worker at most; pool_seen says whether one
+ * came earlier, pool_next_same gives the next one (NULL: none), each in
+ * O(workers).
  */
 struct pool *pool_first(void);
 struct pool *pool_next(const struct pool *p);
 bool         pool_same(const struct pool *a, const struct pool *b);
 bool         pool_seen(const struct pool *p);
+struct pool *pool_next_same(const struct pool *p);
 /* The first pool of worker w, on its own loop (TAILQ_NEXT gives the next). */
 struct pool *pool_first_of(const struct worker *w);
 /* Clients still logging in (no pool yet), of every worker (the same rule). */

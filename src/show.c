@@ -97,11 +97,10 @@ static void show_pools(struct rowset *rs)
         if (pool_seen(p)) continue;
         memset(&total, 0, sizeof(total));
         memset(&period, 0, sizeof(period));
-        for (struct pool *q = p; q != NULL; q = pool_next(q)) {
+        for (struct pool *q = p; q != NULL; q = pool_next_same(q)) {
             usec_t since = pool_waiting_since(q);
             int    qs, qw;
 
-            if (!pool_same(p, q)) continue;
             for (int i = 0; i < CL_NSTATES; i++)
                 ncl[i] += q->nclients[i];
             for (int i = 0; i < SV_NSTATES; i++)
@@ -151,32 +150,50 @@ struct db_sum {
     int          max_servers;
 };
 
-/* The databases in order of their first pool; *n of them, malloc'd. */
+/* A database's place in sum_by_db's array, found by name. */
+struct db_index {
+    UT_hash_handle hh;
+    int            i;
+};
+
+/* The databases in order of their first pool; *n of them, malloc'd (NULL and 0 when out of memory). */
 static struct db_sum *sum_by_db(int *n)
 {
-    struct db_sum *sums = NULL;
-    int            count = 0, cap = 0;
+    struct db_sum   *sums = NULL;
+    struct db_index *index = NULL, *slots;
+    int              count = 0, cap = 0, npools = 0;
 
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        npools++;
+    *n = 0;
+    if ((slots = calloc((size_t)npools + 1, sizeof(*slots))) == NULL) return NULL;
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        struct db_sum *d = NULL;
+        struct db_index *e;
+        struct db_sum   *d;
 
-        for (int i = 0; i < count && d == NULL; i++)
-            if (strcmp(sums[i].name, p->dbname) == 0) d = &sums[i];
-        if (d == NULL) {
+        HASH_FIND_STR(index, p->dbname, e);
+        if (e == NULL) {
             if (count == cap) {
                 struct db_sum *grown = realloc(sums, (size_t)(cap = cap ? cap * 2 : 8) * sizeof(*sums));
 
                 if (grown == NULL) break;
                 sums = grown;
             }
+            e = &slots[count];
+            e->i = count;
+            HASH_ADD_KEYPTR(hh, index, p->dbname, strlen(p->dbname), e);
+            if (e->hh.tbl == NULL) break;
             d = &sums[count++];
             memset(d, 0, sizeof(*d));
             d->name = p->dbname;
         }
+        d = &sums[e->i];
         stats_add(&d->total, &p->stats);
         stats_add(&d->period, &p->last_period);
         if (pool_peak_db_servers(p) > d->max_servers) d->max_servers = pool_peak_db_servers(p);
     }
+    HASH_CLEAR(hh, index);
+    free(slots);
     *n = count;
     return sums;
 }

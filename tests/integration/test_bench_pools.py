@@ -18,7 +18,12 @@ import pytest
 
 from conftest import IS_PGBOUNCER, KEEP, SRCDIR, make_tempdir, pgbun_binary
 
-pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="runs pgbun's own benchmark script")
+pytestmark = [
+    pytest.mark.skipif(IS_PGBOUNCER, reason="runs pgbun's own benchmark script"),
+    # A script, not the daemon: once per check, as bench/run (scripts/check sets this after the first build).
+    pytest.mark.skipif(bool(os.environ.get("ONCE_PER_CHECK_DONE")),
+                       reason="ONCE_PER_CHECK_DONE is set (bench/pools already ran once in this check)"),
+]
 
 BENCH = SRCDIR / "bench" / "pools"
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"

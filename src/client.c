@@ -260,7 +260,11 @@ static void login_ok(struct client *c)
         }
         /* With several workers the key's low six bits say whose client it is, so a cancel goes straight there. */
         if (worker_count() > 1) c->cancel_key[0] = (uint8_t)((c->cancel_key[0] & ~0x3f) | c->w->id);
-    } while (pool_find_cancel_key(c->cancel_key) != NULL);
+    } while (pool_cancel_key_taken(c->cancel_key));
+    if (!pool_index_cancel_key(c)) {
+        client_close(c, "53200", "out of memory");
+        return;
+    }
     if (p->welcome_ready) {
         client_welcome(c);
         return;

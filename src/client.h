@@ -15,11 +15,12 @@
 #include <sys/socket.h>
 
 #include "auth.h"
-
-struct pstmt_names;
+#include "hashtab.h"
 #include "io.h"
 #include "pool.h"
 #include "varlist.h"
+
+struct pstmt_names;
 
 struct scram_server;
 struct admin_session;
@@ -55,6 +56,8 @@ struct client {
     struct pstmt_names   *stmts;          /* its prepared statements, kept by pgbun (pstmt_fwd.h); NULL: none */
     struct pstmt_names   *stmts_dropping; /* ... those a DEALLOCATE ALL or DISCARD ALL in flight may drop */
     uint8_t               cancel_key[8];  /* BackendKeyData pgbun gave it */
+    UT_hash_handle        cancel_hh;      /* in its worker's index of cancel keys, from login to closing */
+    bool                  cancel_indexed; /* ... and it is there */
     usec_t                connect_time;
     usec_t                request_time;  /* last read from the client */
     usec_t                state_since;   /* when it entered its current state */

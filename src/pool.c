@@ -35,8 +35,9 @@ TAILQ_HEAD(pool_list, pool);
 /* One worker's pools and lists (worker.pw). */
 struct pool_world {
     struct pool_list   pools;
-    struct pool       *pool_index; /* the same pools by key: find_or_make() */
-    struct pool_list   due;        /* pools whose dispatch runs after this loop iteration */
+    struct pool       *pool_index;   /* the same pools by key: find_or_make() */
+    struct client     *cancel_index; /* logged-in clients by cancel key */
+    struct pool_list   due;          /* pools whose dispatch runs after this loop iteration */
     int                ndue;
     struct client_list login_clients;
     int                nlogin_clients;
@@ -848,6 +849,8 @@ void pool_set_client_state(struct client *c, enum client_state st)
     TAILQ_INSERT_TAIL(client_list_of(c, st), c, entry);
     client_count(c, st, +1);
     if (st == CL_CLOSING) {
+        if (c->cancel_indexed) HASH_DELETE(cancel_hh, c->w->pw->cancel_index, c);
+        c->cancel_indexed = false;
         /* Its places under max_db_client_connections and max_user_client_connections are free. */
         if (c->db_clients != NULL) atomic_fetch_sub(&c->db_clients->clients, 1);
         if (c->user_clients != NULL) atomic_fetch_sub(&c->user_clients->clients, 1);
@@ -1754,16 +1757,26 @@ void pool_wait_timed_out(struct client *c, const char *what)
 
 struct client *pool_find_cancel_key(const uint8_t key[8])
 {
-    struct pool   *p;
     struct client *c;
 
-    TAILQ_FOREACH(p, &PW->pools, entry)
-    {
-        for (int st = CL_IDLE; st <= CL_ACTIVE; st++)
-            TAILQ_FOREACH(c, &p->clients[st], entry)
-        if (memcmp(c->cancel_key, key, 8) == 0) return c;
-    }
-    return NULL;
+    HASH_FIND(cancel_hh, PW->cancel_index, key, sizeof(c->cancel_key), c);
+    return c != NULL && c->state >= CL_IDLE && c->state <= CL_ACTIVE ? c : NULL;
+}
+
+bool pool_cancel_key_taken(const uint8_t key[8])
+{
+    struct client *c;
+
+    HASH_FIND(cancel_hh, PW->cancel_index, key, sizeof(c->cancel_key), c);
+    return c != NULL;
+}
+
+bool pool_index_cancel_key(struct client *c)
+{
+    assert(!c->cancel_indexed);
+    HASH_ADD(cancel_hh, c->w->pw->cancel_index, cancel_key, sizeof(c->cancel_key), c);
+    c->cancel_indexed = c->cancel_hh.tbl != NULL;
+    return c->cancel_indexed;
 }
 
 int pool_total_clients(void)

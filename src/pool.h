@@ -264,8 +264,12 @@ usec_t pool_waiting_since(const struct pool *p);
 /* Every open server connection of this worker's pool (not closing). */
 int pool_server_count(const struct pool *p);
 
-/* A logged-in client of this worker with that cancel key. */
+/* A logged-in client of this worker with that cancel key (idle, waiting or active), in O(1). */
 struct client *pool_find_cancel_key(const uint8_t key[8]);
+/* Whether a client of this worker has that key already. */
+bool pool_cancel_key_taken(const uint8_t key[8]);
+/* Puts c, with its new key, in its worker's index until it closes. false: out of memory. */
+bool pool_index_cancel_key(struct client *c);
 
 /* Number of logged-in or logging-in clients and open servers (for shutdown). */
 int pool_total_clients(void);

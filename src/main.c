@@ -12,7 +12,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -24,12 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "client.h"
 #include "janitor.h"
 #include "listener.h"
 #include "log.h"

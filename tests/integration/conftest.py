@@ -26,6 +26,7 @@ Environment:
 import glob
 import json
 import grp
+import math
 import os
 import pwd
 import re
@@ -115,6 +116,26 @@ def port_accepts(host, port, timeout=0.2):
             return True
     except OSError:
         return False
+
+
+def processes_mentioning(text):
+    """(pid, command line) of every process whose command line contains text."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(pid), cmdline.strip()))
+    return found
+
+
+def is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def run_as_kwargs():

@@ -10,7 +10,6 @@ benchmark started is left running.
 """
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import KEEP, SRCDIR, make_tempdir, pgbun_binary
+from conftest import KEEP, SRCDIR, is_number, make_tempdir, pgbun_binary, processes_mentioning
 
 BENCH = SRCDIR / "bench" / "run"
 PGBENCH_SCENARIOS = ["select-c1", "select-c50", "select-c300", "extended-c50", "extended-c300",
@@ -30,25 +29,6 @@ PGBUN_TARGETS = ["pgbun", "pgbun-w2"]  # bench/run's default --workers 1,2
 OFF_TARGET = "pgbun-off"  # bench/run's default --session-state track,off
 OFF_SCENARIOS = ["select-c50", "extended-c50"]  # the ones pgbun-off runs
 
-
-def processes_mentioning(text):
-    """(pid, command line) of every process whose command line contains text."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append((int(pid), cmdline.strip()))
-    return found
-
-
-def is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @pytest.mark.skipif(bool(os.environ.get("ONCE_PER_CHECK_DONE")),

@@ -6,7 +6,6 @@ the benchmark started outlives it, after a normal end or a Ctrl-C.
 """
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import IS_PGBOUNCER, KEEP, SRCDIR, make_tempdir, pgbun_binary
+from conftest import IS_PGBOUNCER, KEEP, SRCDIR, is_number, make_tempdir, pgbun_binary, processes_mentioning
 
 pytestmark = [
     pytest.mark.skipif(IS_PGBOUNCER, reason="runs pgbun's own benchmark script"),
@@ -29,25 +28,6 @@ BENCH = SRCDIR / "bench" / "pools"
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 HAVE_PGBOUNCER = os.access(PGBOUNCER, os.X_OK)
 
-
-def processes_mentioning(text):
-    """(pid, command line) of every process whose command line contains text."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append((int(pid), cmdline.strip()))
-    return found
-
-
-def is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def kill_leftovers(base):

@@ -1,7 +1,8 @@
 /*
  * client.c - the client connection: login, then framing and forwarding.
  *
- *   accept -> LOGIN: [SSLRequest -> 'N'] StartupMessage -> auth exchange
+ *   accept -> LOGIN: [SSLRequest -> 'S' + TLS handshake, or 'N'] StartupMessage
+ *          -> auth exchange
  *          -> WELCOME (first server of the pool logs in) -> IDLE
  *   IDLE   -> first message -> WAITING -> ACTIVE: messages framed from
  *             c->in and moved (not copied) to s->out; ReadyForQuery on
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@
 #include "scram.h"
 #include "server.h"
 #include "pstmt_fwd.h"
+#include "tls.h"
 
 static atomic_uint_fast64_t next_client_id;
 
@@ -209,7 +212,8 @@ bool client_flush(struct client *c)
     size_t before = evbuffer_get_length(c->out);
 
     if (io_flush(&c->io, c->out) == IO_ERROR) {
-        client_close(c, NULL, "write failed: %s", strerror(errno));
+        if (errno == EPROTO) client_log(c, LOGL_INFO, "TLS failed: %s", io_strerror(errno));
+        client_close(c, NULL, "write failed: %s", io_strerror(errno));
         return false;
     }
     if (c->pool != NULL) c->pool->stats.bytes_out += before - evbuffer_get_length(c->out);
@@ -303,7 +307,12 @@ void client_welcome(struct client *c)
     proto_add_ready(c->out, 'I');
     login_free(c);
     pool_set_client_state(c, CL_IDLE);
-    if (pgbun.cfg->log_connections) client_log(c, LOGL_INFO, "login succeeded");
+    if (pgbun.cfg->log_connections) {
+        char tls[128];
+
+        tls_describe(&c->io, tls, sizeof(tls));
+        client_log(c, LOGL_INFO, "login succeeded%s%s%s", tls[0] ? " (tls=" : "", tls, tls[0] ? ")" : "");
+    }
     if (!client_flush(c)) return;
     io_set_reading(&c->io, true);
     if (evbuffer_get_length(c->in) > 0) client_process(c);
@@ -327,10 +336,37 @@ static void send_auth_request(struct client *c)
     const struct secret       *sec = pgbun.auth ? auth_file_find(pgbun.auth, c->user) : NULL;
     enum auth_type             type = cfg->auth_type;
 
+    if (type == AUTH_CERT) {
+        /* As PostgreSQL's cert method: a verified client certificate whose common name is the user. */
+        char cn[256];
+
+        if (c->io.ssl == NULL) {
+            client_close(c, "28000", "certificate authentication failed for user \"%s\": the connection is not TLS",
+                         c->user);
+            return;
+        }
+        if (!tls_peer_cn(&c->io, cn, sizeof(cn))) {
+            client_close(c, "28000",
+                         "certificate authentication failed for user \"%s\": no verified client certificate with a "
+                         "common name",
+                         c->user);
+            return;
+        }
+        if (strcmp(cn, c->user) != 0) {
+            client_log(c, LOGL_INFO, "certificate common name \"%s\" is not the user name", cn);
+            client_close(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+            return;
+        }
+        type = AUTH_TRUST; /* and, as trust, a user pgbun knows */
+    }
     if (type == AUTH_TRUST) {
         /* No password, but a user pgbun knows, as PgBouncer documents it. */
         if (sec == NULL && !trust_unlisted(c)) {
-            client_close(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
+            if (cfg->auth_type == AUTH_CERT)
+                client_close(c, "28000", "certificate authentication failed for user \"%s\": not in auth_file",
+                             c->user);
+            else
+                client_close(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
             return;
         }
         login_ok(c);
@@ -361,12 +397,18 @@ static void send_auth_request(struct client *c)
         break;
     case AUTH_SCRAM: {
         static const char mechs[] = "SCRAM-SHA-256\0";
+        static const char plus[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
 
-        proto_add_auth(c->out, AUTH_REQ_SASL, mechs, sizeof(mechs));
+        /* Over TLS, binding to the connection is offered first, as PostgreSQL does. */
+        if (c->io.ssl != NULL)
+            proto_add_auth(c->out, AUTH_REQ_SASL, plus, sizeof(plus));
+        else
+            proto_add_auth(c->out, AUTH_REQ_SASL, mechs, sizeof(mechs));
         c->step = LOGIN_SASL_INITIAL;
         break;
     }
-    case AUTH_TRUST: break;
+    case AUTH_TRUST:
+    case AUTH_CERT: break;
     }
     (void)client_flush(c);
 }
@@ -425,6 +467,16 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
     if (db == NULL || db[0] == '\0') db = user;
     if ((c->user = strdup(user)) == NULL || (c->dbname = strdup(db)) == NULL) {
         client_close(c, "53200", "out of memory");
+        return;
+    }
+    if (c->io.ssl == NULL && !c->is_unix && pgbun.tls->client_mode >= TLS_REQUIRE) {
+        client_close(c, "28000", "TLS is required: client_tls_sslmode = %s refuses plain-text logins over TCP",
+                     cfg->client_tls_sslmode);
+        return;
+    }
+    /* As PostgreSQL 17: a direct TLS connection must have agreed on ALPN "postgresql". */
+    if (c->tls_direct && !tls_alpn_ok(&c->io)) {
+        client_close(c, "08P01", "direct TLS connection without ALPN protocol \"postgresql\"");
         return;
     }
     if (repl != NULL && truthy(repl)) {
@@ -503,6 +555,42 @@ static void handle_cancel(struct client *c, const uint8_t *key)
     client_close(c, NULL, "cancel request handled");
 }
 
+/* 'S' to an SSLRequest, in plain text, then the handshake: io_read and io_flush drive it from here on. */
+static void start_tls(struct client *c)
+{
+    evbuffer_add(c->out, "S", 1);
+    if (!client_flush(c)) return;
+    if (evbuffer_get_length(c->out) > 0) {
+        client_close(c, NULL, "could not send the answer to its SSL request");
+        return;
+    }
+    if (!tls_accept(&c->io, pgbun.tls)) client_close(c, "53200", "out of memory starting TLS");
+}
+
+/*
+ * A PostgreSQL 17 client may open with a TLS ClientHello (direct TLS, no
+ * SSLRequest): looked for in the first bytes, left on the socket for
+ * OpenSSL to read. Only when pgbun offers TLS, and once.
+ */
+static bool start_direct_tls(struct client *c)
+{
+    unsigned char first;
+    ssize_t       n;
+
+    c->tls_checked = true;
+    if (c->is_unix || pgbun.tls->accept == NULL) return true;
+    do {
+        n = recv(c->io.fd, &first, 1, MSG_PEEK);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1 || !tls_looks_like_hello(first)) return true;
+    if (!tls_accept(&c->io, pgbun.tls)) {
+        client_close(c, "53200", "out of memory starting TLS");
+        return false;
+    }
+    c->tls_direct = true;
+    return true;
+}
+
 /* SSLRequest, GSSENCRequest, CancelRequest or StartupMessage. */
 static void handle_startup_packet(struct client *c)
 {
@@ -512,6 +600,15 @@ static void handle_startup_packet(struct client *c)
     const char           *err = NULL;
 
     for (;;) {
+        unsigned char first;
+
+        if (c->io.ssl == NULL && evbuffer_copyout(c->in, &first, 1) == 1 && tls_looks_like_hello(first)) {
+            client_log(c, LOGL_INFO, "closing: the client began a TLS handshake without an SSLRequest, %s",
+                       pgbun.tls->accept == NULL ? "and client_tls_sslmode = disable: pgbun offers no TLS"
+                                                 : "on a unix socket, where pgbun offers no TLS");
+            client_close(c, NULL, "TLS handshake not expected");
+            return;
+        }
         switch (proto_peek_startup(c->in, &len)) {
         case PROTO_NEED_MORE: return;
         case PROTO_BAD:
@@ -526,9 +623,18 @@ static void handle_startup_packet(struct client *c)
 
         if (code == PROTO_CODE_SSL || code == PROTO_CODE_GSSENC) {
             evbuffer_drain(c->in, len);
+            /* Bytes sent before the handshake must not count as sent inside it (CVE-2021-23214). */
             if (len != 8 || evbuffer_get_length(c->in) > 0) {
                 client_close(c, "08P01", "invalid %s request: unexpected data after it",
                              code == PROTO_CODE_SSL ? "SSL" : "GSSAPI encryption");
+                return;
+            }
+            if (c->io.ssl != NULL) {
+                client_close(c, "08P01", "SSL request inside a TLS connection");
+                return;
+            }
+            if (code == PROTO_CODE_SSL && !c->is_unix && pgbun.tls->accept != NULL) {
+                start_tls(c);
                 return;
             }
             evbuffer_add(c->out, "N", 1);
@@ -602,8 +708,11 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
         const char    *mech = proto_get_str(&r);
         uint32_t       dlen = proto_get_u32(&r);
         const uint8_t *data;
+        bool           plus = !r.bad && c->io.ssl != NULL && strcmp(mech, "SCRAM-SHA-256-PLUS") == 0;
+        uint8_t        cb[SCRAM_CB_MAX];
+        size_t         cb_len = c->io.ssl != NULL ? tls_server_end_point(&c->io, cb, sizeof(cb)) : 0;
 
-        if (r.bad || strcmp(mech, "SCRAM-SHA-256") != 0) {
+        if (r.bad || (!plus && strcmp(mech, "SCRAM-SHA-256") != 0)) {
             client_close(c, "08P01", "client selected an invalid SASL authentication mechanism");
             return;
         }
@@ -626,6 +735,13 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
         if (c->login->scram == NULL || !scram_server_begin(c->login->scram, &c->login->secret, NULL)) {
             fail_password(c);
             return;
+        }
+        if (c->io.ssl != NULL) {
+            if (cb_len == 0) {
+                client_close(c, "08P01", "could not compute SCRAM channel binding data for the TLS connection");
+                return;
+            }
+            scram_server_channel_binding(c->login->scram, cb, cb_len, plus);
         }
         if (!scram_server_first(c->login->scram, (const char *)data, dlen, &reply, &err)) {
             client_close(c, "08P01", "%s", err);
@@ -1080,15 +1196,19 @@ void client_resume(struct client *c)
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    int            n = io_read(&c->io, c->in, PGBUN_READ_MAX);
+    int            n;
 
+    if (!c->tls_checked && !start_direct_tls(c)) return;
+    n = io_read(&c->io, c->in, PGBUN_READ_MAX);
     if (n == IO_AGAIN) return;
     if (n == 0) {
         client_close(c, NULL, "client closed the connection");
         return;
     }
     if (n == IO_ERROR) {
-        client_close(c, NULL, "read failed: %s", strerror(errno));
+        /* A failed handshake is worth a line even with log_disconnections off: it is how a bad certificate shows. */
+        if (errno == EPROTO) client_log(c, LOGL_INFO, "TLS failed: %s", io_strerror(errno));
+        client_close(c, NULL, "read failed: %s", io_strerror(errno));
         return;
     }
     c->request_time = pgbun_now();

@@ -71,6 +71,8 @@ struct client {
     bool                  quit;          /* sent Terminate */
     bool                  console_db;    /* asked for the admin console's database */
     bool                  peer_admin;    /* on the unix socket as the OS user running pgbun */
+    bool                  tls_checked;   /* its first bytes were looked at for a direct TLS ClientHello */
+    bool                  tls_direct;    /* ... and were one: TLS without an SSLRequest */
     struct admin_session *console;       /* the console's state, or NULL */
 
     enum login_step      step;

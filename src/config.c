@@ -79,6 +79,7 @@ struct key {
 };
 
 static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL};
+static const char *const dheparams[] = {"none", "auto", "legacy", NULL};
 static const char *const session_states[] = {"track", "pin", "off", NULL};
 
 /* clang-format off */
@@ -207,8 +208,18 @@ static const struct key main_keys[] = {
     G_STR(client_tls_cert_file, NULL),
     G_STR(client_tls_key_file, NULL),
     G_STR(client_tls_ca_file, NULL),
-    G_CHOICE(server_tls_sslmode, "disable", sslmodes), /* PgBouncer's is prefer: pgbun has no TLS yet */
+    G_STR(client_tls_protocols, "secure"),
+    G_STR(client_tls_ciphers, "default"),
+    G_STR(client_tls13_ciphers, NULL),
+    G_CHOICE(client_tls_dheparams, "auto", dheparams),
+    G_STR(client_tls_ecdhcurve, "auto"),
+    G_CHOICE(server_tls_sslmode, "prefer", sslmodes),
     G_STR(server_tls_ca_file, NULL),
+    G_STR(server_tls_key_file, NULL),
+    G_STR(server_tls_cert_file, NULL),
+    G_STR(server_tls_protocols, "secure"),
+    G_STR(server_tls_ciphers, "default"),
+    G_STR(server_tls13_ciphers, NULL),
 
     /* sidecar default server */
     G_STR(server_host, "127.0.0.1"),
@@ -231,16 +242,6 @@ static const struct key main_keys[] = {
     IGNORED(suspend_timeout),
     IGNORED(cancel_wait_timeout),
     IGNORED(sbuf_loopcnt),
-    IGNORED(server_tls_protocols),
-    IGNORED(server_tls_ciphers),
-    IGNORED(server_tls13_ciphers),
-    IGNORED(server_tls_key_file),
-    IGNORED(server_tls_cert_file),
-    IGNORED(client_tls_protocols),
-    IGNORED(client_tls_ciphers),
-    IGNORED(client_tls13_ciphers),
-    IGNORED(client_tls_dheparams),
-    IGNORED(client_tls_ecdhcurve),
     IGNORED(auth_dbname),
     IGNORED(auth_ident_file),
     IGNORED(auth_ldap_options),
@@ -289,6 +290,10 @@ static const struct key db_keys[] = {
     D_TIME(server_lifetime, "server_lifetime"),
     D_TIME(query_wait_timeout, NULL),
     D_STR(connect_query, NO_FIELD, connect_query, NULL, 0),
+    ENTRY(struct db_config, sslmode, KT_STR, 0, 0, sslmodes, 0, G(server_tls_sslmode), sslmode, NULL),
+    D_STR(sslrootcert, G(server_tls_ca_file), sslrootcert, NULL, 0),
+    D_STR(sslcert, G(server_tls_cert_file), sslcert, NULL, 0),
+    D_STR(sslkey, G(server_tls_key_file), sslkey, NULL, 0),
     IGNORED(auth_user),
     IGNORED(auth_query),
     IGNORED(auth_dbname),
@@ -604,17 +609,18 @@ static bool key_set(void *base, const struct key *k, const char *value, const ch
         set_error(errmsg, "%s: invalid value '%s'", where, value);
         return false;
     case KT_AUTH_TYPE:
-        for (enum auth_type t = AUTH_TRUST; t <= AUTH_SCRAM; t++) {
+        for (enum auth_type t = AUTH_TRUST; t <= AUTH_CERT; t++) {
             if (strcasecmp(value, config_auth_type_name(t)) == 0) {
                 *(enum auth_type *)(void *)field = t;
                 return true;
             }
         }
-        if (strcasecmp(value, "hba") == 0 || strcasecmp(value, "cert") == 0 || strcasecmp(value, "any") == 0 ||
-            strcasecmp(value, "pam") == 0 || strcasecmp(value, "ldap") == 0)
+        if (strcasecmp(value, "hba") == 0 || strcasecmp(value, "any") == 0 || strcasecmp(value, "pam") == 0 ||
+            strcasecmp(value, "ldap") == 0)
             set_error(errmsg, "%s: auth_type '%s' is not supported yet", where, value);
         else
-            set_error(errmsg, "%s: invalid auth_type '%s' (expected trust, plain, md5 or scram-sha-256)", where, value);
+            set_error(errmsg, "%s: invalid auth_type '%s' (expected trust, plain, md5, scram-sha-256 or cert)", where,
+                      value);
         return false;
     }
     set_error(errmsg, "%s: internal error: bad key type", where);
@@ -1517,55 +1523,17 @@ const struct user_config *config_find_user(const struct pgbun_config *cfg, const
     return cfg != NULL && name != NULL ? user_exact(cfg, name) : NULL;
 }
 
-static bool sslmode_at_least(const char *mode, const char *least)
-{
-    int a = -1, b = -1;
-
-    for (int i = 0; sslmodes[i] != NULL; i++) {
-        if (strcmp(sslmodes[i], mode) == 0) a = i;
-        if (strcmp(sslmodes[i], least) == 0) b = i;
-    }
-    return a >= b;
-}
-
 bool config_check(const struct pgbun_config *cfg, char **errmsg)
 {
-    static const struct {
-        const char *name;
-        size_t      offset;
-    } tls_files[] = {
-        {"client_tls_cert_file", offsetof(struct pgbun_config, client_tls_cert_file)},
-        {"client_tls_key_file", offsetof(struct pgbun_config, client_tls_key_file)},
-        {"client_tls_ca_file", offsetof(struct pgbun_config, client_tls_ca_file)},
-        {"server_tls_ca_file", offsetof(struct pgbun_config, server_tls_ca_file)},
-    };
-
-    /* A TLS mode that promises encryption must not run in plain text. */
-    if (sslmode_at_least(cfg->client_tls_sslmode, "require")) {
+    /* Only verify-ca and up ask clients for a certificate, and only a verified one may name the user. */
+    if (cfg->auth_type == AUTH_CERT && strcmp(cfg->client_tls_sslmode, "verify-ca") != 0 &&
+        strcmp(cfg->client_tls_sslmode, "verify-full") != 0) {
         set_error(errmsg,
-                  "client_tls_sslmode = %s is not supported yet: pgbun has no TLS and would take clients over plain "
-                  "TCP (use disable, or put TLS in front of pgbun)",
+                  "auth_type = cert needs client_tls_sslmode = verify-ca or verify-full (it is %s): only then do "
+                  "clients present a certificate that pgbun checks",
                   cfg->client_tls_sslmode);
         return false;
     }
-    if (sslmode_at_least(cfg->server_tls_sslmode, "require")) {
-        set_error(errmsg,
-                  "server_tls_sslmode = %s is not supported yet: pgbun has no TLS and would reach PostgreSQL over "
-                  "plain TCP (use disable)",
-                  cfg->server_tls_sslmode);
-        return false;
-    }
-    if (strcmp(cfg->client_tls_sslmode, "disable") != 0)
-        log_warning("client_tls_sslmode = %s: pgbun has no TLS yet; a client that asks for it is answered in plain "
-                    "TCP, as with disable",
-                    cfg->client_tls_sslmode);
-    if (strcmp(cfg->server_tls_sslmode, "disable") != 0)
-        log_warning("server_tls_sslmode = %s: pgbun has no TLS yet and connects to PostgreSQL in plain TCP, as with "
-                    "disable",
-                    cfg->server_tls_sslmode);
-    for (size_t i = 0; i < NKEYS(tls_files); i++)
-        if (*(char *const *)(const void *)((const char *)cfg + tls_files[i].offset) != NULL)
-            log_warning("%s is ignored: pgbun has no TLS yet", tls_files[i].name);
     if (cfg->auth_user != NULL)
         log_warning("auth_user is ignored: only users of auth_file log in (pgbun looks up no passwords in PostgreSQL "
                     "yet)");
@@ -1618,6 +1586,7 @@ const char *config_auth_type_name(enum auth_type type)
     case AUTH_PLAIN: return "plain";
     case AUTH_MD5: return "md5";
     case AUTH_SCRAM: return "scram-sha-256";
+    case AUTH_CERT: return "cert";
     }
     return "unknown";
 }

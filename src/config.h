@@ -43,6 +43,7 @@ enum auth_type {
     AUTH_PLAIN,
     AUTH_MD5,
     AUTH_SCRAM, /* scram-sha-256 */
+    AUTH_CERT,  /* a verified TLS client certificate whose common name is the user */
 };
 
 /*
@@ -70,6 +71,10 @@ struct db_config {
     usec_t             server_lifetime;           /* -1: global */
     usec_t             query_wait_timeout;        /* -1: global (or the user's) */
     char              *connect_query; /* run on each new server connection before its first client, or NULL */
+    char              *sslmode;       /* libpq's names for server_tls_sslmode, _ca_file, _cert_file, _key_file, */
+    char              *sslrootcert;   /* ... for this database only; NULL: the global key */
+    char              *sslcert;
+    char              *sslkey;
     struct db_config  *next;
     UT_hash_handle     hh; /* in pgbun_config.db_index, by name */
 };
@@ -177,6 +182,16 @@ struct pgbun_config {
     char *client_tls_ca_file;
     char *server_tls_sslmode;
     char *server_tls_ca_file;
+    char *server_tls_key_file;
+    char *server_tls_cert_file;
+    char *server_tls_protocols;
+    char *server_tls_ciphers;
+    char *server_tls13_ciphers;
+    char *client_tls_protocols;
+    char *client_tls_ciphers;
+    char *client_tls13_ciphers;
+    char *client_tls_dheparams;
+    char *client_tls_ecdhcurve;
 
     /* sidecar default server (SERVER_HOST / SERVER_PORT) */
     char *server_host; /* "127.0.0.1" */
@@ -259,7 +274,11 @@ struct config_settings {
     const char        *password;   /* the entry's password, or NULL: from auth_file */
     const char        *application_name;
     const char        *connect_query;
-    int                pool_size; /* 0: no limit */
+    const char        *sslmode;     /* server_tls_sslmode, or the entry's sslmode */
+    const char        *sslrootcert; /* server_tls_ca_file, or the entry's sslrootcert */
+    const char        *sslcert;     /* server_tls_cert_file, or the entry's sslcert */
+    const char        *sslkey;      /* server_tls_key_file, or the entry's sslkey */
+    int                pool_size;   /* 0: no limit */
     int                min_pool_size;
     int                reserve_pool_size;
     int                max_db_connections;

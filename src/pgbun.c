@@ -7,7 +7,12 @@
  * log) and swapped in with the world stopped:
  *
  *   config_load() -> pgbun_apply(): config_check() -> auth_file_load()
- *                 -> config_diff() -> swap -> pool_config_changed()
+ *                 -> tls_conf_new() -> config_diff() -> swap
+ *                 -> pool_config_changed()
+ *
+ * Every certificate, key and CA file is read again at each apply, so a
+ * RELOAD picks up renewed files under the same names; one that fails to
+ * load fails the RELOAD and the running setup stays.
  *
  * A shutdown (signal or console SHUTDOWN) closes the listeners as asked and
  * looks every 100 ms whether what it waits for (no clients, no server in
@@ -27,6 +32,8 @@
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
+#include "str.h"
+#include "tls.h"
 #include "worker.h"
 
 struct pgbun_state pgbun;
@@ -55,9 +62,23 @@ void pgbun_fini(void)
     if (shutdown_timer) event_free(shutdown_timer);
     shutdown_timer = NULL;
     if (pgbun.auth) auth_file_free(pgbun.auth);
+    tls_conf_free(pgbun.tls);
     config_free(pgbun.cfg);
     pgbun.auth = NULL;
+    pgbun.tls = NULL;
     pgbun.cfg = NULL;
+}
+
+/* Whether the way pgbun reaches PostgreSQL over TLS changed: open servers were made the old way. */
+static bool server_tls_changed(const struct pgbun_config *a, const struct pgbun_config *b)
+{
+    return !str_same(a->server_tls_sslmode, b->server_tls_sslmode) ||
+           !str_same(a->server_tls_ca_file, b->server_tls_ca_file) ||
+           !str_same(a->server_tls_key_file, b->server_tls_key_file) ||
+           !str_same(a->server_tls_cert_file, b->server_tls_cert_file) ||
+           !str_same(a->server_tls_protocols, b->server_tls_protocols) ||
+           !str_same(a->server_tls_ciphers, b->server_tls_ciphers) ||
+           !str_same(a->server_tls13_ciphers, b->server_tls13_ciphers);
 }
 
 static void apply_log_settings(const struct pgbun_config *cfg)
@@ -86,6 +107,8 @@ const char *pgbun_config_path(void)
 bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, char **errmsg)
 {
     struct auth_file *af = NULL;
+    struct tls_conf  *tls;
+    bool              reconnect = false;
 
     if (!config_check(cfg, errmsg)) {
         config_free(cfg);
@@ -97,16 +120,25 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
             config_free(cfg);
             return false;
         }
-    } else if (cfg->auth_type == AUTH_TRUST && !cfg->auth_trust_any_user) {
+    } else if ((cfg->auth_type == AUTH_TRUST || cfg->auth_type == AUTH_CERT) && !cfg->auth_trust_any_user) {
         /* trust lets in the users of auth_file: with none, letting in everyone must be said, not fallen into. */
-        if (errmsg != NULL)
-            *errmsg = strdup("auth_type = trust lets in the users listed in auth_file, and no auth_file is set: set "
-                             "auth_file, or auth_trust_any_user = 1 to let any user name through to PostgreSQL");
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "auth_type = %s lets in the users listed in auth_file, and no auth_file is set: set auth_file, or "
+                 "auth_trust_any_user = 1 to let any user name through to PostgreSQL",
+                 config_auth_type_name(cfg->auth_type));
+        if (errmsg != NULL) *errmsg = strdup(msg);
         config_free(cfg);
         return false;
     }
-    if (cfg->auth_trust_any_user && cfg->auth_type != AUTH_TRUST)
-        log_warning("auth_trust_any_user has no effect unless auth_type = trust (auth_type is %s)",
+    if ((tls = tls_conf_new(cfg, errmsg)) == NULL) {
+        if (af) auth_file_free(af);
+        config_free(cfg);
+        return false;
+    }
+    if (cfg->auth_trust_any_user && cfg->auth_type != AUTH_TRUST && cfg->auth_type != AUTH_CERT)
+        log_warning("auth_trust_any_user has no effect unless auth_type = trust or cert (auth_type is %s)",
                     config_auth_type_name(cfg->auth_type));
     if (pgbun.cfg != NULL) {
         const struct pgbun_config *old = pgbun.cfg;
@@ -116,14 +148,23 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
             log_warning("listen_addr, listen_port and unix_socket_dir changes take effect after a restart");
         if (cfg->logfile && (!old->logfile || strcmp(old->logfile, cfg->logfile) != 0) && !log_set_file(cfg->logfile))
             log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
+        reconnect = server_tls_changed(old, cfg);
     }
     if (report != NULL && pgbun.cfg != NULL) config_diff(pgbun.cfg, cfg, report, arg);
     if (pgbun.auth) auth_file_free(pgbun.auth);
+    tls_conf_free(pgbun.tls);
     if (pgbun.cfg) config_free(pgbun.cfg);
     pgbun.cfg = cfg;
     pgbun.auth = af;
+    pgbun.tls = tls;
     apply_log_settings(cfg);
     pool_config_changed();
+    /* As PgBouncer: servers reached under other TLS settings are replaced (RECONNECT). */
+    if (reconnect) {
+        int n = pool_reconnect(NULL);
+
+        if (n > 0) log_info("server TLS settings changed: %d server connections to replace", n);
+    }
     return true;
 }
 

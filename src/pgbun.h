@@ -20,10 +20,12 @@
 #endif
 
 struct auth_file;
+struct tls_conf;
 
 struct pgbun_state {
     struct pgbun_config *cfg;            /* current config; replaced on reload */
     struct auth_file    *auth;           /* current auth_file, or NULL */
+    struct tls_conf     *tls;            /* TLS contexts built from cfg's files (tls.h) */
     atomic_int           client_count;   /* every client socket of every worker, logged in or not */
     bool                 shutting_down;  /* only console logins; exit when drained */
     bool                 refuse_servers; /* SHUTDOWN WAIT_FOR_SERVERS, SIGINT: a client with no server gets none */
@@ -37,7 +39,7 @@ usec_t pgbun_now(void);
 
 /* The config file given on the command line (NULL: sidecar) and the -v count, before the first pgbun_reload(). */
 void pgbun_init(const char *config_path, int extra_verbosity);
-/* Frees the running config and auth_file, at exit. */
+/* Frees the running config, auth_file and TLS setup, at exit. */
 void pgbun_fini(void);
 
 /*
@@ -48,7 +50,7 @@ void pgbun_fini(void);
  */
 bool pgbun_reload(const char *path, config_change_fn *report, void *arg, char **errmsg)
     __attribute__((warn_unused_result));
-/* Makes cfg (owned from here on, freed on failure) the running config, with its auth_file. */
+/* Makes cfg (owned from here on, freed on failure) the running config, with its auth_file and TLS files. */
 bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, char **errmsg)
     __attribute__((warn_unused_result));
 /* A config_change_fn that logs the change. */

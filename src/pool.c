@@ -28,6 +28,7 @@
 #include "pgbun.h"
 #include "server.h"
 #include "str.h"
+#include "tls.h"
 #include "worker.h"
 
 TAILQ_HEAD(pool_list, pool);
@@ -312,6 +313,7 @@ static void pool_free(struct pool *p)
     free(p->password);
     free(p->application_name);
     free(p->connect_query);
+    free(p->tls_own);
     varlist_clear(&p->welcome);
     if (p->retry_timer) event_free(p->retry_timer);
     free(p);
@@ -413,6 +415,16 @@ static bool resolve_server(struct pool *p)
     replace(&p->password, password);
     replace(&p->application_name, set.application_name);
     replace(&p->connect_query, set.connect_query);
+    p->tls = tls_target_for(pgbun.tls, db->name);
+    if (db->sslmode != NULL || db->sslrootcert != NULL || db->sslcert != NULL || db->sslkey != NULL) {
+        char own[1024];
+
+        snprintf(own, sizeof(own), "%s|%s|%s|%s", set.sslmode, set.sslrootcert ? set.sslrootcert : "",
+                 set.sslcert ? set.sslcert : "", set.sslkey ? set.sslkey : "");
+        replace(&p->tls_own, own);
+    } else {
+        replace(&p->tls_own, NULL);
+    }
     p->pool_size = set.pool_size == 0 ? POOL_SIZE_UNLIMITED : set.pool_size; /* PgBouncer 1.24: 0 sets no limit */
     p->min_pool_size = set.min_pool_size;
     p->reserve_pool_size = set.reserve_pool_size > POOL_SIZE_UNLIMITED ? POOL_SIZE_UNLIMITED : set.reserve_pool_size;
@@ -746,12 +758,14 @@ struct server_login {
     char *server_user;
     char *password;
     char *connect_query;
+    char *tls_own;
 };
 
 static void login_take(struct server_login *l, struct pool *p)
 {
-    *l = (struct server_login){p->host, p->port, p->ports, p->server_db, p->server_user, p->password, p->connect_query};
-    p->host = p->ports = p->server_db = p->server_user = p->password = p->connect_query = NULL;
+    *l = (struct server_login){p->host,        p->port,     p->ports,         p->server_db,
+                               p->server_user, p->password, p->connect_query, p->tls_own};
+    p->host = p->ports = p->server_db = p->server_user = p->password = p->connect_query = p->tls_own = NULL;
 }
 
 static void login_give_back(struct server_login *l, struct pool *p)
@@ -762,13 +776,15 @@ static void login_give_back(struct server_login *l, struct pool *p)
     p->server_user = l->server_user;
     p->password = l->password;
     p->connect_query = l->connect_query;
+    p->tls_own = l->tls_own;
 }
 
 static bool login_same(const struct server_login *l, const struct pool *p)
 {
     return l->port == p->port && str_same(l->host, p->host) && str_same(l->ports, p->ports) &&
            str_same(l->server_db, p->server_db) && str_same(l->server_user, p->server_user) &&
-           str_same(l->password, p->password) && str_same(l->connect_query, p->connect_query);
+           str_same(l->password, p->password) && str_same(l->connect_query, p->connect_query) &&
+           str_same(l->tls_own, p->tls_own);
 }
 
 static void login_free(struct server_login *l)
@@ -779,6 +795,7 @@ static void login_free(struct server_login *l)
     free(l->server_user);
     free(l->password);
     free(l->connect_query);
+    free(l->tls_own);
 }
 
 void pool_config_changed(void)
@@ -796,7 +813,10 @@ void pool_config_changed(void)
         login_take(&old, p);
         if (!resolve(p)) {
             login_give_back(&old, p);
-            log_warning("pool %s/%s: database entry removed; keeping its last settings", p->dbname, p->user);
+            /* The entry's own TLS went with the old config: new servers are reached the global way. */
+            p->tls = &pgbun.tls->server;
+            log_warning("pool %s/%s: database entry removed; keeping its last settings%s", p->dbname, p->user,
+                        p->tls_own != NULL ? " but its TLS keys (server_tls_* from now on)" : "");
             continue;
         }
         moved = !login_same(&old, p);

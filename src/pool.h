@@ -26,6 +26,7 @@ struct event;
 
 struct client;
 struct server;
+struct tls_target;
 struct worker;
 struct pool_share;
 
@@ -77,31 +78,33 @@ struct pool {
     char              *user;   /* client user name */
 
     /* resolved from [databases], [users] and [pgbun]; refreshed on reload */
-    char          *host; /* server host or unix socket directory, or a comma list of them */
-    int            port;
-    char          *ports;            /* one port per host of a host list, or NULL: port for all */
-    unsigned       host_next;        /* a host list's entry the next server connection starts with */
-    char          *server_db;        /* database on the server */
-    char          *server_user;      /* user on the server */
-    char          *password;         /* server password, or NULL */
-    char          *application_name; /* startup application_name, or NULL */
-    char          *connect_query;    /* the database's connect_query, or NULL */
-    int            pool_size;
-    int            min_pool_size;     /* servers kept open even when unused */
-    int            reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
-    enum pool_mode mode;
-    bool           track_session;      /* not session mode, session_state = track: scan.h, server.c's read-back */
-    bool           track_prepared;     /* ... and max_prepared_statements > 0: pstmt_fwd.h */
-    bool           pin_settings;       /* session_state = pin: a SET pins its client instead of following it */
-    usec_t         server_lifetime;    /* the database's, or global */
-    usec_t         query_wait_timeout; /* the user's, the database's, or global */
-    usec_t         query_timeout;      /* the user's, or global; so are the three below */
-    usec_t         idle_transaction_timeout;
-    usec_t         transaction_timeout;
-    usec_t         client_idle_timeout;
-    int            max_db_client_connections; /* the database's, or global; 0: no limit */
-    usec_t         pin_noticed;               /* when the last notice of long pins was logged */
-    usec_t         empty_since;               /* since when it has had no client and no server; 0: it has */
+    char                    *host; /* server host or unix socket directory, or a comma list of them */
+    int                      port;
+    char                    *ports;            /* one port per host of a host list, or NULL: port for all */
+    unsigned                 host_next;        /* a host list's entry the next server connection starts with */
+    char                    *server_db;        /* database on the server */
+    char                    *server_user;      /* user on the server */
+    char                    *password;         /* server password, or NULL */
+    char                    *application_name; /* startup application_name, or NULL */
+    char                    *connect_query;    /* the database's connect_query, or NULL */
+    char                    *tls_own; /* the entry's own sslmode|sslrootcert|sslcert|sslkey, resolved; NULL: none */
+    const struct tls_target *tls;     /* how its servers are reached (pgbun.tls's, until the next config) */
+    int                      pool_size;
+    int                      min_pool_size;     /* servers kept open even when unused */
+    int                      reserve_pool_size; /* extra servers for clients waiting past reserve_pool_timeout */
+    enum pool_mode           mode;
+    bool                     track_session;  /* not session mode, session_state = track: scan.h, server.c's read-back */
+    bool                     track_prepared; /* ... and max_prepared_statements > 0: pstmt_fwd.h */
+    bool                     pin_settings;   /* session_state = pin: a SET pins its client instead of following it */
+    usec_t                   server_lifetime;    /* the database's, or global */
+    usec_t                   query_wait_timeout; /* the user's, the database's, or global */
+    usec_t                   query_timeout;      /* the user's, or global; so are the three below */
+    usec_t                   idle_transaction_timeout;
+    usec_t                   transaction_timeout;
+    usec_t                   client_idle_timeout;
+    int                      max_db_client_connections; /* the database's, or global; 0: no limit */
+    usec_t                   pin_noticed;               /* when the last notice of long pins was logged */
+    usec_t                   empty_since;               /* since when it has had no client and no server; 0: it has */
 
     struct client_list clients[CL_NSTATES];
     int                nclients[CL_NSTATES];

@@ -1,7 +1,9 @@
 /*
  * scram.c - SCRAM-SHA-256 (RFC 5802, RFC 7677) in PostgreSQL's dialect:
  * the client sends an empty user name ("n=,") and the server uses the
- * startup packet's user instead. No channel binding.
+ * startup packet's user instead. As a server, pgbun binds the exchange to
+ * its TLS connection (SCRAM-SHA-256-PLUS, tls-server-end-point); as a
+ * client of PostgreSQL it does not bind ("n").
  *
  *   client                                   server (pgbun or PostgreSQL)
  *   scram_client_first  -- n,,n=,r=CN -->    scram_server_first
@@ -230,9 +232,19 @@ bool scram_server_begin(struct scram_server *st, const struct secret *secret, co
     return true;
 }
 
+void scram_server_channel_binding(struct scram_server *st, const uint8_t *data, size_t len, bool plus)
+{
+    assert(len > 0 && len <= sizeof(st->cb_data));
+    memcpy(st->cb_data, data, len);
+    st->cb_len = len;
+    st->cb_plus = plus;
+}
+
 /*
  * client-first-message = gs2-header client-first-message-bare
- *   gs2-header = ("n" / "y") "," [ "a=" authzid ] ","      ("p=" is channel binding: refused)
+ *   gs2-header = ("n" / "y" / "p=" cb-name) "," [ "a=" authzid ] ","
+ *     n: no binding; y: the client could bind but thinks the server cannot;
+ *     p=tls-server-end-point: bound, under SCRAM-SHA-256-PLUS only
  *   bare       = [ "m=" ext "," ] "n=" user "," "r=" nonce [ "," extensions ]
  */
 bool scram_server_first(struct scram_server *st, const char *msg, size_t len, char **out, const char **err)
@@ -254,11 +266,30 @@ bool scram_server_first(struct scram_server *st, const char *msg, size_t len, ch
     if (!sane_message(msg, len)) return false;
 
     if (len >= 2 && msg[0] == 'p' && msg[1] == '=') {
-        *err = "channel binding not supported";
-        return false;
+        static const char type[] = "p=tls-server-end-point,";
+
+        if (!st->cb_plus) {
+            *err = "SCRAM channel binding data sent, but SCRAM-SHA-256 without channel binding was selected";
+            return false;
+        }
+        if (len < sizeof(type) - 1 || memcmp(msg, type, sizeof(type) - 1) != 0) {
+            *err = "unsupported SCRAM channel binding type (only tls-server-end-point)";
+            return false;
+        }
+        r.p = msg + sizeof(type) - 1;
+    } else {
+        if (len < 2 || (msg[0] != 'n' && msg[0] != 'y') || msg[1] != ',') return false;
+        if (st->cb_plus) {
+            *err = "SCRAM-SHA-256-PLUS was selected, but the client sent no channel binding";
+            return false;
+        }
+        /* "y" over a connection where pgbun offered binding: someone in between took the offer away. */
+        if (msg[0] == 'y' && st->cb_len > 0) {
+            *err = "SCRAM channel binding negotiation error: the client thinks the server cannot bind, but it can";
+            return false;
+        }
+        r.p = msg + 2;
     }
-    if (len < 2 || (msg[0] != 'n' && msg[0] != 'y') || msg[1] != ',') return false;
-    r.p = msg + 2;
     if (r.p < r.end && *r.p == 'a') {
         *err = "SCRAM authorization identity not supported";
         return false;
@@ -313,9 +344,11 @@ bool scram_server_final(struct scram_server *st, const char *msg, size_t len, ch
     struct reader r = {msg, msg + len};
     const char   *val, *last_comma;
     size_t        vlen, n, without_proof_len;
-    uint8_t       cbind[64], proof[SCRAM_KEY_LEN], sig[SCRAM_KEY_LEN], key[SCRAM_KEY_LEN], check[SCRAM_KEY_LEN];
-    char         *without_proof = NULL, *auth_message = NULL, *v = NULL;
-    bool          good = false;
+    uint8_t       cbind[128 + SCRAM_CB_MAX], proof[SCRAM_KEY_LEN], sig[SCRAM_KEY_LEN], key[SCRAM_KEY_LEN],
+        check[SCRAM_KEY_LEN];
+    size_t hlen;
+    char  *without_proof = NULL, *auth_message = NULL, *v = NULL;
+    bool   good = false;
 
     assert(st != NULL && out != NULL && err != NULL);
     *out = NULL;
@@ -338,7 +371,10 @@ bool scram_server_final(struct scram_server *st, const char *msg, size_t len, ch
     r.end = last_comma;
     if (!read_attr(&r, 'c', &val, &vlen)) return false;
     if (!base64_decode(val, vlen, cbind, sizeof(cbind), &n)) return false;
-    if (n != strlen(st->gs2_header) || memcmp(cbind, st->gs2_header, n) != 0) {
+    /* c= is the gs2 header again, followed under PLUS by the binding data of this very connection. */
+    hlen = strlen(st->gs2_header);
+    if (n != hlen + (st->cb_plus ? st->cb_len : 0) || memcmp(cbind, st->gs2_header, hlen) != 0 ||
+        (st->cb_plus && memcmp(cbind + hlen, st->cb_data, st->cb_len) != 0)) {
         *err = "SCRAM channel binding check failed";
         return false;
     }

@@ -2,7 +2,8 @@
  * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) for both sides:
  *   server side: pgbun verifies a client against an auth_file secret;
  *   client side: pgbun logs in to PostgreSQL with a password.
- * No channel binding (gs2 header "n,," or "y,,"; "p=" is refused).
+ * The server side does channel binding (tls-server-end-point, RFC 5929)
+ * when the connection is TLS; the client side does none.
  *
  * Messages are the SASL payloads, without the PostgreSQL message framing.
  */
@@ -16,6 +17,7 @@
 #include "secret.h"
 
 #define SCRAM_NONCE_LEN 18 /* random bytes before base64 */
+#define SCRAM_CB_MAX    64 /* channel binding data: a certificate's hash, at most SHA-512 */
 
 struct scram_server {
     int     iter;
@@ -27,6 +29,9 @@ struct scram_server {
     char   *server_first;
     char   *nonce; /* client nonce + server nonce */
     char   *gs2_header;
+    uint8_t cb_data[SCRAM_CB_MAX]; /* tls-server-end-point of the connection */
+    size_t  cb_len;                /* ... 0: none (plain text: SCRAM-SHA-256-PLUS not offered) */
+    bool    cb_plus;               /* the client chose SCRAM-SHA-256-PLUS */
     bool    done;
 };
 
@@ -46,6 +51,14 @@ struct scram_client {
  */
 bool scram_server_begin(struct scram_server *st, const struct secret *secret, const char *test_nonce)
     __attribute__((warn_unused_result));
+/*
+ * Over TLS, after scram_server_begin: the channel binding data
+ * (tls-server-end-point, the hash of pgbun's certificate) that offering
+ * SCRAM-SHA-256-PLUS promised, and whether the client chose it. A client
+ * that then sends no binding under PLUS, or says "y" (it thinks the server
+ * cannot bind) when it could, is refused: that is a downgrade.
+ */
+void scram_server_channel_binding(struct scram_server *st, const uint8_t *data, size_t len, bool plus);
 /* client-first-message -> server-first-message (malloc'd, NUL-terminated). *err names the problem on failure. */
 bool scram_server_first(struct scram_server *st, const char *msg, size_t len, char **out, const char **err)
     __attribute__((warn_unused_result));

@@ -2,11 +2,10 @@
  * server.c - connections to PostgreSQL: connect, log in, relay replies.
  *
  *   server_launch -> CONNECTING (DNS, non-blocking connect)
- *     -> LOGIN (StartupMessage; cleartext/md5/SCRAM answers; ParameterStatus,
- *        BackendKeyData) -> ReadyForQuery -> pool_server_ready -> IDLE
- *   ACTIVE: replies framed from s->in and moved to the client's output.
- *     ReadyForQuery 'I' with nothing outstanding makes the server clean;
- *     outside session mode that returns it to the pool at once.
+ *     -> LOGIN ([SSLRequest -> 'S' + TLS handshake, or 'N'] StartupMessage; cleartext/md5/SCRAM answers;
+ * ParameterStatus, BackendKeyData) -> ReadyForQuery -> pool_server_ready -> IDLE ACTIVE: replies framed from s->in and
+ * moved to the client's output. ReadyForQuery 'I' with nothing outstanding makes the server clean; outside session mode
+ * that returns it to the pool at once.
  *
  * pgbun's own queries (parameter SETs, server_reset_query) run in a phase
  * whose replies are consumed here and never reach a client. What those
@@ -39,6 +38,7 @@
 #include "scan.h"
 #include "scram.h"
 #include "pstmt_fwd.h"
+#include "tls.h"
 #include "worker.h"
 
 /* Messages pgbun must read whole while logging in or in its own phases. */
@@ -142,7 +142,10 @@ bool server_is_clean(const struct server *s)
 bool server_flush(struct server *s)
 {
     if (io_flush(&s->io, s->out) == IO_ERROR) {
-        server_close(s, "write to server failed: %s", strerror(errno));
+        if (s->state == SV_LOGIN)
+            server_fail(s, "08006", "server login failed: %s:%d: %s", s->host, s->port, io_strerror(errno));
+        else
+            server_close(s, "write to server failed: %s", io_strerror(errno));
         return false;
     }
     return true;
@@ -185,6 +188,68 @@ static void send_startup(struct server *s)
     pool_set_server_state(s, SV_LOGIN);
     io_set_reading(&s->io, true);
     (void)server_flush(s);
+}
+
+/*
+ * Connected: over TCP, ask for TLS first unless server_tls_sslmode is
+ * disable (never on a unix socket, as libpq); the answer is read in
+ * tls_answer(). The StartupMessage follows, inside TLS or not.
+ */
+static void begin_login(struct server *s)
+{
+    static const uint8_t ssl_request[8] = {0,
+                                           0,
+                                           0,
+                                           8,
+                                           PROTO_CODE_SSL >> 24,
+                                           (PROTO_CODE_SSL >> 16) & 0xff,
+                                           (PROTO_CODE_SSL >> 8) & 0xff,
+                                           PROTO_CODE_SSL & 0xff};
+
+    if (s->pool->tls->ctx == NULL || s->host[0] == '/') {
+        send_startup(s);
+        return;
+    }
+    evbuffer_add(s->out, ssl_request, sizeof(ssl_request));
+    s->tls_asked = true;
+    pool_set_server_state(s, SV_LOGIN);
+    io_set_reading(&s->io, true);
+    (void)server_flush(s);
+}
+
+/* PostgreSQL's one-byte answer to the SSLRequest. */
+static void tls_answer(struct server *s)
+{
+    uint8_t answer;
+
+    if (evbuffer_copyout(s->in, &answer, 1) != 1) return;
+    s->tls_asked = false;
+    /* An ErrorResponse instead (a server that cannot take the connection at all): login_step reads it. */
+    if (answer == 'E') return;
+    evbuffer_drain(s->in, 1);
+    if (answer == 'S') {
+        /* Bytes after 'S' were not protected by the handshake (CVE-2021-23222): refuse them, as libpq does. */
+        if (evbuffer_get_length(s->in) > 0) {
+            server_fail(s, "08P01", "server %s:%d sent unencrypted data after accepting TLS", s->host, s->port);
+            return;
+        }
+        if (!tls_connect(&s->io, s->pool->tls, s->host)) {
+            server_fail(s, "53200", "could not start TLS with server %s:%d: out of memory", s->host, s->port);
+            return;
+        }
+        send_startup(s); /* the handshake goes first: io_flush drives it */
+        return;
+    }
+    if (answer == 'N' && s->pool->tls->mode < TLS_REQUIRE) {
+        send_startup(s);
+        return;
+    }
+    if (answer == 'N')
+        server_fail(s, "08006", "server %s:%d does not support TLS, and %s = %s requires it", s->host, s->port,
+                    s->pool->tls->db != NULL ? "sslmode" : "server_tls_sslmode", tls_mode_name(s->pool->tls->mode));
+    else
+        server_fail(s, "08P01", "server %s:%d answered the SSL request with '%c' (0x%02x), not S, N or an error",
+                    s->host, s->port, answer >= 32 && answer < 127 ? answer : '?', answer);
 }
 
 static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen);
@@ -243,7 +308,7 @@ static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t 
     if (sa->sa_family != AF_UNIX) io_tune_tcp(fd, &pgbun.cfg->tcp);
     io_init(&s->io, s->pool->w->base, fd, server_read_cb, server_write_cb, s);
     if (connect(fd, sa, salen) == 0) {
-        send_startup(s);
+        begin_login(s);
         return;
     }
     if (errno != EINPROGRESS) {
@@ -1334,14 +1399,17 @@ static void server_read_cb(evutil_socket_t fd, short what, void *arg)
 
     if (n == IO_AGAIN) return;
     if (n == 0 || n == IO_ERROR) {
-        const char *why = n == 0 ? "server closed the connection" : strerror(errno);
+        const char *why = n == 0 ? "server closed the connection" : io_strerror(errno);
 
-        if (s->state == SV_LOGIN)
+        if (s->state == SV_LOGIN && n == IO_ERROR && errno == EPROTO)
+            server_fail(s, "08006", "server login failed: %s:%d: %s", s->host, s->port, why);
+        else if (s->state == SV_LOGIN)
             server_fail(s, "08006", "server login failed: %s", why);
         else
             server_close(s, "%s", why);
         return;
     }
+    if (s->state == SV_LOGIN && s->tls_asked) tls_answer(s);
     if (s->state == SV_LOGIN)
         login_step(s);
     else
@@ -1362,7 +1430,7 @@ static void server_write_cb(evutil_socket_t fd, short what, void *arg)
             connect_failed(s, err);
             return;
         }
-        send_startup(s);
+        begin_login(s);
         return;
     }
     if (!server_flush(s)) return;
@@ -1412,8 +1480,7 @@ void server_discard(struct server *s)
 {
     io_detach(&s->io);
     evtimer_del(&s->timer);
-    if (s->io.fd >= 0) close(s->io.fd);
-    s->io.fd = -1;
+    io_close(&s->io);
     s->state = SV_CLOSING;
     server_free(s);
 }

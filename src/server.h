@@ -59,6 +59,7 @@ struct server {
     int                               port;                  /* ... and its port */
     unsigned                          host_at;               /* its entry in the host list */
     unsigned                          hosts_left;            /* entries not tried yet */
+    bool                              tls_asked;             /* SSLRequest sent, answer not read yet */
     usec_t                            connect_time;
     usec_t                            state_since;         /* when it entered its current state */
     usec_t                            last_ready;          /* last ReadyForQuery */

@@ -29,6 +29,7 @@
 #include "server.h"
 #include "pstmt_fwd.h"
 #include "stats.h"
+#include "tls.h"
 
 #define NCOLS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -421,6 +422,15 @@ static void put_local(struct rowset *rs, int fd)
     rowset_int(rs, port);
 }
 
+/* The tls column: version, cipher and key exchange, or empty when plain. */
+static void put_tls(struct rowset *rs, const struct io *io)
+{
+    char buf[128];
+
+    tls_describe(io, buf, sizeof(buf));
+    rowset_text(rs, buf);
+}
+
 /*
  * SHOW CLIENTS's state, as PgBouncer 1.25 names it: "active" when linked to
  * a server, "idle" when logged in with none (nothing of its own running or
@@ -507,7 +517,7 @@ static void client_row(struct rowset *rs, const struct client *c, usec_t now, bo
     else
         rowset_text(rs, "");
     rowset_int(rs, 0);
-    rowset_text(rs, "");
+    put_tls(rs, &c->io);
     rowset_text(rs, app ? app : "");
     rowset_int(rs, (int64_t)pstmt_fwd_client_count(c));
     rowset_int(rs, (int64_t)c->id);
@@ -594,7 +604,7 @@ static void server_row(struct rowset *rs, const struct server *s, usec_t now, bo
     else
         rowset_text(rs, "");
     rowset_int(rs, s->backend_pid);
-    rowset_text(rs, "");
+    put_tls(rs, &s->io);
     rowset_text(rs, app ? app : "");
     rowset_int(rs, (int64_t)pstmt_fwd_server_count(s));
     rowset_int(rs, (int64_t)s->id);

@@ -4,9 +4,13 @@
  * in a heap buffer of exactly its length, with no NUL after it, so that a
  * parser reading one byte too far trips AddressSanitizer.
  */
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base64.h"
 #include "scram.h"
 #include "tap.h"
 
@@ -280,7 +284,8 @@ static void test_server_first_malformed(void)
         {"n,,n=,r=ab c", NULL},
         {"n,,n=,r=ab\x01", NULL},
         {"n,,n=,r=ab\xff", NULL},
-        {"p=tls-server-end-point,,n=,r=abc", "channel binding not supported"},
+        {"p=tls-server-end-point,,n=,r=abc",
+         "SCRAM channel binding data sent, but SCRAM-SHA-256 without channel binding was selected"},
         {"n,a=bob,n=,r=abc", NULL},
         {"n,,m=ext,n=,r=abc", NULL},
     };
@@ -525,6 +530,117 @@ static void test_random_nonces_differ(void)
     scram_client_free(&b);
 }
 
+/* A client's proof for the RFC password over auth_message, computed here from the definitions (RFC 5802, 3). */
+static char *proof_for(const char *auth_message)
+{
+    uint8_t      salted[32], client_key[32], stored[32], sig[32], proof[32];
+    unsigned int n = 0;
+
+    PKCS5_PBKDF2_HMAC(RFC_PASSWORD, (int)strlen(RFC_PASSWORD), rfc_salt, sizeof(rfc_salt), 4096, EVP_sha256(), 32,
+                      salted);
+    HMAC(EVP_sha256(), salted, 32, (const uint8_t *)"Client Key", 10, client_key, &n);
+    EVP_Digest(client_key, 32, stored, &n, EVP_sha256(), NULL);
+    HMAC(EVP_sha256(), stored, 32, (const uint8_t *)auth_message, strlen(auth_message), sig, &n);
+    for (int i = 0; i < 32; i++)
+        proof[i] = client_key[i] ^ sig[i];
+    return base64_encode(proof, 32);
+}
+
+/* A client-final for a bound exchange: c= carries the gs2 header and then `data`, signed with a right proof. */
+static char *bound_final(const char *server_first_msg, const char *bare, const uint8_t *data, size_t len)
+{
+    static const char header[] = "p=tls-server-end-point,,";
+    uint8_t           cbind[sizeof(header) - 1 + SCRAM_CB_MAX];
+    char             *c64, *nonce_start, without[512], auth[1024], *p64, *out;
+
+    memcpy(cbind, header, sizeof(header) - 1);
+    memcpy(cbind + sizeof(header) - 1, data, len);
+    c64 = base64_encode(cbind, sizeof(header) - 1 + len);
+    nonce_start = strstr(server_first_msg, "r=") + 2;
+    snprintf(without, sizeof(without), "c=%s,r=%.*s", c64, (int)strcspn(nonce_start, ","), nonce_start);
+    snprintf(auth, sizeof(auth), "%s,%s,%s", bare, server_first_msg, without);
+    p64 = proof_for(auth);
+    out = malloc(strlen(without) + strlen(p64) + 4);
+    sprintf(out, "%s,p=%s", without, p64);
+    free(c64);
+    free(p64);
+    return out;
+}
+
+static void test_channel_binding(void)
+{
+    static const uint8_t cb[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                   17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+    static const uint8_t other[32] = {9};
+    const char          *bare = "n=,r=" RFC_CNONCE;
+    const char          *bound_first = "p=tls-server-end-point,,n=,r=" RFC_CNONCE;
+    struct scram_server  st;
+    char                *out = NULL, *final;
+    const char          *err = NULL;
+
+    /* Right binding data and a right proof: accepted. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    scram_server_channel_binding(&st, cb, sizeof(cb), true);
+    ok(server_first(&st, bound_first, strlen(bound_first), &out, &err), "PLUS: a tls-server-end-point header is taken");
+    final = bound_final(out, bare, cb, sizeof(cb));
+    free(out);
+    out = NULL;
+    ok(server_final(&st, final, strlen(final), &out, &err), "PLUS: the connection's own binding data is accepted");
+    ok(out != NULL && strncmp(out, "v=", 2) == 0, "... with a server signature");
+    free(out);
+    out = NULL;
+    free(final);
+    scram_server_free(&st);
+
+    /* Another connection's binding data (a man in the middle relaying the exchange): refused, proof or not. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    scram_server_channel_binding(&st, cb, sizeof(cb), true);
+    ok(server_first(&st, bound_first, strlen(bound_first), &out, &err), "first");
+    final = bound_final(out, bare, other, sizeof(other));
+    free(out);
+    out = NULL;
+    ok(!server_final(&st, final, strlen(final), &out, &err) && out == NULL, "PLUS: other binding data is refused");
+    is_str(err, "SCRAM channel binding check failed", "... as a failed binding check");
+    free(final);
+    scram_server_free(&st);
+
+    /* PLUS chosen, and then no binding: refused. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    scram_server_channel_binding(&st, cb, sizeof(cb), true);
+    ok(!server_first(&st, "n,,n=,r=" RFC_CNONCE, strlen("n,,n=,r=" RFC_CNONCE), &out, &err),
+       "PLUS with an \"n\" header is refused");
+    scram_server_free(&st);
+
+    /* Binding data under plain SCRAM-SHA-256: refused. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    scram_server_channel_binding(&st, cb, sizeof(cb), false);
+    ok(!server_first(&st, bound_first, strlen(bound_first), &out, &err), "binding data under SCRAM-SHA-256 is refused");
+    scram_server_free(&st);
+
+    /* "y" (the client thinks the server cannot bind) over TLS, where pgbun offered PLUS: a downgrade. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    scram_server_channel_binding(&st, cb, sizeof(cb), false);
+    ok(!server_first(&st, "y,,n=,r=" RFC_CNONCE, strlen("y,,n=,r=" RFC_CNONCE), &out, &err),
+       "\"y\" where binding was offered is refused");
+    ok(err != NULL && strstr(err, "negotiation") != NULL, "... as a negotiation error");
+    scram_server_free(&st);
+
+    /* ... but over plain text, where nothing was offered, "y" is right. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    ok(server_first(&st, "y,,n=,r=" RFC_CNONCE, strlen("y,,n=,r=" RFC_CNONCE), &out, &err),
+       "\"y\" over plain text is taken");
+    free(out);
+    out = NULL;
+    scram_server_free(&st);
+
+    /* Another binding type: refused. */
+    ok(scram_server_begin(&st, &rfc_secret, RFC_SNONCE), "begin");
+    scram_server_channel_binding(&st, cb, sizeof(cb), true);
+    ok(!server_first(&st, "p=tls-unique,,n=,r=" RFC_CNONCE, strlen("p=tls-unique,,n=,r=" RFC_CNONCE), &out, &err),
+       "tls-unique is refused");
+    scram_server_free(&st);
+}
+
 int main(void)
 {
     test_make_secret_matches_the_vector();
@@ -537,6 +653,7 @@ int main(void)
     test_client_final_malformed();
     test_client_verify_malformed();
     test_random_nonces_differ();
+    test_channel_binding();
     secret_clear(&rfc_secret);
     return done_testing();
 }

@@ -474,11 +474,6 @@ static void handle_startup_params(struct client *c, struct startup_packet *sp)
                      cfg->client_tls_sslmode);
         return;
     }
-    /* As PostgreSQL 17: a direct TLS connection must have agreed on ALPN "postgresql". */
-    if (c->tls_direct && !tls_alpn_ok(&c->io)) {
-        client_close(c, "08P01", "direct TLS connection without ALPN protocol \"postgresql\"");
-        return;
-    }
     if (repl != NULL && truthy(repl)) {
         client_close(c, "08P01", "replication connections are not supported by pgbun");
         return;
@@ -599,6 +594,12 @@ static void handle_startup_packet(struct client *c)
     struct startup_packet sp;
     const char           *err = NULL;
 
+    /* As PostgreSQL 17: a direct TLS connection must have agreed on ALPN "postgresql", before anything it sends counts.
+     */
+    if (c->tls_direct && !tls_alpn_ok(&c->io)) {
+        client_close(c, "08P01", "direct TLS connection without ALPN protocol \"postgresql\"");
+        return;
+    }
     for (;;) {
         unsigned char first;
 

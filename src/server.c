@@ -630,8 +630,13 @@ static void login_step(struct server *s)
             evtimer_del(&s->timer);
             s->txstatus = 'I';
             s->last_ready = pgbun_now();
-            if (pgbun.cfg->log_connections)
-                server_log(s, LOGL_INFO, "new server connection, backend pid %d", s->backend_pid);
+            if (pgbun.cfg->log_connections) {
+                char tls[128];
+
+                tls_describe(&s->io, tls, sizeof(tls));
+                server_log(s, LOGL_INFO, "new server connection, backend pid %d%s%s%s", s->backend_pid,
+                           tls[0] ? " (tls=" : "", tls, tls[0] ? ")" : "");
+            }
             pool_server_ready(s);
             return;
         }

@@ -193,20 +193,17 @@ static void send_startup(struct server *s)
 /*
  * Connected: over TCP, ask for TLS first unless server_tls_sslmode is
  * disable (never on a unix socket, as libpq); the answer is read in
- * tls_answer(). The StartupMessage follows, inside TLS or not.
+ * tls_answer(). The StartupMessage follows, inside TLS or not. Under
+ * allow, as libpq: plain text first, and TLS only once that is refused.
  */
 static void begin_login(struct server *s)
 {
-    static const uint8_t ssl_request[8] = {0,
-                                           0,
-                                           0,
-                                           8,
-                                           PROTO_CODE_SSL >> 24,
-                                           (PROTO_CODE_SSL >> 16) & 0xff,
-                                           (PROTO_CODE_SSL >> 8) & 0xff,
-                                           PROTO_CODE_SSL & 0xff};
+    /* Length 8, then PROTO_CODE_SSL (80877103) in network order. */
+    static const uint8_t     ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+    const struct tls_target *t = s->pool->tls;
 
-    if (s->pool->tls->ctx == NULL || s->host[0] == '/') {
+    _Static_assert(PROTO_CODE_SSL == 0x04d2162fu, "SSLRequest code");
+    if (t->ctx == NULL || s->host[0] == '/' || (t->mode == TLS_ALLOW && !s->allow_tls)) {
         send_startup(s);
         return;
     }
@@ -254,6 +251,26 @@ static void tls_answer(struct server *s)
 
 static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen);
 static void connect_host(struct server *s);
+
+/* sslmode allow, as libpq: PostgreSQL refused the plain-text login; connect to the same host again, with TLS. */
+static void retry_with_tls(struct server *s)
+{
+    s->allow_tls = true;
+    io_close(&s->io);
+    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    varlist_clear(&s->params);
+    if (s->scram) {
+        scram_client_free(s->scram);
+        free(s->scram);
+        s->scram = NULL;
+    }
+    if (s->addrs != NULL) evutil_freeaddrinfo(s->addrs);
+    s->addrs = s->addr = NULL;
+    pool_set_server_state(s, SV_CONNECTING);
+    s->hosts_left++; /* the same entry of the host list again */
+    connect_host(s);
+}
 
 /*
  * The host being tried is out of reach: try the next one of the pool's host
@@ -648,6 +665,13 @@ static void login_step(struct server *s)
                            s->login_rfq == 2 ? "connect_query" : "reading connect_query's settings", e.message,
                            e.sqlstate);
                 break;
+            }
+            if (s->pool->tls->mode == TLS_ALLOW && s->pool->tls->ctx != NULL && !s->allow_tls && s->io.ssl == NULL &&
+                s->host[0] != '/') {
+                server_log(s, LOGL_INFO, "plain-text login refused (%s): trying again with TLS (sslmode allow)",
+                           e.message);
+                retry_with_tls(s);
+                return;
             }
             server_fail(s, e.sqlstate[0] ? e.sqlstate : "08006", "%s", e.message);
             return;

@@ -60,6 +60,7 @@ struct server {
     unsigned                          host_at;               /* its entry in the host list */
     unsigned                          hosts_left;            /* entries not tried yet */
     bool                              tls_asked;             /* SSLRequest sent, answer not read yet */
+    bool                              allow_tls;             /* sslmode allow: plain text was refused, TLS now */
     usec_t                            connect_time;
     usec_t                            state_since;         /* when it entered its current state */
     usec_t                            last_ready;          /* last ReadyForQuery */

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEEP, PG_HBA, RUN_USER, Postgres, chown_to_run_user, make_tempdir
+from conftest import KEEP, PG_HBA, Postgres, chown_to_run_user, make_tempdir
 
 # A minimal `openssl ca` setup: the database lives next to the CA's files;
 # unique_subject = no lets several certificates share CN=localhost.

@@ -14,6 +14,9 @@ in PgBouncer's log instead (reason_in).
 """
 
 import shutil
+import socket
+import struct
+import threading
 
 import psycopg
 import pytest
@@ -71,12 +74,13 @@ def db(pg, host="127.0.0.1"):
     return {"pgbun_test": f"host={host} port={pg.port} dbname=pgbun_test"}
 
 
-def start(start_pgbun, pg, host="127.0.0.1", **config):
+def start(start_pgbun, pg, host="127.0.0.1", databases=None, **config):
     """pgbun in front of pg with the given [pgbun] keys; failures surface within QUERY_WAIT."""
     cfg = {"admin_users": "postgres", "query_wait_timeout": QUERY_WAIT}
     cfg.update(config)
-    bun = start_pgbun(config=cfg, databases=db(pg, host))
-    bun.databases = db(pg, host)
+    databases = databases or db(pg, host)
+    bun = start_pgbun(config=cfg, databases=databases)
+    bun.databases = databases
     return bun
 
 
@@ -86,9 +90,9 @@ def ssl_row(bun, **kw):
         return conn.execute(SSL_QUERY).fetchone()
 
 
-def first_error(bun):
+def first_error(bun, dbname="pgbun_test"):
     """The error a client gets logging in through bun and running a query (None: served)."""
-    return pgwire.first_error(bun.wire(timeout=QUERY_WAIT + 10), "postgres", "pgbun_test")
+    return pgwire.first_error(bun.wire(timeout=QUERY_WAIT + 10), "postgres", dbname)
 
 
 def reason_in(bun, err, *needles, logged=None):
@@ -355,3 +359,118 @@ def test_reload_with_a_missing_ca_file_fails_naming_it_and_keeps_the_running_set
         assert second.execute(SSL_QUERY).fetchone()[0] is True
         assert backend_pid(second) != pid
     assert backend_pid(session) == pid
+
+
+def test_reload_changing_server_tls_sslmode_replaces_the_idle_servers(start_pgbun, ssl_pg):
+    bun = start(start_pgbun, ssl_pg, pool_mode="transaction", server_tls_sslmode="require")
+    with bun.connect() as conn:
+        assert conn.execute(SSL_QUERY).fetchone()[0] is True  # an idle TLS server stays in the pool
+    rewrite_config(bun, server_tls_sslmode="disable")
+    with bun.connect(dbname=CONSOLE_DB) as admin:
+        admin.execute("RELOAD")
+    assert ssl_row(bun) == (False, None, None), "a server made with the old setting served a new client"
+
+
+# ------------------------------------------------------------------ per-database keys in [databases]
+
+PER_DATABASE = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 has no TLS keys in [databases]")
+
+
+def two_dbs(pg, **own):
+    """[databases]: `own` with its own TLS keys (libpq names), `plain` with none; both pgbun_test on pg."""
+    base = f"host=127.0.0.1 port={pg.port} dbname=pgbun_test"
+    return {"own": " ".join([base] + [f"{k}={v}" for k, v in own.items()]), "plain": base}
+
+
+@PER_DATABASE
+def test_database_sslmode_overrides_server_tls_sslmode(start_pgbun, ssl_pg):
+    bun = start(start_pgbun, ssl_pg, databases=two_dbs(ssl_pg, sslmode="require"), server_tls_sslmode="disable")
+    assert ssl_row(bun, dbname="own")[0] is True
+    assert ssl_row(bun, dbname="plain") == (False, None, None)
+
+
+@PER_DATABASE
+def test_database_sslmode_disable_overrides_server_tls_sslmode_require(start_pgbun, ssl_pg):
+    bun = start(start_pgbun, ssl_pg, databases=two_dbs(ssl_pg, sslmode="disable"), server_tls_sslmode="require")
+    assert ssl_row(bun, dbname="own") == (False, None, None)
+    assert ssl_row(bun, dbname="plain")[0] is True
+
+
+@PER_DATABASE
+def test_database_sslrootcert_overrides_server_tls_ca_file(start_pgbun, ssl_pg, tls_certs):  # noqa: F811
+    bun = start(start_pgbun, ssl_pg, databases=two_dbs(ssl_pg, sslrootcert=tls_certs.other_ca_crt),
+                server_tls_sslmode="verify-ca", server_tls_ca_file=tls_certs.ca_crt)
+    reason_in(bun, first_error(bun, "own"), "certificate verify failed")
+    assert ssl_row(bun, dbname="plain")[0] is True
+
+
+@PER_DATABASE
+def test_database_sslmode_verify_full_checks_the_name_with_its_sslrootcert(start_pgbun, ssl_pgs,
+                                                                           tls_certs):  # noqa: F811
+    own = ssl_pgs("wrongname")
+    bun = start(start_pgbun, own, databases=two_dbs(own, sslmode="verify-full", sslrootcert=tls_certs.ca_crt),
+                server_tls_sslmode="require")
+    reason_in(bun, first_error(bun, "own"), "127.0.0.1", "match")
+    assert ssl_row(bun, dbname="plain")[0] is True
+
+
+@PER_DATABASE
+def test_database_sslcert_and_sslkey_log_in_where_pg_hba_says_cert(start_pgbun, cert_pg, tls_certs):  # noqa: F811
+    bun = start(start_pgbun, cert_pg, databases=two_dbs(cert_pg, sslcert=tls_certs.client_crt,
+                                                         sslkey=tls_certs.client_key),
+                server_tls_sslmode="require")
+    with bun.connect(dbname="own") as conn:
+        row = conn.execute("SELECT ssl, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row == (True, "/CN=postgres"), row
+    err = first_error(bun, "plain")
+    assert err is not None and "certificate" in err.message, err and err.fields
+
+
+# ------------------------------------------------------------------ a server that answers SSLRequest with an error
+
+class SslRequestRefuser:
+    """A TCP server that answers every SSLRequest with an ErrorResponse (as a
+    server that cannot take the connection at all would) and closes."""
+
+    MESSAGE = "sorry, too many clients already"
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.requests = []
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self.requests.append(conn.recv(8))
+                    fields = b"SFATAL\0VFATAL\0C53300\0M" + self.MESSAGE.encode() + b"\0\0"
+                    conn.sendall(b"E" + struct.pack("!I", len(fields) + 4) + fields)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 does not pass on an error answering its SSLRequest")
+def test_an_error_answering_the_sslrequest_reaches_the_client(start_pgbun):
+    fake = SslRequestRefuser()
+    try:
+        bun = start_pgbun(config={"query_wait_timeout": QUERY_WAIT, "server_tls_sslmode": "prefer"},
+                          databases={"pgbun_test": f"host=127.0.0.1 port={fake.port} dbname=pgbun_test"})
+        err = first_error(bun)
+        assert err is not None, "served by a server that never let pgbun in"
+        assert SslRequestRefuser.MESSAGE in err.message, err.fields
+        assert fake.requests and fake.requests[0] == struct.pack("!ii", 8, pgwire.SSL_REQUEST_CODE), fake.requests
+        assert bun.alive()
+    finally:
+        fake.close()

@@ -14,6 +14,7 @@ text. The tests cover:
   TLS (ALPN "postgresql", pgbun only);
 - drivers over TLS: psycopg, asyncpg, node-postgres, JDBC, pgbench;
 - client_tls_protocols, client_tls13_ciphers, client_tls_ecdhcurve;
+- SCRAM-SHA-256-PLUS (channel binding) over TLS, and auth_type = cert;
 - bad TLS settings at start (pgbun exits) and at RELOAD (it keeps serving).
 
 The console is always reached over the unix socket, which client TLS
@@ -28,6 +29,7 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -301,13 +303,15 @@ def test_psql_with_another_ca_as_root_certificate_fails_verification(start_pgbun
 
 def test_require_refuses_a_plain_text_tcp_login_with_28000_tls_is_required(start_pgbun, tls_certs):
     bun = start_tls(start_pgbun, tls_certs, mode="require")
-    err = libpq_refusal(bun, sslmode="disable")
-    sqlstate, message = error_fields(err)
-    if IS_PGBOUNCER:
-        assert "SSL required" in message, message  # PgBouncer 1.18: 08P01 "SSL required"
+    message = error_fields(libpq_refusal(bun, sslmode="disable"))[1]
+    # libpq hands a login's ErrorResponse over as text only: the SQLSTATE is read on the wire.
+    err = pgwire.first_error(bun.wire(), "postgres", "pgbun_test")
+    assert err is not None, "a plain-text TCP client was logged in"
+    if IS_PGBOUNCER:  # PgBouncer 1.18: 08P01 "SSL required"
+        assert "SSL required" in message and err.message == "SSL required", (message, err.fields)
     else:
-        assert sqlstate == "28000", (sqlstate, message)
         assert "TLS is required" in message, message
+        assert err.sqlstate == "28000" and "TLS is required" in err.message, err.fields
     with tls_connect(bun, tls_certs) as conn:
         assert conn.execute("SELECT 'tls still served'").fetchone() == ("tls still served",)
 
@@ -625,10 +629,17 @@ BAD_SETTINGS = {
                          lambda c: ["client_tls_protocols", "tlsv9"]),
     "unknown-curve": (lambda c: {"client_tls_ecdhcurve": "nosuchcurve"},
                       lambda c: ["client_tls_ecdhcurve", "nosuchcurve"]),
+    # PgBouncer 1.18 accepts these two; pgbun refuses them with the reason.
+    "ecdhcurve-none": (lambda c: {"client_tls_ecdhcurve": "none"}, lambda c: ["client_tls_ecdhcurve"]),
+    "dheparams-legacy": (lambda c: {"client_tls_dheparams": "legacy"}, lambda c: ["client_tls_dheparams"]),
 }
+PGBUN_ONLY_BAD_SETTINGS = ("ecdhcurve-none", "dheparams-legacy")
 
 
-@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.skipif(IS_PGBOUNCER and case in PGBUN_ONLY_BAD_SETTINGS,
+                                                reason="PgBouncer 1.18 accepts it"))
+    for case in BAD_SETTINGS])
 def test_a_bad_tls_setting_stops_the_start_naming_the_key_or_file(start_pgbun, tls_certs, case):
     changes, names = BAD_SETTINGS[case]
     config = {**tls_config(tls_certs, "require"), **changes(tls_certs)}
@@ -637,6 +648,98 @@ def test_a_bad_tls_setting_stops_the_start_naming_the_key_or_file(start_pgbun, t
     assert any(word in log for word in names(tls_certs)), f"none of {names(tls_certs)} in the log:\n{log}"
     if case == "key-of-another-cert":
         assert "match" in log.lower(), f"the log does not say the key does not match:\n{log}"
+
+
+# ---------------------------------------------------------------- SCRAM channel binding
+
+no_scram_plus = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 offers no SCRAM-SHA-256-PLUS")
+
+
+def sasl_mechanisms(seen):
+    """The mechanisms of the AuthenticationSASL among a login's (type, body) messages."""
+    for mtype, body in seen:
+        if mtype == b"R" and struct.unpack("!i", body[:4])[0] == pgwire.AUTH_SASL:
+            return [m for m in pgwire.parse_cstrings(body[4:]) if m]  # the list ends with an empty name
+    pytest.fail(f"no AuthenticationSASL in {[t for t, _ in seen]}")
+
+
+@no_scram_plus
+def test_scram_over_tls_offers_plus_first_and_plain_text_offers_no_plus(start_pgbun, tls_certs):
+    bun = start_tls(start_pgbun, tls_certs, mode="prefer", auth_type="scram-sha-256")
+    w = tls_wire(bun, client_context(tls_certs))
+    # The client takes SCRAM-SHA-256 ("n,,": it cannot bind), which is allowed over TLS too.
+    assert sasl_mechanisms(w.login("scramuser", "pgbun_test", password="scrampass")) == \
+        ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+    assert w.scalar("SELECT current_user") == "scramuser"
+    w.terminate()
+    w = bun.wire()
+    assert sasl_mechanisms(w.login("scramuser", "pgbun_test", password="scrampass")) == ["SCRAM-SHA-256"]
+    w.terminate()
+
+
+@no_scram_plus
+def test_psql_channel_binding_require_logs_in_over_tls(start_pgbun, tls_certs):
+    bun = start_tls(start_pgbun, tls_certs, auth_type="scram-sha-256")
+    res = psql(f"host=127.0.0.1 port={bun.port} dbname=pgbun_test user=scramuser password=scrampass "
+               f"sslmode=verify-full sslrootcert={tls_certs.ca_crt} channel_binding=require", "SELECT current_user")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "scramuser"
+
+
+@no_scram_plus
+def test_scram_client_saying_the_server_cannot_bind_over_tls_is_refused(start_pgbun, tls_certs, monkeypatch):
+    """gs2 flag "y": the client could bind but saw no PLUS offered, a sign of a downgrade (RFC 5802)."""
+
+    class ThinksServerCannotBind(pgwire.ScramClient):
+        def client_first(self):
+            return ("y,," + self.first_bare).encode()
+
+    monkeypatch.setattr(pgwire, "ScramClient", ThinksServerCannotBind)
+    bun = start_tls(start_pgbun, tls_certs, auth_type="scram-sha-256")
+    w = tls_wire(bun, client_context(tls_certs))
+    with pytest.raises(pgwire.PgError) as err:
+        w.login("scramuser", "pgbun_test", password="scrampass")
+    assert pgwire.AUTH_OK not in w.auth_requests, err.value.fields
+    assert "channel binding" in err.value.message, err.value.fields
+    w.close()
+
+
+# ---------------------------------------------------------------- auth_type = cert
+
+def cert_auth_pgbun(start_pgbun, certs, mode="verify-full"):
+    return start_tls(start_pgbun, certs, mode=mode, client_tls_ca_file=certs.ca_crt, auth_type="cert")
+
+
+@pytest.mark.parametrize("mode", ["verify-full", pytest.param("verify-ca", marks=pytest.mark.skipif(
+    IS_PGBOUNCER, reason="PgBouncer 1.18 wants verify-full for auth_type = cert"))])
+def test_auth_cert_logs_in_the_user_its_certificate_names(start_pgbun, tls_certs, mode):
+    bun = cert_auth_pgbun(start_pgbun, tls_certs, mode)
+    with tls_connect(bun, tls_certs, sslcert=str(tls_certs.client_crt), sslkey=str(tls_certs.client_key)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+    with tls_connect(bun, tls_certs, user="md5user", sslcert=str(tls_certs.client_md5_crt),
+                     sslkey=str(tls_certs.client_md5_key)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("md5user",)
+
+
+def test_auth_cert_refuses_a_user_other_than_the_certificate_cn(start_pgbun, tls_certs):
+    bun = cert_auth_pgbun(start_pgbun, tls_certs)
+    ctx = client_context(tls_certs)
+    ctx.load_cert_chain(str(tls_certs.client_crt), str(tls_certs.client_key))  # CN=postgres
+    w = tls_wire(bun, ctx)
+    err = pgwire.first_error(w, "md5user", "pgbun_test")
+    assert err is not None, "md5user was logged in with the certificate of postgres"
+    assert pgwire.AUTH_OK not in w.auth_requests, err.fields
+    if not IS_PGBOUNCER:
+        assert err.sqlstate == "28000", err.fields
+        assert err.message.startswith('certificate authentication failed for user "md5user"'), err.fields
+    with tls_connect(bun, tls_certs, sslcert=str(tls_certs.client_crt), sslkey=str(tls_certs.client_key)) as conn:
+        assert conn.execute("SELECT 'served after a refusal'").fetchone() == ("served after a refusal",)
+
+
+def test_auth_cert_without_client_certificate_verification_stops_the_start(start_pgbun, tls_certs):
+    rc, log = bad_start(start_pgbun, {**tls_config(tls_certs, "require"), "auth_type": "cert"})
+    assert rc != 0, log
+    assert "auth_type" in log and "client_tls_sslmode" in log, log
 
 
 # ---------------------------------------------------------------- RELOAD

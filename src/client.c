@@ -314,6 +314,8 @@ void client_welcome(struct client *c)
         client_log(c, LOGL_INFO, "login succeeded%s%s%s", tls[0] ? " (tls=" : "", tls, tls[0] ? ")" : "");
     }
     if (!client_flush(c)) return;
+    /* The handshake's buffers: many clients log in and then wait, and an idle TLS client need not hold 34 KB. */
+    if (evbuffer_get_length(c->out) == 0) io_trim(&c->io);
     io_set_reading(&c->io, true);
     if (evbuffer_get_length(c->in) > 0) client_process(c);
 }

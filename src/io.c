@@ -151,6 +151,12 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     io->write_cb(fd, what, io->arg);
 }
 
+void io_trim(struct io *io)
+{
+    if (io->ssl != NULL && !io->tls_handshaking && !io->tls_read_on_write && !io->tls_write_on_read)
+        (void)SSL_free_buffers(io->ssl); /* refused, harmlessly, while a record is half read or half written */
+}
+
 const char *io_strerror(int err)
 {
     return err == EPROTO && tls_reason[0] != '\0' ? tls_reason : strerror(err);
@@ -249,6 +255,11 @@ static int tls_read(struct io *io, struct evbuffer *buf, int max)
             break;
         }
         fill[i] += n;
+        /* With read-ahead, OpenSSL's read() took what the socket had: asking again would cost a read() for EAGAIN. */
+        if (!SSL_has_pending(io->ssl)) {
+            err = SSL_ERROR_WANT_READ;
+            break;
+        }
     }
     v[0].iov_len = fill[0];
     v[1].iov_len = fill[1];

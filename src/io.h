@@ -66,6 +66,13 @@ int io_read(struct io *io, struct evbuffer *buf, int max);
  */
 int io_flush(struct io *io, struct evbuffer *buf);
 
+/*
+ * Gives OpenSSL's read and write buffers (about 34 KB) back while nothing
+ * is pending in them: for a connection that may now sit idle. The next
+ * read or write takes them again.
+ */
+void io_trim(struct io *io);
+
 /* The text of an error io_read or io_flush returned: OpenSSL's reason for EPROTO, else strerror(). */
 const char *io_strerror(int err);
 

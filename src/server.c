@@ -2,10 +2,12 @@
  * server.c - connections to PostgreSQL: connect, log in, relay replies.
  *
  *   server_launch -> CONNECTING (DNS, non-blocking connect)
- *     -> LOGIN ([SSLRequest -> 'S' + TLS handshake, or 'N'] StartupMessage; cleartext/md5/SCRAM answers;
- * ParameterStatus, BackendKeyData) -> ReadyForQuery -> pool_server_ready -> IDLE ACTIVE: replies framed from s->in and
- * moved to the client's output. ReadyForQuery 'I' with nothing outstanding makes the server clean; outside session mode
- * that returns it to the pool at once.
+ *     -> LOGIN ([SSLRequest -> 'S' + TLS handshake, or 'N'] StartupMessage;
+ *        cleartext/md5/SCRAM answers; ParameterStatus, BackendKeyData)
+ *     -> ReadyForQuery -> pool_server_ready -> IDLE
+ *   ACTIVE: replies framed from s->in and moved to the client's output.
+ *     ReadyForQuery 'I' with nothing outstanding makes the server clean;
+ *     outside session mode that returns it to the pool at once.
  *
  * pgbun's own queries (parameter SETs, server_reset_query) run in a phase
  * whose replies are consumed here and never reach a client. What those
@@ -1438,7 +1440,10 @@ static void server_read_cb(evutil_socket_t fd, short what, void *arg)
             server_close(s, "%s", why);
         return;
     }
-    if (s->state == SV_LOGIN && s->tls_asked) tls_answer(s);
+    if (s->state == SV_LOGIN && s->tls_asked) {
+        tls_answer(s);
+        if (s->state != SV_LOGIN) return; /* refused: closed */
+    }
     if (s->state == SV_LOGIN)
         login_step(s);
     else

@@ -279,6 +279,19 @@ log_line_prefix = '%m [%p] %u@%d '
             self.sql(f"GRANT SELECT ON users, txn_log TO {role}")
         return self
 
+    def init_or_clean_up(self, setup=None):
+        """init(), then setup(self) if given; if either fails, print the server's log,
+        destroy it and raise. Returns self, for a fixture to yield."""
+        try:
+            self.init()
+            if setup is not None:
+                setup(self)
+        except BaseException:
+            print(self.log_text())
+            self.destroy()
+            raise
+        return self
+
     def start(self):
         run([self._bin("pg_ctl"), "-D", self.datadir, "-l", self.logfile, "-w", "-t", "30",
              "start"], timeout=60, as_run_user=True, cwd=self.base)
@@ -536,13 +549,7 @@ def _bounded_test(request):
 
 @pytest.fixture(scope="session")
 def pg():
-    server = Postgres("pg")
-    try:
-        server.init()
-    except BaseException:
-        print(server.log_text())
-        server.destroy()
-        raise
+    server = Postgres("pg").init_or_clean_up()
     yield server
     server.destroy()
 

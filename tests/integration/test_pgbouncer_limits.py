@@ -42,19 +42,15 @@ host  all all         127.0.0.1/32 scram-sha-256
 @pytest.fixture(scope="module")
 def lpg():
     """A PostgreSQL of this module: roles with 60,000-byte passwords, one per server auth method."""
-    server = Postgres("limits")
-    try:
-        server.init()
+    def setup(server):
         (server.datadir / "pg_hba.conf").write_text(LIMITS_HBA)
         run([server._bin("pg_ctl"), "-D", server.datadir, "reload"], as_run_user=True, cwd=server.base)
         for role, pw, enc in (("long_scram", PW_SCRAM, "scram-sha-256"), ("long_md5", PW_MD5, "md5"),
                               ("long_plain", PW_PLAIN, "scram-sha-256")):
             server.sql(f"SET password_encryption = '{enc}'; CREATE ROLE {role} LOGIN PASSWORD '{pw}'",
                        dbname="postgres")
-    except BaseException:
-        print(server.log_text())
-        server.destroy()
-        raise
+
+    server = Postgres("limits").init_or_clean_up(setup)
     yield server
     server.destroy()
 

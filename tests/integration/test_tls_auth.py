@@ -206,14 +206,7 @@ def login_error(bun, dbname):
 @pytest.fixture(scope="module")
 def hostssl_pg(tls_certs):  # noqa: F811 - the fixture imported above
     """A PostgreSQL with ssl = on serving server_crt that takes TCP logins over TLS only."""
-    server = Postgres("hostssl")
-    try:
-        server.init()
-        ssl_postgres(server, tls_certs, hba=HOSTSSL_ONLY_HBA)
-    except BaseException:
-        print(server.log_text())
-        server.destroy()
-        raise
+    server = Postgres("hostssl").init_or_clean_up(lambda s: ssl_postgres(s, tls_certs, hba=HOSTSSL_ONLY_HBA))
     yield server
     server.destroy()
 

@@ -48,14 +48,8 @@ def ssl_pgs(tls_certs):  # noqa: F811 - the fixture imported above
 
     def get(variant):
         if variant not in servers:
-            server = Postgres(f"ssl-{variant}")
-            servers[variant] = server
-            try:
-                server.init()
-                ssl_postgres(server, tls_certs, **variants[variant])
-            except BaseException:
-                print(server.log_text())
-                raise
+            servers[variant] = Postgres(f"ssl-{variant}").init_or_clean_up(
+                lambda s: ssl_postgres(s, tls_certs, **variants[variant]))
         return servers[variant]
 
     yield get

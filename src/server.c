@@ -254,11 +254,19 @@ static void tls_answer(struct server *s)
 static void connect_addr(struct server *s, const struct sockaddr *sa, socklen_t salen);
 static void connect_host(struct server *s);
 
+/* Drops the socket and the addresses tried, and connects to entry s->host_at of the host list afresh. */
+static void connect_entry_again(struct server *s)
+{
+    io_close(&s->io);
+    if (s->addrs != NULL) evutil_freeaddrinfo(s->addrs);
+    s->addrs = s->addr = NULL;
+    connect_host(s);
+}
+
 /* sslmode allow, as libpq: PostgreSQL refused the plain-text login; connect to the same host again, with TLS. */
 static void retry_with_tls(struct server *s)
 {
     s->allow_tls = true;
-    io_close(&s->io);
     evbuffer_drain(s->in, evbuffer_get_length(s->in));
     evbuffer_drain(s->out, evbuffer_get_length(s->out));
     varlist_clear(&s->params);
@@ -267,11 +275,9 @@ static void retry_with_tls(struct server *s)
         free(s->scram);
         s->scram = NULL;
     }
-    if (s->addrs != NULL) evutil_freeaddrinfo(s->addrs);
-    s->addrs = s->addr = NULL;
     pool_set_server_state(s, SV_CONNECTING);
     s->hosts_left++; /* the same entry of the host list again */
-    connect_host(s);
+    connect_entry_again(s);
 }
 
 /*
@@ -290,11 +296,8 @@ static void __attribute__((format(printf, 2, 3))) host_failed(struct server *s, 
     va_end(ap);
     if (s->hosts_left > 0) {
         server_log(s, LOGL_WARNING, "%s; trying the next host", reason);
-        io_close(&s->io);
-        if (s->addrs != NULL) evutil_freeaddrinfo(s->addrs);
-        s->addrs = s->addr = NULL;
         s->host_at = (s->host_at + 1) % (unsigned)config_list_count(s->pool->host);
-        connect_host(s);
+        connect_entry_again(s);
         return;
     }
     server_fail(s, "08006", "%s", reason);

@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "creds.h"
 #include "log.h"
 #include "pgbun.h"
 #include "worker.h"
@@ -72,6 +74,8 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
     if (c->state == CL_WELCOME)
         pool_wait_timed_out(c, "client_login_timeout"); /* authenticated, waiting for a first server */
+    else if (c->step == LOGIN_LOOKUP)
+        client_close(c, "08P01", "client_login_timeout: login not completed in time (auth_query did not answer)");
     else
         client_close(c, "08P01", "client_login_timeout: login not completed in time");
 }
@@ -110,6 +114,7 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
     (void)salen;
     if (!is_unix) io_tune_tcp(fd, &pgbun.cfg->tcp);
     io_init(&c->io, c->w->base, fd, client_read_cb, client_write_cb, c);
+    c->login->client = c;
     evtimer_assign(&c->login->timer, c->w->base, login_timeout_cb, c);
     c->connect_time = c->request_time = pgbun_now();
     atomic_fetch_add(&pgbun.client_count, 1);
@@ -156,7 +161,10 @@ void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
         else
             server_client_gone(s, c->quit);
     }
-    if (c->login != NULL) evtimer_del(&c->login->timer);
+    if (c->login != NULL) {
+        evtimer_del(&c->login->timer);
+        authq_cancel(&c->login->waiter); /* its lookup runs on for others, and tells it nothing more */
+    }
     io_close(&c->io);
     atomic_fetch_sub(&pgbun.client_count, 1);
     pool_set_client_state(c, CL_CLOSING);
@@ -180,6 +188,7 @@ static void login_free(struct client *c)
 
     if (l == NULL) return;
     evtimer_del(&l->timer);
+    authq_cancel(&l->waiter);
     if (l->has_secret) secret_clear(&l->secret);
     if (l->scram) {
         scram_server_free(l->scram);
@@ -224,6 +233,8 @@ bool client_flush(struct client *c)
 
 static void fail_password(struct client *c)
 {
+    /* The password may have changed in PostgreSQL since auth_query was asked: the next login asks again. */
+    if (c->login->from_query) authq_failed_login(c->dbname, c->user, c->console_db);
     client_close(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -332,10 +343,14 @@ static bool trust_unlisted(const struct client *c)
     return pgbun.cfg->auth_trust_any_user && !c->console_db && (db == NULL || db->user == NULL);
 }
 
-static void send_auth_request(struct client *c)
+/*
+ * Asks the client for its password (or lets it in), knowing its secret:
+ * `secret` (auth_file's or auth_query's text; NULL: none) of a user pgbun
+ * knows (`known`) or not.
+ */
+static void auth_with(struct client *c, const char *secret, bool known)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
-    const struct secret       *sec = pgbun.auth ? auth_file_find(pgbun.auth, c->user) : NULL;
     enum auth_type             type = cfg->auth_type;
 
     if (type == AUTH_CERT) {
@@ -363,10 +378,10 @@ static void send_auth_request(struct client *c)
     }
     if (type == AUTH_TRUST) {
         /* No password, but a user pgbun knows, as PgBouncer documents it. */
-        if (sec == NULL && !trust_unlisted(c)) {
+        if (!known && !trust_unlisted(c)) {
             if (cfg->auth_type == AUTH_CERT)
-                client_close(c, "28000", "certificate authentication failed for user \"%s\": not in auth_file",
-                             c->user);
+                client_close(c, "28000", "certificate authentication failed for user \"%s\": not in %s", c->user,
+                             c->login->from_query ? "PostgreSQL (auth_query)" : "auth_file");
             else
                 client_close(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
             return;
@@ -374,9 +389,10 @@ static void send_auth_request(struct client *c)
         login_ok(c);
         return;
     }
-    if (sec != NULL) {
-        if (!secret_parse(&c->login->secret, sec->user, sec->secret)) {
-            client_close(c, "28000", "invalid secret for user \"%s\" in auth_file", c->user);
+    if (secret != NULL) {
+        if (!secret_parse(&c->login->secret, c->user, secret)) {
+            client_close(c, "28000", "invalid secret for user \"%s\" in %s", c->user,
+                         c->login->from_query ? "what auth_query returned" : "auth_file");
             return;
         }
         c->login->has_secret = true;
@@ -413,6 +429,50 @@ static void send_auth_request(struct client *c)
     case AUTH_CERT: break;
     }
     (void)client_flush(c);
+}
+
+/* What auth_query said of the user. */
+static void looked_up(struct client *c, const struct authq_answer *a)
+{
+    if (a->status == AUTHQ_FAILED) {
+        client_close(c, a->sqlstate,
+                     "auth_query failed: the password of user \"%s\" could not be looked up (pgbun's log says why)",
+                     c->user);
+        return;
+    }
+    c->login->from_query = true;
+    auth_with(c, a->status == AUTHQ_FOUND ? a->secret : NULL, a->status == AUTHQ_FOUND);
+}
+
+static void lookup_answered(struct authq_waiter *w, const struct authq_answer *a)
+{
+    struct client *c = ((struct client_login *)((char *)w - offsetof(struct client_login, waiter)))->client;
+
+    looked_up(c, a);
+    if (c->state == CL_CLOSING) return;
+    io_set_reading(&c->io, true);
+    if (evbuffer_get_length(c->in) > 0) client_process(c);
+}
+
+/* The user's secret: auth_file's, or auth_query's, which may take a query in PostgreSQL first. */
+static void send_auth_request(struct client *c)
+{
+    const struct secret *sec = pgbun.auth ? auth_file_find(pgbun.auth, c->user) : NULL;
+    struct authq_answer  a;
+    char                *hold = NULL;
+
+    if (sec != NULL) {
+        auth_with(c, sec->secret, true);
+        return;
+    }
+    c->step = LOGIN_LOOKUP; /* before asking: an answer may come at once, through lookup_answered */
+    c->login->waiter.done = lookup_answered;
+    switch (authq_find(c->dbname, c->user, c->console_db, &c->login->waiter, &a, &hold)) {
+    case AUTHQ_OFF: auth_with(c, NULL, false); break;
+    case AUTHQ_ANSWER: looked_up(c, &a); break;
+    case AUTHQ_WAITING: break;
+    }
+    authq_answer_free(hold);
 }
 
 /* Startup parameters the pooler consumes; everything else is a setting for the server. */
@@ -729,6 +789,7 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
             /* No SCRAM secret (none, an md5 one, an empty password): the exchange goes on all the same, and
              * fails at the proof, as PostgreSQL's does. */
             if (c->login->has_secret) secret_clear(&c->login->secret);
+            c->login->mock = true;
             if (!(c->login->has_secret = scram_mock_secret(&c->login->secret, c->user))) {
                 client_close(c, "53200", "out of memory");
                 return;
@@ -765,6 +826,9 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
     }
     proto_add_auth(c->out, AUTH_REQ_SASL_FINAL, reply, strlen(reply));
     free(reply);
+    /* The proof revealed the ClientKey of a real SCRAM secret: pgbun logs in to PostgreSQL with it (pass-through). */
+    if (c->login->scram->have_client_key && c->login->secret.kind == SECRET_SCRAM && !c->login->mock)
+        creds_put_scram_keys(c->user, c->login->scram->client_key, c->login->secret.scram_server_key);
     login_ok(c);
 }
 
@@ -1136,8 +1200,10 @@ static void process_input(struct client *c)
     case CL_LOGIN:
         if (c->step == LOGIN_STARTUP)
             handle_startup_packet(c);
-        else
+        else if (c->step != LOGIN_LOOKUP)
             handle_login_message(c);
+        else if (evbuffer_get_length(c->in) > PGBUN_OUT_LIMIT)
+            io_set_reading(&c->io, false); /* nothing is due from it before the request for a password */
         break;
     case CL_IDLE: idle_input(c); break;
     case CL_ACTIVE:

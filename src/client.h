@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "auth.h"
+#include "authq.h"
 #include "hashtab.h"
 #include "io.h"
 #include "pool.h"
@@ -28,6 +29,7 @@ struct worker;
 
 enum login_step {
     LOGIN_STARTUP = 0,   /* waiting for SSLRequest / StartupMessage / CancelRequest */
+    LOGIN_LOOKUP,        /* waiting for auth_query to find its secret (authq.h) */
     LOGIN_PASSWORD,      /* sent AuthenticationCleartextPassword or MD5Password */
     LOGIN_SASL_INITIAL,  /* sent AuthenticationSASL */
     LOGIN_SASL_RESPONSE, /* sent AuthenticationSASLContinue */
@@ -81,9 +83,13 @@ struct client {
 
 /* A client's state while it logs in. */
 struct client_login {
+    struct client       *client;
     struct event         timer;  /* client_login_timeout */
-    struct secret        secret; /* copy of its auth_file entry */
+    struct secret        secret; /* copy of its auth_file entry, or of what auth_query found */
     bool                 has_secret;
+    bool                 from_query; /* the user is not in auth_file: auth_query answered */
+    bool                 mock;       /* SCRAM against a secret no password matches (the user has none) */
+    struct authq_waiter  waiter;     /* ... while it is asked */
     uint8_t              md5_salt[4];
     struct scram_server *scram;
 };

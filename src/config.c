@@ -198,7 +198,9 @@ static const struct key main_keys[] = {
     G_BOOL(auth_trust_any_user, "0"),
     G_STR(auth_hba_file, NULL),
     G_STR(auth_user, NULL),
-    G_STR(auth_query, NULL),
+    G_STR(auth_query, AUTH_QUERY_DEFAULT),
+    G_STR(auth_dbname, NULL),
+    G_TIME(auth_query_cache_ttl, "5"),
     G_STR(admin_users, NULL),
     G_BOOL(pgbouncer_alias, "1"),
     G_STR(stats_users, NULL),
@@ -242,7 +244,6 @@ static const struct key main_keys[] = {
     IGNORED(suspend_timeout),
     IGNORED(cancel_wait_timeout),
     IGNORED(sbuf_loopcnt),
-    IGNORED(auth_dbname),
     IGNORED(auth_ident_file),
     IGNORED(auth_ldap_options),
     IGNORED(scram_iterations),
@@ -294,9 +295,9 @@ static const struct key db_keys[] = {
     D_STR(sslrootcert, G(server_tls_ca_file), sslrootcert, NULL, 0),
     D_STR(sslcert, G(server_tls_cert_file), sslcert, NULL, 0),
     D_STR(sslkey, G(server_tls_key_file), sslkey, NULL, 0),
-    IGNORED(auth_user),
-    IGNORED(auth_query),
-    IGNORED(auth_dbname),
+    D_STR(auth_user, G(auth_user), auth_user, NULL, 0),
+    D_STR(auth_query, G(auth_query), auth_query, NULL, 0),
+    D_STR(auth_dbname, G(auth_dbname), auth_dbname, NULL, 0),
     IGNORED(client_encoding),
     IGNORED(datestyle),
     IGNORED(timezone),
@@ -1523,6 +1524,40 @@ const struct user_config *config_find_user(const struct pgbun_config *cfg, const
     return cfg != NULL && name != NULL ? user_exact(cfg, name) : NULL;
 }
 
+bool config_looks_up_users(const struct pgbun_config *cfg)
+{
+    if (cfg->auth_user != NULL) return true;
+    for (const struct db_config *db = cfg->databases; db != NULL; db = db->next)
+        if (db->auth_user != NULL) return true;
+    return false;
+}
+
+/* auth_user / auth_dbname: the database the lookups run in must exist, for every entry that looks users up. */
+static bool check_auth_query(const struct pgbun_config *cfg, char **errmsg)
+{
+    bool any = cfg->auth_user != NULL;
+
+    for (const struct db_config *db = cfg->databases; db != NULL; db = db->next) {
+        const char *authdb = db->auth_dbname != NULL ? db->auth_dbname : cfg->auth_dbname;
+
+        if (db->auth_user != NULL) any = true;
+        if (authdb != NULL && (db->auth_user != NULL || cfg->auth_user != NULL) &&
+            config_find_db(cfg, authdb) == NULL) {
+            set_error(errmsg, "[databases] %s: auth_dbname \"%s\" is not a database of [databases]", db->name, authdb);
+            return false;
+        }
+    }
+    if (cfg->auth_user != NULL && cfg->auth_dbname != NULL && config_find_db(cfg, cfg->auth_dbname) == NULL) {
+        set_error(errmsg, "auth_dbname \"%s\" is not a database of [databases]", cfg->auth_dbname);
+        return false;
+    }
+    if (!any && cfg->auth_dbname != NULL)
+        log_warning("auth_dbname is unused: no auth_user is set, so every user comes from auth_file");
+    if (!any && cfg->auth_query != NULL && strcmp(cfg->auth_query, AUTH_QUERY_DEFAULT) != 0)
+        log_warning("auth_query is unused: no auth_user is set, so every user comes from auth_file");
+    return true;
+}
+
 bool config_check(const struct pgbun_config *cfg, char **errmsg)
 {
     /* Only verify-ca and up ask clients for a certificate, and only a verified one may name the user. */
@@ -1534,10 +1569,7 @@ bool config_check(const struct pgbun_config *cfg, char **errmsg)
                   cfg->client_tls_sslmode);
         return false;
     }
-    if (cfg->auth_user != NULL)
-        log_warning("auth_user is ignored: only users of auth_file log in (pgbun looks up no passwords in PostgreSQL "
-                    "yet)");
-    if (cfg->auth_query != NULL) log_warning("auth_query is ignored: pgbun has no auth_query yet");
+    if (!check_auth_query(cfg, errmsg)) return false;
     if (cfg->auth_hba_file != NULL)
         log_warning("auth_hba_file is ignored: pgbun has no auth_type = hba yet (auth_type is %s)",
                     config_auth_type_name(cfg->auth_type));

@@ -38,6 +38,15 @@ enum session_state {
     SESSION_OFF,              /* nothing is tracked */
 };
 
+/*
+ * PgBouncer's auth_query: a role's secret, NULL once rolvaliduntil has
+ * passed, nothing for a role that cannot log in. pgbun runs every
+ * auth_query with search_path = pg_catalog, pg_temp (authq.h).
+ */
+#define AUTH_QUERY_DEFAULT                                                                                             \
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname = "   \
+    "$1 AND rolcanlogin"
+
 enum auth_type {
     AUTH_TRUST = 0,
     AUTH_PLAIN,
@@ -75,6 +84,9 @@ struct db_config {
     char              *sslrootcert;   /* ... for this database only; NULL: the global key */
     char              *sslcert;
     char              *sslkey;
+    char              *auth_user; /* auth_user, auth_query and auth_dbname for this database; NULL: the global key */
+    char              *auth_query;
+    char              *auth_dbname;
     struct db_config  *next;
     UT_hash_handle     hh; /* in pgbun_config.db_index, by name */
 };
@@ -169,11 +181,13 @@ struct pgbun_config {
     char          *auth_file;
     bool           auth_trust_any_user; /* trust: a user not in auth_file goes to PostgreSQL under its name */
     char          *auth_hba_file;
-    char          *auth_user;
-    char          *auth_query;
-    char          *admin_users;     /* comma-separated */
-    bool           pgbouncer_alias; /* database "pgbouncer" is the console too */
-    char          *stats_users;     /* comma-separated */
+    char          *auth_user;            /* looks up the secrets of users not in auth_file, or NULL */
+    char          *auth_query;           /* ... with this query ($1: the user name) */
+    char          *auth_dbname;          /* ... in this database, or NULL: the client's */
+    usec_t         auth_query_cache_ttl; /* how long a secret found by auth_query is used before asking again */
+    char          *admin_users;          /* comma-separated */
+    bool           pgbouncer_alias;      /* database "pgbouncer" is the console too */
+    char          *stats_users;          /* comma-separated */
 
     /* TLS (accepted, implemented later) */
     char *client_tls_sslmode;
@@ -278,6 +292,9 @@ struct config_settings {
     const char        *sslrootcert; /* server_tls_ca_file, or the entry's sslrootcert */
     const char        *sslcert;     /* server_tls_cert_file, or the entry's sslcert */
     const char        *sslkey;      /* server_tls_key_file, or the entry's sslkey */
+    const char        *auth_user;   /* auth_user, or the entry's: NULL when users come from auth_file only */
+    const char        *auth_query;  /* auth_query, or the entry's */
+    const char        *auth_dbname; /* auth_dbname, or the entry's; NULL: the database asked for */
     int                pool_size;   /* 0: no limit */
     int                min_pool_size;
     int                reserve_pool_size;
@@ -294,6 +311,9 @@ struct config_settings {
     usec_t             transaction_timeout;
     usec_t             client_idle_timeout;
 };
+
+/* auth_user is set, globally or for a database: users not in auth_file are looked up with auth_query. */
+bool config_looks_up_users(const struct pgbun_config *cfg);
 
 /*
  * Fills *out for database entry db and user entry u of cfg; either may be

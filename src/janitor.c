@@ -159,7 +159,7 @@ static void maintain(struct pool *p, usec_t now)
  */
 static bool deserted(struct pool *p, usec_t now)
 {
-    int n = 0;
+    int n = p->njobs;
 
     for (int i = 0; i < CL_NSTATES; i++)
         n += p->nclients[i];

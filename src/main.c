@@ -10,6 +10,7 @@
  * out, running transactions finish), SIGUSR2 resumes.
  */
 #include "config.h"
+#include "creds.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -246,7 +247,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pgbun: cannot open logfile %s: %s\n", pgbun.cfg->logfile, strerror(errno));
         return 1;
     }
-    if (pgbun.cfg->auth_type != AUTH_TRUST && pgbun.auth == NULL)
+    if (pgbun.cfg->auth_type != AUTH_TRUST && pgbun.auth == NULL && !config_looks_up_users(pgbun.cfg))
         log_warning("auth_type is %s but no auth_file is set: every login will fail",
                     config_auth_type_name(pgbun.cfg->auth_type));
     if (geteuid() == 0 && (pgbun.cfg->user == NULL || pgbun.cfg->user[0] == '\0')) {
@@ -292,6 +293,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < worker_count(); i++)
         janitor_fini(worker_get(i));
     pool_fini_shared();
+    creds_fini();
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
     if (pidfile_written) {

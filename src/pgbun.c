@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "authq.h"
 #include "client.h"
 #include "listener.h"
 #include "log.h"
@@ -120,13 +121,15 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
             config_free(cfg);
             return false;
         }
-    } else if ((cfg->auth_type == AUTH_TRUST || cfg->auth_type == AUTH_CERT) && !cfg->auth_trust_any_user) {
+    } else if ((cfg->auth_type == AUTH_TRUST || cfg->auth_type == AUTH_CERT) && !cfg->auth_trust_any_user &&
+               !config_looks_up_users(cfg)) {
         /* trust lets in the users of auth_file: with none, letting in everyone must be said, not fallen into. */
         char msg[256];
 
         snprintf(msg, sizeof(msg),
-                 "auth_type = %s lets in the users listed in auth_file, and no auth_file is set: set auth_file, or "
-                 "auth_trust_any_user = 1 to let any user name through to PostgreSQL",
+                 "auth_type = %s lets in the users listed in auth_file, and no auth_file is set: set auth_file, "
+                 "auth_user (users found by auth_query), or auth_trust_any_user = 1 to let any user name through to "
+                 "PostgreSQL",
                  config_auth_type_name(cfg->auth_type));
         if (errmsg != NULL) *errmsg = strdup(msg);
         config_free(cfg);
@@ -158,6 +161,7 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
     pgbun.auth = af;
     pgbun.tls = tls;
     apply_log_settings(cfg);
+    authq_reset(); /* RELOAD: secrets are looked up again */
     pool_config_changed();
     /* As PgBouncer: servers reached under other TLS settings are replaced (RECONNECT). */
     if (reconnect) {

@@ -319,6 +319,18 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
+/* Every queued job hears that it will not run. */
+static void fail_jobs(struct pool *p, const char *sqlstate, const char *msg)
+{
+    struct pool_job *j;
+
+    while ((j = TAILQ_FIRST(&p->jobs)) != NULL) {
+        TAILQ_REMOVE(&p->jobs, j, entry);
+        p->njobs--;
+        j->fail(j, sqlstate, msg);
+    }
+}
+
 void pool_fini(struct worker *w)
 {
     struct pool_world *pw = w->pw;
@@ -331,6 +343,7 @@ void pool_fini(struct worker *w)
         client_close(c, "57P01", "pgbun is shutting down");
     TAILQ_FOREACH(p, &pw->pools, entry)
     {
+        fail_jobs(p, "57P01", "pgbun is shutting down");
         for (int st = 0; st < CL_CLOSING; st++)
             while ((c = TAILQ_FIRST(&p->clients[st])) != NULL)
                 client_close(c, "57P01", "pgbun is shutting down");
@@ -492,6 +505,7 @@ static struct pool *find_or_make(const char *dbname, const char *user, bool admi
         TAILQ_INIT(&p->clients[i]);
     for (int i = 0; i < SV_NSTATES; i++)
         TAILQ_INIT(&p->servers[i]);
+    TAILQ_INIT(&p->jobs);
     HASH_ADD_KEYPTR(hh, PW->pool_index, p->key, p->keylen, p);
     if (p->hh.tbl == NULL) {
         pool_free(p);
@@ -1175,6 +1189,14 @@ void pool_unlink(struct client *c, struct server *s)
     s->client = NULL;
 }
 
+void pool_queue_job(struct pool *p, struct pool_job *j)
+{
+    j->since = pgbun_now();
+    TAILQ_INSERT_TAIL(&p->jobs, j, entry);
+    p->njobs++;
+    pool_dispatch(p);
+}
+
 void pool_request_server(struct client *c)
 {
     assert(c->state == CL_IDLE);
@@ -1251,6 +1273,7 @@ static void fail_waiting(struct pool *p)
 {
     struct client *c;
 
+    fail_jobs(p, p->last_fail_state, p->last_fail_msg);
     while ((c = TAILQ_FIRST(&p->clients[CL_WELCOME])) != NULL)
         client_close(c, p->last_fail_state, "%s", p->last_fail_msg);
     while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL)
@@ -1542,7 +1565,7 @@ bool pool_server_too_old(const struct server *s, usec_t now)
 /* Clients that want a server, and servers on their way to being usable. */
 static int demand(const struct pool *p)
 {
-    return p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
+    return p->njobs + p->nclients[CL_WAITING] + (p->welcome_ready ? 0 : p->nclients[CL_WELCOME] > 0);
 }
 
 static int coming(const struct pool *p)
@@ -1687,12 +1710,24 @@ static struct server *next_idle(const struct pool *p)
 
 void pool_dispatch(struct pool *p)
 {
-    struct client *c;
-    struct server *s;
-    int            limit;
-    usec_t         pause;
+    struct pool_job *j;
+    struct client   *c;
+    struct server   *s;
+    int              limit;
+    usec_t           pause;
 
     if (pool_is_paused(p->dbname)) return; /* PAUSE: new work waits; what runs, finishes */
+    while ((j = TAILQ_FIRST(&p->jobs)) != NULL && (s = next_idle(p)) != NULL) {
+        if (needs_check(s, pgbun_now())) {
+            if (p->nservers[SV_TESTING] >= p->njobs + p->nclients[CL_WAITING]) break;
+            server_check(s);
+            continue;
+        }
+        TAILQ_REMOVE(&p->jobs, j, entry);
+        p->njobs--;
+        pool_set_server_state(s, SV_TESTING);
+        j->run(j, s);
+    }
     while ((c = TAILQ_FIRST(&p->clients[CL_WAITING])) != NULL && (s = next_idle(p)) != NULL) {
         if (needs_check(s, pgbun_now())) {
             /* One check per waiting client; the rest stay idle until needed. */

@@ -55,6 +55,22 @@ TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
 
 /*
+ * Work of pgbun's own that needs a server of the pool (an auth_query
+ * lookup): queued ahead of the pool's waiting clients, it counts as one
+ * more of them for opening servers. `run` gets an idle, clean server in
+ * TESTING, which it must hand back (pool_release_server) or close; `fail`
+ * hears that the pool cannot serve it (a login failure that needs a
+ * person, or shutdown). Either call ends the job's time on the queue.
+ */
+struct pool_job {
+    TAILQ_ENTRY(pool_job) entry;
+    void (*run)(struct pool_job *j, struct server *s);
+    void (*fail)(struct pool_job *j, const char *sqlstate, const char *msg);
+    usec_t since; /* when it was queued */
+};
+TAILQ_HEAD(pool_job_list, pool_job);
+
+/*
  * Each worker has its own pool for a (database, user); they share the
  * limits through their pool_share (pool.c), and the admin console adds
  * them up.
@@ -106,10 +122,12 @@ struct pool {
     usec_t                   pin_noticed;               /* when the last notice of long pins was logged */
     usec_t                   empty_since;               /* since when it has had no client and no server; 0: it has */
 
-    struct client_list clients[CL_NSTATES];
-    int                nclients[CL_NSTATES];
-    struct server_list servers[SV_NSTATES];
-    int                nservers[SV_NSTATES];
+    struct client_list   clients[CL_NSTATES];
+    int                  nclients[CL_NSTATES];
+    struct server_list   servers[SV_NSTATES];
+    int                  nservers[SV_NSTATES];
+    struct pool_job_list jobs; /* pgbun's own work waiting for a server, FIFO */
+    int                  njobs;
 
     struct varlist welcome; /* ParameterStatus of the first server login */
     bool           welcome_ready;
@@ -215,6 +233,8 @@ void pool_add_server(struct pool *p, struct server *s);
 void pool_link(struct client *c, struct server *s);
 void pool_unlink(struct client *c, struct server *s);
 
+/* Queues j for a server of p and serves the queue. */
+void pool_queue_job(struct pool *p, struct pool_job *j);
 /* The client wants a server: queue it and serve the queue. */
 void pool_request_server(struct client *c);
 /* The server finished its work for the pool and is clean: idle it, serve the queue. */

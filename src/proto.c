@@ -485,6 +485,37 @@ void proto_add_parse(struct evbuffer *out, const char *name, const char *query, 
     pkt_finish(&p, out, true);
 }
 
+void proto_add_bind_text(struct evbuffer *out, const char *value)
+{
+    struct pkt p;
+
+    pkt_start(&p, 'B');
+    pkt_put_str(&p, "");    /* unnamed portal */
+    pkt_put_str(&p, "");    /* unnamed statement */
+    pkt_put(&p, "\0\0", 2); /* no format codes: all text */
+    if (value != NULL) {
+        size_t n = strlen(value);
+
+        pkt_put(&p, "\0\1", 2);
+        pkt_put_u32(&p, (uint32_t)n);
+        pkt_put(&p, value, n);
+    } else {
+        pkt_put(&p, "\0\0", 2);
+    }
+    pkt_put(&p, "\0\0", 2); /* results in text */
+    pkt_finish(&p, out, true);
+}
+
+void proto_add_execute(struct evbuffer *out)
+{
+    struct pkt p;
+
+    pkt_start(&p, 'E');
+    pkt_put_str(&p, "");
+    pkt_put_u32(&p, 0); /* every row */
+    pkt_finish(&p, out, true);
+}
+
 void proto_add_statement_request(struct evbuffer *out, char type, const char *name)
 {
     struct pkt p;

@@ -153,6 +153,9 @@ void proto_add_parse(struct evbuffer *out, const char *name, const char *query, 
 /* Describe ('D') or Close ('C') of prepared statement name. */
 void proto_add_statement_request(struct evbuffer *out, char type, const char *name);
 void proto_add_sync(struct evbuffer *out);
+/* Bind of the unnamed statement to the unnamed portal with one text parameter (NULL: none); Execute of that portal. */
+void proto_add_bind_text(struct evbuffer *out, const char *value);
+void proto_add_execute(struct evbuffer *out);
 /* The header alone (type, length) of a message whose len - 4 body bytes follow. */
 void proto_add_header(struct evbuffer *out, char type, uint32_t len);
 void proto_add_password(struct evbuffer *out, const char *password);

@@ -406,6 +406,8 @@ bool scram_server_final(struct scram_server *st, const char *msg, size_t len, ch
         goto out;
     }
     if (!hmac(st->server_key, SCRAM_KEY_LEN, auth_message, strlen(auth_message), sig)) goto out;
+    memcpy(st->client_key, key, SCRAM_KEY_LEN); /* what pgbun logs in to PostgreSQL with (pass-through) */
+    st->have_client_key = true;
     v = base64_encode(sig, SCRAM_KEY_LEN);
     if (v == NULL) goto out;
     *out = malloc(strlen(v) + 3);
@@ -426,6 +428,8 @@ out:
 void scram_server_free(struct scram_server *st)
 {
     if (st == NULL) return;
+    OPENSSL_cleanse(st->client_key, sizeof(st->client_key));
+    st->have_client_key = false;
     free(st->client_first_bare);
     free(st->server_first);
     free(st->nonce);
@@ -458,8 +462,9 @@ fail:
 /*
  * server-first-message = [ "m=" ext "," ] "r=" nonce "," "s=" salt "," "i=" iter [ "," extensions ]
  */
-bool scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len, char **out,
-                        const char **err)
+/* The client-final-message, from the password or (password NULL) from the keys a client's proof revealed. */
+static bool client_final(struct scram_client *st, const char *password, const uint8_t *keys_client,
+                         const uint8_t *keys_server, const char *server_first, size_t len, char **out, const char **err)
 {
     struct reader r = {server_first, server_first + len};
     const char   *nonce, *salt_b64, *iter_s;
@@ -478,7 +483,7 @@ bool scram_client_final(struct scram_client *st, const char *password, const cha
         *err = "unexpected SCRAM message";
         return false;
     }
-    if (password == NULL) {
+    if (password == NULL && keys_client == NULL) {
         *err = "no password";
         return false;
     }
@@ -525,7 +530,13 @@ bool scram_client_final(struct scram_client *st, const char *password, const cha
     auth_message = concat3(st->client_first_bare, st->server_first, without_proof);
     if (auth_message == NULL) goto oom;
 
-    if (!derive_keys(password, salt, salt_len, (int)iter, client_key, stored_key, server_key) ||
+    if (password == NULL) {
+        /* Pass-through: the salt and count do not matter, the keys are what the client's password made of them. */
+        memcpy(client_key, keys_client, SCRAM_KEY_LEN);
+        memcpy(server_key, keys_server, SCRAM_KEY_LEN);
+    }
+    if ((password != NULL ? !derive_keys(password, salt, salt_len, (int)iter, client_key, stored_key, server_key)
+                          : !sha256(client_key, SCRAM_KEY_LEN, stored_key)) ||
         !hmac(stored_key, SCRAM_KEY_LEN, auth_message, strlen(auth_message), sig) ||
         !hmac(server_key, SCRAM_KEY_LEN, auth_message, strlen(auth_message), st->server_signature)) {
         *err = "SCRAM key derivation failed";
@@ -560,6 +571,19 @@ done:
     OPENSSL_cleanse(sig, sizeof(sig));
     OPENSSL_cleanse(proof, sizeof(proof));
     return good;
+}
+
+bool scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len, char **out,
+                        const char **err)
+{
+    return client_final(st, password, NULL, NULL, server_first, len, out, err);
+}
+
+bool scram_client_final_keys(struct scram_client *st, const uint8_t client_key[SCRAM_KEY_LEN],
+                             const uint8_t server_key[SCRAM_KEY_LEN], const char *server_first, size_t len, char **out,
+                             const char **err)
+{
+    return client_final(st, NULL, client_key, server_key, server_first, len, out, err);
 }
 
 /* RFC 5802 server-error-value -> our message; the server's text is not kept, *err must be static. */

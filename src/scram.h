@@ -1,7 +1,8 @@
 /*
  * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) for both sides:
  *   server side: pgbun verifies a client against an auth_file secret;
- *   client side: pgbun logs in to PostgreSQL with a password.
+ *   client side: pgbun logs in to PostgreSQL with a password, or with the
+ *   ClientKey a client's proof revealed (pass-through: no password at all).
  * The server side does channel binding (tls-server-end-point, RFC 5929)
  * when the connection is TLS; the client side does none.
  *
@@ -33,6 +34,8 @@ struct scram_server {
     size_t  cb_len;                /* ... 0: none (plain text: SCRAM-SHA-256-PLUS not offered) */
     bool    cb_plus;               /* the client chose SCRAM-SHA-256-PLUS */
     bool    done;
+    uint8_t client_key[SCRAM_KEY_LEN]; /* what the client's right proof revealed: it logs in as the user */
+    bool    have_client_key;
 };
 
 struct scram_client {
@@ -44,7 +47,9 @@ struct scram_client {
 };
 
 /*
- * Server side. scram_server_begin takes a plain or SCRAM secret (md5 cannot
+ * Server side. After a right proof, client_key holds the client's
+ * ClientKey (cleansed by scram_server_free).
+ * scram_server_begin takes a plain or SCRAM secret (md5 cannot
  * do SCRAM: returns false). For a plain secret a random salt and 4096
  * iterations are used. test_nonce, when not NULL, replaces the random server
  * nonce (unit tests only).
@@ -72,6 +77,10 @@ bool scram_client_first(struct scram_client *st, const char *test_nonce, char **
     __attribute__((warn_unused_result));
 bool scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len, char **out,
                         const char **err) __attribute__((warn_unused_result));
+/* The same from the keys a client's proof revealed (scram_server.client_key, the secret's ServerKey): pass-through. */
+bool scram_client_final_keys(struct scram_client *st, const uint8_t client_key[SCRAM_KEY_LEN],
+                             const uint8_t server_key[SCRAM_KEY_LEN], const char *server_first, size_t len, char **out,
+                             const char **err) __attribute__((warn_unused_result));
 bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len, const char **err)
     __attribute__((warn_unused_result));
 void scram_client_free(struct scram_client *st);

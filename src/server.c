@@ -31,9 +31,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "auth.h"
 #include "cancel.h"
 #include "client.h"
+#include "creds.h"
 #include "log.h"
 #include "pgbun.h"
 #include "replyq.h"
@@ -75,6 +78,15 @@ static void server_fail(struct server *s, const char *sqlstate, const char *fmt,
     pool_server_failed(p, sqlstate, msg);
 }
 
+/* The lookup's end, told once. */
+static void tell_lookup(struct server *s, const struct pg_error *err)
+{
+    const struct server_lookup_ops *ops = s->lookup;
+
+    s->lookup = NULL;
+    if (ops != NULL) ops->done(s->lookup_arg, err);
+}
+
 void server_close(struct server *s, const char *fmt, ...)
 {
     char           reason[512];
@@ -87,6 +99,12 @@ void server_close(struct server *s, const char *fmt, ...)
     va_end(ap);
     server_log(s, LOGL_INFO, "closing: %s", reason);
 
+    if (s->lookup != NULL) {
+        struct pg_error e = {.severity = "FATAL", .sqlstate = "08006"};
+
+        snprintf(e.message, sizeof(e.message), "server connection closed: %.400s", reason);
+        tell_lookup(s, &e);
+    }
     if (c != NULL) {
         pool_unlink(c, s);
         /* An ErrorResponse in the middle of a relayed message would be garbage to the client. */
@@ -166,7 +184,8 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     struct server *s = arg;
 
     if (s->state == SV_TESTING) {
-        server_close(s, "server_check_query: no answer within %g s", (double)check_deadline() / USEC_PER_SEC);
+        server_close(s, "%s: no answer within %g s", s->phase == PHASE_LOOKUP ? "auth_query" : "server_check_query",
+                     (double)check_deadline() / USEC_PER_SEC);
         return;
     }
     server_fail(s, "08006", "could not connect to server %s:%d: server_connect_timeout (%.0f s) expired",
@@ -458,6 +477,38 @@ bool server_launch(struct pool *p, bool ahead)
 
 /* ---- login ---- */
 
+/*
+ * What pgbun logs in with as the pool's server user: the password of the
+ * database entry or of auth_file (plain, or an md5 secret that answers md5
+ * challenges); else an md5 secret auth_query found; else, for SCRAM, the
+ * keys a client's proof revealed (pass-through). Nothing: NULL and no keys.
+ */
+struct login_creds {
+    const char *password; /* plain or "md5..."; NULL: none */
+    char        md5[MD5_PASSWD_LEN + 1];
+    bool        has_keys;
+    uint8_t     client_key[SCRAM_KEY_LEN];
+    uint8_t     server_key[SCRAM_KEY_LEN];
+};
+
+static void login_creds_get(const struct pool *p, struct login_creds *lc)
+{
+    lc->password = p->password;
+    lc->has_keys = false;
+    if (lc->password == NULL && creds_md5_secret(p->server_user, lc->md5)) lc->password = lc->md5;
+    if (p->password == NULL) lc->has_keys = creds_scram_keys(p->server_user, lc->client_key, lc->server_key);
+}
+
+static void login_creds_clear(struct login_creds *lc)
+{
+    OPENSSL_cleanse(lc, sizeof(*lc));
+}
+
+static bool is_md5(const char *password)
+{
+    return strncmp(password, "md5", 3) == 0 && strlen(password) == MD5_PASSWD_LEN;
+}
+
 static void answer_auth(struct server *s, const uint8_t *body, size_t len)
 {
     struct proto_reader r;
@@ -465,39 +516,48 @@ static void answer_auth(struct server *s, const uint8_t *body, size_t len)
     uint32_t            code;
     const char         *err = NULL;
     char               *reply = NULL;
+    struct login_creds  lc;
 
     proto_reader_init(&r, body, len);
     code = proto_get_u32(&r);
     if (code == AUTH_REQ_OK) return;
-    if (p->password == NULL) {
+    login_creds_get(p, &lc);
+    if (lc.password == NULL && !lc.has_keys) {
         server_fail(s, "28000",
-                    "server login failed: no password for user \"%s\" (set password= in [databases] or a "
-                    "plain secret in auth_file)",
+                    "server login failed: no password for user \"%s\" (set password= in [databases], a secret in "
+                    "auth_file, or let a client of that user log in with SCRAM first)",
                     p->server_user);
-        return;
+        goto out;
     }
     switch (code) {
     case AUTH_REQ_CLEARTEXT:
-        if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN) {
+        if (lc.password == NULL || is_md5(lc.password)) {
             server_fail(s, "28000",
-                        "server login failed: server asks for a cleartext password but only an md5 "
-                        "secret is known for user \"%s\"",
-                        p->server_user);
-            return;
+                        "server login failed: server asks for a cleartext password but only %s is known for user "
+                        "\"%s\"",
+                        lc.password == NULL ? "SCRAM keys are" : "an md5 secret is", p->server_user);
+            goto out;
         }
-        proto_add_password(s->out, p->password);
+        proto_add_password(s->out, lc.password);
         break;
     case AUTH_REQ_MD5: {
         char           secret[MD5_PASSWD_LEN + 1], answer[MD5_PASSWD_LEN + 1];
         const uint8_t *salt = proto_get_bytes(&r, 4);
 
         if (salt == NULL) break;
-        if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN)
-            snprintf(secret, sizeof(secret), "%s", p->password);
+        if (lc.password == NULL) {
+            server_fail(s, "28000",
+                        "server login failed: server asks for md5 but only SCRAM keys are known for user \"%s\"",
+                        p->server_user);
+            goto out;
+        }
+        if (is_md5(lc.password))
+            snprintf(secret, sizeof(secret), "%s", lc.password);
         else
-            auth_md5_secret(p->server_user, p->password, secret);
+            auth_md5_secret(p->server_user, lc.password, secret);
         auth_md5_salted(secret, salt, answer);
         proto_add_password(s->out, answer);
+        OPENSSL_cleanse(secret, sizeof(secret));
         break;
     }
     case AUTH_REQ_SASL: {
@@ -511,47 +571,59 @@ static void answer_auth(struct server *s, const uint8_t *body, size_t len)
         }
         if (!have) {
             server_fail(s, "28000", "server login failed: server offers no SASL mechanism pgbun supports");
-            return;
+            goto out;
         }
-        if (strncmp(p->password, "md5", 3) == 0 && strlen(p->password) == MD5_PASSWD_LEN) {
+        if ((lc.password == NULL || is_md5(lc.password)) && !lc.has_keys) {
             server_fail(s, "28000",
-                        "server login failed: server asks for SCRAM but only an md5 secret is known "
-                        "for user \"%s\"",
+                        "server login failed: server asks for SCRAM but only an md5 secret is known for user \"%s\"",
                         p->server_user);
-            return;
+            goto out;
         }
         s->scram = calloc(1, sizeof(*s->scram));
         if (s->scram == NULL || !scram_client_first(s->scram, NULL, &reply)) {
             server_fail(s, "53200", "out of memory");
-            return;
+            goto out;
         }
         proto_add_sasl_initial(s->out, "SCRAM-SHA-256", reply, strlen(reply));
         free(reply);
         break;
     }
-    case AUTH_REQ_SASL_CONTINUE:
-        if (s->scram == NULL || !scram_client_final(s->scram, p->password, (const char *)r.p, r.left, &reply, &err)) {
+    case AUTH_REQ_SASL_CONTINUE: {
+        bool good;
+
+        /* A plain password of the entry or auth_file first; else the keys of a client's proof. */
+        if (s->scram == NULL)
+            good = false;
+        else if (lc.password != NULL && !is_md5(lc.password))
+            good = scram_client_final(s->scram, lc.password, (const char *)r.p, r.left, &reply, &err);
+        else
+            good = scram_client_final_keys(s->scram, lc.client_key, lc.server_key, (const char *)r.p, r.left, &reply,
+                                           &err);
+        if (!good) {
             server_fail(s, "08P01", "server login failed: %s", err ? err : "unexpected SASL message");
-            return;
+            goto out;
         }
         proto_add_sasl_response(s->out, reply, strlen(reply));
         free(reply);
         break;
+    }
     case AUTH_REQ_SASL_FINAL:
         if (s->scram == NULL || !scram_client_verify(s->scram, (const char *)r.p, r.left, &err)) {
             server_fail(s, "08P01", "server login failed: %s", err ? err : "unexpected SASL message");
-            return;
+            goto out;
         }
-        return;
+        goto out;
     default:
         server_fail(s, "28000", "server login failed: unsupported authentication method %u requested by server", code);
-        return;
+        goto out;
     }
     if (r.bad) {
         server_fail(s, "08P01", "server login failed: malformed authentication request");
-        return;
+        goto out;
     }
     (void)server_flush(s);
+out:
+    login_creds_clear(&lc);
 }
 
 static bool record_param(struct server *s, const uint8_t *body, size_t len, const char **name, const char **value)
@@ -847,6 +919,39 @@ void server_check(struct server *s)
     (void)server_flush(s);
 }
 
+void server_lookup(struct server *s, const char *query, const char *param, const struct server_lookup_ops *ops,
+                   void *arg)
+{
+    static const char safe_path[] = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)";
+    static const char steps[] = "PBEPBES";
+    struct timeval    tv;
+
+    assert(s->state == SV_TESTING && s->client == NULL && server_is_clean(s));
+    s->lookup = ops;
+    s->lookup_arg = arg;
+    s->lookup_stmt = 0;
+    /* One implicit transaction up to the Sync: the search_path holds for the query, and only for it. */
+    proto_add_parse(s->out, "", safe_path, NULL, 0);
+    proto_add_bind_text(s->out, NULL);
+    proto_add_execute(s->out);
+    proto_add_parse(s->out, "", query, NULL, 0);
+    proto_add_bind_text(s->out, param);
+    proto_add_execute(s->out);
+    proto_add_sync(s->out);
+    for (const char *t = steps; *t != '\0'; t++) {
+        if (!replyq_push_simple(&s->rq, *t, REPLYQ_DROP)) {
+            server_close(s, "out of memory");
+            return;
+        }
+    }
+    s->phase = PHASE_LOOKUP;
+    s->expect_rfq++;
+    s->has_phase_error = false;
+    timeval_of(check_deadline(), &tv);
+    evtimer_add(&s->timer, &tv);
+    (void)server_flush(s);
+}
+
 void server_client_gone(struct server *s, bool quit)
 {
     assert(s->client == NULL);
@@ -906,6 +1011,17 @@ static void phase_done(struct server *s)
             return;
         }
         s->checked = true;
+        pool_release_server(s);
+        return;
+    }
+    if (phase == PHASE_LOOKUP) {
+        evtimer_del(&s->timer);
+        tell_lookup(s, s->has_phase_error ? &s->phase_error : NULL);
+        if (s->state == SV_CLOSING) return;
+        if (!server_is_clean(s)) {
+            server_close(s, "server not idle after auth_query (status %c)", s->txstatus);
+            return;
+        }
         pool_release_server(s);
         return;
     }
@@ -1111,7 +1227,8 @@ static inline bool read_whole(const struct server *s, const struct reply *r)
 {
     uint8_t type = r->type;
 
-    return type == 'Z' || type == 'S' || r->own || (type == 'D' && s->phase == PHASE_READBACK) ||
+    return type == 'Z' || type == 'S' || r->own ||
+           (type == 'D' && (s->phase == PHASE_READBACK || s->phase == PHASE_LOOKUP)) ||
            (type == 'C' && r->to_client && s->drop_all_due && r->len < SERVER_MSG_MAX) ||
            (type == 'E' && (!r->to_client || (s->query_timed_out && r->len < SERVER_MSG_MAX))) ||
            (!r->to_client && r->c != NULL && (type == 'A' || type == 'N'));
@@ -1310,6 +1427,7 @@ static enum step take_reply(struct server *s, const struct reply *r)
     case 'W': s->in_copy = true; return STEP_ON;
     case 'C':
         if (r->msg != NULL && s->drop_all_due) pstmt_fwd_command_done(r->c, (const char *)r->msg + 5, r->len - 4);
+        if (s->phase == PHASE_LOOKUP) s->lookup_stmt++;
         __attribute__((fallthrough));
     case 'c': s->in_copy = false; return STEP_ON;
     case 'N':
@@ -1328,6 +1446,10 @@ static enum step take_reply(struct server *s, const struct reply *r)
                 server_close(s, "protocol error from server: malformed row of settings");
                 return STEP_STOP;
             }
+            return STEP_ON;
+        }
+        if (s->phase == PHASE_LOOKUP) {
+            if (s->lookup_stmt == 1 && s->lookup != NULL) s->lookup->row(s->lookup_arg, r->msg + 5, r->len - 4);
             return STEP_ON;
         }
         __attribute__((fallthrough));

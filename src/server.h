@@ -35,6 +35,13 @@ enum server_phase {
     PHASE_CHECK,    /* server_check_query */
     PHASE_READBACK, /* reading the session-level settings a client's transaction left */
     PHASE_CONNECT,  /* connect_query again, after server_reset_query undid what it set */
+    PHASE_LOOKUP,   /* a query of pgbun's for a job of the pool (server_lookup) */
+};
+
+/* Where server_lookup's rows and end go. */
+struct server_lookup_ops {
+    void (*row)(void *arg, const uint8_t *body, size_t len); /* a DataRow of the query (its body) */
+    void (*done)(void *arg, const struct pg_error *err);     /* it ran (err NULL), or why it did not */
 };
 
 struct server {
@@ -105,11 +112,25 @@ struct server {
     int            login_rfq;   /* logging in: ReadyForQuery due for connect_query (2) and the baseline read (1) */
     char           connect_status; /* connect_query's ReadyForQuery status */
     struct varlist baseline;       /* session-level settings connect_query made (pg_settings): every client's start */
+    const struct server_lookup_ops *lookup; /* PHASE_LOOKUP: whom to tell; NULL once told */
+    void                           *lookup_arg;
+    int                             lookup_stmt; /* statements of the lookup completed (the query is the second) */
 };
 
 /* Opens a new connection for the pool, whose places under its limits the caller has taken; `ahead` when no client is
  * waiting for it (min_pool_size). false: out of memory before anything was opened. */
 bool server_launch(struct pool *p, bool ahead);
+/*
+ * A job's query (pool_job): `query` with `param` as $1, on server s the
+ * pool gave the job (TESTING). It runs in one transaction with
+ * search_path = pg_catalog, pg_temp, so that no schema a role controls can
+ * stand in for what it names; ops->row gets its rows, ops->done its end
+ * (also when the connection is lost, or it takes longer than
+ * server_connect_timeout). The server then goes back to the pool, or is
+ * closed if the query left it unclean.
+ */
+void server_lookup(struct server *s, const char *query, const char *param, const struct server_lookup_ops *ops,
+                   void *arg);
 /* An idle server runs server_check_query (TESTING), then goes back to the pool. */
 void server_check(struct server *s);
 /* Closes through one door: logs `reason`, unlinks, tells the pool, defers the free. */

@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "creds.h"
 #include "hashtab.h"
 #include "pgbun.h"
 #include "pool.h"
@@ -898,6 +899,10 @@ static void user_row(struct rowset *rs, const struct col *cols, size_t ncols, co
             rowset_text(rs, name);
         else if (strcmp(col, "current_connections") == 0)
             rowset_int(rs, t->servers);
+        else if (strcmp(col, "secret_source") == 0)
+            rowset_text(rs, auth_file_find(pgbun.auth, name) != NULL ? "auth_file"
+                            : creds_found_by_query(name)             ? "auth_query"
+                                                                     : "none");
         else
             rowset_int(rs, clients); /* current_client_connections */
     }
@@ -905,8 +910,9 @@ static void user_row(struct rowset *rs, const struct col *cols, size_t ncols, co
 
 /*
  * Every user pgbun knows, as PgBouncer lists them: the [users] entries,
- * then the users of auth_file, then anyone else who has a pool (let in by
- * auth_trust_any_user, or pgbun's own OS user on the console).
+ * then the users of auth_file, then anyone else who has a pool (found by
+ * auth_query, let in by auth_trust_any_user, or pgbun's own OS user on the
+ * console), each with where its secret came from.
  */
 static void show_users(struct rowset *rs)
 {
@@ -919,6 +925,7 @@ static void show_users(struct rowset *rs)
         {"current_connections", COL_INT8},
         {"max_user_client_connections", COL_INT8},
         {"current_client_connections", COL_INT8},
+        {"secret_source", COL_TEXT}, /* pgbun's own: auth_file, auth_query or none; never the secret */
     };
     const struct pgbun_config *cfg = pgbun.cfg;
     const struct auth_file    *af = pgbun.auth;

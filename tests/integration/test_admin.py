@@ -66,7 +66,7 @@ COLUMNS = {
                   "current_connections", "max_client_connections", "current_client_connections", "paused",
                   "disabled"],
     "USERS": ["name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections", "current_connections",
-              "max_user_client_connections", "current_client_connections"],
+              "max_user_client_connections", "current_client_connections", "secret_source"],
     "CONFIG": ["key", "value", "default", "changeable"],
     "LISTS": ["list", "items"],
     "STATE": ["key", "value"],
@@ -82,7 +82,7 @@ TEXT_COLS = {
     "SERVERS": {"type", "user", "database", "replication", "state", "addr", "local_addr", "connect_time",
                 "request_time", "ptr", "link", "tls", "application_name", "pgbun_state", "pinned"},
     "DATABASES": {"name", "host", "database", "force_user", "pool_mode", "load_balance_hosts"},
-    "USERS": {"name", "pool_mode"},
+    "USERS": {"name", "pool_mode", "secret_source"},
     "CONFIG": {"key", "value", "default", "changeable"},
     "LISTS": {"list"}, "STATE": {"key", "value"}, "MEM": {"name"}, "VERSION": {"version"},
 }

@@ -60,8 +60,11 @@ def test_show_users_lists_users_and_auth_file_entries_that_have_no_pool_yet(star
     with console(bun) as adm:
         names, users = show(adm, "USERS")
     assert names == ["name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
-                     "current_connections", "max_user_client_connections", "current_client_connections"]
+                     "current_connections", "max_user_client_connections", "current_client_connections",
+                     "secret_source"]
     by_name = {u["name"]: u for u in users}
+    # Where each secret comes from, never the secret itself.
+    assert by_name["scramuser"]["secret_source"] == "auth_file" and by_name["cfgonly"]["secret_source"] == "none"
     # Every [users] entry and every auth_file user, once each, none of them connected.
     assert {"md5user", "cfgonly", "scramuser", "passuser", "pgbun_user"} <= set(by_name), users
     assert len(users) == len(by_name), users

@@ -249,7 +249,7 @@ def test_a_reload_to_client_tls_without_its_files_is_refused(start_pgbun, pg):
 
 
 def test_keys_pgbun_accepts_but_does_not_act_on_are_warned_about_one_line_each(start_pgbun, pg):
-    keys = {"auth_user": "someone", "auth_query": "SELECT 1", "track_extra_parameters": "IntervalStyle",
+    keys = {"auth_ident_file": "/nonexistent/ident", "scram_iterations": 8192, "track_extra_parameters": "IntervalStyle",
             "pkt_buf": 8192, "syslog": 1, "tcp_defer_accept": 1}
     bun = start_pgbun(config={**ADMIN, **keys})
     assert bun.connect().execute("SELECT 1").fetchone() == (1,)
@@ -259,7 +259,8 @@ def test_keys_pgbun_accepts_but_does_not_act_on_are_warned_about_one_line_each(s
         assert len(lines) == 1, f"{key}: {lines}\n{log}"
     with bun.connect(dbname="pgbun") as adm:  # and again at RELOAD
         adm.execute("RELOAD")
-    assert len([ln for ln in bun.log_text().splitlines() if "WARNING" in ln and "auth_query " in ln]) == 2
+    assert len([ln for ln in bun.log_text().splitlines()
+                if "WARNING" in ln and "track_extra_parameters " in ln]) == 2
 
 
 def test_reload_that_changes_only_a_database_session_state_is_noticed(start_pgbun, pg):

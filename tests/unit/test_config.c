@@ -487,7 +487,7 @@ static void test_ignored_and_peers(void)
 {
     char                *path = write_ini("[pgbouncer]\n"
                                                          "job_name = x\nsyslog_ident = y\ntcp_keepcnt = 3\ndns_max_ttl = 15\n"
-                                                         "server_tls_key_file = /k\nauth_dbname = d\npeer_id = 1\n"
+                                                         "server_tls_key_file = /k\nauth_ident_file = d\npeer_id = 1\n"
                                                          "[databases]\nfoo = host=h client_encoding=UTF8 datestyle=ISO "
                                                          "load_balance_hosts=disable auth_user=x\n"
                                                          "[peers]\n1 = host=/tmp/p1\n");
@@ -704,7 +704,7 @@ static int count_differences(char **a, char **b)
 
 static void test_items_list_keys_with_a_field_in_table_order(void)
 {
-    static const char *const ignored[] = {"job_name", "syslog", "tcp_defer_accept", "peer_id", "auth_dbname"};
+    static const char *const ignored[] = {"job_name", "syslog", "tcp_defer_accept", "peer_id", "auth_ident_file"};
     static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir",   "unix_socket_mode",
                                           "listen_backlog", "so_reuseport", "workers",           "user",
                                           "pidfile",        "logfile",      "unix_socket_group", "disable_pqexec"};

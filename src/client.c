@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <openssl/rand.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -32,6 +33,7 @@
 
 #include "admin.h"
 #include "creds.h"
+#include "hba.h"
 #include "log.h"
 #include "pgbun.h"
 #include "worker.h"
@@ -343,6 +345,48 @@ static bool trust_unlisted(const struct client *c)
     return pgbun.cfg->auth_trust_any_user && !c->console_db && (db == NULL || db->user == NULL);
 }
 
+/* The OS user at the other end of a unix socket (SO_PEERCRED). */
+static bool peer_os_user(const struct client *c, char *out, size_t n)
+{
+    struct ucred  cred;
+    socklen_t     len = sizeof(cred);
+    struct passwd pw, *found = NULL;
+    char          buf[4096];
+
+    if (!c->is_unix || getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+    if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) != 0 || found == NULL) return false;
+    snprintf(out, n, "%s", found->pw_name);
+    return true;
+}
+
+/*
+ * auth_type, or with auth_type = hba the method of the first rule of
+ * auth_hba_file that matches the connection. false: refused (closed).
+ */
+static bool choose_method(struct client *c)
+{
+    const char     *where = c->io.ssl != NULL ? "SSL on" : "SSL off";
+    struct hba_conn conn = {c->is_unix, c->io.ssl != NULL, c->is_unix ? NULL : c->addr, c->dbname, c->user};
+    int             line;
+
+    if (pgbun.cfg->auth_type != AUTH_HBA) {
+        c->login->method = pgbun.cfg->auth_type;
+        return true;
+    }
+    c->login->method = hba_match(pgbun.hba, &conn, &line);
+    if (c->login->method != AUTH_REJECT) {
+        client_log(c, LOGL_DEBUG, "auth_hba_file line %d: %s", line, config_auth_type_name(c->login->method));
+        return true;
+    }
+    if (line > 0)
+        client_close(c, "28000", "auth_hba_file rejects connection for host \"%s\", user \"%s\", database \"%s\", %s",
+                     c->is_unix ? "[local]" : c->addr, c->user, c->dbname, where);
+    else
+        client_close(c, "28000", "no auth_hba_file entry for host \"%s\", user \"%s\", database \"%s\", %s",
+                     c->is_unix ? "[local]" : c->addr, c->user, c->dbname, where);
+    return false;
+}
+
 /*
  * Asks the client for its password (or lets it in), knowing its secret:
  * `secret` (auth_file's or auth_query's text; NULL: none) of a user pgbun
@@ -350,10 +394,29 @@ static bool trust_unlisted(const struct client *c)
  */
 static void auth_with(struct client *c, const char *secret, bool known)
 {
-    const struct pgbun_config *cfg = pgbun.cfg;
-    enum auth_type             type = cfg->auth_type;
+    enum auth_type type = c->login->method;
 
-    if (type == AUTH_CERT) {
+    if (type == AUTH_PEER) {
+        /* As PostgreSQL's peer method: the OS user at the other end of the unix socket is the user. */
+        char os_user[256];
+
+        if (!c->is_unix) {
+            client_close(c, "28000", "peer authentication failed for user \"%s\": not a unix-socket connection",
+                         c->user);
+            return;
+        }
+        if (!peer_os_user(c, os_user, sizeof(os_user))) {
+            client_close(c, "28000", "peer authentication failed for user \"%s\": the client's OS user is unknown",
+                         c->user);
+            return;
+        }
+        if (strcmp(os_user, c->user) != 0) {
+            client_log(c, LOGL_INFO, "OS user \"%s\" is not the user", os_user);
+            client_close(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
+            return;
+        }
+        type = AUTH_TRUST; /* and, as trust, a user pgbun knows */
+    } else if (type == AUTH_CERT) {
         /* As PostgreSQL's cert method: a verified client certificate whose common name is the user. */
         char cn[256];
 
@@ -379,8 +442,9 @@ static void auth_with(struct client *c, const char *secret, bool known)
     if (type == AUTH_TRUST) {
         /* No password, but a user pgbun knows, as PgBouncer documents it. */
         if (!known && !trust_unlisted(c)) {
-            if (cfg->auth_type == AUTH_CERT)
-                client_close(c, "28000", "certificate authentication failed for user \"%s\": not in %s", c->user,
+            if (c->login->method == AUTH_CERT || c->login->method == AUTH_PEER)
+                client_close(c, "28000", "%s authentication failed for user \"%s\": not in %s",
+                             c->login->method == AUTH_CERT ? "certificate" : "peer", c->user,
                              c->login->from_query ? "PostgreSQL (auth_query)" : "auth_file");
             else
                 client_close(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
@@ -426,7 +490,10 @@ static void auth_with(struct client *c, const char *secret, bool known)
         break;
     }
     case AUTH_TRUST:
-    case AUTH_CERT: break;
+    case AUTH_CERT:
+    case AUTH_PEER:
+    case AUTH_HBA:
+    case AUTH_REJECT: break; /* answered above, or never a connection's method */
     }
     (void)client_flush(c);
 }
@@ -461,6 +528,7 @@ static void send_auth_request(struct client *c)
     struct authq_answer  a;
     char                *hold = NULL;
 
+    if (!choose_method(c)) return;
     if (sec != NULL) {
         auth_with(c, sec->secret, true);
         return;
@@ -749,7 +817,7 @@ static void handle_password(struct client *c, const uint8_t *body, size_t len)
     }
     if (!c->login->has_secret)
         good = false;
-    else if (pgbun.cfg->auth_type == AUTH_PLAIN)
+    else if (c->login->method == AUTH_PLAIN)
         good = auth_check_plain(&c->login->secret, pw);
     else
         good = auth_check_md5(&c->login->secret, c->login->md5_salt, pw);

@@ -87,6 +87,7 @@ struct client_login {
     struct event         timer;  /* client_login_timeout */
     struct secret        secret; /* copy of its auth_file entry, or of what auth_query found */
     bool                 has_secret;
+    enum auth_type       method;     /* auth_type, or what auth_hba_file says for this connection */
     bool                 from_query; /* the user is not in auth_file: auth_query answered */
     bool                 mock;       /* SCRAM against a secret no password matches (the user has none) */
     struct authq_waiter  waiter;     /* ... while it is asked */

@@ -610,18 +610,18 @@ static bool key_set(void *base, const struct key *k, const char *value, const ch
         set_error(errmsg, "%s: invalid value '%s'", where, value);
         return false;
     case KT_AUTH_TYPE:
-        for (enum auth_type t = AUTH_TRUST; t <= AUTH_CERT; t++) {
+        for (enum auth_type t = AUTH_TRUST; t <= AUTH_HBA; t++) {
             if (strcasecmp(value, config_auth_type_name(t)) == 0) {
                 *(enum auth_type *)(void *)field = t;
                 return true;
             }
         }
-        if (strcasecmp(value, "hba") == 0 || strcasecmp(value, "any") == 0 || strcasecmp(value, "pam") == 0 ||
-            strcasecmp(value, "ldap") == 0)
+        if (strcasecmp(value, "any") == 0 || strcasecmp(value, "pam") == 0 || strcasecmp(value, "ldap") == 0)
             set_error(errmsg, "%s: auth_type '%s' is not supported yet", where, value);
         else
-            set_error(errmsg, "%s: invalid auth_type '%s' (expected trust, plain, md5, scram-sha-256 or cert)", where,
-                      value);
+            set_error(errmsg,
+                      "%s: invalid auth_type '%s' (expected trust, plain, md5, scram-sha-256, cert, peer or hba)",
+                      where, value);
         return false;
     }
     set_error(errmsg, "%s: internal error: bad key type", where);
@@ -1570,8 +1570,12 @@ bool config_check(const struct pgbun_config *cfg, char **errmsg)
         return false;
     }
     if (!check_auth_query(cfg, errmsg)) return false;
-    if (cfg->auth_hba_file != NULL)
-        log_warning("auth_hba_file is ignored: pgbun has no auth_type = hba yet (auth_type is %s)",
+    if (cfg->auth_type == AUTH_HBA && (cfg->auth_hba_file == NULL || cfg->auth_hba_file[0] == '\0')) {
+        set_error(errmsg, "auth_type = hba needs auth_hba_file: the file that says which method each connection gets");
+        return false;
+    }
+    if (cfg->auth_type != AUTH_HBA && cfg->auth_hba_file != NULL && cfg->auth_hba_file[0] != '\0')
+        log_warning("auth_hba_file is not used: it is read only with auth_type = hba (auth_type is %s)",
                     config_auth_type_name(cfg->auth_type));
     if (cfg->track_extra_parameters != NULL)
         log_warning("track_extra_parameters is ignored: with session_state = track pgbun follows every parameter a "
@@ -1619,6 +1623,9 @@ const char *config_auth_type_name(enum auth_type type)
     case AUTH_MD5: return "md5";
     case AUTH_SCRAM: return "scram-sha-256";
     case AUTH_CERT: return "cert";
+    case AUTH_PEER: return "peer";
+    case AUTH_HBA: return "hba";
+    case AUTH_REJECT: return "reject";
     }
     return "unknown";
 }

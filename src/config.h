@@ -51,8 +51,11 @@ enum auth_type {
     AUTH_TRUST = 0,
     AUTH_PLAIN,
     AUTH_MD5,
-    AUTH_SCRAM, /* scram-sha-256 */
-    AUTH_CERT,  /* a verified TLS client certificate whose common name is the user */
+    AUTH_SCRAM,  /* scram-sha-256 */
+    AUTH_CERT,   /* a verified TLS client certificate whose common name is the user */
+    AUTH_PEER,   /* on a unix socket: the client's OS user is the user (SO_PEERCRED) */
+    AUTH_HBA,    /* the method comes from auth_hba_file, per connection */
+    AUTH_REJECT, /* an auth_hba_file method only: refused */
 };
 
 /*

@@ -29,6 +29,7 @@
 
 #include "auth.h"
 #include "authq.h"
+#include "hba.h"
 #include "client.h"
 #include "listener.h"
 #include "log.h"
@@ -63,9 +64,11 @@ void pgbun_fini(void)
     if (shutdown_timer) event_free(shutdown_timer);
     shutdown_timer = NULL;
     if (pgbun.auth) auth_file_free(pgbun.auth);
+    hba_free(pgbun.hba);
     tls_conf_free(pgbun.tls);
     config_free(pgbun.cfg);
     pgbun.auth = NULL;
+    pgbun.hba = NULL;
     pgbun.tls = NULL;
     pgbun.cfg = NULL;
 }
@@ -108,6 +111,7 @@ const char *pgbun_config_path(void)
 bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, char **errmsg)
 {
     struct auth_file *af = NULL;
+    struct hba       *hba = NULL;
     struct tls_conf  *tls;
     bool              reconnect = false;
 
@@ -121,8 +125,8 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
             config_free(cfg);
             return false;
         }
-    } else if ((cfg->auth_type == AUTH_TRUST || cfg->auth_type == AUTH_CERT) && !cfg->auth_trust_any_user &&
-               !config_looks_up_users(cfg)) {
+    } else if ((cfg->auth_type == AUTH_TRUST || cfg->auth_type == AUTH_CERT || cfg->auth_type == AUTH_PEER) &&
+               !cfg->auth_trust_any_user && !config_looks_up_users(cfg)) {
         /* trust lets in the users of auth_file: with none, letting in everyone must be said, not fallen into. */
         char msg[256];
 
@@ -135,13 +139,34 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
         config_free(cfg);
         return false;
     }
-    if ((tls = tls_conf_new(cfg, errmsg)) == NULL) {
+    /* A broken hba file leaves the running rules in place, as a broken config does. */
+    if (cfg->auth_type == AUTH_HBA && (hba = hba_load(cfg->auth_hba_file, errmsg)) == NULL) {
         if (af) auth_file_free(af);
         config_free(cfg);
         return false;
     }
-    if (cfg->auth_trust_any_user && cfg->auth_type != AUTH_TRUST && cfg->auth_type != AUTH_CERT)
-        log_warning("auth_trust_any_user has no effect unless auth_type = trust or cert (auth_type is %s)",
+    if (hba != NULL && hba_uses(hba, AUTH_CERT) && strcmp(cfg->client_tls_sslmode, "verify-ca") != 0 &&
+        strcmp(cfg->client_tls_sslmode, "verify-full") != 0) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "auth_hba_file has cert rules, which need client_tls_sslmode = verify-ca or verify-full (it is %s)",
+                 cfg->client_tls_sslmode);
+        if (errmsg != NULL) *errmsg = strdup(msg);
+        hba_free(hba);
+        if (af) auth_file_free(af);
+        config_free(cfg);
+        return false;
+    }
+    if ((tls = tls_conf_new(cfg, errmsg)) == NULL) {
+        hba_free(hba);
+        if (af) auth_file_free(af);
+        config_free(cfg);
+        return false;
+    }
+    if (cfg->auth_trust_any_user && cfg->auth_type != AUTH_TRUST && cfg->auth_type != AUTH_CERT &&
+        cfg->auth_type != AUTH_PEER && cfg->auth_type != AUTH_HBA)
+        log_warning("auth_trust_any_user has no effect unless auth_type = trust, cert, peer or hba (auth_type is %s)",
                     config_auth_type_name(cfg->auth_type));
     if (pgbun.cfg != NULL) {
         const struct pgbun_config *old = pgbun.cfg;
@@ -155,10 +180,12 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
     }
     if (report != NULL && pgbun.cfg != NULL) config_diff(pgbun.cfg, cfg, report, arg);
     if (pgbun.auth) auth_file_free(pgbun.auth);
+    hba_free(pgbun.hba);
     tls_conf_free(pgbun.tls);
     if (pgbun.cfg) config_free(pgbun.cfg);
     pgbun.cfg = cfg;
     pgbun.auth = af;
+    pgbun.hba = hba;
     pgbun.tls = tls;
     apply_log_settings(cfg);
     authq_reset(); /* RELOAD: secrets are looked up again */

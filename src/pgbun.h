@@ -20,11 +20,13 @@
 #endif
 
 struct auth_file;
+struct hba;
 struct tls_conf;
 
 struct pgbun_state {
     struct pgbun_config *cfg;            /* current config; replaced on reload */
     struct auth_file    *auth;           /* current auth_file, or NULL */
+    struct hba          *hba;            /* current auth_hba_file's rules (auth_type = hba), or NULL */
     struct tls_conf     *tls;            /* TLS contexts built from cfg's files (tls.h) */
     atomic_int           client_count;   /* every client socket of every worker, logged in or not */
     bool                 shutting_down;  /* only console logins; exit when drained */

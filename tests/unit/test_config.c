@@ -373,7 +373,8 @@ static void test_errors(void)
     expect_error("[pgbun]\nno_such_key = 1\n", "2: unknown key 'no_such_key'", "unknown key");
     expect_error("[pgbun]\n[bogus]\n", "2: unknown section [bogus]", "unknown section");
     expect_error("[pgbun]\npool_mode = sometimes\n", "2: pool_mode: invalid pool_mode 'sometimes'", "bad pool_mode");
-    expect_error("[pgbun]\nauth_type = hba\n", "2: auth_type: auth_type 'hba' is not supported yet", "auth_type hba");
+    expect_error("[pgbun]\nauth_type = ldap\n", "2: auth_type: auth_type 'ldap' is not supported yet",
+                 "auth_type ldap");
     expect_error("[pgbun]\nauth_type = rot13\n", "2: auth_type: invalid auth_type 'rot13'", "bad auth_type");
     expect_error("[pgbun]\nlog_connections = maybe\n", "2: log_connections: invalid boolean 'maybe'", "bad bool");
     expect_error("[pgbun]\nserver_lifetime = 5 fortnights\n", "2: server_lifetime: invalid time '5 fortnights'",
@@ -1017,7 +1018,7 @@ static void test_set(void)
                      "pool_mode: invalid pool_mode 'never' (expected session, transaction or statement)");
     expect_set_error(cfg, "log_connections", "maybe", "log_connections: invalid boolean 'maybe' (expected 0 or 1)");
     expect_set_error(cfg, "server_tls_sslmode", "sometimes", "server_tls_sslmode: invalid value 'sometimes'");
-    expect_set_error(cfg, "auth_type", "hba", "auth_type: auth_type 'hba' is not supported yet");
+    expect_set_error(cfg, "auth_type", "pam", "auth_type: auth_type 'pam' is not supported yet");
     expect_set_error(cfg, "foo", "1", "unknown key 'foo'");
     expect_set_error(cfg, "syslog", "1", "syslog: not supported yet");
     expect_set_error(cfg, "listen_port", "7000", "listen_port: cannot be changed without a restart");

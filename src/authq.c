@@ -8,9 +8,11 @@
  * database/auth_user", the place asked.
  *
  * A lookup belongs to its worker: it is queued on, and runs on, that
- * worker's pool, and its waiters are that worker's clients. It lives until
- * its query ends or its pool gives up on it, even when every login that
- * waited for it has left: the answer is cached for the next one.
+ * worker's pool, and its waiters are that worker's clients. Once its query
+ * runs it runs to its end, even when every login that waited for it has
+ * left, and its answer is cached for the next one; a lookup still queued
+ * when the last login leaves is dropped, so that a server that is down is
+ * not tried for nobody.
  */
 #include "authq.h"
 
@@ -30,11 +32,12 @@
 TAILQ_HEAD(authq_waiters, authq_waiter);
 
 struct authq_lookup {
-    struct pool_job      job;   /* on its pool's queue until a server runs it */
-    struct authq_lookup *next;  /* on its worker's list */
-    struct pool         *pool;  /* (auth database, auth_user) */
-    char                *user;  /* whose secret */
-    char                *where; /* creds.h's place: "auth database/auth_user" */
+    struct pool_job      job;    /* on its pool's queue until a server runs it */
+    struct authq_lookup *next;   /* on its worker's list */
+    struct pool         *pool;   /* (auth database, auth_user) */
+    bool                 queued; /* on its pool's queue (not yet run, nor failed) */
+    char                *user;   /* whose secret */
+    char                *where;  /* creds.h's place: "auth database/auth_user" */
     char                *query;
     unsigned             gen; /* creds_gen() when it began */
     struct authq_waiters waiters;
@@ -45,49 +48,6 @@ struct authq_lookup {
 };
 
 static _Thread_local struct authq_lookup *lookups; /* this worker's, running or queued */
-
-/* Where `dbname`'s logins are looked up; false: nowhere (no auth_user). */
-struct route {
-    const char *authdb;
-    const char *auth_user;
-    const char *query;
-};
-
-static bool route_of(const char *dbname, bool console, struct route *r)
-{
-    const struct pgbun_config *cfg = pgbun.cfg;
-    const struct db_config    *db = console ? NULL : config_find_db(cfg, dbname);
-    struct config_settings     set;
-
-    if (console) {
-        /* The console is no PostgreSQL database: only auth_dbname names one to ask. */
-        r->auth_user = cfg->auth_user;
-        r->query = cfg->auth_query;
-        r->authdb = cfg->auth_dbname;
-        return r->auth_user != NULL;
-    }
-    if (db == NULL) {
-        /* No such database: nothing to ask, unless auth_dbname names one; the login fails as a wrong password would. */
-        r->auth_user = cfg->auth_user;
-        r->query = cfg->auth_query;
-        r->authdb = cfg->auth_dbname;
-        return r->auth_user != NULL;
-    }
-    config_resolve(cfg, db, NULL, dbname, &set);
-    r->auth_user = set.auth_user;
-    r->query = set.auth_query != NULL ? set.auth_query : AUTH_QUERY_DEFAULT;
-    r->authdb = set.auth_dbname != NULL ? set.auth_dbname : dbname;
-    return r->auth_user != NULL;
-}
-
-static char *place_of(const struct route *r)
-{
-    size_t n = strlen(r->authdb) + strlen(r->auth_user) + 2;
-    char  *p = malloc(n);
-
-    if (p != NULL) snprintf(p, n, "%s/%s", r->authdb, r->auth_user);
-    return p;
-}
 
 static void secret_free(char *p)
 {
@@ -211,26 +171,30 @@ static void job_run(struct pool_job *j, struct server *s)
 {
     struct authq_lookup *lk = (struct authq_lookup *)j;
 
+    lk->queued = false;
     server_lookup(s, lk->query, lk->user, &lookup_ops, lk);
 }
 
 static void job_fail(struct pool_job *j, const char *sqlstate, const char *msg)
 {
+    ((struct authq_lookup *)j)->queued = false;
     failed((struct authq_lookup *)j, sqlstate, msg);
 }
 
-/* A new lookup on p, queued; NULL: out of memory. */
-static struct authq_lookup *lookup_new(struct pool *p, const char *user, char *where, const char *query)
+/* A new lookup on p, not queued yet; NULL: out of memory. */
+static struct authq_lookup *lookup_new(struct pool *p, const char *user, const char *where, const char *query)
 {
     struct authq_lookup *lk = calloc(1, sizeof(*lk));
 
-    if (lk == NULL || (lk->user = strdup(user)) == NULL || (lk->query = strdup(query)) == NULL) {
-        if (lk != NULL) free(lk->user);
+    if (lk == NULL || (lk->user = strdup(user)) == NULL || (lk->where = strdup(where)) == NULL ||
+        (lk->query = strdup(query)) == NULL) {
+        if (lk != NULL) {
+            free(lk->user);
+            free(lk->where);
+        }
         free(lk);
-        free(where);
         return NULL;
     }
-    lk->where = where;
     lk->pool = p;
     lk->gen = creds_gen();
     lk->job.run = job_run;
@@ -241,79 +205,87 @@ static struct authq_lookup *lookup_new(struct pool *p, const char *user, char *w
     return lk;
 }
 
+static void out_of_memory(struct authq_answer *a)
+{
+    a->status = AUTHQ_FAILED;
+    a->sqlstate = "53200";
+    a->message = "out of memory";
+}
+
 enum authq_start authq_find(const char *dbname, const char *user, bool console, struct authq_waiter *w,
                             struct authq_answer *a, char **hold)
 {
-    struct route         r;
-    struct authq_lookup *lk;
-    struct pool         *p;
-    const char          *err = NULL;
-    char                *where;
-    bool                 oom;
+    struct config_auth_route r;
+    struct authq_lookup     *lk;
+    struct pool             *p;
+    const char              *err = NULL;
+    char                     where[CONFIG_PLACE_MAX];
+    bool                     oom;
+    unsigned                 gen = creds_gen();
 
     *hold = NULL;
     w->lookup = NULL;
-    if (!route_of(dbname, console, &r)) return AUTHQ_OFF;
+    if (!config_auth_route(pgbun.cfg, dbname, console, &r)) return AUTHQ_OFF;
     memset(a, 0, sizeof(*a));
     a->status = AUTHQ_NO_USER;
-    if (r.authdb == NULL) return AUTHQ_ANSWER; /* nowhere to ask: no user, the exchange fails at the password */
-    if ((where = place_of(&r)) == NULL) goto oom;
+    /* Nowhere to ask (the console without auth_dbname): no such user, and the exchange fails at the password. */
+    if (!config_auth_place(&r, where)) return AUTHQ_ANSWER;
     if (creds_find(user, where, pgbun_now(), pgbun.cfg->auth_query_cache_ttl, hold, &oom)) {
-        free(where);
         a->status = AUTHQ_FOUND;
         a->secret = *hold;
         return AUTHQ_ANSWER;
     }
     if (oom) {
-        free(where);
-        goto oom;
+        out_of_memory(a);
+        return AUTHQ_ANSWER;
     }
     /* One lookup per user and place on this worker, however many wait for it. */
     for (lk = lookups; lk != NULL; lk = lk->next)
-        if (strcmp(lk->user, user) == 0 && strcmp(lk->where, where) == 0 && lk->gen == creds_gen()) break;
-    if (lk != NULL) {
-        free(where);
-    } else {
-        if ((p = pool_get(r.authdb, r.auth_user, &err)) == NULL) {
-            /* auth_dbname is checked at start and RELOAD; the client's own database may have no entry. */
-            free(where);
+        if (strcmp(lk->user, user) == 0 && strcmp(lk->where, where) == 0 && lk->gen == gen) break;
+    if (lk == NULL) {
+        /* auth_dbname is checked at start and RELOAD; the client's own database may have no entry. */
+        if ((p = pool_get(r.authdb, r.auth_user, &err)) == NULL) return AUTHQ_ANSWER;
+        if ((lk = lookup_new(p, user, where, r.query)) == NULL) {
+            out_of_memory(a);
             return AUTHQ_ANSWER;
         }
-        if ((lk = lookup_new(p, user, where, r.query)) == NULL) goto oom;
         TAILQ_INSERT_TAIL(&lk->waiters, w, entry);
         w->lookup = lk;
-        log_debug("auth_query for user \"%s\" in %s: asking PostgreSQL", user, lk->where);
-        pool_queue_job(p, &lk->job); /* may answer at once (a pool that failed for good): w->lookup is NULL then */
+        log_debug("auth_query for user \"%s\" in %s: asking PostgreSQL", user, where);
+        lk->queued = true;
+        pool_queue_job(p, &lk->job); /* may answer at once (a pool that failed for good): w->done is called then */
         return AUTHQ_WAITING;
     }
     TAILQ_INSERT_TAIL(&lk->waiters, w, entry);
     w->lookup = lk;
     return AUTHQ_WAITING;
-oom:
-    a->status = AUTHQ_FAILED;
-    a->sqlstate = "53200";
-    a->message = "out of memory";
-    return AUTHQ_ANSWER;
 }
 
 void authq_cancel(struct authq_waiter *w)
 {
-    if (w->lookup == NULL) return;
-    TAILQ_REMOVE(&w->lookup->waiters, w, entry);
+    struct authq_lookup *lk = w->lookup;
+
+    if (lk == NULL) return;
+    TAILQ_REMOVE(&lk->waiters, w, entry);
     w->lookup = NULL;
+    /* Nobody waits and nothing runs yet: the pool need not open a connection for it. */
+    if (TAILQ_EMPTY(&lk->waiters) && lk->queued) {
+        pool_drop_job(lk->pool, &lk->job);
+        lookup_free(lk);
+    }
+}
+
+const char *authq_trouble(const struct authq_waiter *w)
+{
+    const struct pool *p = w->lookup != NULL ? w->lookup->pool : NULL;
+
+    return p != NULL && p->fail_count > 0 ? p->last_fail_msg : NULL;
 }
 
 void authq_failed_login(const char *dbname, const char *user, bool console)
 {
-    struct route r;
-    char        *where;
+    struct config_auth_route r;
+    char                     where[CONFIG_PLACE_MAX];
 
-    if (!route_of(dbname, console, &r) || r.authdb == NULL || (where = place_of(&r)) == NULL) return;
-    creds_drop(user, where);
-    free(where);
-}
-
-void authq_reset(void)
-{
-    creds_reset();
+    if (config_auth_route(pgbun.cfg, dbname, console, &r) && config_auth_place(&r, where)) creds_drop(user, where);
 }

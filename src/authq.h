@@ -57,11 +57,11 @@ enum authq_start authq_find(const char *dbname, const char *user, bool console, 
                             struct authq_answer *a, char **hold) __attribute__((warn_unused_result));
 /* The login gave up (closed): it hears nothing more. The lookup itself runs on for the others. */
 void authq_cancel(struct authq_waiter *w);
+/* Why the lookup w waits for is slow: the last failure of its pool's server logins, or NULL. */
+const char *authq_trouble(const struct authq_waiter *w);
 /* The login with the secret auth_query found for user in dbname failed: the next one asks PostgreSQL again. */
 void authq_failed_login(const char *dbname, const char *user, bool console);
 /* Frees what authq_find left in *hold (cleansed). */
 void authq_answer_free(char *hold);
-/* RELOAD: every secret is looked up again before the next login that needs it. */
-void authq_reset(void);
 
 #endif

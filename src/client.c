@@ -76,6 +76,9 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
     if (c->state == CL_WELCOME)
         pool_wait_timed_out(c, "client_login_timeout"); /* authenticated, waiting for a first server */
+    else if (c->step == LOGIN_LOOKUP && authq_trouble(&c->login->waiter) != NULL)
+        client_close(c, "08006", "client_login_timeout: auth_query could not run: %s",
+                     authq_trouble(&c->login->waiter));
     else if (c->step == LOGIN_LOOKUP)
         client_close(c, "08P01", "client_login_timeout: login not completed in time (auth_query did not answer)");
     else
@@ -388,6 +391,38 @@ static bool choose_method(struct client *c)
 }
 
 /*
+ * As PostgreSQL's peer and cert methods: the OS user at the other end of
+ * the unix socket, or the common name of the verified client certificate,
+ * is the user. false: closed.
+ */
+static bool identity_is_user(struct client *c)
+{
+    bool        peer = c->login->method == AUTH_PEER;
+    const char *word = peer ? "Peer" : "certificate";
+    const char *why = NULL;
+    char        name[256];
+
+    if (peer && !c->is_unix)
+        why = "not a unix-socket connection";
+    else if (peer && !peer_os_user(c, name, sizeof(name)))
+        why = "the client's OS user is unknown";
+    else if (!peer && c->io.ssl == NULL)
+        why = "the connection is not TLS";
+    else if (!peer && !tls_peer_cn(&c->io, name, sizeof(name)))
+        why = "no verified client certificate with a common name";
+    if (why != NULL) {
+        client_close(c, "28000", "%s authentication failed for user \"%s\": %s", word, c->user, why);
+        return false;
+    }
+    if (strcmp(name, c->user) != 0) {
+        client_log(c, LOGL_INFO, "%s \"%s\" is not the user name", peer ? "OS user" : "certificate common name", name);
+        client_close(c, "28000", "%s authentication failed for user \"%s\"", word, c->user);
+        return false;
+    }
+    return true;
+}
+
+/*
  * Asks the client for its password (or lets it in), knowing its secret:
  * `secret` (auth_file's or auth_query's text; NULL: none) of a user pgbun
  * knows (`known`) or not.
@@ -396,55 +431,15 @@ static void auth_with(struct client *c, const char *secret, bool known)
 {
     enum auth_type type = c->login->method;
 
-    if (type == AUTH_PEER) {
-        /* As PostgreSQL's peer method: the OS user at the other end of the unix socket is the user. */
-        char os_user[256];
-
-        if (!c->is_unix) {
-            client_close(c, "28000", "peer authentication failed for user \"%s\": not a unix-socket connection",
-                         c->user);
-            return;
-        }
-        if (!peer_os_user(c, os_user, sizeof(os_user))) {
-            client_close(c, "28000", "peer authentication failed for user \"%s\": the client's OS user is unknown",
-                         c->user);
-            return;
-        }
-        if (strcmp(os_user, c->user) != 0) {
-            client_log(c, LOGL_INFO, "OS user \"%s\" is not the user", os_user);
-            client_close(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
-            return;
-        }
-        type = AUTH_TRUST; /* and, as trust, a user pgbun knows */
-    } else if (type == AUTH_CERT) {
-        /* As PostgreSQL's cert method: a verified client certificate whose common name is the user. */
-        char cn[256];
-
-        if (c->io.ssl == NULL) {
-            client_close(c, "28000", "certificate authentication failed for user \"%s\": the connection is not TLS",
-                         c->user);
-            return;
-        }
-        if (!tls_peer_cn(&c->io, cn, sizeof(cn))) {
-            client_close(c, "28000",
-                         "certificate authentication failed for user \"%s\": no verified client certificate with a "
-                         "common name",
-                         c->user);
-            return;
-        }
-        if (strcmp(cn, c->user) != 0) {
-            client_log(c, LOGL_INFO, "certificate common name \"%s\" is not the user name", cn);
-            client_close(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
-            return;
-        }
-        type = AUTH_TRUST; /* and, as trust, a user pgbun knows */
-    }
+    /* peer and cert prove who the client is; then, as with trust, the user must be one pgbun knows. */
+    if ((type == AUTH_PEER || type == AUTH_CERT) && !identity_is_user(c)) return;
+    if (type == AUTH_PEER || type == AUTH_CERT) type = AUTH_TRUST;
     if (type == AUTH_TRUST) {
         /* No password, but a user pgbun knows, as PgBouncer documents it. */
         if (!known && !trust_unlisted(c)) {
             if (c->login->method == AUTH_CERT || c->login->method == AUTH_PEER)
                 client_close(c, "28000", "%s authentication failed for user \"%s\": not in %s",
-                             c->login->method == AUTH_CERT ? "certificate" : "peer", c->user,
+                             c->login->method == AUTH_CERT ? "certificate" : "Peer", c->user,
                              c->login->from_query ? "PostgreSQL (auth_query)" : "auth_file");
             else
                 client_close(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
@@ -828,6 +823,19 @@ static void handle_password(struct client *c, const uint8_t *body, size_t len)
     login_ok(c);
 }
 
+/* The keys the client's proof revealed, filed where its secret came from, for pgbun's own logins as the user. */
+static void keep_scram_keys(const struct client *c)
+{
+    struct config_auth_route r;
+    char                     where[CONFIG_PLACE_MAX];
+
+    if (!c->login->from_query)
+        snprintf(where, sizeof(where), "auth_file");
+    else if (!config_auth_route(pgbun.cfg, c->dbname, c->console_db, &r) || !config_auth_place(&r, where))
+        return;
+    creds_put_scram_keys(c->user, where, c->login->scram->client_key, c->login->secret.scram_server_key);
+}
+
 static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
 {
     struct proto_reader r;
@@ -896,7 +904,7 @@ static void handle_sasl(struct client *c, const uint8_t *body, size_t len)
     free(reply);
     /* The proof revealed the ClientKey of a real SCRAM secret: pgbun logs in to PostgreSQL with it (pass-through). */
     if (c->login->scram->have_client_key && c->login->secret.kind == SECRET_SCRAM && !c->login->mock)
-        creds_put_scram_keys(c->user, c->login->scram->client_key, c->login->secret.scram_server_key);
+        keep_scram_keys(c);
     login_ok(c);
 }
 

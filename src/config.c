@@ -1532,6 +1532,34 @@ bool config_looks_up_users(const struct pgbun_config *cfg)
     return false;
 }
 
+bool config_auth_route(const struct pgbun_config *cfg, const char *dbname, bool console, struct config_auth_route *r)
+{
+    const struct db_config *db = console ? NULL : config_find_db(cfg, dbname);
+    struct config_settings  set;
+
+    if (db == NULL) {
+        /* The console, or a database with no entry: only auth_dbname names a database to ask. */
+        r->auth_user = cfg->auth_user;
+        r->query = cfg->auth_query;
+        r->authdb = cfg->auth_dbname;
+        return r->auth_user != NULL;
+    }
+    config_resolve(cfg, db, NULL, dbname, &set);
+    r->auth_user = set.auth_user;
+    r->query = set.auth_query != NULL ? set.auth_query : AUTH_QUERY_DEFAULT;
+    r->authdb = set.auth_dbname != NULL ? set.auth_dbname : dbname;
+    return r->auth_user != NULL;
+}
+
+bool config_auth_place(const struct config_auth_route *r, char out[CONFIG_PLACE_MAX])
+{
+    int n;
+
+    if (r->authdb == NULL || r->auth_user == NULL) return false;
+    n = snprintf(out, CONFIG_PLACE_MAX, "%s/%s", r->authdb, r->auth_user);
+    return n > 0 && n < CONFIG_PLACE_MAX;
+}
+
 /* auth_user / auth_dbname: the database the lookups run in must exist, for every entry that looks users up. */
 static bool check_auth_query(const struct pgbun_config *cfg, char **errmsg)
 {
@@ -1544,6 +1572,16 @@ static bool check_auth_query(const struct pgbun_config *cfg, char **errmsg)
         if (authdb != NULL && (db->auth_user != NULL || cfg->auth_user != NULL) &&
             config_find_db(cfg, authdb) == NULL) {
             set_error(errmsg, "[databases] %s: auth_dbname \"%s\" is not a database of [databases]", db->name, authdb);
+            return false;
+        }
+    }
+    if (any && (cfg->auth_query == NULL || cfg->auth_query[0] == '\0')) {
+        set_error(errmsg, "auth_query is empty: with auth_user set it must return a user's name and secret");
+        return false;
+    }
+    for (const struct db_config *db = cfg->databases; db != NULL; db = db->next) {
+        if (db->auth_query != NULL && db->auth_query[0] == '\0') {
+            set_error(errmsg, "[databases] %s: auth_query is empty", db->name);
             return false;
         }
     }

@@ -318,6 +318,21 @@ struct config_settings {
 /* auth_user is set, globally or for a database: users not in auth_file are looked up with auth_query. */
 bool config_looks_up_users(const struct pgbun_config *cfg);
 
+/* Where the users of a database (or of the console) not in auth_file are looked up. */
+struct config_auth_route {
+    const char *authdb;    /* the database auth_query runs in; NULL: none can be asked */
+    const char *auth_user; /* who runs it */
+    const char *query;
+};
+
+/* false: no auth_user for that database. `console`: the admin console, asked only in auth_dbname. */
+bool config_auth_route(const struct pgbun_config *cfg, const char *dbname, bool console, struct config_auth_route *r);
+
+/* Where a secret of that route is filed ("auth database/auth_user", creds.h): false when it has none or out is short.
+ */
+#define CONFIG_PLACE_MAX 400
+bool config_auth_place(const struct config_auth_route *r, char out[CONFIG_PLACE_MAX]);
+
 /*
  * Fills *out for database entry db and user entry u of cfg; either may be
  * NULL, and its level is then skipped. `dbname` is the name the client asked

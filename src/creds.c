@@ -1,9 +1,14 @@
 /*
  * creds.c - credentials learned at run time, in one table by user name:
  *
- *   user --> keys (SCRAM pass-through: ClientKey, ServerKey), or none
- *        --> found: one secret per place auth_query asked (where), with
- *            when and in which generation it was found
+ *   user --> one entry per place its secret comes from ("auth_file", or
+ *            "auth database/auth_user" for auth_query): the secret found
+ *            there, when and in which generation; the SCRAM keys a client
+ *            revealed against that secret (pass-through)
+ *
+ * By place, because one role name may have other passwords on other
+ * servers: a pool logs in with what was learned where its own secret
+ * comes from.
  *
  * Workers look things up at logins only (never per query), so one mutex
  * guards it all. Entries stay until exit: there is one per role that
@@ -21,19 +26,20 @@
 
 struct found {
     struct found *next;
-    char         *where;  /* auth database and auth_user */
-    char         *secret; /* NULL: the role has no usable password */
-    usec_t        at;     /* when it was found */
-    unsigned      gen;    /* creds_gen() when its lookup began */
+    char         *where;    /* "auth_file", or auth database and auth_user */
+    bool          by_query; /* auth_query found a secret here (SHOW USERS) */
+    char         *secret;   /* what it found; NULL: the role has no usable password */
+    usec_t        at;       /* when it was found */
+    unsigned      gen;      /* creds_gen() when its lookup began; 0: to be asked again */
+    bool          has_keys; /* a client's proof revealed these, against the secret of this place */
+    uint8_t       client_key[SCRAM_KEY_LEN];
+    uint8_t       server_key[SCRAM_KEY_LEN];
 };
 
 struct user_creds {
     UT_hash_handle hh;
     char          *user;
     struct found  *found;
-    bool           has_keys;
-    uint8_t        client_key[SCRAM_KEY_LEN];
-    uint8_t        server_key[SCRAM_KEY_LEN];
 };
 
 static pthread_mutex_t    lock = PTHREAD_MUTEX_INITIALIZER;
@@ -72,6 +78,21 @@ static struct found *found_at(const struct user_creds *u, const char *where)
     return NULL;
 }
 
+/* The entry of place `where`, made if missing; NULL: out of memory. */
+static struct found *found_make(struct user_creds *u, const char *where)
+{
+    struct found *f = found_at(u, where);
+
+    if (f != NULL) return f;
+    if ((f = calloc(1, sizeof(*f))) == NULL || (f->where = strdup(where)) == NULL) {
+        free(f);
+        return NULL;
+    }
+    f->next = u->found;
+    u->found = f;
+    return f;
+}
+
 bool creds_find(const char *user, const char *where, usec_t now, usec_t ttl, char **secret, bool *oom)
 {
     const struct found *f;
@@ -96,17 +117,18 @@ void creds_put(const char *user, const char *where, const char *secret, unsigned
     pthread_mutex_lock(&lock);
     if (gen != generation || (u = user_get(user, true)) == NULL) goto out;
     if (secret != NULL && (copy = strdup(secret)) == NULL) goto out;
-    if ((f = found_at(u, where)) == NULL) {
-        if ((f = calloc(1, sizeof(*f))) == NULL || (f->where = strdup(where)) == NULL) {
-            free(f);
-            secret_free(copy);
-            goto out;
-        }
-        f->next = u->found;
-        u->found = f;
+    if ((f = found_make(u, where)) == NULL) {
+        secret_free(copy);
+        goto out;
+    }
+    if (f->secret == NULL || copy == NULL || strcmp(f->secret, copy) != 0) {
+        /* Another secret: keys a client revealed against the old one log in no more. */
+        f->has_keys = false;
+        OPENSSL_cleanse(f->client_key, sizeof(f->client_key));
     }
     secret_free(f->secret);
     f->secret = copy;
+    f->by_query = true;
     f->at = now;
     f->gen = gen;
 out:
@@ -147,53 +169,58 @@ bool creds_found_by_query(const char *user)
     {
         const struct user_creds *u = user_get(user, false);
 
-        yes = u != NULL && u->found != NULL;
+        yes = false;
+        for (const struct found *f = u != NULL ? u->found : NULL; f != NULL && !yes; f = f->next)
+            yes = f->by_query;
     }
     pthread_mutex_unlock(&lock);
     return yes;
 }
 
-bool creds_md5_secret(const char *user, char *out)
+bool creds_md5_secret(const char *user, const char *where, char *out)
 {
-    const struct found *best = NULL;
+    bool have;
 
     pthread_mutex_lock(&lock);
     {
-        const struct user_creds *u = user_get(user, false);
+        const struct found *f = found_at(user_get(user, false), where);
 
-        for (const struct found *f = u != NULL ? u->found : NULL; f != NULL; f = f->next)
-            if (f->secret != NULL && secret_is_md5(f->secret) && (best == NULL || f->at > best->at)) best = f;
-        if (best != NULL) memcpy(out, best->secret, MD5_PASSWD_LEN + 1);
+        have = f != NULL && f->secret != NULL && secret_is_md5(f->secret);
+        if (have) memcpy(out, f->secret, MD5_PASSWD_LEN + 1);
     }
     pthread_mutex_unlock(&lock);
-    return best != NULL;
+    return have;
 }
 
-void creds_put_scram_keys(const char *user, const uint8_t client_key[SCRAM_KEY_LEN],
+void creds_put_scram_keys(const char *user, const char *where, const uint8_t client_key[SCRAM_KEY_LEN],
                           const uint8_t server_key[SCRAM_KEY_LEN])
 {
     struct user_creds *u;
+    struct found      *f;
 
     pthread_mutex_lock(&lock);
-    if ((u = user_get(user, true)) != NULL) {
-        memcpy(u->client_key, client_key, SCRAM_KEY_LEN);
-        memcpy(u->server_key, server_key, SCRAM_KEY_LEN);
-        u->has_keys = true;
+    if ((u = user_get(user, true)) != NULL && (f = found_make(u, where)) != NULL) {
+        memcpy(f->client_key, client_key, SCRAM_KEY_LEN);
+        memcpy(f->server_key, server_key, SCRAM_KEY_LEN);
+        f->has_keys = true;
     }
     pthread_mutex_unlock(&lock);
 }
 
-bool creds_scram_keys(const char *user, uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN])
+bool creds_scram_keys(const char *user, const char *where, uint8_t client_key[SCRAM_KEY_LEN],
+                      uint8_t server_key[SCRAM_KEY_LEN])
 {
-    const struct user_creds *u;
-    bool                     have;
+    bool have;
 
     pthread_mutex_lock(&lock);
-    u = user_get(user, false);
-    have = u != NULL && u->has_keys;
-    if (have) {
-        memcpy(client_key, u->client_key, SCRAM_KEY_LEN);
-        memcpy(server_key, u->server_key, SCRAM_KEY_LEN);
+    {
+        const struct found *f = found_at(user_get(user, false), where);
+
+        have = f != NULL && f->has_keys;
+        if (have) {
+            memcpy(client_key, f->client_key, SCRAM_KEY_LEN);
+            memcpy(server_key, f->server_key, SCRAM_KEY_LEN);
+        }
     }
     pthread_mutex_unlock(&lock);
     return have;
@@ -212,11 +239,11 @@ void creds_fini(void)
 
             u->found = f->next;
             secret_free(f->secret);
+            OPENSSL_cleanse(f->client_key, sizeof(f->client_key));
+            OPENSSL_cleanse(f->server_key, sizeof(f->server_key));
             free(f->where);
             free(f);
         }
-        OPENSSL_cleanse(u->client_key, sizeof(u->client_key));
-        OPENSSL_cleanse(u->server_key, sizeof(u->server_key));
         free(u->user);
         free(u);
     }

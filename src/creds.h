@@ -5,8 +5,9 @@
  *     up (auth database and auth_user): fresh for auth_query_cache_ttl,
  *     kept after that for pgbun's own md5 logins to PostgreSQL;
  *   - the SCRAM keys a client's right proof revealed (ClientKey and the
- *     secret's ServerKey), with which pgbun logs in to PostgreSQL as that
- *     user without knowing its password (pass-through).
+ *     secret's ServerKey), by user and by where the secret came from
+ *     ("auth_file" or auth_query's place), with which pgbun logs in to
+ *     PostgreSQL as that user without knowing its password (pass-through).
  * Nothing here is ever logged, and every buffer that held a secret or a key
  * is cleansed before it is freed.
  */
@@ -37,14 +38,19 @@ void     creds_reset(void);
 unsigned creds_gen(void);
 /* user logged in with a secret auth_query found (SHOW USERS). */
 bool creds_found_by_query(const char *user);
-/* The md5 secret auth_query last found for user, into out (MD5_PASSWD_LEN + 1): for pgbun's own md5 logins. */
-bool creds_md5_secret(const char *user, char *out);
+/* The md5 secret auth_query found for user at `where`, into out (MD5_PASSWD_LEN + 1): for pgbun's own md5 logins. */
+bool creds_md5_secret(const char *user, const char *where, char *out);
 
-/* A client proved it knows user's password: its ClientKey and the secret's ServerKey. */
-void creds_put_scram_keys(const char *user, const uint8_t client_key[SCRAM_KEY_LEN],
+/*
+ * A client proved it knows user's password, against the secret of place
+ * `where` ("auth_file", or auth_query's): its ClientKey and the secret's
+ * ServerKey. A new secret found at that place forgets them.
+ */
+void creds_put_scram_keys(const char *user, const char *where, const uint8_t client_key[SCRAM_KEY_LEN],
                           const uint8_t server_key[SCRAM_KEY_LEN]);
-/* The last keys a client of user revealed; false: none yet. */
-bool creds_scram_keys(const char *user, uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN]);
+/* The keys a client of user last revealed at `where`; false: none yet. */
+bool creds_scram_keys(const char *user, const char *where, uint8_t client_key[SCRAM_KEY_LEN],
+                      uint8_t server_key[SCRAM_KEY_LEN]);
 
 /* Frees everything (exit). */
 void creds_fini(void);

@@ -247,7 +247,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "pgbun: cannot open logfile %s: %s\n", pgbun.cfg->logfile, strerror(errno));
         return 1;
     }
-    if (pgbun.cfg->auth_type != AUTH_TRUST && pgbun.auth == NULL && !config_looks_up_users(pgbun.cfg))
+    if (pgbun.cfg->auth_type != AUTH_TRUST && pgbun.cfg->auth_type != AUTH_HBA && pgbun.auth == NULL &&
+        !config_looks_up_users(pgbun.cfg))
         log_warning("auth_type is %s but no auth_file is set: every login will fail",
                     config_auth_type_name(pgbun.cfg->auth_type));
     if (geteuid() == 0 && (pgbun.cfg->user == NULL || pgbun.cfg->user[0] == '\0')) {

@@ -28,7 +28,7 @@
 #include <time.h>
 
 #include "auth.h"
-#include "authq.h"
+#include "creds.h"
 #include "hba.h"
 #include "client.h"
 #include "listener.h"
@@ -188,7 +188,7 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
     pgbun.hba = hba;
     pgbun.tls = tls;
     apply_log_settings(cfg);
-    authq_reset(); /* RELOAD: secrets are looked up again */
+    creds_reset(); /* RELOAD: secrets auth_query found are looked up again */
     pool_config_changed();
     /* As PgBouncer: servers reached under other TLS settings are replaced (RECONNECT). */
     if (reconnect) {

@@ -311,6 +311,7 @@ static void pool_free(struct pool *p)
     free(p->server_db);
     free(p->server_user);
     free(p->password);
+    free(p->secret_place);
     free(p->application_name);
     free(p->connect_query);
     free(p->tls_own);
@@ -404,6 +405,21 @@ static bool resolve(struct pool *p)
     return resolve_server(p);
 }
 
+/*
+ * Where pgbun's own logins as the server user find an md5 secret or SCRAM
+ * keys: auth_file's user, or the place auth_query looked it up for this
+ * database (the same role name may have another password elsewhere).
+ */
+static const char *secret_place(const struct pool *p)
+{
+    static _Thread_local char where[CONFIG_PLACE_MAX];
+    struct config_auth_route  r;
+
+    if (pgbun.auth != NULL && auth_file_find(pgbun.auth, p->server_user) != NULL) return "auth_file";
+    if (!config_auth_route(pgbun.cfg, p->dbname, false, &r) || !config_auth_place(&r, where)) return NULL;
+    return where;
+}
+
 static bool resolve_server(struct pool *p)
 {
     const struct pgbun_config *cfg = pgbun.cfg;
@@ -426,6 +442,7 @@ static bool resolve_server(struct pool *p)
         if (sec != NULL && sec->kind != SECRET_SCRAM) password = sec->secret;
     }
     replace(&p->password, password);
+    replace(&p->secret_place, secret_place(p));
     replace(&p->application_name, set.application_name);
     replace(&p->connect_query, set.connect_query);
     p->tls = tls_target_for(pgbun.tls, db->name);
@@ -1195,6 +1212,12 @@ void pool_queue_job(struct pool *p, struct pool_job *j)
     TAILQ_INSERT_TAIL(&p->jobs, j, entry);
     p->njobs++;
     pool_dispatch(p);
+}
+
+void pool_drop_job(struct pool *p, struct pool_job *j)
+{
+    TAILQ_REMOVE(&p->jobs, j, entry);
+    p->njobs--;
 }
 
 void pool_request_server(struct client *c)

@@ -101,6 +101,7 @@ struct pool {
     char                    *server_db;        /* database on the server */
     char                    *server_user;      /* user on the server */
     char                    *password;         /* server password, or NULL */
+    char                    *secret_place;     /* where the server user's secret comes from (creds.h), or NULL */
     char                    *application_name; /* startup application_name, or NULL */
     char                    *connect_query;    /* the database's connect_query, or NULL */
     char                    *tls_own; /* the entry's own sslmode|sslrootcert|sslcert|sslkey, resolved; NULL: none */
@@ -235,6 +236,8 @@ void pool_unlink(struct client *c, struct server *s);
 
 /* Queues j for a server of p and serves the queue. */
 void pool_queue_job(struct pool *p, struct pool_job *j);
+/* Takes j, still queued, off p's queue: nobody wants it done any more. */
+void pool_drop_job(struct pool *p, struct pool_job *j);
 /* The client wants a server: queue it and serve the queue. */
 void pool_request_server(struct client *c);
 /* The server finished its work for the pool and is clean: idle it, serve the queue. */

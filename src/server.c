@@ -495,8 +495,9 @@ static void login_creds_get(const struct pool *p, struct login_creds *lc)
 {
     lc->password = p->password;
     lc->has_keys = false;
-    if (lc->password == NULL && creds_md5_secret(p->server_user, lc->md5)) lc->password = lc->md5;
-    if (p->password == NULL) lc->has_keys = creds_scram_keys(p->server_user, lc->client_key, lc->server_key);
+    if (p->password != NULL || p->secret_place == NULL) return;
+    if (creds_md5_secret(p->server_user, p->secret_place, lc->md5)) lc->password = lc->md5;
+    lc->has_keys = creds_scram_keys(p->server_user, p->secret_place, lc->client_key, lc->server_key);
 }
 
 static void login_creds_clear(struct login_creds *lc)
@@ -900,18 +901,12 @@ static bool readback_done(struct server *s)
     return true;
 }
 
-void server_check(struct server *s)
+/* A query of pgbun's on an unlinked server (TESTING), sent: its ReadyForQuery is due within check_deadline(). */
+static void begin_timed_phase(struct server *s, enum server_phase phase)
 {
-    const char    *q = pgbun.cfg->server_check_query;
     struct timeval tv;
 
-    server_log(s, LOGL_DEBUG, "unused for %g s: running server_check_query",
-               (double)(pgbun_now() - s->last_ready) / USEC_PER_SEC);
-    pool_set_server_state(s, SV_TESTING);
-    /* "<empty>" sends an empty query: the cheapest round trip, as in PgBouncer. */
-    proto_add_query(s->out, strcmp(q, "<empty>") == 0 ? "" : q);
-    own_request(s);
-    s->phase = PHASE_CHECK;
+    s->phase = phase;
     s->expect_rfq++;
     s->has_phase_error = false;
     timeval_of(check_deadline(), &tv);
@@ -919,12 +914,24 @@ void server_check(struct server *s)
     (void)server_flush(s);
 }
 
+void server_check(struct server *s)
+{
+    const char *q = pgbun.cfg->server_check_query;
+
+    server_log(s, LOGL_DEBUG, "unused for %g s: running server_check_query",
+               (double)(pgbun_now() - s->last_ready) / USEC_PER_SEC);
+    pool_set_server_state(s, SV_TESTING);
+    /* "<empty>" sends an empty query: the cheapest round trip, as in PgBouncer. */
+    proto_add_query(s->out, strcmp(q, "<empty>") == 0 ? "" : q);
+    own_request(s);
+    begin_timed_phase(s, PHASE_CHECK);
+}
+
 void server_lookup(struct server *s, const char *query, const char *param, const struct server_lookup_ops *ops,
                    void *arg)
 {
     static const char safe_path[] = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)";
     static const char steps[] = "PBEPBES";
-    struct timeval    tv;
 
     assert(s->state == SV_TESTING && s->client == NULL && server_is_clean(s));
     s->lookup = ops;
@@ -944,12 +951,7 @@ void server_lookup(struct server *s, const char *query, const char *param, const
             return;
         }
     }
-    s->phase = PHASE_LOOKUP;
-    s->expect_rfq++;
-    s->has_phase_error = false;
-    timeval_of(check_deadline(), &tv);
-    evtimer_add(&s->timer, &tv);
-    (void)server_flush(s);
+    begin_timed_phase(s, PHASE_LOOKUP);
 }
 
 void server_client_gone(struct server *s, bool quit)

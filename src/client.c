@@ -369,7 +369,8 @@ static bool peer_os_user(const struct client *c, char *out, size_t n)
 static bool choose_method(struct client *c)
 {
     const char     *where = c->io.ssl != NULL ? "SSL on" : "SSL off";
-    struct hba_conn conn = {c->is_unix, c->io.ssl != NULL, c->is_unix ? NULL : c->addr, c->dbname, c->user};
+    struct hba_conn conn = {c->is_unix, c->io.ssl != NULL, c->is_unix ? NULL : c->addr,
+                            c->dbname,  c->user,           c->console_db};
     int             line;
 
     if (pgbun.cfg->auth_type != AUTH_HBA) {

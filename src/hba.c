@@ -145,7 +145,7 @@ static bool next_item(struct reader *rd, const char **p, const char **start, siz
         s = end + 1;
     } else {
         *start = s;
-        while (*s != '\0' && *s != ',' && !isspace((unsigned char)*s)) {
+        while (*s != '\0' && *s != ',' && *s != '#' && !isspace((unsigned char)*s)) {
             if (*s == '"') return fail(rd, "a quote inside a name: quote the whole name");
             s++;
         }
@@ -156,7 +156,7 @@ static bool next_item(struct reader *rd, const char **p, const char **start, siz
         s++;
         while (isspace((unsigned char)*s))
             s++; /* "a, b" is one list, as in PostgreSQL */
-    } else if (*s != '\0' && !isspace((unsigned char)*s)) {
+    } else if (*s != '\0' && *s != '#' && !isspace((unsigned char)*s)) {
         return fail(rd, "unexpected character after a quoted name");
     }
     *p = s;
@@ -215,8 +215,10 @@ static char *relative_to(const char *hba_path, const char *name)
     return out;
 }
 
+static bool take_name(struct reader *rd, struct list *out, const struct item *it, const char *what);
+
 /* Adds the names of @file to l (whitespace or commas between them, # comments). */
-static bool add_file_items(struct reader *rd, struct list *l, const char *name)
+static bool add_file_items(struct reader *rd, struct list *l, const char *name, const char *what)
 {
     char         *path = relative_to(rd->path, name);
     FILE         *f;
@@ -250,19 +252,34 @@ static bool add_file_items(struct reader *rd, struct list *l, const char *name)
 
                 if (it->keyword && it->name[0] == '@')
                     good = fail(&sub, "@file inside @file is not supported");
-                else if (!list_add(l, it->name, strlen(it->name), it->keyword))
-                    good = fail(&sub, "out of memory");
+                else
+                    good = take_name(&sub, l, it, what);
             }
         }
         fields_free(&fs);
     }
+    if (good && ferror(f)) good = fail(&sub, "could not read: %s", strerror(errno));
     free(line);
     fclose(f);
     free(path);
     return good;
 }
 
-/* A database or user field: @file expanded, +group refused. */
+/* A name of a database or user field, from the rule or from an @file: what pgbun cannot honour is refused. */
+static bool take_name(struct reader *rd, struct list *out, const struct item *it, const char *what)
+{
+    if (it->keyword && it->name[0] == '+')
+        return fail(rd, "%s \"%s\": +group (role membership) is not supported; list the users, or use @file", what,
+                    it->name);
+    if (it->keyword && it->name[0] == '/')
+        return fail(rd, "%s \"%s\": regular expressions are not supported", what, it->name);
+    if (it->keyword && (strcmp(it->name, "samerole") == 0 || strcmp(it->name, "samegroup") == 0))
+        return fail(rd, "%s \"%s\" is not supported (it needs role membership)", what, it->name);
+    if (!list_add(out, it->name, strlen(it->name), it->keyword)) return fail(rd, "out of memory");
+    return true;
+}
+
+/* A database or user field: @file expanded, each name checked. */
 static bool take_names(struct reader *rd, struct list *in, struct list *out, const char *what)
 {
     for (size_t i = 0; i < in->n; i++) {
@@ -270,14 +287,9 @@ static bool take_names(struct reader *rd, struct list *in, struct list *out, con
 
         if (it->keyword && it->name[0] == '@') {
             if (it->name[1] == '\0') return fail(rd, "@ without a file name");
-            if (!add_file_items(rd, out, it->name + 1)) return false;
-        } else if (it->keyword && it->name[0] == '+') {
-            return fail(rd, "%s \"%s\": +group (role membership) is not supported; list the users, or use @file", what,
-                        it->name);
-        } else if (it->keyword && it->name[0] == '/') {
-            return fail(rd, "%s \"%s\": regular expressions are not supported", what, it->name);
-        } else if (!list_add(out, it->name, strlen(it->name), it->keyword)) {
-            return fail(rd, "out of memory");
+            if (!add_file_items(rd, out, it->name + 1, what)) return false;
+        } else if (!take_name(rd, out, it, what)) {
+            return false;
         }
     }
     return true;
@@ -363,7 +375,9 @@ static bool parse_address(struct reader *rd, struct rule *r, const struct list *
     if (slash != NULL) {
         char *end;
         long  bits = strtol(slash + 1, &end, 10);
+        bool  mapped = r->net.family == AF_INET && strchr(text, ':') != NULL; /* ::ffff:a.b.c.d, compared as IPv4 */
 
+        if (mapped && bits >= 0) bits = bits >= 96 ? bits - 96 : -1;
         if (slash[1] == '\0' || *end != '\0' || bits < 0 || bits > maxbits)
             return fail(rd, "invalid CIDR mask in address \"%s\"", it->name);
         mask_of_bits(&r->net, (int)bits);
@@ -579,6 +593,11 @@ struct hba *hba_load(const char *path, char **errmsg)
         fields_free(&fs);
         free(line);
     }
+    if (good && ferror(f)) {
+        /* A folder, or a read error part-way: rules must not be dropped without a word. */
+        rd.line = lineno;
+        good = fail(&rd, "could not read the file: %s", strerror(errno));
+    }
     free(buf);
     fclose(f);
     if (good && !read_local_nets(h)) {
@@ -619,9 +638,14 @@ static bool db_matches(const struct rule *r, const struct hba_conn *c)
         const struct item *it = &r->dbs.items[i];
 
         if (is_keyword(it, "all")) return true;
-        if (is_keyword(it, "sameuser") && strcmp(c->dbname, c->user) == 0) return true;
+        if (is_keyword(it, "sameuser")) {
+            if (strcmp(c->dbname, c->user) == 0) return true;
+            continue;
+        }
         if (is_keyword(it, "replication")) continue; /* pgbun takes no replication connections */
         if (strcmp(it->name, c->dbname) == 0) return true;
+        /* The console has two names: a rule for either holds for both. */
+        if (c->console && (strcmp(it->name, "pgbun") == 0 || strcmp(it->name, "pgbouncer") == 0)) return true;
     }
     return false;
 }

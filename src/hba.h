@@ -11,10 +11,11 @@
  * replication, @file and names; users all, @file and names; addresses all,
  * samehost, samenet, CIDR and address + mask (IPv4 and IPv6); methods
  * trust, reject, password, md5, scram-sha-256, cert (hostssl) and peer
- * (local). Anything else - a host name, +group, an option such as map=, an
- * include directive - is refused when the file is read, naming file and
- * line, never skipped: a rule that does not hold what it says is worse
- * than none. The first rule that matches decides; none: rejected.
+ * (local). Anything else - a host name, +group, samerole, a regular
+ * expression, an option such as map=, an include directive - is refused
+ * when the file is read, naming file and line, never skipped: a rule that
+ * does not hold what it says is worse than none. The first rule that
+ * matches decides; none: rejected.
  */
 #ifndef PGBUN_HBA_H
 #define PGBUN_HBA_H
@@ -32,6 +33,7 @@ struct hba_conn {
     const char *addr; /* the client's address, as text (TCP) */
     const char *dbname;
     const char *user;
+    bool        console; /* the admin console: a rule for "pgbun" or "pgbouncer" holds for it */
 };
 
 /* On error returns NULL and sets *errmsg (malloc'd) naming file and line. */

@@ -94,10 +94,40 @@ def aqpg():
 _serial = itertools.count(1)
 
 
+# Every pgbun start_aq() started, and every role new_role() made with its password, in the running test:
+# each such pgbun logs at verbose 2, and no password or secret of the test may reach its log.
+_started = []
+_made = []
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_any_log(aqpg):
+    _started.clear()
+    _made.clear()
+    yield
+    secrets = {SUPER_PW, LOOKUP_PW, ADMIN_PW}
+    for role, password in _made:
+        if password:
+            secrets.add(password)
+        try:
+            secret = rolpassword(aqpg, role)
+        except (IndexError, psycopg.Error):
+            continue  # dropped by the test
+        if secret:
+            secrets.update({secret, secret[3:]} if secret.startswith("md5") else {secret})
+            if secret.startswith("SCRAM-SHA-256$") and password:
+                secrets.update(base64.b64encode(k).decode() for k in scram_keys(secret, password))
+    for bun in _started:
+        log = bun.log_text()
+        leaked = sorted(x for x in secrets if x and x in log)
+        assert not leaked, f"secrets in pgbun's log: {leaked}"
+
+
 def new_role(aqpg, what, password=None, md5=False, attrs="LOGIN", grants=True):
     """A role of this test only (aqt_<what>_<n>), with a SCRAM (or md5) password, or none.
     It may read users and write txn_log in pgbun_test (what the clients below query)."""
     name = f"aqt_{what}_{next(_serial)}"
+    _made.append((name, password))
     pw = "" if password is None else f" PASSWORD '{password}'"
     aqpg.sql(f"SET password_encryption = '{'md5' if md5 else 'scram-sha-256'}'; CREATE ROLE {name} {attrs}{pw}",
              dbname="postgres")
@@ -114,14 +144,16 @@ def rolpassword(aqpg, role):
 
 
 def start_aq(start_pgbun, aqpg, config=None, databases=None, auth_file=None, auth_user=SUPER):
-    """pgbun with auth_user set (SCRAM for clients unless config says otherwise); auth_file holds the
-    auth roles' and the console admin's passwords only."""
+    """pgbun with auth_user set (SCRAM for clients unless config says otherwise), logging at verbose 2;
+    auth_file holds the auth roles' and the console admin's passwords only."""
     cfg = {"auth_type": "scram-sha-256", "auth_user": auth_user, "admin_users": ADMIN,
-           "max_client_conn": 500}
+           "max_client_conn": 500, "verbose": 2}
     cfg.update(config or {})
     if auth_file is None:
         auth_file = {SUPER: SUPER_PW, LOOKUP: LOOKUP_PW, ADMIN: ADMIN_PW}
-    return start_pgbun(config=cfg, databases=databases or {"pgbun_test": aqpg.entry()}, auth_file=auth_file)
+    bun = start_pgbun(config=cfg, databases=databases or {"pgbun_test": aqpg.entry()}, auth_file=auth_file)
+    _started.append(bun)
+    return bun
 
 
 def login(bun, user, password, database="pgbun_test", params=None):

@@ -591,3 +591,36 @@ def test_a_rule_closing_the_console_database_pgbouncer_also_closes_it_as_pgbun(s
                    hba_rejects("md5user", db="pgbouncer"))
     err = refusal(bun, "md5user", dbname="pgbun", password="md5pass")
     assert err is not None and err.sqlstate == "28000", "the console let md5user in as database pgbun"
+
+
+# ---------------------------------------------------------------- hba with auth_query
+
+def test_hba_rules_choose_the_method_for_users_that_auth_query_finds(start_pgbun, pgbun_workdir, pg):
+    """A user not in auth_file, found in PostgreSQL by auth_query, gets its hba rule's method: scram-sha-256
+    from one network, reject for another database; the lookup runs only for a connection a rule lets in."""
+    role, auth = "hbaq_user", "hbaq_auth"
+    for r in (role, auth):
+        pg.sql(f"DROP ROLE IF EXISTS {r}", dbname="postgres")
+    pg.sql(f"CREATE ROLE {auth} LOGIN SUPERUSER PASSWORD 'hbaq auth pass'", dbname="postgres")
+    pg.sql(f"CREATE ROLE {role} LOGIN PASSWORD 'hbaq user pass'", dbname="postgres")
+    pg.sql(f"ALTER ROLE {auth} SET log_statement = 'all'", dbname="postgres")
+    try:
+        bun = start_hba(start_pgbun, pgbun_workdir,
+                        "host other all 127.0.0.1/32 reject\n"
+                        "host all all 127.0.0.1/32 scram-sha-256\n",
+                        config={"auth_user": auth, "verbose": 2},
+                        databases={"pgbun_test": pg.entry(), "other": pg.entry()},
+                        auth_file={auth: "hbaq auth pass"})
+        assert auth_requests(bun, role, "hbaq user pass")[0] == pgwire.AUTH_SASL
+        with bun.connect(user=role, password="hbaq user pass") as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+        err = refusal(bun, role, password="not it")
+        assert (err.sqlstate, err.message) == ("28P01", f'password authentication failed for user "{role}"')
+        before = pg.log_text().count("execute")
+        err = refusal(bun, role, dbname="other", password="hbaq user pass")
+        assert err.sqlstate == "28000" and "rejects connection" in err.message, err.fields
+        assert pg.log_text().count("execute") == before, "a rejected connection ran auth_query"
+        log = bun.log_text()
+        assert "hbaq user pass" not in log and "hbaq auth pass" not in log
+    finally:
+        pg.sql(f"ALTER ROLE {auth} RESET log_statement", dbname="postgres")

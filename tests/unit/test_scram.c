@@ -215,6 +215,81 @@ static void test_round_trips(void)
     free(made);
 }
 
+/*
+ * Pass-through: the ClientKey a client's right proof reveals, with the
+ * secret's ServerKey, logs in to a second server holding the same secret,
+ * and proves what the password itself would.
+ */
+static void test_pass_through_keys(void)
+{
+    struct scram_server srv, again;
+    struct scram_client cli, relay, by_password;
+    char               *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL, *r1 = NULL, *r2 = NULL, *r3 = NULL, *r4 = NULL;
+    char               *p3 = NULL;
+    const char         *err = NULL;
+    uint8_t             key[SCRAM_KEY_LEN];
+    bool                revealed = false;
+
+    memset(&cli, 0, sizeof(cli));
+    memset(&relay, 0, sizeof(relay));
+    memset(&by_password, 0, sizeof(by_password));
+    ok(scram_server_begin(&srv, &rfc_secret, NULL) && scram_client_first(&cli, NULL, &m1) &&
+           server_first(&srv, m1, strlen(m1), &m2, &err) &&
+           client_final(&cli, RFC_PASSWORD, m2, strlen(m2), &m3, &err) && server_final(&srv, m3, strlen(m3), &m4, &err),
+       "a client logs in with its password");
+    revealed = srv.have_client_key;
+    ok(revealed, "its proof revealed the ClientKey");
+    if (revealed) memcpy(key, srv.client_key, sizeof(key));
+    scram_server_free(&srv);
+    ok(!srv.have_client_key, "scram_server_free forgets it");
+    ok(revealed && scram_server_begin(&again, &rfc_secret, NULL) && scram_client_first(&relay, NULL, &r1) &&
+           server_first(&again, r1, strlen(r1), &r2, &err) &&
+           scram_client_final_keys(&relay, key, rfc_secret.scram_server_key, r2, strlen(r2), &r3, &err) &&
+           server_final(&again, r3, strlen(r3), &r4, &err) && client_verify(&relay, r4, strlen(r4), &err),
+       "the keys log in to a server with the same secret, and verify its signature");
+    scram_server_free(&again);
+    /* The vector's server-first answered from the keys: the proof the password gives. */
+    scram_client_free(&relay);
+    memset(&relay, 0, sizeof(relay));
+    free(r1);
+    r1 = NULL;
+    ok(revealed && scram_client_first(&relay, RFC_CNONCE, &r1) &&
+           scram_client_final_keys(&relay, key, rfc_secret.scram_server_key, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST),
+                                   &p3, &err),
+       "the keys answer the vector's server-first");
+    is_str(p3, PG_CLIENT_FINAL, "with the proof the password gives");
+    {
+        uint8_t wrong[SCRAM_KEY_LEN];
+        char   *w1 = NULL, *w2 = NULL, *w3 = NULL, *w4 = NULL;
+
+        memcpy(wrong, key, sizeof(wrong));
+        wrong[0] ^= 1;
+        memset(&by_password, 0, sizeof(by_password));
+        ok(scram_server_begin(&again, &rfc_secret, NULL) && scram_client_first(&by_password, NULL, &w1) &&
+               server_first(&again, w1, strlen(w1), &w2, &err) &&
+               scram_client_final_keys(&by_password, wrong, rfc_secret.scram_server_key, w2, strlen(w2), &w3, &err) &&
+               !server_final(&again, w3, strlen(w3), &w4, &err) && strcmp(err, "invalid proof") == 0,
+           "another ClientKey is refused");
+        scram_server_free(&again);
+        scram_client_free(&by_password);
+        free(w1);
+        free(w2);
+        free(w3);
+        free(w4);
+    }
+    scram_client_free(&cli);
+    scram_client_free(&relay);
+    free(m1);
+    free(m2);
+    free(m3);
+    free(m4);
+    free(r1);
+    free(r2);
+    free(r3);
+    free(r4);
+    free(p3);
+}
+
 /* The salt a server's first message shows for user (its "s=" attribute), into out. */
 static bool salt_shown(const struct secret *secret, char *out, size_t n)
 {
@@ -647,6 +722,7 @@ int main(void)
     test_server_rfc7677_vector();
     test_client_vector_with_empty_user();
     test_round_trips();
+    test_pass_through_keys();
     test_mock_secret();
     test_server_first_malformed();
     test_server_final_malformed();

@@ -1202,6 +1202,54 @@ static void test_diff_lists_keys_and_entries(void)
     config_free(b);
 }
 
+/* auth_user, auth_query and auth_dbname: per database over [pgbun]; what config_check refuses. */
+static void test_auth_query_keys(void)
+{
+    struct pgbun_config     *cfg = load_text("[pgbun]\nauth_user = looker\nauth_query_cache_ttl = 2\n"
+                                                 "[databases]\nshop = host=h auth_user=shopper auth_dbname=meta "
+                                                 "auth_query='SELECT u, p FROM f($1)'\nmeta = host=h\nplain = host=h\n");
+    struct config_auth_route r;
+    char                     place[CONFIG_PLACE_MAX], *err = NULL;
+
+    ok(cfg != NULL && config_check(cfg, &err), "per-database auth keys load and pass the checks");
+    free(err);
+    err = NULL;
+    ok(cfg != NULL && cfg->auth_query_cache_ttl == 2 * USEC_PER_SEC, "auth_query_cache_ttl in seconds");
+    ok(cfg != NULL && strcmp(cfg->auth_query, AUTH_QUERY_DEFAULT) == 0, "auth_query defaults to PgBouncer's");
+    ok(cfg != NULL && config_auth_route(cfg, "shop", false, &r) && strcmp(r.auth_user, "shopper") == 0 &&
+           strcmp(r.authdb, "meta") == 0 && strcmp(r.query, "SELECT u, p FROM f($1)") == 0,
+       "a database's own auth_user, auth_dbname and auth_query");
+    ok(config_auth_place(&r, place) && strcmp(place, "meta/shopper") == 0, "its place: auth database/auth_user");
+    ok(cfg != NULL && config_auth_route(cfg, "plain", false, &r) && strcmp(r.auth_user, "looker") == 0 &&
+           strcmp(r.authdb, "plain") == 0 && strcmp(r.query, AUTH_QUERY_DEFAULT) == 0,
+       "another database: the global auth_user, run in the database asked for");
+    ok(cfg != NULL && config_auth_route(cfg, "pgbun", true, &r) && r.authdb == NULL && !config_auth_place(&r, place),
+       "the console without auth_dbname: nowhere to ask");
+    ok(cfg != NULL && config_looks_up_users(cfg), "config_looks_up_users");
+    config_free(cfg);
+
+    cfg = load_text("[pgbun]\nauth_user = looker\nauth_dbname = nowhere\n[databases]\nshop = host=h\n");
+    ok(cfg != NULL && !config_check(cfg, &err) && err && strstr(err, "auth_dbname \"nowhere\""),
+       "an auth_dbname that is not a database is refused");
+    free(err);
+    err = NULL;
+    config_free(cfg);
+    cfg = load_text("[pgbun]\nauth_user = looker\nauth_query =\n[databases]\nshop = host=h\n");
+    ok(cfg != NULL && !config_check(cfg, &err) && err && strstr(err, "auth_query is empty"),
+       "an empty auth_query is refused");
+    free(err);
+    err = NULL;
+    config_free(cfg);
+    cfg = load_text("[pgbun]\nauth_type = hba\n[databases]\nshop = host=h\n");
+    ok(cfg != NULL && !config_check(cfg, &err) && err && strstr(err, "auth_type = hba needs auth_hba_file"),
+       "auth_type = hba without auth_hba_file is refused");
+    free(err);
+    config_free(cfg);
+    cfg = load_text("[pgbun]\nauth_type = peer\n");
+    ok(cfg != NULL && cfg->auth_type == AUTH_PEER && !config_looks_up_users(cfg), "auth_type = peer loads");
+    config_free(cfg);
+}
+
 int main(void)
 {
     int fd = mkstemp(log_path);
@@ -1242,6 +1290,7 @@ int main(void)
     test_every_entry_key_is_diffed_and_shown();
     test_resolution_user_over_database_over_global();
     test_diff_lists_keys_and_entries();
+    test_auth_query_keys();
 
     rc = done_testing();
     if (!log_set_file(NULL)) rc = 1;

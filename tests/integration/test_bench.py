@@ -13,6 +13,11 @@ the certificates, starts PostgreSQL with ssl = on and TLS poolers, and runs
 TLS handshakes through every target; tls-select-c50 and idle-memory-tls use
 the same set-up and would add about 35 s more. It checks that TLS was
 used where asked and plain text everywhere else.
+
+authq-connect-c50 runs poolers whose auth_file names only their auth_user:
+every login of pgbench's user needs auth_query, and the check is that
+each of those poolers holds a server connection of the auth_user and that
+no other scenario's ini has auth_user.
 """
 
 import json
@@ -28,8 +33,10 @@ from conftest import KEEP, SRCDIR, is_number, make_tempdir, pgbun_binary, proces
 
 BENCH = SRCDIR / "bench" / "run"
 TLS_SCENARIO = "tls-connect-c50"  # TLS on both sides; the only TLS scenario run here
+AUTHQ_SCENARIO = "authq-connect-c50"  # the poolers look the user up with auth_query
+AUTH_USER = "bench_authq"  # bench/run's auth_user, the only line of those poolers' auth_file
 PGBENCH_SCENARIOS = ["select-c1", "select-c50", "select-c300", "extended-c50", "extended-c300",
-                     "tpcb-c50", "connect-c50", "prepared-c50", TLS_SCENARIO]
+                     "tpcb-c50", "connect-c50", "prepared-c50", TLS_SCENARIO, AUTHQ_SCENARIO]
 ALL_SCENARIOS = PGBENCH_SCENARIOS + ["idle-memory"]
 IDLE_CLIENTS = 300
 PGBUN_TARGETS = ["pgbun", "pgbun-w2"]  # bench/run's default --workers 1,2
@@ -107,6 +114,20 @@ def test_bench_quick_run_reports_every_scenario():
             assert line in settings["pooler_ini_tls"], settings["pooler_ini_tls"]
         assert "server_tls_sslmode = disable" not in settings["pooler_ini_tls"]
         assert settings["tls"]["key"], settings["tls"]
+
+        # auth_query: the poolers of authq-connect-c50 know only the auth_user,
+        # whose server connections they hold for the lookups; no other ini has it
+        authq = doc["scenarios"][AUTHQ_SCENARIO]["auth_query"]
+        assert authq["auth_user"] == AUTH_USER and authq["auth_file_users"] == [AUTH_USER], authq
+        held = authq["auth_user_server_connections"]
+        assert sorted(held) == sorted(PGBUN_TARGETS + ["pgbouncer"]), authq
+        for target, n in held.items():
+            assert n >= 1, (target, authq)
+        ini = settings["pooler_ini_auth_query"]
+        assert f"auth_user = {AUTH_USER}\n" in ini and "userlist-authq.txt" in ini, ini
+        assert "auth_query" not in ini, ini  # each pooler's default
+        for key in ("pooler_ini", "pooler_ini_tls"):
+            assert "auth_user" not in settings[key], settings[key]
 
         assert "idle-memory" in md
         idle = doc["idle_memory"]

@@ -273,16 +273,25 @@ def test_reconnect_through_a_postgresql_restart_recovers_every_client(make_postg
                              f"--restart-command={restart}", f"--csv={csv_path}", timeout=80), outage=True)
     r = report["reconnect"]
     assert r["restart_exit_status"] == 0, r
-    assert r["outage_errors"] > 0, r
+    # The restart reached pgbun: PostgreSQL ended the server connections it held.
+    assert "terminating connection due to administrator command" in bun.log_text() or \
+        "server closed the connection" in bun.log_text(), bun.log_text()[-3000:]
     assert r["clients_not_recovered"] == 0, r
-    # served again soon after PostgreSQL is back (well under a second on a quiet machine; generous bound)
-    assert r["recovery_seconds"] is not None and r["recovery_seconds"] < 3.5, r
-    assert r["restart_at_s"] <= r["outage_start_s"] <= r["outage_end_s"] <= r["recovered_s"], r
-    # served again after the outage: the last seconds of the CSV
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert rows, "empty CSV"
-    after = [row for row in rows if int(row["second"]) - 1 >= r["recovered_s"]]  # whole seconds after it
+    if r["outage_errors"] > 0:
+        # Queries in flight at the shutdown failed: served again soon after PostgreSQL is back (well under a
+        # second on a quiet machine; generous bound).
+        assert r["recovery_seconds"] is not None and r["recovery_seconds"] < 3.5, r
+        assert r["restart_at_s"] <= r["outage_start_s"] <= r["outage_end_s"] <= r["recovered_s"], r
+        back = r["recovered_s"]
+    else:
+        # No query was in flight when PostgreSQL stopped: pgbun held the queries that came meanwhile until it
+        # was back, and no client saw an error, which is what pgbun aims at. Served within a few seconds.
+        back = r["restart_at_s"] + 4
+    # served again after the outage: the whole seconds after it, to the end of the run
+    after = [row for row in rows if int(row["second"]) - 1 >= back]
     assert after and all(int(row["successful"]) > 0 for row in after), (r, rows)
     assert int(rows[-1]["successful"]) > 0, rows
 

@@ -263,6 +263,20 @@ def test_keys_pgbun_accepts_but_does_not_act_on_are_warned_about_one_line_each(s
                 if "WARNING" in ln and "track_extra_parameters " in ln]) == 2
 
 
+def test_auth_keys_that_would_do_nothing_are_warned_about_at_start_and_reload(start_pgbun, pg):
+    """auth_hba_file is read only with auth_type = hba; auth_dbname and a custom auth_query only with auth_user."""
+    keys = {"auth_hba_file": "/nonexistent/hba.conf", "auth_dbname": "pgbun_test", "auth_query": "SELECT 1, 2"}
+    bun = start_pgbun(config={**ADMIN, **keys})
+    assert bun.connect().execute("SELECT 1").fetchone() == (1,)
+    wanted = ("auth_hba_file is not used", "auth_dbname is unused", "auth_query is unused")
+    for text in wanted:
+        assert [ln for ln in bun.log_text().splitlines() if "WARNING" in ln and text in ln], (text, bun.log_text())
+    with bun.connect(dbname="pgbun") as adm:
+        adm.execute("RELOAD")
+    for text in wanted:
+        assert len([ln for ln in bun.log_text().splitlines() if "WARNING" in ln and text in ln]) == 2, text
+
+
 def test_reload_that_changes_only_a_database_session_state_is_noticed(start_pgbun, pg):
     bun = start_pgbun(config=ADMIN, databases={"pgbun_test": pg.entry()})
     bun.config_path.write_text(_ini_lines("pgbun", bun.config, {"pgbun_test": pg.entry(session_state="off")}, None))

@@ -98,6 +98,7 @@ static void failed(struct authq_lookup *lk, const char *sqlstate, const char *wh
     struct authq_answer a = {
         .status = AUTHQ_FAILED, .sqlstate = pool_failure_lasting(sqlstate) ? "28000" : "08006", .message = why};
 
+    stats_event(STATS_EV_AUTHQ_FAILURE);
     log_warning("auth_query for user \"%s\" in %s failed: %s", lk->user, lk->where, why);
     finish(lk, &a);
 }
@@ -172,6 +173,7 @@ static void job_run(struct pool_job *j, struct server *s)
     struct authq_lookup *lk = (struct authq_lookup *)j;
 
     lk->queued = false;
+    stats_event(STATS_EV_AUTHQ_LOOKUP);
     server_lookup(s, lk->query, lk->user, &lookup_ops, lk);
 }
 

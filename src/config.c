@@ -205,6 +205,11 @@ static const struct key main_keys[] = {
     G_BOOL(pgbouncer_alias, "1"),
     G_STR(stats_users, NULL),
 
+    /* the Prometheus endpoint */
+    G_STR(metrics_listen_addr, "127.0.0.1"),
+    G_INT(metrics_listen_port, "0", 0, 65535),
+    G_STR(metrics_auth_users, NULL),
+
     /* TLS */
     G_CHOICE(client_tls_sslmode, "disable", sslmodes),
     G_STR(client_tls_cert_file, NULL),

@@ -192,6 +192,11 @@ struct pgbun_config {
     bool           pgbouncer_alias;      /* database "pgbouncer" is the console too */
     char          *stats_users;          /* comma-separated */
 
+    /* the Prometheus endpoint (metrics.h) */
+    char *metrics_listen_addr; /* like listen_addr; an entry starting with '/' is a unix socket */
+    int   metrics_listen_port; /* 0: no endpoint */
+    char *metrics_auth_users;  /* comma-separated: basic auth over auth_file; NULL or "": none */
+
     /* TLS (accepted, implemented later) */
     char *client_tls_sslmode;
     char *client_tls_cert_file;

@@ -22,6 +22,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "stats.h"
+
 /* The largest TLS record's payload: one SSL_write_ex call. */
 #define TLS_RECORD_MAX 16384
 
@@ -199,6 +201,7 @@ static int tls_handshake(struct io *io, bool from_flush, bool *eof)
     r = SSL_do_handshake(io->ssl);
     if (r == 1) {
         io->tls_handshaking = false;
+        stats_event(SSL_is_server(io->ssl) ? STATS_EV_TLS_CLIENT_HANDSHAKE : STATS_EV_TLS_SERVER_HANDSHAKE);
         /* A flush that met the handshake gets its turn now. */
         if (io->tls_flush_waiting && !from_flush) {
             io->tls_flush_waiting = false;
@@ -217,6 +220,7 @@ static int tls_handshake(struct io *io, bool from_flush, bool *eof)
         return IO_AGAIN;
     case SSL_ERROR_WANT_WRITE: return io_want_write(io) ? IO_AGAIN : IO_ERROR;
     default:
+        stats_event(SSL_is_server(io->ssl) ? STATS_EV_TLS_CLIENT_FAILURE : STATS_EV_TLS_SERVER_FAILURE);
         r = tls_fail(io, err, errno);
         if (r == 0) *eof = true;
         return r == 0 ? IO_ERROR : r;

@@ -28,6 +28,7 @@
 
 #include "janitor.h"
 #include "listener.h"
+#include "metrics.h"
 #include "log.h"
 #include "pgbun.h"
 #include "pool.h"
@@ -152,6 +153,7 @@ static bool drop_privileges(const char *user)
         return false;
     }
     listener_chown(pw->pw_uid, pw->pw_gid);
+    metrics_chown(pw->pw_uid, pw->pw_gid);
     if (setgid(pw->pw_gid) != 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
         fprintf(stderr, "pgbun: could not become user %s: %s\n", user, strerror(errno));
         return false;
@@ -261,6 +263,11 @@ int main(int argc, char **argv)
         log_error("%s", err ? err : "could not listen");
         return 1;
     }
+    if (!metrics_start(pgbun.cfg, &err)) {
+        fprintf(stderr, "pgbun: %s\n", err ? err : "out of memory");
+        log_error("%s", err ? err : "metrics endpoint: out of memory");
+        return 1;
+    }
     if (daemon_mode && !daemonize()) return 1;
     worker_reinit();
     if (pgbun.cfg->pidfile != NULL && pgbun.cfg->pidfile[0] != '\0' && !write_pidfile(pgbun.cfg->pidfile)) return 1;
@@ -291,6 +298,7 @@ int main(int argc, char **argv)
     worker_drop_inboxes();
     janitor_log_totals();
     listener_stop();
+    metrics_stop();
     for (int i = 0; i < worker_count(); i++)
         janitor_fini(worker_get(i));
     pool_fini_shared();

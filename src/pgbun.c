@@ -32,6 +32,7 @@
 #include "hba.h"
 #include "client.h"
 #include "listener.h"
+#include "metrics.h"
 #include "log.h"
 #include "pool.h"
 #include "str.h"
@@ -177,6 +178,7 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
         if (cfg->logfile && (!old->logfile || strcmp(old->logfile, cfg->logfile) != 0) && !log_set_file(cfg->logfile))
             log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
         reconnect = server_tls_changed(old, cfg);
+        metrics_apply(old, cfg);
     }
     if (report != NULL && pgbun.cfg != NULL) config_diff(pgbun.cfg, cfg, report, arg);
     if (pgbun.auth) auth_file_free(pgbun.auth);

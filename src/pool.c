@@ -1192,7 +1192,7 @@ void pool_link(struct client *c, struct server *s)
     s->client = c;
     c->pool->stats.assignments++;
     if (s->used || s->opened_ahead) c->pool->stats.reused++;
-    if (c->state == CL_WAITING) c->pool->stats.wait_time += (uint64_t)(pgbun_now() - c->state_since);
+    stats_add_wait(&c->pool->stats, c->state == CL_WAITING ? pgbun_now() - c->state_since : 0);
     s->used = true;
     s->checked = false;
     pool_set_client_state(c, CL_ACTIVE);

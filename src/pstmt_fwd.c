@@ -83,10 +83,15 @@ static enum pstmt_fwd_step queued(struct client *c, struct server *s, const stru
 static bool holds(struct server *s, const struct pstmt *p, bool *unsure)
 {
     *unsure = false;
-    if (!pstmt_cache_use(&s->stmts, p->id)) return false;
-    if (pstmt_cache_settled(&s->stmts, p->id, s->rq.syncs)) return true;
-    pstmt_cache_remove(&s->stmts, p->id);
-    *unsure = true;
+    if (pstmt_cache_use(&s->stmts, p->id)) {
+        if (pstmt_cache_settled(&s->stmts, p->id, s->rq.syncs)) {
+            s->pool->stats.stmt_hits++;
+            return true;
+        }
+        pstmt_cache_remove(&s->stmts, p->id);
+        *unsure = true;
+    }
+    s->pool->stats.stmt_misses++;
     return false;
 }
 

@@ -42,6 +42,15 @@ void rowset_init(struct rowset *rs, struct evbuffer *out)
     rs->rows = true;
 }
 
+void rowset_init_sink(struct rowset *rs, rowset_sink_fn *fn, void *arg)
+{
+    memset(rs, 0, sizeof(*rs));
+    rs->header = false;
+    rs->rows = true;
+    rs->sink = fn;
+    rs->sink_arg = arg;
+}
+
 void rowset_deinit(struct rowset *rs)
 {
     if (rs->row) evbuffer_free(rs->row);
@@ -62,6 +71,7 @@ void rowset_begin(struct rowset *rs, const struct col *cols, int ncols)
     rs->col = 0;
     rs->count = 0;
     if (rs->nformats > 1 && rs->nformats != ncols) rs->failed = true;
+    if (rs->sink != NULL && ncols > ROWSET_MAX_COLS) rs->failed = true;
     if (rs->row == NULL && (rs->row = evbuffer_new()) == NULL) rs->failed = true;
     if (!rs->header || rs->failed) return;
     {
@@ -88,11 +98,39 @@ void rowset_begin(struct rowset *rs, const struct col *cols, int ncols)
     }
 }
 
+/* A sink's cell: kept NUL-terminated in rs->row; the complete row goes to the sink. */
+static void sink_value(struct rowset *rs, const void *v, int32_t len)
+{
+    const char *cells[ROWSET_MAX_COLS];
+    const char *base;
+
+    rs->offs[rs->col] = v == NULL ? -1 : (int32_t)evbuffer_get_length(rs->row);
+    if (v != NULL && (evbuffer_add(rs->row, v, (size_t)len) != 0 || evbuffer_add(rs->row, "", 1) != 0)) {
+        rs->failed = true;
+        return;
+    }
+    if (++rs->col < rs->ncols) return;
+    rs->col = 0;
+    rs->count++;
+    if ((base = (const char *)evbuffer_pullup(rs->row, -1)) == NULL && evbuffer_get_length(rs->row) > 0) {
+        rs->failed = true;
+        return;
+    }
+    for (int i = 0; i < rs->ncols; i++)
+        cells[i] = rs->offs[i] < 0 ? NULL : base + rs->offs[i];
+    rs->sink(rs->sink_arg, rs, cells);
+    evbuffer_drain(rs->row, evbuffer_get_length(rs->row));
+}
+
 /* Adds one column value (NULL: SQL NULL); sends the row when it is complete. */
 static void add_value(struct rowset *rs, const void *v, int32_t len)
 {
     if (rs->failed || rs->col >= rs->ncols) {
         rs->failed = true;
+        return;
+    }
+    if (rs->sink != NULL) {
+        sink_value(rs, v, len);
         return;
     }
     if (rs->rows) {
@@ -165,7 +203,7 @@ void rowset_end(struct rowset *rs, const char *tag)
 {
     char buf[64];
 
-    if (rs->failed || !rs->rows) return;
+    if (rs->failed || !rs->rows || rs->sink != NULL) return;
     if (strcmp(tag, "SELECT") == 0)
         snprintf(buf, sizeof(buf), "%s %llu", tag, (unsigned long long)rs->count);
     else

@@ -29,6 +29,12 @@ struct col {
 };
 
 #define ROWSET_MAX_FORMATS 64
+#define ROWSET_MAX_COLS    64 /* a sink's rows */
+
+struct rowset;
+
+/* Takes each complete row, its cells as text (NULL: SQL NULL), instead of DataRows (rowset_init_sink). */
+typedef void rowset_sink_fn(void *arg, const struct rowset *rs, const char *const *cells);
 
 struct rowset {
     struct evbuffer  *out;      /* where the messages go */
@@ -42,10 +48,15 @@ struct rowset {
     int               nformats; /* result format codes from Bind: 0 (all text), 1 (all) or ncols */
     int16_t           formats[ROWSET_MAX_FORMATS];
     bool              failed; /* out of memory or a format code it cannot honour */
+    rowset_sink_fn   *sink;   /* or NULL: messages to `out` */
+    void             *sink_arg;
+    int32_t           offs[ROWSET_MAX_COLS]; /* a sink's row: each cell's place in `row`, -1 for NULL */
 };
 
 /* Sends to `out`: header and rows both on, text format. */
 void rowset_init(struct rowset *rs, struct evbuffer *out);
+/* Hands every row to fn, as text; nothing is sent (the metrics endpoint reads SHOW results this way). */
+void rowset_init_sink(struct rowset *rs, rowset_sink_fn *fn, void *arg);
 /* Starts a result: RowDescription when rs->header. */
 void rowset_begin(struct rowset *rs, const struct col *cols, int ncols);
 void rowset_text(struct rowset *rs, const char *v); /* NULL is SQL NULL */

@@ -819,6 +819,7 @@ void server_prepare_for(struct server *s, struct client *c)
         return;
     }
     server_log(s, LOGL_DEBUG, "applying client parameters: %s", sql);
+    s->pool->stats.replays++;
     proto_add_query(s->out, sql);
     own_request(s);
     free(sql);
@@ -848,6 +849,13 @@ static void start_reset(struct server *s, const char *q)
     (void)server_flush(s);
 }
 
+/* Something now pins the server's client to it. */
+static void pinned(struct server *s)
+{
+    s->held_since = pgbun_now();
+    s->pool->stats.pins++;
+}
+
 /*
  * The client's text may have changed session settings or made state that
  * pins it (scan.h): ask the server what its session holds now, before
@@ -865,7 +873,7 @@ static void start_readback(struct server *s)
         return;
     }
     s->held = session_pin_load(s->held, s->scan_pending);
-    if (was == 0 && s->held != 0) s->held_since = pgbun_now();
+    if (was == 0 && s->held != 0) pinned(s);
     s->held_read = 0;
     proto_add_query(s->out, sql);
     own_request(s);
@@ -891,7 +899,7 @@ static bool readback_done(struct server *s)
         return false;
     if (s->pool->pin_settings && s->readback_settings)
         s->held = (s->held & ~HELD_SET) | (c != NULL && c->sets != NULL ? HELD_SET : 0);
-    if (s->held != 0 && was == 0) s->held_since = pgbun_now();
+    if (s->held != 0 && was == 0) pinned(s);
     if (s->held != was && c != NULL) {
         char now[128];
 
@@ -1137,10 +1145,7 @@ static void count_reply(struct server *s, usec_t now)
     struct stats *st = &s->pool->stats;
 
     stats_add_query(st, now - s->request_start);
-    if (s->txstatus == 'I') {
-        st->xact_count++;
-        st->xact_time += (uint64_t)(now - s->xact_start);
-    }
+    if (s->txstatus == 'I') stats_add_xact(st, now - s->xact_start);
 }
 
 bool server_close_if_retired(struct server *s)

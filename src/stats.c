@@ -4,12 +4,30 @@
  */
 #include "stats.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "log.h"
 
 static usec_t period_began; /* when the current stats_period began */
 static usec_t period_len;   /* how long the last full one lasted */
+
+static atomic_uint_fast64_t events[STATS_EV_KINDS];
+
+const usec_t stats_prom_bounds[STATS_PROM_BOUNDS] = {
+    100,    250,    500,    1000,    2500,    5000,    10000,    25000,    50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000,
+};
+
+/* The metrics bucket of a value: the first bound it does not exceed (most are within the first few). */
+static int prom_bucket(usec_t v)
+{
+    int i = 0;
+
+    while (i < STATS_PROM_BOUNDS && v > stats_prom_bounds[i])
+        i++;
+    return i;
+}
 
 int stats_bucket(usec_t v)
 {
@@ -42,6 +60,32 @@ void stats_add_query(struct stats *st, usec_t latency)
     st->query_count++;
     st->query_time += (uint64_t)latency;
     st->hist[stats_bucket(latency)]++;
+    st->prom[STATS_PROM_QUERY][prom_bucket(latency)]++;
+}
+
+void stats_add_xact(struct stats *st, usec_t len)
+{
+    if (len < 0) len = 0;
+    st->xact_count++;
+    st->xact_time += (uint64_t)len;
+    st->prom[STATS_PROM_XACT][prom_bucket(len)]++;
+}
+
+void stats_add_wait(struct stats *st, usec_t wait)
+{
+    if (wait < 0) wait = 0;
+    st->wait_time += (uint64_t)wait;
+    st->prom[STATS_PROM_WAIT][prom_bucket(wait)]++;
+}
+
+void stats_event(enum stats_event e)
+{
+    atomic_fetch_add_explicit(&events[e], 1, memory_order_relaxed);
+}
+
+uint64_t stats_event_count(enum stats_event e)
+{
+    return atomic_load_explicit(&events[e], memory_order_relaxed);
 }
 
 #define NCOUNTERS (sizeof(((struct stats *)0)->all) / sizeof(uint64_t))

@@ -23,7 +23,18 @@
 #define STATS_TOP_BIT  39                    /* values of 2^40 us and over share the last bucket */
 #define STATS_BUCKETS  (STATS_EXACT + (STATS_TOP_BIT - STATS_SUB_BITS) * STATS_SUB)
 
-#define STATS_SCALARS 14 /* the counters before hist */
+#define STATS_SCALARS 18 /* the counters before hist */
+
+/*
+ * The latency histograms of the metrics endpoint: fixed bounds in decimal
+ * seconds, as Prometheus dashboards expect (metrics.c prints them; the
+ * bounds are stats_prom_bounds). One count per bucket, not cumulative, so
+ * that they add up like every other counter. The last bucket is +Inf.
+ */
+#define STATS_PROM_BOUNDS  18
+#define STATS_PROM_BUCKETS (STATS_PROM_BOUNDS + 1)
+enum stats_prom { STATS_PROM_QUERY, STATS_PROM_XACT, STATS_PROM_WAIT, STATS_PROM_KINDS };
+extern const usec_t stats_prom_bounds[STATS_PROM_BOUNDS]; /* us, ascending */
 
 /* Every field is a uint64_t counter; `all` lets stats_add and stats_diff walk them. */
 struct stats {
@@ -43,13 +54,19 @@ struct stats {
             uint64_t server_parse_count;  /* Parse messages pgbun sent for tracked statements */
             uint64_t bind_count;          /* Bind messages of named statements, while tracked */
             uint64_t login_count;         /* client logins */
+            uint64_t stmt_hits;           /* a tracked statement the server already had prepared */
+            uint64_t stmt_misses;         /* ... that pgbun had to prepare there first */
+            uint64_t replays;             /* a client's settings applied to the server it got */
+            uint64_t pins;                /* a client pinned to its server (session_state) */
             uint64_t hist[STATS_BUCKETS]; /* query_time, one count per query */
+            uint64_t prom[STATS_PROM_KINDS][STATS_PROM_BUCKETS]; /* queries, transactions, waits */
         };
-        uint64_t all[STATS_SCALARS + STATS_BUCKETS];
+        uint64_t all[STATS_SCALARS + STATS_BUCKETS + STATS_PROM_KINDS * STATS_PROM_BUCKETS];
     };
 };
 
-_Static_assert(sizeof(struct stats) == sizeof(uint64_t) * (STATS_SCALARS + STATS_BUCKETS),
+_Static_assert(sizeof(struct stats) ==
+                   sizeof(uint64_t) * (STATS_SCALARS + STATS_BUCKETS + STATS_PROM_KINDS * STATS_PROM_BUCKETS),
                "struct stats holds uint64_t counters only");
 _Static_assert(STATS_TOP_BIT < 62, "bucket bounds must fit in usec_t");
 
@@ -67,6 +84,26 @@ static inline double stats_percent(uint64_t part, uint64_t whole)
 
 /* A query of `latency` us was answered. */
 void stats_add_query(struct stats *st, usec_t latency);
+/* A transaction of `len` us ended. */
+void stats_add_xact(struct stats *st, usec_t len);
+/* A client got a server after waiting `wait` us (0: it did not wait). */
+void stats_add_wait(struct stats *st, usec_t wait);
+
+/*
+ * Events of the whole process that no pool owns, counted by every worker
+ * (relaxed atomics: each is rare next to a query).
+ */
+enum stats_event {
+    STATS_EV_TLS_CLIENT_HANDSHAKE, /* a client's TLS handshake completed */
+    STATS_EV_TLS_CLIENT_FAILURE,   /* ... failed */
+    STATS_EV_TLS_SERVER_HANDSHAKE, /* a server connection's TLS handshake completed */
+    STATS_EV_TLS_SERVER_FAILURE,   /* ... failed */
+    STATS_EV_AUTHQ_LOOKUP,         /* an auth_query lookup was run */
+    STATS_EV_AUTHQ_FAILURE,        /* ... and failed (no answer, an error, a lost server) */
+    STATS_EV_KINDS
+};
+void     stats_event(enum stats_event e);
+uint64_t stats_event_count(enum stats_event e);
 /* dst += src */
 void stats_add(struct stats *dst, const struct stats *src);
 /* dst = now - then (counters only grow, so every field stays >= 0) */

@@ -121,9 +121,50 @@ static void test_messages(void)
     evbuffer_free(out);
 }
 
+/* A sink gets each complete row as text, NULLs as NULL, and nothing is written anywhere. */
+struct seen {
+    int  rows;
+    char text[256];
+};
+
+static void sink(void *arg, const struct rowset *rs, const char *const *cells)
+{
+    struct seen *s = arg;
+    size_t       len = strlen(s->text);
+
+    s->rows++;
+    for (int i = 0; i < rs->ncols; i++)
+        len += (size_t)snprintf(s->text + len, sizeof(s->text) - len, "%s%s=%s", i ? "," : "", rs->cols[i].name,
+                                cells[i] ? cells[i] : "NULL");
+    snprintf(s->text + len, sizeof(s->text) - len, ";");
+}
+
+static void test_sink(void)
+{
+    static const struct col cols[] = {{"name", COL_TEXT}, {"n", COL_INT8}, {"pct", COL_NUMERIC}};
+    struct seen             seen = {0};
+    struct rowset           rs;
+
+    rowset_init_sink(&rs, sink, &seen);
+    rowset_begin(&rs, cols, 3);
+    rowset_text(&rs, "a\"b");
+    rowset_int(&rs, -42);
+    rowset_numeric(&rs, 99.5, 2);
+    rowset_text(&rs, NULL);
+    rowset_int(&rs, 7);
+    is_int(seen.rows, 1, "a sink sees only complete rows");
+    rowset_numeric(&rs, 0, 1);
+    rowset_end(&rs, "SHOW");
+    is_int(seen.rows, 2, "then the second");
+    is_str(seen.text, "name=a\"b,n=-42,pct=99.50;name=NULL,n=7,pct=0.0;", "cells as the console's text format");
+    ok(!rs.failed, "nothing failed");
+    rowset_deinit(&rs);
+}
+
 int main(void)
 {
     test_numeric();
     test_messages();
+    test_sink();
     return done_testing();
 }

@@ -100,9 +100,48 @@ static void test_snapshots(void)
     is_int(sum.hist[stats_bucket(3000)], 2, "add: histograms add bucket by bucket");
 }
 
+/* The metrics endpoint's buckets: a value goes to the first bound it does not exceed (le), and they add up. */
+static void test_prom_buckets(void)
+{
+    static struct stats st, sum;
+    uint64_t            n = 0;
+
+    for (int i = 1; i < STATS_PROM_BOUNDS; i++)
+        ok(stats_prom_bounds[i] > stats_prom_bounds[i - 1], "bound %d (%lld us) is above the one before", i,
+           (long long)stats_prom_bounds[i]);
+    is_int(stats_prom_bounds[0], 100, "the first bound is 0.1 ms");
+    is_int(stats_prom_bounds[STATS_PROM_BOUNDS - 1], 60000000, "the last is 60 s");
+    stats_add_query(&st, 100);      /* on the bound: le="0.0001" */
+    stats_add_query(&st, 101);      /* just above: the next */
+    stats_add_query(&st, 0);        /* the first */
+    stats_add_query(&st, 61000000); /* past the last bound: +Inf */
+    stats_add_xact(&st, 2500);      /* le="0.0025" */
+    stats_add_wait(&st, 0);         /* a client that did not wait */
+    stats_add_wait(&st, -5);        /* a clock that went back counts as 0 */
+    is_int(st.prom[STATS_PROM_QUERY][0], 2, "0 and 100 us are in the first bucket");
+    is_int(st.prom[STATS_PROM_QUERY][1], 1, "101 us is in the second");
+    is_int(st.prom[STATS_PROM_QUERY][STATS_PROM_BOUNDS], 1, "61 s is in +Inf");
+    is_int(st.prom[STATS_PROM_XACT][4], 1, "2.5 ms is in le=0.0025");
+    is_int(st.xact_count, 1, "stats_add_xact counts the transaction");
+    is_int(st.xact_time, 2500, "and its time");
+    is_int(st.prom[STATS_PROM_WAIT][0], 2, "waits of 0 are in the first bucket");
+    is_int(st.wait_time, 0, "and add no wait time");
+    for (int i = 0; i < STATS_PROM_BUCKETS; i++)
+        n += st.prom[STATS_PROM_QUERY][i];
+    is_int(n, st.query_count, "the query buckets hold every query");
+    stats_add(&sum, &st);
+    stats_add(&sum, &st);
+    is_int(sum.prom[STATS_PROM_QUERY][0], 4, "stats_add adds the buckets");
+    stats_event(STATS_EV_AUTHQ_LOOKUP);
+    stats_event(STATS_EV_AUTHQ_LOOKUP);
+    is_int(stats_event_count(STATS_EV_AUTHQ_LOOKUP), 2, "process-wide events are counted");
+    is_int(stats_event_count(STATS_EV_TLS_CLIENT_FAILURE), 0, "each on its own");
+}
+
 int main(void)
 {
     test_buckets();
+    test_prom_buckets();
     test_quantiles();
     test_snapshots();
     return done_testing();

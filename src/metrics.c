@@ -115,6 +115,7 @@ enum fam {
     F_AUTHQ_FAILURES,
     F_WORKER_BUSY,
     F_SCRAPE_SECONDS,
+    F_SCRAPE_STOPPED_SECONDS,
     F_SCRAPES,
     NFAMS
 };
@@ -226,22 +227,47 @@ static const struct {
     [F_AUTHQ_FAILURES] = {"pgbun_auth_query_lookup_failures_total", COUNTER, "auth_query lookups that failed"},
     [F_WORKER_BUSY] = {"pgbun_worker_busy_seconds_total", COUNTER,
                        "CPU time of each worker thread; its rate is the worker's utilisation"},
-    [F_SCRAPE_SECONDS] = {"pgbun_metrics_scrape_duration_seconds", GAUGE, "How long building the last scrape took"},
+    [F_SCRAPE_SECONDS] = {"pgbun_metrics_scrape_duration_seconds", GAUGE,
+                          "How long the last scrape took, from its request to its reply"},
+    [F_SCRAPE_STOPPED_SECONDS] = {"pgbun_metrics_scrape_stopped_seconds", GAUGE,
+                                  "How long the last scrape held the workers stopped to read the counters"},
     [F_SCRAPES] = {"pgbun_metrics_scrapes_total", COUNTER, "Scrapes answered"},
 };
 
-/* One scrape being built. */
+/* The text of one scrape being written. */
 struct scrape {
     struct evbuffer *fam[NFAMS];
     struct evbuffer *scratch; /* label sets are made here */
-    bool             failed;  /* out of memory */
+    struct evbuffer *to;      /* what `pending` goes to */
+    char             pending[4096];
+    size_t           npending;
+    bool             failed; /* out of memory */
 };
 
 /* ---- writing samples ---- */
 
+/* Small pieces gather in sc->pending and reach their buffer a few KB at a time. */
+static void flush(struct scrape *sc)
+{
+    if (sc->npending > 0 && evbuffer_add(sc->to, sc->pending, sc->npending) != 0) sc->failed = true;
+    sc->npending = 0;
+}
+
 static void put(struct scrape *sc, struct evbuffer *b, const char *s, size_t n)
 {
-    if (evbuffer_add(b, s, n) != 0) sc->failed = true;
+    if (b != sc->to) {
+        flush(sc);
+        sc->to = b;
+    }
+    if (sc->npending + n > sizeof(sc->pending)) {
+        flush(sc);
+        if (n > sizeof(sc->pending)) {
+            if (evbuffer_add(b, s, n) != 0) sc->failed = true;
+            return;
+        }
+    }
+    memcpy(sc->pending + sc->npending, s, n);
+    sc->npending += n;
 }
 
 static void put_str(struct scrape *sc, struct evbuffer *b, const char *s)
@@ -382,8 +408,10 @@ static void labels_make(struct scrape *sc, struct labels *l, const char *const *
     struct evbuffer *b = sc->scratch;
     size_t           len;
 
+    flush(sc);
     evbuffer_drain(b, evbuffer_get_length(b));
     put_labels(sc, b, names, values, n);
+    flush(sc);
     len = evbuffer_get_length(b);
     if ((l->text = malloc(len + 1)) != NULL) {
         evbuffer_remove(b, l->text, len);
@@ -624,63 +652,255 @@ static void clients_row(void *arg, const struct rowset *rs, const char *const *c
     free(l.text);
 }
 
-static void read_clients(struct scrape *sc)
-{
-    struct client_reader r = {.sc = sc};
-    struct client_count *e, *tmp;
-    struct rowset        rs;
+/* ---- the snapshot: what a scrape reads with the world stopped ---- */
 
-    rowset_init_sink(&rs, clients_row, &r);
-    if (!show_run("clients", &rs, NULL) || rs.failed) sc->failed = true;
-    rowset_deinit(&rs);
-    HASH_ITER(hh, r.counts, e, tmp)
-    {
-        sample_u64(sc, F_CLIENTS, e->labels, e->n);
-        HASH_DEL(r.counts, e);
-        free(e);
+/*
+ * One SHOW's result, copied row by row by a rowset sink: each row is one
+ * block, its cells' offsets (-1: NULL) and then their text.
+ */
+struct table {
+    const struct col *cols;
+    int               ncols;
+    char            **rows;
+    size_t            nrows, cap;
+};
+
+struct capture {
+    struct table *t;
+    bool          failed;
+};
+
+static void capture_row(void *arg, const struct rowset *rs, const char *const *cells)
+{
+    struct capture *c = arg;
+    struct table   *t = c->t;
+    size_t          head = (size_t)rs->ncols * sizeof(int32_t), len = head;
+    char           *row;
+
+    t->cols = rs->cols;
+    t->ncols = rs->ncols;
+    for (int i = 0; i < rs->ncols; i++)
+        if (cells[i] != NULL) len += strlen(cells[i]) + 1;
+    if (t->nrows == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char **grown = realloc(t->rows, cap * sizeof(*grown));
+
+        if (grown == NULL) {
+            c->failed = true;
+            return;
+        }
+        t->rows = grown;
+        t->cap = cap;
+    }
+    if ((row = malloc(len)) == NULL) {
+        c->failed = true;
+        return;
+    }
+    len = head;
+    for (int i = 0; i < rs->ncols; i++) {
+        int32_t off = -1;
+
+        if (cells[i] != NULL) {
+            size_t n = strlen(cells[i]) + 1;
+
+            off = (int32_t)len;
+            memcpy(row + len, cells[i], n);
+            len += n;
+        }
+        memcpy(row + (size_t)i * sizeof(int32_t), &off, sizeof(off));
+    }
+    t->rows[t->nrows++] = row;
+}
+
+/* Row i's cells into cells[] (pointers into the row). */
+static void table_cells(const struct table *t, size_t i, const char **cells)
+{
+    const char *row = t->rows[i];
+
+    for (int k = 0; k < t->ncols; k++) {
+        int32_t off;
+
+        memcpy(&off, row + (size_t)k * sizeof(int32_t), sizeof(off));
+        cells[k] = off < 0 ? NULL : row + off;
     }
 }
 
-static void read_show(struct scrape *sc, const char *what, rowset_sink_fn *fn, void *arg)
+static void table_free(struct table *t)
 {
-    struct rowset rs;
-
-    rowset_init_sink(&rs, fn, arg);
-    if (!show_run(what, &rs, NULL) || rs.failed) sc->failed = true;
-    rowset_deinit(&rs);
+    for (size_t i = 0; i < t->nrows; i++)
+        free(t->rows[i]);
+    free(t->rows);
+    memset(t, 0, sizeof(*t));
 }
 
-static void read_exporter_metrics(struct scrape *sc)
-{
-    sample_u64(sc, F_UP, NULL, 1);
-    {
-        const char *const names[] = {"version"};
-        const char *const values[] = {PGBUN_VERSION};
-        struct labels     l;
-
-        labels_make(sc, &l, names, values, 1);
-        sample_u64(sc, F_VERSION, labels_text(&l), 1);
-        free(l.text);
-    }
-    read_show(sc, "lists", lists_row, sc);
-    read_show(sc, "config", config_row, sc);
-    read_clients(sc);
-    for (size_t i = 0; i < sizeof(show_maps) / sizeof(show_maps[0]); i++) {
-        struct reader r = {.sc = sc, .map = &show_maps[i]};
-
-        read_show(sc, show_maps[i].show, mapped_row, &r);
-    }
-}
-
-/* ---- pgbun's own ---- */
+/* One pool of pgbun's own counters, every worker's added up. */
+struct pool_snap {
+    char    *dbname, *user;
+    uint64_t assignments, reused, opened, hits, misses, replays, pins;
+    int      peak;
+};
 
 /* One database's latency histograms, every pool of it added up. */
 struct db_hist {
     UT_hash_handle hh;
-    const char    *name;
+    char          *name;
     uint64_t       prom[STATS_PROM_KINDS][STATS_PROM_BUCKETS];
     uint64_t       sum[STATS_PROM_KINDS]; /* us */
 };
+
+/* The SHOW commands a scrape reads, in the order their metrics are written. */
+enum { T_LISTS, T_CONFIG, T_CLIENTS, T_DATABASES, T_STATS, T_POOLS, NTABLES };
+static const char *const table_show[NTABLES] = {"lists", "config", "clients", "databases", "stats_totals", "pools"};
+
+struct snapshot {
+    struct table      tables[NTABLES];
+    struct pool_snap *pools;
+    size_t            npools;
+    struct db_hist   *dbs; /* hash by name, in the order of their first pool */
+    uint64_t          events[STATS_EV_KINDS];
+    int64_t           worker_us[WORKERS_MAX]; /* -1: unknown */
+    int               nworkers;
+    bool              failed;
+};
+
+/* CPU time of worker w's thread in us, or -1 when it cannot be read. */
+static int64_t worker_cpu(const struct worker *w)
+{
+    struct timespec ts;
+    clockid_t       clk;
+
+    if (w == worker_self)
+        clk = CLOCK_THREAD_CPUTIME_ID;
+    else if (!w->started || pthread_getcpuclockid(w->thread, &clk) != 0)
+        return -1;
+    if (clock_gettime(clk, &ts) != 0) return -1;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static bool snap_pool(struct snapshot *sn, struct pool *p)
+{
+    static struct stats total; /* ~3 KiB: kept off the stack */
+    struct pool_snap   *ps = &sn->pools[sn->npools];
+    struct db_hist     *h;
+
+    memset(&total, 0, sizeof(total));
+    for (struct pool *q = p; q != NULL; q = pool_next_same(q))
+        stats_add(&total, &q->stats);
+    if ((ps->dbname = strdup(p->dbname)) == NULL || (ps->user = strdup(p->user)) == NULL) {
+        free(ps->dbname);
+        ps->dbname = NULL;
+        return false;
+    }
+    sn->npools++;
+    ps->assignments = total.assignments;
+    ps->reused = total.reused;
+    ps->opened = total.servers_opened;
+    ps->hits = total.stmt_hits;
+    ps->misses = total.stmt_misses;
+    ps->replays = total.replays;
+    ps->pins = total.pins;
+    ps->peak = pool_peak_servers(p);
+    HASH_FIND_STR(sn->dbs, p->dbname, h);
+    if (h == NULL) {
+        if ((h = calloc(1, sizeof(*h))) == NULL || (h->name = strdup(p->dbname)) == NULL) {
+            free(h);
+            return false;
+        }
+        HASH_ADD_KEYPTR(hh, sn->dbs, h->name, strlen(h->name), h);
+        if (h->hh.tbl == NULL) {
+            free(h->name);
+            free(h);
+            return false;
+        }
+    }
+    for (int k = 0; k < STATS_PROM_KINDS; k++)
+        for (int i = 0; i < STATS_PROM_BUCKETS; i++)
+            h->prom[k][i] += total.prom[k][i];
+    h->sum[STATS_PROM_QUERY] += total.query_time;
+    h->sum[STATS_PROM_XACT] += total.xact_time;
+    h->sum[STATS_PROM_WAIT] += total.wait_time;
+    return true;
+}
+
+/*
+ * Each part of a scrape is read with the world stopped (copies only: the
+ * text comes later), one part per turn of the loop, so that the workers
+ * stop for one SHOW's worth of rows at a time. The stops add up in
+ * last_stopped_len.
+ */
+static usec_t last_stopped_len; /* us: how long the last scrape held the workers stopped */
+
+static void stop_world(usec_t *since)
+{
+    *since = pgbun_now();
+    worker_stop_world();
+}
+
+static void start_world(usec_t since, usec_t *stopped)
+{
+    worker_start_world();
+    *stopped += pgbun_now() - since;
+}
+
+/* One SHOW command's rows, copied. */
+static void snapshot_table(struct snapshot *sn, int t, usec_t *stopped)
+{
+    struct capture c = {.t = &sn->tables[t]};
+    struct rowset  rs;
+    usec_t         since;
+
+    rowset_init_sink(&rs, capture_row, &c);
+    stop_world(&since);
+    if (!show_run(table_show[t], &rs, NULL) || rs.failed || c.failed) sn->failed = true;
+    start_world(since, stopped);
+    rowset_deinit(&rs);
+}
+
+/* pgbun's own counters: the pools', the process's, the workers'. */
+static void snapshot_own(struct snapshot *sn, usec_t *stopped)
+{
+    size_t npools = 0;
+    usec_t since;
+
+    stop_world(&since);
+    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
+        npools++;
+    if ((sn->pools = calloc(npools + 1, sizeof(*sn->pools))) == NULL) {
+        sn->failed = true;
+        start_world(since, stopped);
+        return;
+    }
+    for (struct pool *p = pool_first(); p != NULL && !sn->failed; p = pool_next(p))
+        if (!pool_seen(p) && !snap_pool(sn, p)) sn->failed = true;
+    for (int i = 0; i < STATS_EV_KINDS; i++)
+        sn->events[i] = stats_event_count((enum stats_event)i);
+    sn->nworkers = worker_count();
+    for (int i = 0; i < sn->nworkers; i++)
+        sn->worker_us[i] = worker_cpu(worker_get(i));
+    start_world(since, stopped);
+}
+
+static void snapshot_free(struct snapshot *sn)
+{
+    struct db_hist *h, *tmp;
+
+    for (int i = 0; i < NTABLES; i++)
+        table_free(&sn->tables[i]);
+    for (size_t i = 0; i < sn->npools; i++) {
+        free(sn->pools[i].dbname);
+        free(sn->pools[i].user);
+    }
+    free(sn->pools);
+    HASH_ITER(hh, sn->dbs, h, tmp)
+    {
+        HASH_DEL(sn->dbs, h);
+        free(h->name);
+        free(h);
+    }
+    memset(sn, 0, sizeof(*sn));
+}
+
+/* ---- pgbun's own ---- */
 
 /* The bounds as exact decimal seconds (100 us is "0.0001"), then "+Inf". */
 static char bound_text[STATS_PROM_BUCKETS][24];
@@ -722,75 +942,48 @@ static void put_histogram(struct scrape *sc, enum fam f, const char *db, const s
     put_str(sc, b, "\n");
 }
 
-static void read_pools(struct scrape *sc)
+static void write_pool(struct scrape *sc, const struct pool_snap *ps)
 {
-    static struct stats total; /* ~3 KiB: kept off the stack */
-    struct db_hist     *dbs = NULL, *h, *tmp;
+    const char *const names[] = {"database", "user"};
+    const char *const values[] = {ps->dbname, ps->user};
+    char              ratio[32];
+    struct labels     l;
 
-    for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        const char *const names[] = {"database", "user"};
-        const char *const values[] = {p->dbname, p->user};
-        struct labels     l;
+    labels_make(sc, &l, names, values, 2);
+    sample_u64(sc, F_ASSIGNMENTS, labels_text(&l), ps->assignments);
+    sample_u64(sc, F_REUSED, labels_text(&l), ps->reused);
+    snprintf(ratio, sizeof(ratio), "%.6g", ps->assignments ? (double)ps->reused / (double)ps->assignments : 0.0);
+    sample_text(sc, F_REUSE_RATIO, labels_text(&l), ratio);
+    sample_u64(sc, F_MAX_SERVERS, labels_text(&l), (uint64_t)ps->peak);
+    sample_u64(sc, F_CONNECTS, labels_text(&l), ps->opened);
+    sample_u64(sc, F_STMT_HITS, labels_text(&l), ps->hits);
+    sample_u64(sc, F_STMT_MISSES, labels_text(&l), ps->misses);
+    sample_u64(sc, F_REPLAYS, labels_text(&l), ps->replays);
+    sample_u64(sc, F_PINS, labels_text(&l), ps->pins);
+    free(l.text);
+}
 
-        if (pool_seen(p)) continue;
-        memset(&total, 0, sizeof(total));
-        for (struct pool *q = p; q != NULL; q = pool_next_same(q))
-            stats_add(&total, &q->stats);
-        labels_make(sc, &l, names, values, 2);
-        sample_u64(sc, F_ASSIGNMENTS, labels_text(&l), total.assignments);
-        sample_u64(sc, F_REUSED, labels_text(&l), total.reused);
-        {
-            char ratio[32];
+static bool observed(const struct db_hist *h, enum stats_prom kind)
+{
+    for (int i = 0; i < STATS_PROM_BUCKETS; i++)
+        if (h->prom[kind][i] != 0) return true;
+    return false;
+}
 
-            snprintf(ratio, sizeof(ratio), "%.6g",
-                     total.assignments ? (double)total.reused / (double)total.assignments : 0.0);
-            sample_text(sc, F_REUSE_RATIO, labels_text(&l), ratio);
-        }
-        sample_u64(sc, F_MAX_SERVERS, labels_text(&l), (uint64_t)pool_peak_servers(p));
-        sample_u64(sc, F_CONNECTS, labels_text(&l), total.servers_opened);
-        sample_u64(sc, F_STMT_HITS, labels_text(&l), total.stmt_hits);
-        sample_u64(sc, F_STMT_MISSES, labels_text(&l), total.stmt_misses);
-        sample_u64(sc, F_REPLAYS, labels_text(&l), total.replays);
-        sample_u64(sc, F_PINS, labels_text(&l), total.pins);
-        free(l.text);
+static void write_histograms(struct scrape *sc, const struct db_hist *h)
+{
+    const char *const names[] = {"database"};
+    const char *const values[] = {h->name};
+    struct labels     l;
 
-        HASH_FIND_STR(dbs, p->dbname, h);
-        if (h == NULL) {
-            if ((h = calloc(1, sizeof(*h))) == NULL) {
-                sc->failed = true;
-                continue;
-            }
-            h->name = p->dbname;
-            HASH_ADD_KEYPTR(hh, dbs, h->name, strlen(h->name), h);
-            if (h->hh.tbl == NULL) {
-                free(h);
-                sc->failed = true;
-                continue;
-            }
-        }
-        for (int k = 0; k < STATS_PROM_KINDS; k++)
-            for (int i = 0; i < STATS_PROM_BUCKETS; i++)
-                h->prom[k][i] += total.prom[k][i];
-        h->sum[STATS_PROM_QUERY] += total.query_time;
-        h->sum[STATS_PROM_XACT] += total.xact_time;
-        h->sum[STATS_PROM_WAIT] += total.wait_time;
+    labels_make(sc, &l, names, values, 1);
+    /* As a client library's histogram with labels: a database's series appear with its first observation. */
+    if (l.text != NULL) {
+        if (observed(h, STATS_PROM_QUERY)) put_histogram(sc, F_QUERY_SECONDS, l.text, h, STATS_PROM_QUERY);
+        if (observed(h, STATS_PROM_XACT)) put_histogram(sc, F_XACT_SECONDS, l.text, h, STATS_PROM_XACT);
+        if (observed(h, STATS_PROM_WAIT)) put_histogram(sc, F_WAIT_SECONDS, l.text, h, STATS_PROM_WAIT);
     }
-    HASH_ITER(hh, dbs, h, tmp)
-    {
-        const char *const names[] = {"database"};
-        const char *const values[] = {h->name};
-        struct labels     l;
-
-        labels_make(sc, &l, names, values, 1);
-        if (l.text != NULL) {
-            put_histogram(sc, F_QUERY_SECONDS, l.text, h, STATS_PROM_QUERY);
-            put_histogram(sc, F_XACT_SECONDS, l.text, h, STATS_PROM_XACT);
-            put_histogram(sc, F_WAIT_SECONDS, l.text, h, STATS_PROM_WAIT);
-        }
-        free(l.text);
-        HASH_DEL(dbs, h);
-        free(h);
-    }
+    free(l.text);
 }
 
 static void sample_side(struct scrape *sc, enum fam f, const char *side, uint64_t v)
@@ -804,84 +997,254 @@ static void sample_side(struct scrape *sc, enum fam f, const char *side, uint64_
     free(l.text);
 }
 
-/* CPU time of worker w's thread in us, or -1 when it cannot be read. */
-static int64_t worker_cpu(const struct worker *w)
-{
-    struct timespec ts;
-    clockid_t       clk;
-
-    if (w == worker_self)
-        clk = CLOCK_THREAD_CPUTIME_ID;
-    else if (!w->started || pthread_getcpuclockid(w->thread, &clk) != 0)
-        return -1;
-    if (clock_gettime(clk, &ts) != 0) return -1;
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static usec_t   last_scrape_len; /* us: how long the previous scrape took to build */
+static usec_t   last_scrape_len; /* us: how long the previous scrape took, request to reply */
 static uint64_t scrapes;
 
-static void read_process(struct scrape *sc)
+static void write_process(struct scrape *sc, const struct snapshot *sn)
 {
-    sample_side(sc, F_TLS_HANDSHAKES, "client", stats_event_count(STATS_EV_TLS_CLIENT_HANDSHAKE));
-    sample_side(sc, F_TLS_HANDSHAKES, "server", stats_event_count(STATS_EV_TLS_SERVER_HANDSHAKE));
-    sample_side(sc, F_TLS_FAILURES, "client", stats_event_count(STATS_EV_TLS_CLIENT_FAILURE));
-    sample_side(sc, F_TLS_FAILURES, "server", stats_event_count(STATS_EV_TLS_SERVER_FAILURE));
-    sample_u64(sc, F_AUTHQ_LOOKUPS, NULL, stats_event_count(STATS_EV_AUTHQ_LOOKUP));
-    sample_u64(sc, F_AUTHQ_FAILURES, NULL, stats_event_count(STATS_EV_AUTHQ_FAILURE));
-    for (int i = 0; i < worker_count(); i++) {
+    sample_side(sc, F_TLS_HANDSHAKES, "client", sn->events[STATS_EV_TLS_CLIENT_HANDSHAKE]);
+    sample_side(sc, F_TLS_HANDSHAKES, "server", sn->events[STATS_EV_TLS_SERVER_HANDSHAKE]);
+    sample_side(sc, F_TLS_FAILURES, "client", sn->events[STATS_EV_TLS_CLIENT_FAILURE]);
+    sample_side(sc, F_TLS_FAILURES, "server", sn->events[STATS_EV_TLS_SERVER_FAILURE]);
+    sample_u64(sc, F_AUTHQ_LOOKUPS, NULL, sn->events[STATS_EV_AUTHQ_LOOKUP]);
+    sample_u64(sc, F_AUTHQ_FAILURES, NULL, sn->events[STATS_EV_AUTHQ_FAILURE]);
+    for (int i = 0; i < sn->nworkers; i++) {
         const char *const names[] = {"worker"};
         char              id[16];
         const char       *values[] = {id};
-        int64_t           us = worker_cpu(worker_get(i));
         struct labels     l;
 
-        if (us < 0) continue;
+        if (sn->worker_us[i] < 0) continue;
         snprintf(id, sizeof(id), "%d", i);
         labels_make(sc, &l, names, values, 1);
-        sample_usec(sc, F_WORKER_BUSY, labels_text(&l), (uint64_t)us);
+        sample_usec(sc, F_WORKER_BUSY, labels_text(&l), (uint64_t)sn->worker_us[i]);
         free(l.text);
     }
     sample_usec(sc, F_SCRAPE_SECONDS, NULL, (uint64_t)last_scrape_len);
+    sample_usec(sc, F_SCRAPE_STOPPED_SECONDS, NULL, (uint64_t)last_stopped_len);
     sample_u64(sc, F_SCRAPES, NULL, scrapes);
 }
 
-/* The whole exposition into out; false when out of memory. */
-static bool build(struct evbuffer *out, bool openmetrics)
-{
-    struct scrape sc = {0};
-    bool          ok;
+/*
+ * A scrape in progress. The text is written a slice of rows at a time, each
+ * slice a callback of its own on worker 0's loop, so that with many pools
+ * the clients of that loop are served between slices.
+ */
+#define SLICE_ROWS 128
 
-    if ((sc.scratch = evbuffer_new()) == NULL) sc.failed = true;
+struct job {
+    TAILQ_ENTRY(job) entry;
+    struct evhttp_request *req;
+    bool                   openmetrics, head;
+    usec_t                 began;
+    struct event          *ev;
+    struct snapshot        sn;
+    struct scrape          sc;
+    int                    stage;   /* a table (T_*), then the pools, the histograms, the rest */
+    bool                   read;    /* the stage's part of the snapshot is taken */
+    size_t                 at;      /* the next row of the stage */
+    usec_t                 stopped; /* how long its snapshots held the workers stopped */
+    struct db_hist        *hist;    /* the next database of the histograms */
+    struct reader          rd;
+    struct client_reader   cr;
+};
+
+enum { STAGE_POOLS = NTABLES, STAGE_HIST, STAGE_DONE };
+
+static TAILQ_HEAD(, job) jobs = TAILQ_HEAD_INITIALIZER(jobs);
+
+static void job_free(struct job *j)
+{
+    struct client_count *e, *tmp;
+
+    TAILQ_REMOVE(&jobs, j, entry);
+    if (j->ev != NULL) event_free(j->ev);
+    snapshot_free(&j->sn);
     for (int f = 0; f < NFAMS; f++)
-        if ((sc.fam[f] = evbuffer_new()) == NULL) sc.failed = true;
-    if (!sc.failed) {
-        scrapes++;
-        worker_stop_world();
-        read_exporter_metrics(&sc);
-        read_pools(&sc);
-        read_process(&sc);
-        worker_start_world();
+        if (j->sc.fam[f] != NULL) evbuffer_free(j->sc.fam[f]);
+    if (j->sc.scratch != NULL) evbuffer_free(j->sc.scratch);
+    HASH_ITER(hh, j->cr.counts, e, tmp)
+    {
+        HASH_DEL(j->cr.counts, e);
+        free(e);
     }
-    for (int f = 0; f < NFAMS && !sc.failed; f++) {
+    free(j);
+}
+
+/* Row i of a table through the reader the exporter's mapping of that SHOW needs. */
+static void write_row(struct job *j, int t, size_t i)
+{
+    const struct table *tab = &j->sn.tables[t];
+    const char         *cells[ROWSET_MAX_COLS];
+    struct rowset       rs = {.cols = tab->cols, .ncols = tab->ncols};
+
+    table_cells(tab, i, cells);
+    switch (t) {
+    case T_LISTS: lists_row(&j->sc, &rs, cells); break;
+    case T_CONFIG: config_row(&j->sc, &rs, cells); break;
+    case T_CLIENTS: clients_row(&j->cr, &rs, cells); break;
+    default: mapped_row(&j->rd, &rs, cells); break;
+    }
+}
+
+/* A mapped table begins: its reader starts afresh. */
+static void begin_table(struct job *j, int t)
+{
+    static const int map_of[NTABLES] = {[T_DATABASES] = 0, [T_STATS] = 1, [T_POOLS] = 2};
+
+    memset(&j->rd, 0, sizeof(j->rd));
+    j->rd.sc = &j->sc;
+    if (t == T_DATABASES || t == T_STATS || t == T_POOLS) j->rd.map = &show_maps[map_of[t]];
+}
+
+/* Counted clients, written once SHOW CLIENTS has been read. */
+static void write_clients(struct job *j)
+{
+    struct client_count *e, *tmp;
+
+    HASH_ITER(hh, j->cr.counts, e, tmp)
+    {
+        sample_u64(&j->sc, F_CLIENTS, e->labels, e->n);
+        HASH_DEL(j->cr.counts, e);
+        free(e);
+    }
+}
+
+/* Writes up to SLICE_ROWS rows; true when everything is written. */
+static bool write_slice(struct job *j)
+{
+    int budget = SLICE_ROWS;
+
+    while (budget > 0 && j->stage != STAGE_DONE && !j->sc.failed && !j->sn.failed) {
+        if (!j->read && j->stage <= STAGE_POOLS) {
+            /* A snapshot takes a turn of its own. */
+            if (budget < SLICE_ROWS) break;
+            if (j->stage < NTABLES)
+                snapshot_table(&j->sn, j->stage, &j->stopped);
+            else
+                snapshot_own(&j->sn, &j->stopped);
+            j->read = true;
+            break;
+        }
+        if (j->stage < NTABLES) {
+            struct table *tab = &j->sn.tables[j->stage];
+
+            if (j->at == 0) begin_table(j, j->stage);
+            for (; j->at < tab->nrows && budget > 0; j->at++, budget--)
+                write_row(j, j->stage, j->at);
+            if (j->at < tab->nrows) break;
+            if (j->stage == T_CLIENTS) write_clients(j);
+            table_free(tab);
+        } else if (j->stage == STAGE_POOLS) {
+            for (; j->at < j->sn.npools && budget > 0; j->at++, budget--)
+                write_pool(&j->sc, &j->sn.pools[j->at]);
+            if (j->at < j->sn.npools) break;
+            j->hist = j->sn.dbs;
+        } else if (j->stage == STAGE_HIST) {
+            for (; j->hist != NULL && budget > 0; j->hist = j->hist->hh.next, budget -= 8)
+                write_histograms(&j->sc, j->hist);
+            if (j->hist != NULL) break;
+            last_stopped_len = j->stopped;
+            write_process(&j->sc, &j->sn);
+        }
+        j->stage++;
+        j->read = false;
+        j->at = 0;
+    }
+    return j->stage == STAGE_DONE || j->sc.failed || j->sn.failed;
+}
+
+/* The families one after another into out, each under its HELP and TYPE. */
+static bool assemble(struct scrape *sc, struct evbuffer *out, bool openmetrics)
+{
+    flush(sc);
+    for (int f = 0; f < NFAMS && !sc->failed; f++) {
         const char *name = fams[f].name;
         size_t      len = strlen(name);
         const char *type = fams[f].type == GAUGE ? "gauge" : fams[f].type == COUNTER ? "counter" : "histogram";
 
-        if (evbuffer_get_length(sc.fam[f]) == 0) continue;
+        if (evbuffer_get_length(sc->fam[f]) == 0) continue;
         /* OpenMetrics names a counter's family without the _total of its samples. */
         if (openmetrics && fams[f].type == COUNTER && len > 6 && strcmp(name + len - 6, "_total") == 0) len -= 6;
         if (evbuffer_add_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)len, name, fams[f].help, (int)len, name,
                                 type) < 0 ||
-            evbuffer_add_buffer(out, sc.fam[f]) != 0)
-            sc.failed = true;
+            evbuffer_add_buffer(out, sc->fam[f]) != 0)
+            sc->failed = true;
     }
-    if (openmetrics && !sc.failed && evbuffer_add(out, "# EOF\n", 6) != 0) sc.failed = true;
-    ok = !sc.failed;
+    if (openmetrics && !sc->failed && evbuffer_add(out, "# EOF\n", 6) != 0) sc->failed = true;
+    return !sc->failed;
+}
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text);
+
+static void finish(struct job *j)
+{
+    struct evbuffer *out = evbuffer_new();
+
+    if (out == NULL || j->sc.failed || j->sn.failed || !assemble(&j->sc, out, j->openmetrics)) {
+        reply_text(j->req, HTTP_INTERNAL, "Internal Server Error", "out of memory");
+    } else {
+        last_scrape_len = pgbun_now() - j->began;
+        log_debug("metrics: a scrape of %zu bytes in %.3f ms, the workers stopped for %.3f ms",
+                  evbuffer_get_length(out), (double)last_scrape_len / 1000, (double)last_stopped_len / 1000);
+        evhttp_add_header(evhttp_request_get_output_headers(j->req), "Content-Type",
+                          j->openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                                         : "text/plain; version=0.0.4; charset=utf-8");
+        evhttp_send_reply(j->req, HTTP_OK, "OK", j->head ? NULL : out);
+    }
+    if (out != NULL) evbuffer_free(out);
+    job_free(j);
+}
+
+static void slice_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct job           *j = arg;
+    static struct timeval zero = {0, 0};
+
+    (void)fd, (void)what;
+    if (!write_slice(j)) {
+        evtimer_add(j->ev, &zero); /* the loop serves its clients first */
+        return;
+    }
+    finish(j);
+}
+
+/* A scrape begins: the snapshot now, the text in slices from the next turn of the loop. */
+static void start_job(struct evhttp_request *req, bool openmetrics, bool head)
+{
+    struct job           *j = calloc(1, sizeof(*j));
+    static struct timeval zero = {0, 0};
+
+    if (j == NULL) {
+        reply_text(req, HTTP_INTERNAL, "Internal Server Error", "out of memory");
+        return;
+    }
+    TAILQ_INSERT_TAIL(&jobs, j, entry);
+    j->req = req;
+    j->openmetrics = openmetrics;
+    j->head = head;
+    j->began = pgbun_now();
+    j->cr.sc = &j->sc;
+    if ((j->ev = evtimer_new(worker_get(0)->base, slice_cb, j)) == NULL || (j->sc.scratch = evbuffer_new()) == NULL)
+        j->sc.failed = true;
     for (int f = 0; f < NFAMS; f++)
-        if (sc.fam[f] != NULL) evbuffer_free(sc.fam[f]);
-    if (sc.scratch != NULL) evbuffer_free(sc.scratch);
-    return ok;
+        if ((j->sc.fam[f] = evbuffer_new()) == NULL) j->sc.failed = true;
+    if (j->sc.failed) {
+        finish(j);
+        return;
+    }
+    scrapes++;
+    sample_u64(&j->sc, F_UP, NULL, 1);
+    {
+        const char *const names[] = {"version"};
+        const char *const values[] = {PGBUN_VERSION};
+        struct labels     l;
+
+        labels_make(&j->sc, &l, names, values, 1);
+        sample_u64(&j->sc, F_VERSION, labels_text(&l), 1);
+        free(l.text);
+    }
+    evtimer_add(j->ev, &zero);
 }
 
 /* ---- HTTP ---- */
@@ -945,9 +1308,6 @@ static void request_cb(struct evhttp_request *req, void *arg)
 {
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     const char          *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    struct evbuffer     *out;
-    bool                 om;
-    usec_t               began;
 
     (void)arg;
     if (path == NULL || strcmp(path, "/metrics") != 0) {
@@ -965,21 +1325,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
         reply_text(req, 401, "Unauthorized", "authentication required");
         return;
     }
-    om = wants_openmetrics(req);
-    began = pgbun_now();
-    if ((out = evbuffer_new()) == NULL || !build(out, om)) {
-        if (out != NULL) evbuffer_free(out);
-        reply_text(req, HTTP_INTERNAL, "Internal Server Error", "out of memory");
-        return;
-    }
-    last_scrape_len = pgbun_now() - began;
-    log_debug("metrics: a scrape of %zu bytes built in %.3f ms", evbuffer_get_length(out),
-              (double)last_scrape_len / 1000);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                         : "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_send_reply(req, HTTP_OK, "OK", method == EVHTTP_REQ_HEAD ? NULL : out);
-    evbuffer_free(out);
+    start_job(req, wants_openmetrics(req), method == EVHTTP_REQ_HEAD);
 }
 
 static void resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -1166,6 +1512,13 @@ void metrics_chown(uid_t uid, gid_t gid)
 
 void metrics_stop(void)
 {
+    /* Scrapes in progress are answered before their connections go. */
+    while (!TAILQ_EMPTY(&jobs)) {
+        struct job *j = TAILQ_FIRST(&jobs);
+
+        reply_text(j->req, 503, "Service Unavailable", "the metrics endpoint is closing");
+        job_free(j);
+    }
     if (ep.resume != NULL) event_free(ep.resume);
     if (ep.http != NULL) evhttp_free(ep.http);
     for (int i = 0; i < ep.nunix; i++) {

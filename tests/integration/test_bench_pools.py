@@ -80,6 +80,12 @@ def test_bench_pools_small_run_reports(layout):
             for sql in ("SHOW POOLS", "SHOW DATABASES", "SHOW USERS"):
                 assert is_number(r["show"][sql]["median_ms"]), (sql, r)
             assert r["show"]["SHOW POOLS"]["rows"] >= r["pools_wanted"], r
+            assert is_number(r["exporter_scrape_ms"]) and r["exporter_scrape_ms"] > 0, r
+            for key in ("quiet_p99", "quiet_max", "scraping_p99", "scraping_max"):
+                assert is_number(r["ping_us"][key]) and r["ping_us"][key] > 0, (key, r)
+            assert r["ping_us"]["scrapes_during"] >= 1, r
+            if r["target"] == "pgbun":
+                assert is_number(r["metrics_ms"]) and r["metrics_bytes"] > 1000, r
         for t in targets:
             assert "ratio 40/3" in md and t in md, md
             assert doc["versions"][t], doc["versions"]

@@ -15,6 +15,7 @@
  * is held until a timer sees the condition met, then the reply goes out and
  * processing resumes where it stopped.
  */
+#define LOG_EVENT LOGE_ADMIN /* the event kind of this file's log lines (log.h) */
 #include "admin.h"
 
 #include <ctype.h>

@@ -14,6 +14,7 @@
  * when the last login leaves is dropped, so that a server that is down is
  * not tried for nobody.
  */
+#define LOG_EVENT LOGE_AUTH /* the event kind of this file's log lines (log.h) */
 #include "authq.h"
 
 #include <stdio.h>

@@ -9,6 +9,7 @@
  * Each cancel waits on its worker's list (w->cancels) until it is done, so
  * that cancel_fini can drop those left at shutdown.
  */
+#define LOG_EVENT LOGE_CANCEL /* the event kind of this file's log lines (log.h) */
 #include "cancel.h"
 
 #include <errno.h>

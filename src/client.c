@@ -12,6 +12,7 @@
  * a big Bind) streams by byte count with fwd_left, so no message is ever
  * buffered in full and no byte is copied twice.
  */
+#define LOG_EVENT LOGE_CLIENT /* the event kind of this file's log lines (log.h) */
 #include "client.h"
 
 #include <arpa/inet.h>
@@ -132,6 +133,16 @@ void client_accept(int fd, const struct sockaddr *sa, int salen, bool is_unix)
     }
     io_set_reading(&c->io, true);
     client_log(c, LOGL_DEBUG, "accepted");
+}
+
+void client_log_line(const struct client *c, int level, const char *fmt, ...)
+{
+    struct log_who who = {'C', (unsigned long long)c->id, c->dbname, c->user, c->addr, c->port};
+    va_list        ap;
+
+    va_start(ap, fmt);
+    log_vline(level, LOGE_CLIENT, &who, NULL, 0, fmt, ap);
+    va_end(ap);
 }
 
 void client_close(struct client *c, const char *sqlstate, const char *fmt, ...)
@@ -660,7 +671,7 @@ void client_cancel_local(const uint8_t key[8])
         client_log(target, LOGL_INFO, "cancel request forwarded to S-%llu", (unsigned long long)target->server->id);
         server_send_cancel(target->server);
     } else {
-        log_debug("cancel request for an unknown or idle client ignored");
+        log_ev(LOGL_DEBUG, LOGE_CANCEL, "cancel request for an unknown or idle client ignored");
     }
 }
 
@@ -669,7 +680,8 @@ static void handle_cancel(struct client *c, const uint8_t *key)
     int owner = key[0] & 0x3f;
 
     if (worker_count() > 1 && owner != c->w->id && owner < worker_count()) {
-        if (!worker_send_cancel(worker_get(owner), key)) log_warning("cancel request dropped: out of memory");
+        if (!worker_send_cancel(worker_get(owner), key))
+            log_ev(LOGL_WARNING, LOGE_CANCEL, "cancel request dropped: out of memory");
     } else {
         client_cancel_local(key);
     }

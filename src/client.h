@@ -18,6 +18,7 @@
 #include "authq.h"
 #include "hashtab.h"
 #include "io.h"
+#include "log.h"
 #include "pool.h"
 #include "varlist.h"
 
@@ -121,8 +122,11 @@ void client_cancel_local(const uint8_t key[8]);
 /* SHUTDOWN WAIT_FOR_SERVERS: closes every client queued for a server, or for its pool's first login (world stopped). */
 void client_refuse_waiting(void);
 
-#define client_log(c, level, fmt, ...)                                                                                 \
-    log_msg(level, "C-%llu: %s/%s@%s:%d " fmt, (unsigned long long)(c)->id, (c)->dbname ? (c)->dbname : "(nodb)",      \
-            (c)->user ? (c)->user : "(nouser)", (c)->addr, (c)->port, ##__VA_ARGS__)
+/* A log line about c: its identity is the text line's prefix (C-7: db/user@addr:port), and fields in JSON. */
+void client_log_line(const struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define client_log(c, level, ...)                                                                                      \
+    do {                                                                                                               \
+        if (log_enabled(level)) client_log_line(c, level, __VA_ARGS__);                                                \
+    } while (0)
 
 #endif

@@ -25,6 +25,7 @@
  * Every error message names where it came from ("file:line: key: ..." or
  * "environment VAR: ...") and never repeats a password.
  */
+#define LOG_EVENT LOGE_CONFIG /* the event kind of this file's log lines (log.h) */
 #include "config.h"
 
 #include <assert.h>
@@ -118,6 +119,10 @@ static const struct key main_keys[] = {
     G_BOOL(log_connections, "1"),
     G_BOOL(log_disconnections, "1"),
     G_BOOL(log_stats, "1"),
+    KEY(struct pgbun_config, log_format, KT_ENUM, "text", 0, 0, log_format_names),
+    G_BOOL(syslog, "0"),
+    G_STR(syslog_ident, "pgbun"),
+    KEY(struct pgbun_config, syslog_facility, KT_ENUM, "daemon", 0, 0, log_syslog_facilities),
 
     /* pooling */
     KEY(struct pgbun_config, pool_mode, KT_POOL_MODE, "session", 0, 0, NULL),
@@ -236,9 +241,6 @@ static const struct key main_keys[] = {
     IGNORED(job_name),
     IGNORED(service_name),
     IGNORED(conffile),
-    IGNORED(syslog),
-    IGNORED(syslog_ident),
-    IGNORED(syslog_facility),
     IGNORED(log_pooler_errors),
     IGNORED(tcp_defer_accept),
     IGNORED(dns_max_ttl),

@@ -134,7 +134,11 @@ struct pgbun_config {
     int   verbose; /* 0 = LOG level; each step adds DEBUG, NOISE */
     bool  log_connections;
     bool  log_disconnections;
-    bool  log_stats; /* a totals line every stats_period */
+    bool  log_stats;       /* a totals line every stats_period */
+    int   log_format;      /* enum log_format: text or json */
+    bool  syslog;          /* lines go to syslog too */
+    char *syslog_ident;    /* ... under this name */
+    int   syslog_facility; /* ... and this facility: an index of log_syslog_facilities */
 
     /* pooling */
     enum pool_mode     pool_mode;

@@ -14,6 +14,7 @@
  * What it closes goes through client_close and server_close; what it opens,
  * through the pool's limits (pool.c).
  */
+#define LOG_EVENT LOGE_POOL /* the event kind of this file's log lines (log.h) */
 #include "janitor.h"
 
 #include <event2/event.h>
@@ -98,9 +99,9 @@ static void notice_long_pins(struct pool *p, usec_t now)
     }
     if (n == 0) return;
     p->pin_noticed = now;
-    log_warning("pool %s/%s: %d client%s pinned to %s server for more than %g s (%s), %d of %d servers", p->dbname,
-                p->user, n, n == 1 ? "" : "s", n == 1 ? "its" : "their", secs(delay),
-                session_held_names(why, names, sizeof(names)), n, pool_servers_total(p));
+    pool_log(p, LOGL_WARNING, "%d client%s pinned to %s server for more than %g s (%s), %d of %d servers", n,
+             n == 1 ? "" : "s", n == 1 ? "its" : "their", secs(delay), session_held_names(why, names, sizeof(names)), n,
+             pool_servers_total(p));
 }
 
 /*
@@ -222,7 +223,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     for (p = pool_first_of(w); p != NULL; p = next) {
         next = TAILQ_NEXT(p, entry);
         if (deserted(p, now)) {
-            log_info("pool %s/%s: freed, unused for more than %g s (pool_idle_timeout)", p->dbname, p->user,
+            pool_log(p, LOGL_INFO, "freed, unused for more than %g s (pool_idle_timeout)",
                      secs(pgbun.cfg->pool_idle_timeout));
             pool_remove(p);
             continue;

@@ -66,12 +66,24 @@ static void reload(void)
 {
     char *err = NULL;
 
-    log_info("SIGHUP: reloading the configuration");
+    log_ev(LOGL_INFO, LOGE_CONFIG, "SIGHUP: reloading the configuration");
     if (pgbun_reload(config_path, pgbun_log_change, NULL, &err))
-        log_info("configuration reloaded");
+        log_ev(LOGL_INFO, LOGE_CONFIG, "configuration reloaded");
     else
-        log_error("reload failed, keeping the running configuration: %s", err ? err : "out of memory");
+        log_ev(LOGL_ERROR, LOGE_CONFIG, "reload failed, keeping the running configuration: %s",
+               err ? err : "out of memory");
     free(err);
+}
+
+/* libevent's own warnings become log lines of ours, in the format set, rather than bytes on stderr. */
+static void libevent_log_cb(int severity, const char *msg)
+{
+    int level = severity >= EVENT_LOG_ERR    ? LOGL_ERROR
+                : severity == EVENT_LOG_WARN ? LOGL_WARNING
+                : severity == EVENT_LOG_MSG  ? LOGL_INFO
+                                             : LOGL_DEBUG;
+
+    log_msg(level, "libevent: %s", msg);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -235,8 +247,13 @@ int main(int argc, char **argv)
      */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    event_set_log_callback(libevent_log_cb);
     pgbun_init(config_path, extra_verbosity);
-    if (!pgbun_reload(config_path, NULL, NULL, &err)) {
+    /* The config's warnings come before its log_format is known: held, then written as it says. */
+    log_hold(true);
+    ok = pgbun_reload(config_path, NULL, NULL, &err);
+    log_hold(false);
+    if (!ok) {
         fprintf(stderr, "pgbun: %s\n", err ? err : "out of memory");
         free(err);
         return 1;
@@ -312,6 +329,7 @@ int main(int argc, char **argv)
     pgbun_fini();
     worker_fini();
     log_info("stopped");
+    log_set_syslog(false, NULL, 0);
     if (!log_set_file(NULL)) return ok ? 0 : 1;
     return ok ? 0 : 1;
 }

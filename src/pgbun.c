@@ -18,6 +18,7 @@
  * looks every 100 ms whether what it waits for (no clients, no server in
  * use) has come, then ends the loops; main.c then tears down.
  */
+#define LOG_EVENT LOGE_CONFIG /* the event kind of this file's log lines (log.h) */
 #include "pgbun.h"
 
 #include <errno.h>
@@ -89,6 +90,8 @@ static bool server_tls_changed(const struct pgbun_config *a, const struct pgbun_
 static void apply_log_settings(const struct pgbun_config *cfg)
 {
     log_set_level(LOGL_INFO + cfg->verbose + extra_verbosity);
+    log_set_format((enum log_format)cfg->log_format);
+    log_set_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
 }
 
 bool pgbun_reload(const char *path, config_change_fn *report, void *arg, char **errmsg)
@@ -223,11 +226,11 @@ static void begin_shutdown(int mode, const char *how, bool keep_tcp)
     struct timeval tv = {0, 100000};
 
     if (run_mode != RUNNING) {
-        log_info("second shutdown request: stopping now");
+        log_ev(LOGL_INFO, LOGE_PROCESS, "second shutdown request: stopping now");
         stop_loop();
         return;
     }
-    log_info("%s", how);
+    log_ev(LOGL_INFO, LOGE_PROCESS, "%s", how);
     run_mode = mode;
     pgbun.shutting_down = true;
     if (mode == STOP_AFTER_SERVERS) {
@@ -250,7 +253,7 @@ void pgbun_shutdown(enum pgbun_stop how, const char *who, bool keep_tcp)
 
     switch (how) {
     case PGBUN_STOP_NOW:
-        log_info("%s: stopping now", who);
+        log_ev(LOGL_INFO, LOGE_PROCESS, "%s: stopping now", who);
         stop_loop();
         break;
     case PGBUN_STOP_AFTER_CLIENTS:

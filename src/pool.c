@@ -12,12 +12,14 @@
  * never inside the callback that closed them. Timeouts and the periodic
  * pass over the pools are janitor.c's.
  */
+#define LOG_EVENT LOGE_POOL /* the event kind of this file's log lines (log.h) */
 #include "pool.h"
 
 #include <assert.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -530,11 +532,17 @@ static struct pool *find_or_make(const char *dbname, const char *user, bool admi
         return NULL;
     }
     TAILQ_INSERT_TAIL(&PW->pools, p, entry);
-    if (admin)
-        log_debug("pool %s/%s created: admin console", p->dbname, p->user);
-    else
-        log_debug("pool %s/%s created: server %s:%d db=%s user=%s pool_size=%d mode=%s", p->dbname, p->user, p->host,
-                  p->port, p->server_db, p->server_user, p->pool_size, config_pool_mode_name(p->mode));
+    if (log_enabled(LOGL_DEBUG)) {
+        /* "created" follows the pool's name in the text line: the name is a field in JSON, the message kept whole. */
+        struct log_field f[] = {LOG_STR("database", p->dbname), LOG_STR("user", p->user)};
+
+        if (admin)
+            log_line(LOGL_DEBUG, LOGE_POOL, NULL, f, 2, "pool %s/%s created: admin console", p->dbname, p->user);
+        else
+            log_line(LOGL_DEBUG, LOGE_POOL, NULL, f, 2,
+                     "pool %s/%s created: server %s:%d db=%s user=%s pool_size=%d mode=%s", p->dbname, p->user, p->host,
+                     p->port, p->server_db, p->server_user, p->pool_size, config_pool_mode_name(p->mode));
+    }
     return p;
 }
 
@@ -846,8 +854,8 @@ void pool_config_changed(void)
             login_give_back(&old, p);
             /* The entry's own TLS went with the old config: new servers are reached the global way. */
             p->tls = &pgbun.tls->server;
-            log_warning("pool %s/%s: database entry removed; keeping its last settings%s", p->dbname, p->user,
-                        p->tls_own != NULL ? " but its TLS keys (server_tls_* from now on)" : "");
+            pool_log(p, LOGL_WARNING, "database entry removed; keeping its last settings%s",
+                     p->tls_own != NULL ? " but its TLS keys (server_tls_* from now on)" : "");
             continue;
         }
         moved = !login_same(&old, p);
@@ -856,8 +864,8 @@ void pool_config_changed(void)
             /* Its servers are another database's, or another user's: none may serve again. */
             int busy = retire_servers(p, "RELOAD: the database's server settings changed");
 
-            log_info("pool %s/%s: server settings changed: now %s:%d db=%s user=%s%s", p->dbname, p->user, p->host,
-                     p->port, p->server_db, p->server_user, busy ? "; busy servers close when released" : "");
+            pool_log(p, LOGL_INFO, "server settings changed: now %s:%d db=%s user=%s%s", p->host, p->port, p->server_db,
+                     p->server_user, busy ? "; busy servers close when released" : "");
             p->last_fail_time = 0; /* a fixed password or host is tried at once */
             p->fail_count = 0;
         }
@@ -1688,8 +1696,11 @@ void pool_adopt_server(struct server *s)
 
     p = find_or_make(from->dbname, from->user, false, &err);
     if (p == NULL || p->share != from->share) {
-        log_warning("S-%llu: pool %s/%s could not take the connection here (%s); closing it", (unsigned long long)s->id,
-                    from->dbname, from->user, p ? "settings differ" : err);
+        struct log_field f[] = {LOG_STR("database", from->dbname), LOG_STR("user", from->user)};
+
+        log_line(LOGL_WARNING, LOGE_POOL, NULL, f, 2,
+                 "S-%llu: pool %s/%s could not take the connection here (%s); closing it", (unsigned long long)s->id,
+                 from->dbname, from->user, p ? "settings differ" : err);
         pool_drop_server(s);
         return;
     }
@@ -1880,4 +1891,14 @@ int pool_total_active_servers(void)
     for (p = pool_first(); p != NULL; p = pool_next(p))
         n += p->nservers[SV_ACTIVE] + p->nservers[SV_RESETTING];
     return n;
+}
+
+void pool_log_line(const struct pool *p, int level, const char *fmt, ...)
+{
+    struct log_who who = {'P', 0, p->dbname, p->user, NULL, 0};
+    va_list        ap;
+
+    va_start(ap, fmt);
+    log_vline(level, LOGE_POOL, &who, NULL, 0, fmt, ap);
+    va_end(ap);
 }

@@ -21,6 +21,7 @@
 struct event;
 
 #include "config.h"
+#include "log.h"
 #include "stats.h"
 #include "varlist.h"
 
@@ -300,5 +301,12 @@ bool pool_index_cancel_key(struct client *c);
 /* Number of logged-in or logging-in clients and open servers (for shutdown). */
 int pool_total_clients(void);
 int pool_total_active_servers(void);
+
+/* A log line about pool p: "pool db/user: " begins the text line; database and user are fields in JSON. */
+void pool_log_line(const struct pool *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define pool_log(p, level, ...)                                                                                        \
+    do {                                                                                                               \
+        if (log_enabled(level)) pool_log_line(p, level, __VA_ARGS__);                                                  \
+    } while (0)
 
 #endif

@@ -14,6 +14,7 @@
  * queries say about the session, and what their replies mean for it and
  * for the client pinned to it, is session.c's: this file sends and reads.
  */
+#define LOG_EVENT LOGE_SERVER /* the event kind of this file's log lines (log.h) */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -85,6 +86,16 @@ static void tell_lookup(struct server *s, const struct pg_error *err)
 
     s->lookup = NULL;
     if (ops != NULL) ops->done(s->lookup_arg, err);
+}
+
+void server_log_line(const struct server *s, int level, const char *fmt, ...)
+{
+    struct log_who who = {'S', (unsigned long long)s->id, s->pool->dbname, s->pool->user, s->pool->host, s->pool->port};
+    va_list        ap;
+
+    va_start(ap, fmt);
+    log_vline(level, LOGE_SERVER, &who, NULL, 0, fmt, ap);
+    va_end(ap);
 }
 
 void server_close(struct server *s, const char *fmt, ...)

@@ -15,6 +15,7 @@
 #include <sys/queue.h>
 
 #include "io.h"
+#include "log.h"
 #include "pool.h"
 #include "pstmt.h"
 #include "proto.h"
@@ -172,8 +173,11 @@ bool server_is_clean(const struct server *s);
 
 void server_free(struct server *s);
 
-#define server_log(s, level, fmt, ...)                                                                                 \
-    log_msg(level, "S-%llu: %s/%s@%s:%d " fmt, (unsigned long long)(s)->id, (s)->pool->dbname, (s)->pool->user,        \
-            (s)->pool->host, (s)->pool->port, ##__VA_ARGS__)
+/* A log line about s: its identity is the text line's prefix (S-7: db/user@host:port), and fields in JSON. */
+void server_log_line(const struct server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define server_log(s, level, ...)                                                                                      \
+    do {                                                                                                               \
+        if (log_enabled(level)) server_log_line(s, level, __VA_ARGS__);                                                \
+    } while (0)
 
 #endif

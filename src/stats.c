@@ -2,6 +2,7 @@
  * stats.c - running totals, snapshot differences and histogram quantiles;
  * the stats_period and the log lines made of the counters.
  */
+#define LOG_EVENT LOGE_STATS /* the event kind of this file's log lines (log.h) */
 #include "stats.h"
 
 #include <stdatomic.h>
@@ -158,43 +159,100 @@ static double period_secs(usec_t len)
     return len > 0 ? (double)len / USEC_PER_SEC : 1;
 }
 
+/*
+ * The log_stats lines. The text has the figures in its message; JSON has
+ * them as fields too (rates per second, times in microseconds, counts).
+ */
 void stats_log_pool_period(const char *dbname, const char *user, const struct stats *st, usec_t len)
 {
-    double s = period_secs(len);
+    double           s = period_secs(len);
+    double           xacts = (double)st->xact_count / s, queries = (double)st->query_count / s;
+    long long        avg = (long long)stats_avg(st->query_time, st->query_count);
+    long long        p95 = (long long)stats_percentile(st, 0.95);
+    double           reused = stats_percent(st->reused, st->assignments);
+    struct log_field f[] = {
+        LOG_STR("database", dbname),
+        LOG_STR("user", user),
+        LOG_NUM("period_sec", s),
+        LOG_NUM("xacts_per_sec", xacts),
+        LOG_NUM("queries_per_sec", queries),
+        LOG_INT("query_avg_us", avg),
+        LOG_INT("query_p95_us", p95),
+        LOG_NUM("reused_pct", reused),
+    };
 
     if (st->query_count == 0) return;
-    log_info("stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %llu us (p95 %lld us), %.1f%% reused", dbname,
-             user, (double)st->xact_count / s, (double)st->query_count / s,
-             (unsigned long long)stats_avg(st->query_time, st->query_count), (long long)stats_percentile(st, 0.95),
-             stats_percent(st->reused, st->assignments));
+    log_line(LOGL_INFO, LOGE_STATS, NULL, f, (int)(sizeof(f) / sizeof(f[0])),
+             "stats: pool %s/%s: %.0f xacts/s, %.0f queries/s, query %lld us (p95 %lld us), %.1f%% reused", dbname,
+             user, xacts, queries, avg, p95, reused);
 }
 
 void stats_log_period(const struct stats *total, usec_t len)
 {
-    double s = period_secs(len);
+    double           s = period_secs(len);
+    double           xacts = (double)total->xact_count / s, queries = (double)total->query_count / s;
+    double           in = (double)total->bytes_in / s, out = (double)total->bytes_out / s;
+    long long        xact_avg = (long long)stats_avg(total->xact_time, total->xact_count);
+    long long        query_avg = (long long)stats_avg(total->query_time, total->query_count);
+    long long        wait_avg = (long long)stats_avg(total->wait_time, total->assignments);
+    long long        p50 = (long long)stats_percentile(total, 0.50), p95 = (long long)stats_percentile(total, 0.95);
+    long long        p99 = (long long)stats_percentile(total, 0.99);
+    struct log_field f[] = {
+        LOG_NUM("period_sec", s),
+        LOG_NUM("xacts_per_sec", xacts),
+        LOG_NUM("queries_per_sec", queries),
+        LOG_NUM("bytes_in_per_sec", in),
+        LOG_NUM("bytes_out_per_sec", out),
+        LOG_INT("xact_avg_us", xact_avg),
+        LOG_INT("query_avg_us", query_avg),
+        LOG_INT("wait_avg_us", wait_avg),
+        LOG_INT("query_p50_us", p50),
+        LOG_INT("query_p95_us", p95),
+        LOG_INT("query_p99_us", p99),
+        LOG_INT("assignments", total->assignments),
+        LOG_INT("reused", total->reused),
+        LOG_INT("servers_opened", total->servers_opened),
+    };
 
-    log_info("stats: %.0f xacts/s, %.0f queries/s, in %.0f B/s, out %.0f B/s, xact %llu us, query %llu us, "
-             "wait %llu us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
+    log_line(LOGL_INFO, LOGE_STATS, NULL, f, (int)(sizeof(f) / sizeof(f[0])),
+             "stats: %.0f xacts/s, %.0f queries/s, in %.0f B/s, out %.0f B/s, xact %lld us, query %lld us, "
+             "wait %lld us, query p50 %lld us, p95 %lld us, p99 %lld us, %llu of %llu server assignments reused, "
              "%llu servers opened",
-             (double)total->xact_count / s, (double)total->query_count / s, (double)total->bytes_in / s,
-             (double)total->bytes_out / s, (unsigned long long)stats_avg(total->xact_time, total->xact_count),
-             (unsigned long long)stats_avg(total->query_time, total->query_count),
-             (unsigned long long)stats_avg(total->wait_time, total->assignments),
-             (long long)stats_percentile(total, 0.50), (long long)stats_percentile(total, 0.95),
-             (long long)stats_percentile(total, 0.99), (unsigned long long)total->reused,
+             xacts, queries, in, out, xact_avg, query_avg, wait_avg, p50, p95, p99, (unsigned long long)total->reused,
              (unsigned long long)total->assignments, (unsigned long long)total->servers_opened);
 }
 
 void stats_log_totals(const char *dbname, const char *user, const struct stats *st, int peak)
 {
-    log_info("pool %s/%s: %llu transactions, %llu queries, %llu server assignments (%llu reused), %llu server "
-             "connections opened, at most %d at once, %llu bytes in, %llu bytes out; average xact %llu us, query "
-             "%llu us, wait %llu us; query p50 %lld us, p95 %lld us, p99 %lld us",
-             dbname, user, (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
+    struct log_who   who = {'P', 0, dbname, user, NULL, 0};
+    long long        xact_avg = (long long)stats_avg(st->xact_time, st->xact_count);
+    long long        query_avg = (long long)stats_avg(st->query_time, st->query_count);
+    long long        wait_avg = (long long)stats_avg(st->wait_time, st->assignments);
+    long long        p50 = (long long)stats_percentile(st, 0.50), p95 = (long long)stats_percentile(st, 0.95);
+    long long        p99 = (long long)stats_percentile(st, 0.99);
+    struct log_field f[] = {
+        LOG_INT("xacts", st->xact_count),
+        LOG_INT("queries", st->query_count),
+        LOG_INT("assignments", st->assignments),
+        LOG_INT("reused", st->reused),
+        LOG_INT("servers_opened", st->servers_opened),
+        LOG_INT("servers_peak", peak),
+        LOG_INT("bytes_in", st->bytes_in),
+        LOG_INT("bytes_out", st->bytes_out),
+        LOG_INT("xact_avg_us", xact_avg),
+        LOG_INT("query_avg_us", query_avg),
+        LOG_INT("wait_avg_us", wait_avg),
+        LOG_INT("query_p50_us", p50),
+        LOG_INT("query_p95_us", p95),
+        LOG_INT("query_p99_us", p99),
+    };
+
+    log_line(LOGL_INFO, LOGE_STATS, &who, f, (int)(sizeof(f) / sizeof(f[0])),
+             "%llu transactions, %llu queries, %llu server assignments (%llu reused), %llu server connections opened, "
+             "at most %d at once, %llu bytes in, %llu bytes out; average xact %lld us, query %lld us, wait %lld us; "
+             "query p50 %lld us, p95 %lld us, p99 %lld us",
+             (unsigned long long)st->xact_count, (unsigned long long)st->query_count,
              (unsigned long long)st->assignments, (unsigned long long)st->reused,
              (unsigned long long)st->servers_opened, peak, (unsigned long long)st->bytes_in,
-             (unsigned long long)st->bytes_out, (unsigned long long)stats_avg(st->xact_time, st->xact_count),
-             (unsigned long long)stats_avg(st->query_time, st->query_count),
-             (unsigned long long)stats_avg(st->wait_time, st->assignments), (long long)stats_percentile(st, 0.50),
-             (long long)stats_percentile(st, 0.95), (long long)stats_percentile(st, 0.99));
+             (unsigned long long)st->bytes_out, xact_avg, query_avg, wait_avg, p50, p95, p99);
 }

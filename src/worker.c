@@ -247,6 +247,7 @@ bool worker_setup(int n, char **err)
         }
     }
     worker_self = &workers[0];
+    log_set_worker(0); /* the main thread runs worker 0's loop */
     return true;
 }
 
@@ -270,6 +271,7 @@ static void *thread_main(void *arg)
     struct worker *w = arg;
 
     worker_self = w;
+    log_set_worker(w->id);
     event_base_dispatch(w->base);
     loop_ended();
     return NULL;
@@ -333,6 +335,7 @@ void worker_fini(void)
         pthread_mutex_destroy(&w->lock);
     }
     free(workers);
+    log_set_worker(-1);
     workers = NULL;
     nworkers = 0;
 }

@@ -250,7 +250,7 @@ def test_a_reload_to_client_tls_without_its_files_is_refused(start_pgbun, pg):
 
 def test_keys_pgbun_accepts_but_does_not_act_on_are_warned_about_one_line_each(start_pgbun, pg):
     keys = {"auth_ident_file": "/nonexistent/ident", "scram_iterations": 8192, "track_extra_parameters": "IntervalStyle",
-            "pkt_buf": 8192, "syslog": 1, "tcp_defer_accept": 1}
+            "pkt_buf": 8192, "log_pooler_errors": 1, "tcp_defer_accept": 1}
     bun = start_pgbun(config={**ADMIN, **keys})
     assert bun.connect().execute("SELECT 1").fetchone() == (1,)
     log = bun.log_text()

@@ -18,9 +18,19 @@
 static char log_path[] = "/tmp/pgbun_test_config_log_XXXXXX";
 
 static const char *const env_names[] = {
-    "POOL_MODE",           "SERVER_HOST",  "SERVER_PORT",           "MAX_CLIENT_CONN",   "DEFAULT_POOL_SIZE",
-    "LISTEN_ADDR",         "LISTEN_PORT",  "PGBUN_POOL_MODE",       "PGBUN_LISTEN_PORT", "PGBUN_SERVER_HOST",
-    "PGBUN_QUERY_TIMEOUT", "PGBUN_SYSLOG", "PGBUN_LOG_CONNECTIONS",
+    "POOL_MODE",
+    "SERVER_HOST",
+    "SERVER_PORT",
+    "MAX_CLIENT_CONN",
+    "DEFAULT_POOL_SIZE",
+    "LISTEN_ADDR",
+    "LISTEN_PORT",
+    "PGBUN_POOL_MODE",
+    "PGBUN_LISTEN_PORT",
+    "PGBUN_SERVER_HOST",
+    "PGBUN_QUERY_TIMEOUT",
+    "PGBUN_LOG_POOLER_ERRORS",
+    "PGBUN_LOG_CONNECTIONS",
 };
 
 static void clear_env(void)
@@ -98,6 +108,10 @@ static void test_defaults_in_sidecar_mode(void)
     is_int(cfg->unix_socket_mode, 0777, "default unix_socket_mode");
     is_int(cfg->listen_backlog, 128, "default listen_backlog");
     is_int(cfg->so_reuseport, 0, "default so_reuseport");
+    is_int(cfg->log_format, LOG_FORMAT_TEXT, "default log_format");
+    is_int(cfg->syslog, 0, "default syslog");
+    is_str(cfg->syslog_ident, "pgbun", "default syslog_ident");
+    is_str(log_syslog_facilities[cfg->syslog_facility], "daemon", "default syslog_facility");
     is_int(cfg->pool_mode, POOL_SESSION, "default pool_mode");
     is_int(cfg->max_client_conn, 100, "default max_client_conn");
     is_int(cfg->default_pool_size, 20, "default default_pool_size");
@@ -181,7 +195,7 @@ static void test_full_ini(void)
                                                                    "server_reset_query = DEALLOCATE ALL; SELECT 1 -- kept raw\n"
                                                                    "max_packet_size = 2147483647\n"
                                                                    "client_tls_sslmode = require\n"
-                                                                   "syslog = 1\n"
+                                                                   "log_pooler_errors = 1\n"
                                                                    "tcp_defer_accept = 1\n"
                                                                    "\n"
                                                                    "[users]\n"
@@ -218,7 +232,8 @@ static void test_full_ini(void)
     is_str(cfg->server_reset_query, "DEALLOCATE ALL; SELECT 1 -- kept raw", "values are raw: ';' mid-line is kept");
     is_int(cfg->max_packet_size, 2147483647, "PgBouncer's max_packet_size default loads");
     is_str(cfg->client_tls_sslmode, "require", "client_tls_sslmode");
-    ok(log_contains(":28: key 'syslog' is not supported yet and is ignored"), "ignored key warns with file:line");
+    ok(log_contains(":28: key 'log_pooler_errors' is not supported yet and is ignored"),
+       "ignored key warns with file:line");
     ok(log_contains("key 'tcp_defer_accept' is not supported yet and is ignored"), "tcp_defer_accept warns");
 
     db = config_find_db(cfg, "app");
@@ -487,7 +502,7 @@ static void test_connect_query_fast_close_and_wait_notify(void)
 static void test_ignored_and_peers(void)
 {
     char                *path = write_ini("[pgbouncer]\n"
-                                                         "job_name = x\nsyslog_ident = y\ntcp_keepcnt = 3\ndns_max_ttl = 15\n"
+                                                         "job_name = x\ndns_nxdomain_ttl = 15\ntcp_keepcnt = 3\ndns_max_ttl = 15\n"
                                                          "server_tls_key_file = /k\nauth_ident_file = d\npeer_id = 1\n"
                                                          "[databases]\nfoo = host=h client_encoding=UTF8 datestyle=ISO "
                                                          "load_balance_hosts=disable auth_user=x\n"
@@ -528,14 +543,14 @@ static void test_env(void)
     setenv("PGBUN_SERVER_HOST", "envhost", 1);
     setenv("PGBUN_QUERY_TIMEOUT", "2.5", 1);
     setenv("PGBUN_LOG_CONNECTIONS", "off", 1);
-    setenv("PGBUN_SYSLOG", "1", 1);
+    setenv("PGBUN_LOG_POOLER_ERRORS", "1", 1);
     cfg = config_load(path, &err);
     ok(cfg != NULL && cfg->pool_mode == POOL_STATEMENT, "PGBUN_POOL_MODE beats POOL_MODE");
     ok(cfg != NULL && cfg->server_host != NULL && strcmp(cfg->server_host, "envhost") == 0,
        "PGBUN_SERVER_HOST beats the file");
     ok(cfg != NULL && cfg->query_timeout == 2500000, "PGBUN_ time value");
     ok(cfg != NULL && !cfg->log_connections, "PGBUN_ bool value");
-    ok(log_contains("environment PGBUN_SYSLOG: key 'syslog' is not supported yet and is ignored"),
+    ok(log_contains("environment PGBUN_LOG_POOLER_ERRORS: key 'log_pooler_errors' is not supported yet and is ignored"),
        "ignored key from the environment warns");
     config_free(cfg);
 
@@ -705,7 +720,8 @@ static int count_differences(char **a, char **b)
 
 static void test_items_list_keys_with_a_field_in_table_order(void)
 {
-    static const char *const ignored[] = {"job_name", "syslog", "tcp_defer_accept", "peer_id", "auth_ident_file"};
+    static const char *const ignored[] = {"job_name", "log_pooler_errors", "tcp_defer_accept", "peer_id",
+                                          "auth_ident_file"};
     static const char *const restart[] = {"listen_addr",    "listen_port",  "unix_socket_dir",   "unix_socket_mode",
                                           "listen_backlog", "so_reuseport", "workers",           "user",
                                           "pidfile",        "logfile",      "unix_socket_group", "disable_pqexec"};
@@ -735,7 +751,7 @@ static void test_items_list_keys_with_a_field_in_table_order(void)
         }
         free(it.value);
     }
-    is_int(bad_ignored, 0, "no ignored key (syslog, tcp_defer_accept, ...) is listed");
+    is_int(bad_ignored, 0, "no ignored key (log_pooler_errors, tcp_defer_accept, ...) is listed");
     is_int(duplicates, 0, "every key is listed once");
     is_int(restart_listed, 12, "the twelve start-only keys are listed as not changeable");
     is_int(restart_only, 12, "every other key is changeable");
@@ -1008,6 +1024,12 @@ static void test_set(void)
        "the value is taken as is, not unquoted again");
     ok(config_set(cfg, "DEFAULT_POOL_SIZE", "9", NULL) && cfg->default_pool_size == 9,
        "key names are case-insensitive");
+    ok(config_set(cfg, "log_format", "JSON", NULL) && cfg->log_format == LOG_FORMAT_JSON, "SET log_format = json");
+    ok(config_set(cfg, "syslog", "1", NULL) && cfg->syslog, "SET syslog = 1");
+    ok(config_set(cfg, "syslog_ident", "bun2", NULL) && strcmp(cfg->syslog_ident, "bun2") == 0, "SET syslog_ident");
+    ok(config_set(cfg, "syslog_facility", "local3", NULL) &&
+           strcmp(log_syslog_facilities[cfg->syslog_facility], "local3") == 0,
+       "SET syslog_facility = local3");
 
     before = item_values(cfg);
     expect_set_error(cfg, "default_pool_size", "abc", "default_pool_size: invalid integer 'abc'");
@@ -1020,7 +1042,10 @@ static void test_set(void)
     expect_set_error(cfg, "server_tls_sslmode", "sometimes", "server_tls_sslmode: invalid value 'sometimes'");
     expect_set_error(cfg, "auth_type", "pam", "auth_type: auth_type 'pam' is not supported yet");
     expect_set_error(cfg, "foo", "1", "unknown key 'foo'");
-    expect_set_error(cfg, "syslog", "1", "syslog: not supported yet");
+    expect_set_error(cfg, "log_pooler_errors", "1", "log_pooler_errors: not supported yet");
+    expect_set_error(cfg, "log_format", "xml", "log_format: invalid value 'xml'");
+    expect_set_error(cfg, "syslog_facility", "local8", "syslog_facility: invalid value 'local8'");
+    expect_set_error(cfg, "syslog", "maybe", "syslog: invalid boolean 'maybe' (expected 0 or 1)");
     expect_set_error(cfg, "listen_port", "7000", "listen_port: cannot be changed without a restart");
     expect_set_error(cfg, "Listen_Port", "x", "listen_port: cannot be changed without a restart");
     for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)

@@ -376,6 +376,7 @@ class Pgbun:
         self.extra_logs = extra_logs
         self.proc = None
         self.returncode = None
+        self.config = None
         self._conns = []
         self._wires = []
 
@@ -462,6 +463,23 @@ class Pgbun:
     def sanitizer_reports(self):
         text = self.log_text()
         return [m for m in SANITIZER_MARKERS if m in text]
+
+    def non_json_log_lines(self):
+        """With log_format = json (in the config it started with): the log lines that are not JSON objects.
+        A daemon that never started may have said why on stderr, in plain words."""
+        fmt = self.config.get("log_format") if self.config else None
+        fmt = fmt or (self.env or {}).get("PGBUN_LOG_FORMAT")
+        text = self.log_text()
+        if IS_PGBOUNCER or str(fmt).lower() != "json" or " started (pid " not in text:
+            return []
+        bad = []
+        for line in text.splitlines():
+            try:
+                if not isinstance(json.loads(line), dict):
+                    bad.append(line)
+            except ValueError:
+                bad.append(line)
+        return bad
 
     # -------------------------------------------------------- clients
 
@@ -671,6 +689,10 @@ def start_pgbun(pg, pgbun_workdir, request):
         if reports:
             problems.append(f"sanitizer report ({', '.join(reports)}) in the log:\n"
                             f"{bun.log_text()[-8000:]}")
+        bad = bun.non_json_log_lines()
+        if bad:
+            problems.append(f"log_format = json, but {len(bad)} log lines are not JSON objects, first:\n"
+                            + "\n".join(bad[:5]))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 

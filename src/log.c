@@ -41,7 +41,7 @@ static const int  facility_codes[] = {LOG_AUTH,   LOG_AUTHPRIV, LOG_DAEMON, LOG_
 static const char *const level_names[] = {"FATAL", "ERROR", "WARNING", "LOG", "DEBUG", "NOISE"};
 static const int         level_prios[] = {LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG};
 static const char *const event_names[] = {"process", "config", "admin",  "client", "server",
-                                          "pool",    "auth",   "cancel", "stats"};
+                                          "pool",    "auth",   "cancel", "stats",  "metrics"};
 
 static int             cur_level = LOGL_INFO;
 static enum log_format cur_format = LOG_FORMAT_TEXT;

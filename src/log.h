@@ -46,6 +46,7 @@ enum log_event {
     LOGE_AUTH,    /* auth_query lookups */
     LOGE_CANCEL,  /* cancel requests */
     LOGE_STATS,   /* log_stats figures, each pool's totals at exit */
+    LOGE_METRICS, /* the metrics endpoint */
 };
 
 #ifndef LOG_EVENT

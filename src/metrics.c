@@ -11,6 +11,7 @@
  * SHOW results are read row by row; the families are then written one after
  * another, each under its HELP and TYPE lines, as both formats require.
  */
+#define LOG_EVENT LOGE_METRICS /* the event kind of this file's log lines (log.h) */
 #include "metrics.h"
 
 #include <errno.h>

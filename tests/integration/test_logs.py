@@ -32,6 +32,8 @@ import socket
 import subprocess
 import tempfile
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -45,7 +47,7 @@ from conftest import (IS_PGBOUNCER, IS_ROOT, RUN_USER, TEST_WORKERS, Pgbun, _ini
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="log_format and pgbun's log lines are pgbun's own")
 
 LEVELS = {"FATAL", "ERROR", "WARNING", "LOG", "DEBUG", "NOISE"}
-EVENTS = {"process", "config", "admin", "client", "server", "pool", "auth", "cancel", "stats"}
+EVENTS = {"process", "config", "admin", "client", "server", "pool", "auth", "cancel", "stats", "metrics"}
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$")
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \d+ (FATAL|ERROR|WARNING|LOG|DEBUG|NOISE) ")
 STR, INT, NUM = (str,), (int,), (int, float)
@@ -242,11 +244,25 @@ def test_every_json_line_has_the_documented_fields_and_no_secret(start_pgbun, pg
     recorded = Recorded(monkeypatch)
     auth = {**default_auth_file(), MD5_USER: MD5_PASS, SCRAM_USER: SCRAM_SECRET, ADMIN_USER: ADMIN_PASS}
     logfile = pgbun_workdir / "logs-pgbun.log"
+    metrics_port = free_port()
     bun = start_pgbun(config={"log_format": "json", "auth_type": "md5", "admin_users": ADMIN_USER,
                               "auth_user": "postgres", "pool_mode": "transaction", "default_pool_size": 1,
-                              "stats_period": 1, "verbose": 1, "job_name": "logs", "logfile": logfile},
+                              "stats_period": 1, "verbose": 1, "job_name": "logs", "logfile": logfile,
+                              "metrics_listen_port": metrics_port, "metrics_auth_users": ADMIN_USER},
                       auth_file=auth)
     killed = run_workload(bun, pg)
+    # A scrape with the admin's password in its Authorization header, and one with a wrong one.
+    tokens = []
+    for password, code in ((ADMIN_PASS, 200), (WRONG_PASS, 401)):
+        token = base64.b64encode(f"{ADMIN_USER}:{password}".encode()).decode()
+        tokens.append(token)
+        req = urllib.request.Request(f"http://127.0.0.1:{metrics_port}/metrics",
+                                     headers={"Authorization": "Basic " + token})
+        try:
+            got = urllib.request.urlopen(req, timeout=10).status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert got == code, (password, got)
     assert bun.stop() == 0
     text = bun.stderr_path.read_text(errors="replace")
     objs = log_objects(text)
@@ -284,6 +300,8 @@ def test_every_json_line_has_the_documented_fields_and_no_secret(start_pgbun, pg
     assert max(o["queries_per_sec"] for o in pool_period) > 0
     assert totals[0]["queries"] >= 15 and totals[0]["xacts"] >= 15, totals[0]
     assert [o["msg"] for o in objs if o["event"] == "process"][-2:] == ["shutting down", "stopped"]
+    assert lines_of(objs, "metrics", "metrics endpoint listening on 127.0.0.1"), "the endpoint's line"
+    assert lines_of(objs, "metrics", "a scrape of"), "the scrape's debug line"
 
     # No secret, in any form the test can know.
     secrets = [MD5_PASS, SCRAM_PASS, LOOKED_PASS, ADMIN_PASS, WRONG_PASS, SCRAM_SECRET]
@@ -292,7 +310,7 @@ def test_every_json_line_has_the_documented_fields_and_no_secret(start_pgbun, pg
     for role, stored in roles.items():
         secrets.append(stored)  # what auth_query answers
         secrets += scram_keys(stored, {MD5_USER: MD5_PASS, SCRAM_USER: SCRAM_PASS, LOOKED_USER: LOOKED_PASS}[role])
-    secrets += recorded.sent
+    secrets += recorded.sent + tokens
     assert len(recorded.sent) >= 3, recorded.sent
     raw = bun.log_text()
     leaked = [s for s in secrets if s and s in raw]

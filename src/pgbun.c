@@ -178,7 +178,8 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
         if (old->listen_port != cfg->listen_port || strcmp(old->listen_addr, cfg->listen_addr) != 0 ||
             strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0)
             log_warning("listen_addr, listen_port and unix_socket_dir changes take effect after a restart");
-        if (cfg->logfile && (!old->logfile || strcmp(old->logfile, cfg->logfile) != 0) && !log_set_file(cfg->logfile))
+        /* Reopened even under the same name, as PgBouncer does: a RELOAD or SIGHUP after rotating the file. */
+        if (cfg->logfile && cfg->logfile[0] != '\0' && !log_set_file(cfg->logfile))
             log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
         reconnect = server_tls_changed(old, cfg);
         metrics_apply(old, cfg);

@@ -317,6 +317,30 @@ def test_every_json_line_has_the_documented_fields_and_no_secret(start_pgbun, pg
     assert not leaked, f"secrets in the log: {leaked}"
 
 
+@pytest.mark.parametrize("how", ["sighup", "reload"])
+def test_the_logfile_is_reopened_after_rotation(start_pgbun, pg, pgbun_workdir, how):
+    """As PgBouncer: logrotate renames the file, then SIGHUP or RELOAD makes pgbun write a new one."""
+    logfile = pgbun_workdir / "rotate-pgbun.log"
+    bun = start_pgbun(config={"admin_users": "postgres", "logfile": logfile})
+    with bun.connect() as conn:
+        conn.execute("SELECT 1")
+    rotated = pgbun_workdir / "rotate-pgbun.log.1"
+    os.rename(logfile, rotated)
+    if how == "sighup":
+        os.kill(bun.proc.pid, signal.SIGHUP)
+    else:
+        with bun.connect(dbname="pgbun") as adm:
+            adm.execute("RELOAD")
+    wait_until(logfile.exists, 10, what="a new logfile after the rotation")
+    with bun.connect() as conn:
+        conn.execute("SELECT 1")
+    wait_until(lambda: "login succeeded" in logfile.read_text(errors="replace"), 10,
+               what="the next login in the new logfile")
+    before = rotated.read_text(errors="replace")
+    assert "login succeeded" in before
+    assert logfile.read_text(errors="replace").count("login succeeded") == 1
+
+
 def test_a_reload_switches_text_to_json(start_pgbun, pg):
     bun = start_pgbun(config={"admin_users": "postgres"})
     rewrite_config(bun, pg, log_format="json")

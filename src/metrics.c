@@ -1,11 +1,12 @@
 /*
  * metrics.c - GET /metrics: the pgbouncer_exporter's metrics and pgbun's own.
  *
- * A scrape stops the world once (worker.h), reads everything into text and
- * starts it again; the reply is sent from worker 0's loop like any other
- * write. The exporter's metrics come from the console's SHOW results (a
- * rowset sink), column by column as that exporter maps them, so that the
- * endpoint, the console and an exporter in front of the console agree.
+ * The exporter's metrics come from the console's SHOW results (a rowset
+ * sink), column by column as that exporter maps them, so that the endpoint,
+ * the console and an exporter in front of the console agree; SHOW
+ * STATS_TOTALS's are added up from the same pool counters as pgbun's own.
+ * A scrape reads each part with the world stopped (worker.h), one part per
+ * turn of worker 0's loop, then writes the text in slices (struct job).
  *
  * Each metric family gathers its samples in a buffer of its own while the
  * SHOW results are read row by row; the families are then written one after
@@ -22,6 +23,7 @@
 #include <event2/listener.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,23 +446,34 @@ struct show_map {
     int                      ncols;
 };
 
-static const char *const db_labels[] = {"database", NULL};
 static const char *const pool_labels[] = {"database", "user", NULL};
 static const char *const databases_labels[] = {"name", "host", "port", "database", "force_user", "pool_mode", NULL};
 
-static const struct column_map stats_cols[] = {
-    {"query_count", F_S_QUERIES, false},
-    {"query_time", F_S_QUERY_SECONDS, true},
-    {"bytes_received", F_S_RECEIVED, false},
-    {"bytes_sent", F_S_SENT, false},
-    {"wait_time", F_S_WAIT_SECONDS, true},
-    {"xact_count", F_S_XACTS, false},
-    {"xact_time", F_S_XACT_SECONDS, true},
-    {"client_parse_count", F_S_CLIENT_PARSES, false},
-    {"server_parse_count", F_S_SERVER_PARSES, false},
-    {"bind_count", F_S_BINDS, false},
-    {"server_assignment_count", F_S_ASSIGNMENTS, false},
+/*
+ * SHOW STATS_TOTALS's columns (the exporter's source of these) are each
+ * database's pools' counters added up: they are added up here from the
+ * same counters, in the pass over the pools that makes the histograms,
+ * rather than read back from its text. Its column, then the counter.
+ */
+static const struct {
+    const char *column;
+    enum fam    fam;
+    size_t      offset; /* in struct stats */
+    bool        usec;
+} totals_map[] = {
+    {"query_count", F_S_QUERIES, offsetof(struct stats, query_count), false},
+    {"query_time", F_S_QUERY_SECONDS, offsetof(struct stats, query_time), true},
+    {"bytes_received", F_S_RECEIVED, offsetof(struct stats, bytes_in), false},
+    {"bytes_sent", F_S_SENT, offsetof(struct stats, bytes_out), false},
+    {"wait_time", F_S_WAIT_SECONDS, offsetof(struct stats, wait_time), true},
+    {"xact_count", F_S_XACTS, offsetof(struct stats, xact_count), false},
+    {"xact_time", F_S_XACT_SECONDS, offsetof(struct stats, xact_time), true},
+    {"client_parse_count", F_S_CLIENT_PARSES, offsetof(struct stats, parse_count), false},
+    {"server_parse_count", F_S_SERVER_PARSES, offsetof(struct stats, server_parse_count), false},
+    {"bind_count", F_S_BINDS, offsetof(struct stats, bind_count), false},
+    {"server_assignment_count", F_S_ASSIGNMENTS, offsetof(struct stats, assignments), false},
 };
+#define NTOTALS ((int)(sizeof(totals_map) / sizeof(totals_map[0])))
 
 static const struct column_map pools_cols[] = {
     {"cl_active", F_P_CL_ACTIVE, false},
@@ -488,7 +501,6 @@ static const struct column_map databases_cols[] = {
 
 static const struct show_map show_maps[] = {
     {"databases", databases_labels, databases_cols, sizeof(databases_cols) / sizeof(databases_cols[0])},
-    {"stats_totals", db_labels, stats_cols, sizeof(stats_cols) / sizeof(stats_cols[0])},
     {"pools", pool_labels, pools_cols, sizeof(pools_cols) / sizeof(pools_cols[0])},
 };
 
@@ -747,11 +759,12 @@ struct db_hist {
     char          *name;
     uint64_t       prom[STATS_PROM_KINDS][STATS_PROM_BUCKETS];
     uint64_t       sum[STATS_PROM_KINDS]; /* us */
+    uint64_t       totals[NTOTALS];       /* as totals_map names them */
 };
 
 /* The SHOW commands a scrape reads, in the order their metrics are written. */
-enum { T_LISTS, T_CONFIG, T_CLIENTS, T_DATABASES, T_STATS, T_POOLS, NTABLES };
-static const char *const table_show[NTABLES] = {"lists", "config", "clients", "databases", "stats_totals", "pools"};
+enum { T_LISTS, T_CONFIG, T_CLIENTS, T_DATABASES, T_POOLS, NTABLES };
+static const char *const table_show[NTABLES] = {"lists", "config", "clients", "databases", "pools"};
 
 struct snapshot {
     struct table      tables[NTABLES];
@@ -820,6 +833,8 @@ static bool snap_pool(struct snapshot *sn, struct pool *p)
     h->sum[STATS_PROM_QUERY] += total.query_time;
     h->sum[STATS_PROM_XACT] += total.xact_time;
     h->sum[STATS_PROM_WAIT] += total.wait_time;
+    for (int i = 0; i < NTOTALS; i++)
+        h->totals[i] += *(const uint64_t *)(const void *)((const char *)&total + totals_map[i].offset);
     return true;
 }
 
@@ -971,13 +986,20 @@ static bool observed(const struct db_hist *h, enum stats_prom kind)
     return false;
 }
 
-static void write_histograms(struct scrape *sc, const struct db_hist *h)
+/* A database's SHOW STATS_TOTALS metrics and its histograms. */
+static void write_database(struct scrape *sc, const struct db_hist *h)
 {
     const char *const names[] = {"database"};
     const char *const values[] = {h->name};
     struct labels     l;
 
     labels_make(sc, &l, names, values, 1);
+    for (int i = 0; i < NTOTALS && l.text != NULL; i++) {
+        if (totals_map[i].usec)
+            sample_usec(sc, totals_map[i].fam, l.text, h->totals[i]);
+        else
+            sample_u64(sc, totals_map[i].fam, l.text, h->totals[i]);
+    }
     /* As a client library's histogram with labels: a database's series appear with its first observation. */
     if (l.text != NULL) {
         if (observed(h, STATS_PROM_QUERY)) put_histogram(sc, F_QUERY_SECONDS, l.text, h, STATS_PROM_QUERY);
@@ -1091,11 +1113,11 @@ static void write_row(struct job *j, int t, size_t i)
 /* A mapped table begins: its reader starts afresh. */
 static void begin_table(struct job *j, int t)
 {
-    static const int map_of[NTABLES] = {[T_DATABASES] = 0, [T_STATS] = 1, [T_POOLS] = 2};
+    static const int map_of[NTABLES] = {[T_DATABASES] = 0, [T_POOLS] = 1};
 
     memset(&j->rd, 0, sizeof(j->rd));
     j->rd.sc = &j->sc;
-    if (t == T_DATABASES || t == T_STATS || t == T_POOLS) j->rd.map = &show_maps[map_of[t]];
+    if (t == T_DATABASES || t == T_POOLS) j->rd.map = &show_maps[map_of[t]];
 }
 
 /* Counted clients, written once SHOW CLIENTS has been read. */
@@ -1143,7 +1165,7 @@ static bool write_slice(struct job *j)
             j->hist = j->sn.dbs;
         } else if (j->stage == STAGE_HIST) {
             for (; j->hist != NULL && budget > 0; j->hist = j->hist->hh.next, budget -= 8)
-                write_histograms(&j->sc, j->hist);
+                write_database(&j->sc, j->hist);
             if (j->hist != NULL) break;
             last_stopped_len = j->stopped;
             write_process(&j->sc, &j->sn);

@@ -161,33 +161,30 @@ struct db_index {
 /* The databases in order of their first pool; *n of them, malloc'd (NULL and 0 when out of memory). */
 static struct db_sum *sum_by_db(int *n)
 {
-    struct db_sum   *sums = NULL;
+    struct db_sum   *sums;
     struct db_index *index = NULL, *slots;
-    int              count = 0, cap = 0, npools = 0;
+    int              count = 0, npools = 0;
 
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p))
         npools++;
     *n = 0;
+    /* As many as there are pools at most, allocated once: each holds two struct stats (~6 KB), not to be moved. */
     if ((slots = calloc((size_t)npools + 1, sizeof(*slots))) == NULL) return NULL;
+    if ((sums = calloc((size_t)npools + 1, sizeof(*sums))) == NULL) {
+        free(slots);
+        return NULL;
+    }
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
         struct db_index *e;
         struct db_sum   *d;
 
         HASH_FIND_STR(index, p->dbname, e);
         if (e == NULL) {
-            if (count == cap) {
-                struct db_sum *grown = realloc(sums, (size_t)(cap = cap ? cap * 2 : 8) * sizeof(*sums));
-
-                if (grown == NULL) break;
-                sums = grown;
-            }
             e = &slots[count];
             e->i = count;
             HASH_ADD_KEYPTR(hh, index, p->dbname, strlen(p->dbname), e);
             if (e->hh.tbl == NULL) break;
-            d = &sums[count++];
-            memset(d, 0, sizeof(*d));
-            d->name = p->dbname;
+            sums[count++].name = p->dbname;
         }
         d = &sums[e->i];
         stats_add(&d->total, &p->stats);

@@ -1837,12 +1837,29 @@ static const struct key *entry_table(enum config_entry_kind kind, size_t *n)
 bool config_show(enum config_entry_kind kind, const char *column, const void *entry, const struct config_settings *eff,
                  struct config_shown *out)
 {
-    size_t            n;
+    /*
+     * SHOW DATABASES asks for every column of every entry: what a column is
+     * (a key, or none: a column of SHOW's own) is remembered by name.
+     */
+    static _Thread_local struct {
+        char              column[32];
+        const struct key *k; /* NULL: no key has this column */
+    } seen[2][64];
+    size_t            n, len = strlen(column), slot = (len * 31 + (unsigned char)column[0]) % 64;
     const struct key *table = entry_table(kind, &n), *k = NULL;
     const char       *at;
+    int               which = kind == CONFIG_DATABASE ? 0 : 1;
 
-    for (size_t i = 0; i < n && k == NULL; i++)
-        if (own_field(&table[i]) && table[i].column != NULL && strcmp(table[i].column, column) == 0) k = &table[i];
+    if (strcmp(seen[which][slot].column, column) == 0 && column[0] != '\0') {
+        k = seen[which][slot].k;
+    } else {
+        for (size_t i = 0; i < n && k == NULL; i++)
+            if (own_field(&table[i]) && table[i].column != NULL && strcmp(table[i].column, column) == 0) k = &table[i];
+        if (len < sizeof(seen[which][slot].column)) {
+            memcpy(seen[which][slot].column, column, len + 1);
+            seen[which][slot].k = k;
+        }
+    }
     if (k == NULL) return false;
     out->type = SHOWN_NULL;
     if (k->flags & KF_OWN) {

@@ -799,7 +799,7 @@ static bool snap_pool(struct snapshot *sn, struct pool *p)
 
     memset(&total, 0, sizeof(total));
     for (struct pool *q = p; q != NULL; q = pool_next_same(q))
-        stats_add(&total, &q->stats);
+        stats_add_counters(&total, &q->stats);
     if ((ps->dbname = strdup(p->dbname)) == NULL || (ps->user = strdup(p->user)) == NULL) {
         free(ps->dbname);
         ps->dbname = NULL;

@@ -87,7 +87,7 @@ static void show_pools(struct rowset *rs)
         {"total_query_count", COL_INT8},
         {"query_p95_us", COL_INT8},
     };
-    static struct stats total, period; /* ~2.5 KiB each: kept off the stack */
+    static struct stats total, period; /* ~3 KiB each: kept off the stack */
     usec_t              now = pgbun_now();
 
     rowset_begin(rs, cols, NCOLS(cols));
@@ -97,8 +97,8 @@ static void show_pools(struct rowset *rs)
         usec_t wait = 0;
 
         if (pool_seen(p)) continue;
-        memset(&total, 0, sizeof(total));
-        memset(&period, 0, sizeof(period));
+        memset(&total, 0, STATS_SCALARS * sizeof(total.all[0])); /* only counters are added to it */
+        memset(period.hist, 0, sizeof(period.hist));
         for (struct pool *q = p; q != NULL; q = pool_next_same(q)) {
             usec_t since = pool_waiting_since(q);
             int    qs, qw;
@@ -112,8 +112,13 @@ static void show_pools(struct rowset *rs)
             waiting += qw;
             used += stale(q);
             if (since != 0 && now - since > wait) wait = now - since;
-            stats_add(&total, &q->stats);
-            stats_add(&period, &q->last_period);
+            /* What the row shows: four counters, and the histogram its p95 comes from. */
+            total.assignments += q->stats.assignments;
+            total.reused += q->stats.reused;
+            total.xact_count += q->stats.xact_count;
+            total.query_count += q->stats.query_count;
+            if (q != p || pool_next_same(q) != NULL)
+                stats_add_hist(&period, stats_last_period_len() > 0 ? &q->last_period : &q->stats);
         }
         rowset_text(rs, p->dbname);
         rowset_text(rs, p->user);
@@ -137,7 +142,11 @@ static void show_pools(struct rowset *rs)
         rowset_int(rs, (int64_t)total.xact_count);
         rowset_int(rs, (int64_t)total.query_count);
         /* Until a first stats_period has ended, over everything so far. */
-        rowset_int(rs, stats_percentile(stats_last_period_len() > 0 ? &period : &total, 0.95));
+        /* One worker's pool (the usual case): its own histogram, not a copy. */
+        rowset_int(rs, stats_percentile(pool_next_same(p) != NULL     ? &period
+                                        : stats_last_period_len() > 0 ? &p->last_period
+                                                                      : &p->stats,
+                                        0.95));
     }
     rowset_end(rs, "SHOW");
 }
@@ -187,7 +196,7 @@ static struct db_sum *sum_by_db(int *n)
             sums[count++].name = p->dbname;
         }
         d = &sums[e->i];
-        stats_add(&d->total, &p->stats);
+        stats_add_counters(&d->total, &p->stats); /* the percentiles are the period's */
         stats_add(&d->period, &p->last_period);
         if (pool_peak_db_servers(p) > d->max_servers) d->max_servers = pool_peak_db_servers(p);
     }
@@ -312,8 +321,8 @@ static void show_totals(struct rowset *rs)
     memset(&total, 0, sizeof(total));
     memset(&period, 0, sizeof(period));
     for (struct pool *p = pool_first(); p != NULL; p = pool_next(p)) {
-        stats_add(&total, &p->stats);
-        stats_add(&period, &p->last_period);
+        stats_add_counters(&total, &p->stats);
+        stats_add_counters(&period, &p->last_period);
     }
     {
         const struct stats *t = &total, *a = &period;

@@ -97,6 +97,21 @@ void stats_add(struct stats *dst, const struct stats *src)
         dst->all[i] += src->all[i];
 }
 
+void stats_add_counters(struct stats *dst, const struct stats *src)
+{
+    for (size_t i = 0; i < STATS_SCALARS; i++)
+        dst->all[i] += src->all[i];
+    for (int k = 0; k < STATS_PROM_KINDS; k++)
+        for (int i = 0; i < STATS_PROM_BUCKETS; i++)
+            dst->prom[k][i] += src->prom[k][i];
+}
+
+void stats_add_hist(struct stats *dst, const struct stats *src)
+{
+    for (int i = 0; i < STATS_BUCKETS; i++)
+        dst->hist[i] += src->hist[i];
+}
+
 void stats_diff(struct stats *dst, const struct stats *now, const struct stats *then)
 {
     for (size_t i = 0; i < NCOUNTERS; i++)

@@ -106,6 +106,10 @@ void     stats_event(enum stats_event e);
 uint64_t stats_event_count(enum stats_event e);
 /* dst += src */
 void stats_add(struct stats *dst, const struct stats *src);
+/* dst += src for the counters and the metrics buckets only, not the fine histogram (a tenth of the work). */
+void stats_add_counters(struct stats *dst, const struct stats *src);
+/* dst += src for the fine histogram only (what stats_percentile reads). */
+void stats_add_hist(struct stats *dst, const struct stats *src);
 /* dst = now - then (counters only grow, so every field stays >= 0) */
 void stats_diff(struct stats *dst, const struct stats *now, const struct stats *then);
 /* The q-quantile (0 < q <= 1) of the histogram's queries in us; 0 when it is empty. */

@@ -132,6 +132,18 @@ static void test_prom_buckets(void)
     stats_add(&sum, &st);
     stats_add(&sum, &st);
     is_int(sum.prom[STATS_PROM_QUERY][0], 4, "stats_add adds the buckets");
+    {
+        static struct stats c, h;
+
+        stats_add_counters(&c, &st);
+        is_int(c.query_count, st.query_count, "stats_add_counters adds the counters");
+        is_int(c.prom[STATS_PROM_QUERY][0], 2, "and the metrics buckets");
+        is_int(c.hist[stats_bucket(100)], 0, "not the fine histogram");
+        stats_add_hist(&h, &st);
+        is_int(h.hist[stats_bucket(100)], st.hist[stats_bucket(100)], "stats_add_hist adds the fine histogram");
+        is_int(h.query_count, 0, "and nothing else");
+        is_int(stats_percentile(&h, 1.0), stats_percentile(&st, 1.0), "which is all a percentile reads");
+    }
     stats_event(STATS_EV_AUTHQ_LOOKUP);
     stats_event(STATS_EV_AUTHQ_LOOKUP);
     is_int(stats_event_count(STATS_EV_AUTHQ_LOOKUP), 2, "process-wide events are counted");

@@ -1,11 +1,17 @@
 """The container stack (docker-compose.yml, docker-compose.dev.yml,
 docker/Dockerfile, docker/Dockerfile.test, docker/dev-watch, .dockerignore,
-.env.example), checked without a Docker engine, since none runs on CI:
+.env.example, docker/prometheus.yml, docker/grafana-pgbun-dashboard.json),
+checked without a Docker engine, since none runs on CI:
 
 - Debian's docker-compose 1.29 validates the compose files against the
   Compose Specification and resolves them; the resolved stack is checked
   (services, network, volume, health conditions, ports, profiles, mounts), and
   so are the variables against .env.example;
+- the `monitoring` profile adds Prometheus and nothing else; promtool checks
+  its config, which scrapes the port pgbun's metrics are on;
+- the Grafana dashboard is JSON Grafana 9+ imports, its data source is the
+  variable ${DS_PROMETHEUS}, its queries are PromQL (promtool parses them) and
+  name only metrics pgbun serves (metrics_names.py);
 - the Dockerfiles are read: their build step is scripts/build, their runtime
   stages install a package for every library the binaries load;
 - the build step is run the way the image build runs it: on a copy of the
@@ -18,6 +24,7 @@ The two that build are skipped with ONCE_PER_CHECK_DONE=1: scripts/check
 sets it after the first run of the suite, so they run once per check.
 """
 
+import json
 import os
 import re
 import shlex
@@ -30,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from conftest import IS_PGBOUNCER, KEEP, RUN_USER, SRCDIR, free_port, pgbun_env, port_accepts, run, wait_until
+from metrics_names import sample_names
 
 COMPOSE = SRCDIR / "docker-compose.yml"
 COMPOSE_DEV = SRCDIR / "docker-compose.dev.yml"
@@ -38,6 +46,9 @@ DOCKERIGNORE = SRCDIR / ".dockerignore"
 DOCKERFILE = SRCDIR / "docker" / "Dockerfile"
 DOCKERFILE_TEST = SRCDIR / "docker" / "Dockerfile.test"
 DEV_WATCH = SRCDIR / "docker" / "dev-watch"
+PROMETHEUS_YML = SRCDIR / "docker" / "prometheus.yml"
+DASHBOARD = SRCDIR / "docker" / "grafana-pgbun-dashboard.json"
+PROMTOOL = "/usr/bin/promtool"
 
 # What `make install` must put in bin (the test-runner image runs pgbun-loadtest).
 INSTALLED = ("pgbun", "pgbun-admin", "pgbun-loadtest")
@@ -141,7 +152,7 @@ def test_compose_files_validate():
 def test_compose_stack():
     stack = resolved()
     services = stack["services"]
-    assert set(services) == {"postgres", "pgbun", "test-runner"}
+    assert set(services) == {"postgres", "pgbun", "test-runner", "prometheus"}
     assert "pgbun_net" in stack["networks"]
     assert "pgbun_data" in stack["volumes"]
     for name, service in services.items():
@@ -182,6 +193,10 @@ def test_compose_stack():
     assert "CREATE ROLE pgbun_user LOGIN PASSWORD ''pgbun_pass''" in init_sql
     assert "CREATE DATABASE pgbun_test" in init_sql
     assert "healthcheck" in bun
+    # The metrics endpoint listens for the stack's network, and is not published on the host.
+    assert env["PGBUN_METRICS_LISTEN_ADDR"] in ("0.0.0.0", "*")
+    metrics_port = int(env["PGBUN_METRICS_LISTEN_PORT"])
+    assert metrics_port not in {target for _, target in published_ports(bun)}
 
     runner = services["test-runner"]
     assert runner["profiles"] == ["test"]
@@ -196,8 +211,173 @@ def test_compose_stack():
     assert renv["METRICS_DIR"] == "/metrics"
     assert Path(mounts(runner)["/metrics"][0]) == SRCDIR / "metrics"
 
-    # `docker compose up` leaves the test-runner out; `run test-runner` starts it.
-    assert docker_compose(["config", "--profiles"]).stdout.split() == ["test"]
+    # `docker compose up` leaves the test-runner and Prometheus out; `run test-runner` starts
+    # the one, `--profile monitoring` the other.
+    assert sorted(docker_compose(["config", "--profiles"]).stdout.split()) == ["monitoring", "test"]
+    assert enabled(stack, ()) == {"postgres", "pgbun"}
+
+
+def enabled(stack, profiles):
+    """The services `docker compose [--profile P ...] up` starts: those with no
+    profile, and those with one of the given profiles."""
+    return {name for name, service in stack["services"].items()
+            if not service.get("profiles") or set(service["profiles"]) & set(profiles)}
+
+
+def test_monitoring_profile_adds_prometheus_and_nothing_else():
+    docker_compose(["--profile", "monitoring", "config", "-q"])
+    docker_compose(["--profile", "monitoring", "config", "-q"], files=(COMPOSE, COMPOSE_DEV))
+    plain = resolved()
+    stack = yaml_of(docker_compose(["--profile", "monitoring", "config"]).stdout)
+    assert enabled(plain, ()) == {"postgres", "pgbun"}
+    assert enabled(stack, ("monitoring",)) == {"postgres", "pgbun", "prometheus"}
+    assert enabled(stack, ("monitoring", "test")) == set(stack["services"])
+    # The profile changes no other service, no network, no volume.
+    assert {k: v for k, v in stack.items() if k != "services"} == {k: v for k, v in plain.items() if k != "services"}
+    for name in plain["services"]:
+        assert stack["services"][name] == plain["services"][name], name
+
+    prom = stack["services"]["prometheus"]
+    assert prom["profiles"] == ["monitoring"]
+    assert prom["image"].startswith("prom/prometheus:v2.")
+    assert "build" not in prom
+    assert list(prom["networks"]) == ["pgbun_net"]
+    # Everything it depends on is up without the profile (compose refuses otherwise).
+    assert set(prom["depends_on"]) <= enabled(plain, ())
+    assert prom["depends_on"]["pgbun"]["condition"] == "service_healthy"
+    assert (9090, 9090) in published_ports(prom)
+    source, read_only = mounts(prom)["/etc/prometheus/prometheus.yml"]
+    assert Path(source) == PROMETHEUS_YML and read_only
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
+
+    # PROMETHEUS_PORT moves it on the host.
+    moved = yaml_of(docker_compose(["--profile", "monitoring", "config"], env={"PROMETHEUS_PORT": "9191"}).stdout)
+    assert (9191, 9090) in published_ports(moved["services"]["prometheus"])
+
+
+def yaml_of(text):
+    import yaml  # python3-yaml: a dependency of docker-compose
+    return yaml.safe_load(text)
+
+
+def test_prometheus_config_scrapes_pgbuns_metrics_port():
+    if not os.access(PROMTOOL, os.X_OK):
+        pytest.fail(f"{PROMTOOL} is missing: scripts/deps installs Debian's prometheus package")
+    with tempfile.TemporaryDirectory() as tmp:
+        # promtool reads the file as the container will: alone, under its own name.
+        shutil.copy(PROMETHEUS_YML, Path(tmp) / "prometheus.yml")
+        res = run([PROMTOOL, "check", "config", Path(tmp) / "prometheus.yml"], timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    config = yaml_of(PROMETHEUS_YML.read_text())
+    env = resolved()["services"]["pgbun"]["environment"]
+    (job,) = config["scrape_configs"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"pgbun:{env['PGBUN_METRICS_LISTEN_PORT']}"]
+
+
+def dashboard_exprs(dashboard):
+    """(panel title, expr) of every query of the dashboard, rows' panels included."""
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            for t in p.get("targets", []):
+                out.append((p.get("title"), t["expr"]))
+            walk(p.get("panels", []))
+    walk(dashboard["panels"])
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            out.append((f"variable {var['name']}", q))
+    return out
+
+
+PROMQL_FUNCTIONS_AND_WORDS = {
+    "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "histogram_quantile", "label_replace",
+    "label_values", "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "offset", "bool", "topk", "bottomk", "clamp_min", "clamp_max", "abs", "delta", "deriv", "time",
+    "le", "instance", "database", "user", "side", "worker", "name", "job",
+}
+
+
+def test_grafana_dashboard_is_importable_and_uses_only_served_metrics():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] >= 36, "Grafana 9's schema or later"
+    assert dashboard["title"] and dashboard["uid"]
+    assert "id" not in dashboard or dashboard["id"] is None, "an import must not carry a database id"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+
+    ids, panels = set(), []
+
+    def walk(items):
+        for p in items:
+            panels.append(p)
+            walk(p.get("panels", []))
+    walk(dashboard["panels"])
+    for p in panels:
+        assert p["id"] not in ids, f"panel id {p['id']} twice"
+        ids.add(p["id"])
+        pos = p["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, p["title"]
+        if p["type"] != "row":
+            assert p["datasource"] == ds, p["title"]
+            assert p["targets"], p["title"]
+            for t in p["targets"]:
+                assert t["datasource"] == ds, p["title"]
+    for name, var in variables.items():
+        if var["type"] == "query":
+            assert var["datasource"] == ds, name
+    # What operators look at is there.
+    titles = " | ".join(p["title"].lower() for p in panels)
+    for topic in ("waiting", "longest wait", "reuse", "p95", "queries/s", "transactions/s",
+                  "server connections by state", "worker busy", "tls", "auth_query"):
+        assert topic in titles, f"no panel about {topic}"
+
+    served = sample_names()
+    unknown = []
+    exprs = dashboard_exprs(dashboard)
+    for title, expr in exprs:
+        code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values and strings out
+        code = re.sub(r"\[[^\]]*\]", "", code)               # ranges out
+        for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", code):
+            if word in PROMQL_FUNCTIONS_AND_WORDS or word.startswith("__"):
+                continue
+            if word not in served:
+                unknown.append(f"{title}: {word}")
+    assert not unknown, "names pgbun does not serve:\n" + "\n".join(unknown)
+    used = {w for _, e in exprs for w in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", e) if w in served}
+    for needed in ("pgbun_query_duration_seconds_bucket", "pgbouncer_pools_client_waiting_connections",
+                   "pgbouncer_pools_client_maxwait_seconds", "pgbun_pool_server_assignments_reused_total",
+                   "pgbun_worker_busy_seconds_total", "pgbun_tls_handshakes_total",
+                   "pgbun_auth_query_lookups_total", "pgbouncer_stats_totals_queries_pooled_total",
+                   "pgbouncer_stats_totals_sql_transactions_pooled_total"):
+        assert needed in used, f"the dashboard does not use {needed}"
+
+
+def test_grafana_dashboard_queries_parse_as_promql():
+    """Each query, with Grafana's variables filled in, as a recording rule:
+    promtool parses every expression."""
+    if not os.access(PROMTOOL, os.X_OK):
+        pytest.fail(f"{PROMTOOL} is missing: scripts/deps installs Debian's prometheus package")
+    dashboard = json.loads(DASHBOARD.read_text())
+    rules = []
+    for i, (title, expr) in enumerate(dashboard_exprs(dashboard)):
+        if expr.startswith("label_values("):
+            m = re.fullmatch(r"label_values\((.*), *([a-zA-Z_]+)\)", expr)
+            assert m, expr
+            expr = m.group(1)
+        expr = expr.replace("$__rate_interval", "1m").replace("$instance", ".*").replace("$database", ".*")
+        assert "$" not in expr.replace('"$1"', ""), f"{title}: a variable left: {expr}"
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, f)
+        f.flush()
+        res = run([PROMTOOL, "check", "rules", f.name], timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_compose_variables_reach_the_services():

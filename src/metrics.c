@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -48,7 +49,10 @@
 
 #define MAX_SOCKETS     16
 #define HEADERS_MAX     8192 /* a scraper's request headers; more is refused */
-#define REQUEST_TIMEOUT 10   /* s: a request not complete by then is dropped */
+#define REQUEST_TIMEOUT 10   /* s: a connection that sends nothing for this long is closed */
+#define BODY_MAX        4096 /* a request body (none is wanted): more gets 413 */
+#define REQUEST_MAX_AGE 30   /* s: a connection whose request is not complete by then is shut down */
+#define PENDING_MAX     16   /* connections whose request is not complete: the oldest beyond are shut down */
 
 enum mtype { GAUGE, COUNTER, HISTOGRAM };
 
@@ -1213,6 +1217,7 @@ static void finish(struct job *j)
         evhttp_add_header(evhttp_request_get_output_headers(j->req), "Content-Type",
                           j->openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
                                          : "text/plain; version=0.0.4; charset=utf-8");
+        evhttp_add_header(evhttp_request_get_output_headers(j->req), "Connection", "close");
         evhttp_send_reply(j->req, HTTP_OK, "OK", j->head ? NULL : out);
     }
     if (out != NULL) evbuffer_free(out);
@@ -1260,7 +1265,7 @@ static void start_job(struct evhttp_request *req, bool openmetrics, bool head)
     sample_u64(&j->sc, F_UP, NULL, 1);
     {
         const char *const names[] = {"version"};
-        const char *const values[] = {PGBUN_VERSION};
+        const char *const values[] = {"pgbun " PGBUN_VERSION}; /* SHOW VERSION's text, which the exporter passes on */
         struct labels     l;
 
         labels_make(&j->sc, &l, names, values, 1);
@@ -1272,6 +1277,23 @@ static void start_job(struct evhttp_request *req, bool openmetrics, bool head)
 
 /* ---- HTTP ---- */
 
+/*
+ * evhttp's own timeout is one of inactivity, which a client sending a byte
+ * now and then never meets, and it takes any number of connections. Each
+ * connection's buffer is made here (evhttp_set_bevcb) and held by a
+ * reference of ours; a connection is `served` once its request is complete
+ * (request_cb). Every second a sweep shuts down the socket of one that has
+ * not completed its request within REQUEST_MAX_AGE, and of the oldest past
+ * PENDING_MAX such connections (evhttp sees the end and frees it), and lets
+ * go of those evhttp has freed (bufferevent_free clears their callbacks).
+ * Every reply says Connection: close: one request per connection.
+ */
+struct conn {
+    struct bufferevent *bev;
+    usec_t              since;
+    bool                served;
+};
+
 struct endpoint {
     struct evhttp         *http;
     struct evconnlistener *lev[MAX_SOCKETS];
@@ -1279,6 +1301,9 @@ struct endpoint {
     char                  *unix_paths[MAX_SOCKETS];
     int                    nunix;
     struct event          *resume; /* accepting again after running out of descriptors */
+    struct conn           *conns;  /* oldest first */
+    size_t                 nconns, cap;
+    struct event          *sweep;
 };
 
 static struct endpoint ep;
@@ -1310,11 +1335,77 @@ static bool authorized(struct evhttp_request *req)
     return ok;
 }
 
+static struct bufferevent *new_conn(struct event_base *base, void *arg)
+{
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+
+    (void)arg;
+    if (bev == NULL) return NULL; /* evhttp makes one of its own, untracked */
+    if (ep.nconns == ep.cap) {
+        size_t       cap = ep.cap ? ep.cap * 2 : 16;
+        struct conn *grown = realloc(ep.conns, cap * sizeof(*grown));
+
+        if (grown == NULL) return bev;
+        ep.conns = grown;
+        ep.cap = cap;
+    }
+    bufferevent_incref(bev);
+    ep.conns[ep.nconns++] = (struct conn){bev, pgbun_now(), false};
+    return bev;
+}
+
+static bool conn_freed(struct bufferevent *bev)
+{
+    bufferevent_data_cb rd;
+
+    bufferevent_getcb(bev, &rd, NULL, NULL, NULL);
+    return rd == NULL;
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    usec_t now = pgbun_now();
+    size_t pending = 0, kept = 0, evict;
+
+    (void)fd, (void)what, (void)arg;
+    for (size_t i = 0; i < ep.nconns; i++)
+        if (!ep.conns[i].served && !conn_freed(ep.conns[i].bev)) pending++;
+    evict = pending > PENDING_MAX ? pending - PENDING_MAX : 0;
+    for (size_t i = 0; i < ep.nconns; i++) {
+        struct conn *c = &ep.conns[i];
+
+        if (conn_freed(c->bev)) {
+            bufferevent_decref(c->bev);
+            continue;
+        }
+        if (!c->served && (now - c->since > (usec_t)REQUEST_MAX_AGE * USEC_PER_SEC || evict > 0)) {
+            if (evict > 0) evict--;
+            if (bufferevent_getfd(c->bev) >= 0) shutdown(bufferevent_getfd(c->bev), SHUT_RDWR);
+        }
+        ep.conns[kept++] = *c;
+    }
+    ep.nconns = kept;
+}
+
+/* The request of req's connection is complete: the sweep leaves it alone. */
+static void served(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent       *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+
+    for (size_t i = ep.nconns; bev != NULL && i-- > 0;)
+        if (ep.conns[i].bev == bev) {
+            ep.conns[i].served = true;
+            return;
+        }
+}
+
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
     struct evbuffer *b = evbuffer_new();
 
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; charset=utf-8");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     if (b != NULL) evbuffer_add_printf(b, "%s\n", text);
     evhttp_send_reply(req, code, reason, b);
     if (b != NULL) evbuffer_free(b);
@@ -1333,6 +1424,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
     const char          *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 
     (void)arg;
+    served(req);
     if (path == NULL || strcmp(path, "/metrics") != 0) {
         reply_text(req, HTTP_NOTFOUND, "Not Found", "pgbun serves /metrics only");
         return;
@@ -1489,11 +1581,18 @@ bool metrics_start(const struct pgbun_config *cfg, char **err)
         return false;
     }
     evhttp_set_gencb(ep.http, request_cb, NULL);
+    evhttp_set_bevcb(ep.http, new_conn, NULL);
+    if ((ep.sweep = event_new(worker_get(0)->base, -1, EV_PERSIST, sweep_cb, NULL)) == NULL ||
+        event_add(ep.sweep, &(struct timeval){1, 0}) != 0) {
+        free(list);
+        metrics_stop();
+        return false;
+    }
     evhttp_set_allowed_methods(ep.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_max_headers_size(ep.http, HEADERS_MAX);
-    evhttp_set_max_body_size(ep.http, 0);
+    evhttp_set_max_body_size(ep.http, BODY_MAX); /* read, then refused with 405: a body is never wanted */
     evhttp_set_timeout(ep.http, REQUEST_TIMEOUT);
     for (tok = strtok_r(list, ", ", &save); tok != NULL && ok; tok = strtok_r(NULL, ", ", &save))
         ok = tok[0] == '/' ? listen_unix(tok, cfg->unix_socket_mode, err)
@@ -1543,7 +1642,11 @@ void metrics_stop(void)
         job_free(j);
     }
     if (ep.resume != NULL) event_free(ep.resume);
-    if (ep.http != NULL) evhttp_free(ep.http);
+    if (ep.sweep != NULL) event_free(ep.sweep);
+    if (ep.http != NULL) evhttp_free(ep.http); /* frees its connections: ours are let go of below */
+    for (size_t i = 0; i < ep.nconns; i++)
+        bufferevent_decref(ep.conns[i].bev);
+    free(ep.conns);
     for (int i = 0; i < ep.nunix; i++) {
         unlink(ep.unix_paths[i]);
         free(ep.unix_paths[i]);

@@ -109,6 +109,7 @@ PGBUN = {
     "pgbun_auth_query_lookup_failures_total": ("counter", ()),
     "pgbun_worker_busy_seconds_total": ("counter", ("worker",)),
     "pgbun_metrics_scrape_duration_seconds": ("gauge", ()),
+    "pgbun_metrics_scrape_stopped_seconds": ("gauge", ()),
     "pgbun_metrics_scrapes_total": ("counter", ()),
 }
 

@@ -910,6 +910,14 @@ def test_scrape_counters_count_scrapes(start_pgbun, pg):
     second = scrape(port)
     assert second.one("pgbun_metrics_scrapes_total") == first.one("pgbun_metrics_scrapes_total") + 1
     assert 0 <= second.one("pgbun_metrics_scrape_duration_seconds") < 60
+    # A scrape reads every part before it writes this gauge: its own time with the workers stopped, part
+    # of the time the client waited for it.
+    t0 = time.monotonic()
+    third = scrape(port)
+    waited = time.monotonic() - t0
+    for e in (first, second, third):
+        assert 0 < e.one("pgbun_metrics_scrape_stopped_seconds") < 60
+    assert third.one("pgbun_metrics_scrape_stopped_seconds") <= waited
 
 
 def test_worker_busy_seconds_grow_with_work_and_never_outrun_the_clock(start_pgbun, pg):

@@ -14,14 +14,10 @@ checked without a Docker engine, since none runs on CI:
   name only metrics pgbun serves (metrics_names.py);
 - the Dockerfiles are read: their build step is scripts/build, their runtime
   stages install a package for every library the binaries load;
-- the build step is run the way the image build runs it: on a copy of the
-  tree as the build context sees it through .dockerignore, with the exact
-  command line of the Dockerfile, then `make install`;
-- docker/dev-watch is run on that copy: it starts pgbun, keeps it through a
-  broken build, restarts it after a good one and stops it on SIGTERM.
+- .dockerignore is applied to the tree as Docker applies it.
 
-The two that build are skipped with ONCE_PER_CHECK_DONE=1: scripts/check
-sets it after the first run of the suite, so they run once per check.
+tests/containers builds the images and runs the stack for real on a Docker
+engine; these checks are the fast ones that need none.
 """
 
 import json
@@ -29,14 +25,12 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import IS_PGBOUNCER, KEEP, RUN_USER, SRCDIR, free_port, pgbun_env, port_accepts, run, wait_until
+from conftest import SRCDIR, run
 from metrics_names import sample_names
 
 COMPOSE = SRCDIR / "docker-compose.yml"
@@ -45,22 +39,11 @@ ENV_EXAMPLE = SRCDIR / ".env.example"
 DOCKERIGNORE = SRCDIR / ".dockerignore"
 DOCKERFILE = SRCDIR / "docker" / "Dockerfile"
 DOCKERFILE_TEST = SRCDIR / "docker" / "Dockerfile.test"
-DEV_WATCH = SRCDIR / "docker" / "dev-watch"
 PROMETHEUS_YML = SRCDIR / "docker" / "prometheus.yml"
 DASHBOARD = SRCDIR / "docker" / "grafana-pgbun-dashboard.json"
 PROMTOOL = "/usr/bin/promtool"
 
-# What `make install` must put in bin (the test-runner image runs pgbun-loadtest).
-INSTALLED = ("pgbun", "pgbun-admin", "pgbun-loadtest")
-# Libraries that come with debian:12-slim itself.
-BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}
-
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-build_tests = pytest.mark.skipif(
-    bool(os.environ.get("ONCE_PER_CHECK_DONE")) or IS_PGBOUNCER,
-    reason="ONCE_PER_CHECK_DONE is set (the build already ran once in this check)"
-    if os.environ.get("ONCE_PER_CHECK_DONE") else "pgbun's own tree")
 
 
 # ---------------------------------------------------------------- compose
@@ -117,14 +100,17 @@ def resolved(files=(COMPOSE,), env_file=None, env=None):
     return yaml.safe_load(docker_compose(["config"], files, env_file, env).stdout)
 
 
-def published_ports(service):
+def published_ports(service, with_ip=False):
+    """{(published, target)} of a service's ports, or {(host ip, published, target)}."""
     ports = set()
     for p in service.get("ports", []):
         if isinstance(p, dict):
-            ports.add((int(p["published"]), int(p["target"])))
+            ip, published, target = p.get("host_ip"), p["published"], p["target"]
         else:
-            published, target = str(p).rsplit(":", 2)[-2:]
-            ports.add((int(published), int(target)))
+            parts = str(p).split("/")[0].split(":")
+            ip = parts[-3] if len(parts) > 2 else None
+            published, target = parts[-2:]
+        ports.add((ip, int(published), int(target)) if with_ip else (int(published), int(target)))
     return ports
 
 
@@ -172,7 +158,12 @@ def test_compose_stack():
     assert "target" not in bun["build"], "the default build is the runtime image"
     assert bun["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert bun["mem_limit"] == "256m"
-    assert (6432, 6432) in published_ports(bun)
+    # Published on the host's loopback only, by default.
+    assert published_ports(bun, with_ip=True) == {("127.0.0.1", 6432, 6432)}
+    assert bun["read_only"] is True
+    assert bun["build"]["args"] == {"BASE_IMAGE": "debian:12-slim"}
+    assert services["test-runner"]["build"]["args"] == {"BASE_IMAGE": "debian:12-slim"}
+    assert bun["ulimits"]["nofile"] >= 2 * 1000 + 100
     env = bun["environment"]
     assert env["SERVER_HOST"] == "postgres" and env["SERVER_PORT"] == "5432"
     assert env["LISTEN_ADDR"] == "*" and env["LISTEN_PORT"] == "6432"
@@ -382,8 +373,14 @@ def test_grafana_dashboard_queries_parse_as_promql():
 
 def test_compose_variables_reach_the_services():
     stack = resolved(env={"POOL_MODE": "session", "PGBUN_PORT": "7432", "PGBUN_MEM_LIMIT": "512m",
-                          "DEFAULT_POOL_SIZE": "7", "PGBUN_QUERY_WAIT_TIMEOUT": "9"})
+                          "DEFAULT_POOL_SIZE": "7", "PGBUN_QUERY_WAIT_TIMEOUT": "9",
+                          "PGBUN_PUBLISH_ADDR": "0.0.0.0", "PGBUN_BASE_IMAGE": "local/debian:12",
+                          "PGBUN_PG_IMAGE": "local/postgres:15"})
     bun = stack["services"]["pgbun"]
+    assert ("0.0.0.0", 7432, 6432) in published_ports(bun, with_ip=True)
+    assert bun["build"]["args"]["BASE_IMAGE"] == "local/debian:12"
+    assert stack["services"]["test-runner"]["build"]["args"]["BASE_IMAGE"] == "local/debian:12"
+    assert stack["services"]["postgres"]["image"] == "local/postgres:15"
     assert bun["environment"]["POOL_MODE"] == "session"
     assert bun["environment"]["DEFAULT_POOL_SIZE"] == "7"
     assert bun["environment"]["PGBUN_QUERY_WAIT_TIMEOUT"] == "9"
@@ -416,6 +413,8 @@ def test_dev_override_builds_the_dev_stage_and_mounts_the_sources():
     dev = stages["dev"]
     env = instruction_env(dev)
     assert "docker/dev-watch" in instruction(dev, "ENTRYPOINT")
+    # It builds in the container: the base file's read-only root does not apply.
+    assert bun["read_only"] is False
     src_mounts = {t: s for t, s in mounts(bun).items() if t.startswith(env["DEV_SRC"] + "/")}
     assert src_mounts, "the dev override mounts no sources into the dev stage's tree"
     for target, (source, read_only) in src_mounts.items():
@@ -441,11 +440,25 @@ def dockerfile_instructions(path):
     return out
 
 
+def dockerfile_global_args(path):
+    """{name: default} of the ARGs before the first FROM."""
+    args = {}
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+    return args
+
+
 def dockerfile_stages(path):
     """{stage name: [(KEYWORD, arguments)]}, in order (dicts keep it)."""
     stages = {}
     current = None
     for keyword, rest in dockerfile_instructions(path):
+        if current is None and keyword == "ARG":
+            continue  # an ARG before the first FROM: see dockerfile_global_args()
         if keyword == "FROM":
             words = rest.split()
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else f"stage{len(stages)}"
@@ -509,28 +522,38 @@ def test_dockerfile_builds_with_scripts_build(path):
     assert "--prefix=/usr/local" in args
     assert instruction(stages["build"], "WORKDIR") == "/src"
 
+    # Every stage starts from BASE_IMAGE (or from another stage), whose default is debian:12-slim.
+    assert dockerfile_global_args(path) == {"BASE_IMAGE": "debian:12-slim"}
+    for name, stage in stages.items():
+        base = stage[0][1].split()[0]
+        assert base == "${BASE_IMAGE}" or base in stages, (name, base)
     runtime = list(stages.values())[-1]
-    assert runtime[0][1].startswith("debian:12-slim"), "the last (default) target starts from debian:12-slim"
+    assert runtime[0][1].startswith("${BASE_IMAGE} "), "the last (default) target starts from the base image"
     assert not apt_packages(runtime) & {"build-essential", "autoconf", "automake", "libtool", "gcc",
                                         "libevent-dev", "libssl-dev", "libpq-dev"}, "build tools in the runtime"
-    assert {"libpq5", "libssl3", "libevent-core-2.1-7", "libevent-extra-2.1-7"} <= apt_packages(runtime)
+    assert {"libssl3", "libevent-core-2.1-7", "libevent-extra-2.1-7"} <= apt_packages(runtime)
     entry = instruction(runtime, "ENTRYPOINT")
     if path == DOCKERFILE:
         assert entry == '["/usr/local/bin/pgbun"]'
         assert instruction(runtime, "EXPOSE") == "6432"
-        assert instruction(runtime, "USER") not in (None, "root", "0")
-        copied = instruction(runtime, "COPY")
-        assert "/usr/local/bin/pgbun " in copied and "/usr/local/bin/pgbun-admin" in copied
+        # Numeric, so that Kubernetes' runAsNonRoot can check it.
+        assert instruction(runtime, "USER") == "6432:6432"
+        # pgbun and the libraries it links (libpq and readline are pgbun-admin's).
+        assert instruction(runtime, "COPY") == "--from=build /usr/local/bin/pgbun /usr/local/bin/"
+        assert apt_packages(runtime) == {"libssl3", "libevent-core-2.1-7", "libevent-extra-2.1-7"}
+        assert "127.0.0.1" in instruction(runtime, "HEALTHCHECK")
         assert "dev" in stages and instruction(stages["dev"], "USER") not in (None, "root", "0")
     else:
         assert "run-scenarios" in entry
-        assert {"python3", "postgresql-client"} <= apt_packages(runtime)
+        assert {"python3", "postgresql-client", "libpq5", "libreadline8"} <= apt_packages(runtime)
         assert "--from=build /usr/local/bin/ /usr/local/bin/" in instructions(runtime, "COPY")
         assert instruction_env(runtime).get("METRICS_DIR") == "/metrics"
 
 
 def test_build_scripts_parse_and_are_executable():
-    for script in ("scripts/build", "scripts/check", "scripts/quickstart", "scripts/deps", "docker/dev-watch"):
+    for script in ("scripts/build", "scripts/check", "scripts/quickstart", "scripts/deps", "docker/dev-watch",
+                   "tests/containers/containers.test", "tests/containers/engine",
+                   "tests/containers/images", "tests/containers/postgres/docker-entrypoint.sh"):
         path = SRCDIR / script
         run(["bash", "-n", path], timeout=30)
         assert os.access(path, os.X_OK), f"{script} is not executable"
@@ -634,174 +657,3 @@ def test_dockerignore_leaves_out_build_output_and_keeps_the_sources():
                         continue
                     assert source == "." or source.rstrip("/") in files or \
                         any(f.startswith(source.rstrip("/") + "/") for f in files), f"{path.name}: COPY {source}"
-
-
-# ---------------------------------------------------------------- real builds
-
-@pytest.fixture(scope="module")
-def context_build():
-    """A copy of the build context, built with each Dockerfile's own command
-    line and installed into a DESTDIR per Dockerfile. Yields
-    (context dir, {Dockerfile: DESTDIR})."""
-    base = Path(tempfile.mkdtemp(prefix="pgbun-docker-", dir=os.environ.get("PGBUN_TEST_TMPDIR") or None))
-    ctx = base / "src"
-    try:
-        for rel in context_files():
-            dst = ctx / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(SRCDIR / rel, dst, follow_symlinks=False)
-        # A build inside an image: no caller's settings, a plain PATH.
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(base),
-               "LANG": "C.UTF-8"}
-        built = {}
-        for path in (DOCKERFILE, DOCKERFILE_TEST):
-            command, install_dir = build_step(dockerfile_stages(path)["build"])
-            assert command, f"{path.name}: no scripts/build step"
-            res = run(["bash", "-c", command], timeout=900, check=False, cwd=ctx, env=env)
-            assert res.returncode == 0, f"{path.name}: `{command}` failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
-            destdir = base / f"install-{path.name}"
-            res = run(["make", "-C", install_dir, "install", f"DESTDIR={destdir}"], timeout=300, check=False,
-                      cwd=ctx, env=env)
-            assert res.returncode == 0, f"{path.name}: make install failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
-            built[path] = destdir
-        yield ctx, built
-    finally:
-        if not KEEP:
-            shutil.rmtree(base, ignore_errors=True)
-
-
-def package_of(lib):
-    """The Debian package that holds a shared library (usrmerge: /lib or /usr/lib)."""
-    lib = str(lib)
-    alternatives = [lib, lib[4:] if lib.startswith("/usr/") else "/usr" + lib, os.path.realpath(lib)]
-    for candidate in alternatives:
-        res = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True, timeout=30)
-        if res.returncode == 0:
-            return res.stdout.split(":", 1)[0].strip()
-    raise AssertionError(f"no Debian package holds {lib}")
-
-
-def needed_packages(binary):
-    """Packages of the libraries a binary links directly (its NEEDED entries)."""
-    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
-                        run(["readelf", "-d", binary], timeout=30).stdout)
-    where = dict(re.findall(r"^\s*(\S+) => (/\S+)", run(["ldd", binary], timeout=30).stdout, re.M))
-    return {package_of(where[soname]) for soname in needed}
-
-
-@build_tests
-@pytest.mark.timeout(900)
-def test_docker_build_step_builds_and_installs(context_build):
-    ctx, built = context_build
-    for path, destdir in built.items():
-        bindir = destdir / "usr" / "local" / "bin"
-        for name in INSTALLED:
-            assert os.access(bindir / name, os.X_OK), f"{path.name}: make install put no {name} in {bindir}"
-        stages = dockerfile_stages(path)
-        runtime = list(stages.values())[-1]
-        installed = apt_packages(runtime) | BASE_IMAGE_PACKAGES
-        # What the runtime stage takes from the build stage, and the packages its libraries come in.
-        copied = []
-        for kw, rest in runtime:
-            if kw == "COPY" and rest.startswith("--from=build"):
-                for source in shlex.split(rest)[1:-1]:
-                    p = destdir / source.lstrip("/")
-                    copied += sorted(p.iterdir()) if p.is_dir() else [p]
-        assert copied, f"{path.name}: the runtime stage copies nothing from the build stage"
-        for binary in copied:
-            assert binary.is_file(), f"{path.name}: COPY --from=build of {binary.relative_to(destdir)}: not installed"
-            missing = needed_packages(binary) - installed
-            assert not missing, f"{path.name}: {binary.name} needs {sorted(missing)}, missing in the runtime stage"
-    # Building again changes nothing: scripts/build configures only when needed.
-    command, _ = build_step(dockerfile_stages(DOCKERFILE)["build"])
-    res = run(["bash", "-c", command], timeout=300, cwd=ctx)
-    assert "build: configuring" not in res.stdout and "autoreconf" not in res.stdout, res.stdout
-
-
-@build_tests
-@pytest.mark.timeout(600)
-def test_dev_watch_rebuilds_and_restarts_pgbun(context_build):
-    ctx, _ = context_build
-    dev = dockerfile_stages(DOCKERFILE)["dev"]
-    denv = instruction_env(dev)
-    workdir = instruction(dockerfile_stages(DOCKERFILE)["build"], "WORKDIR")
-
-    def local(container_path):
-        return str(ctx / Path(container_path).relative_to(workdir))
-
-    port = free_port()
-    env = pgbun_env({
-        "DEV_SRC": local(denv["DEV_SRC"]),
-        "DEV_BUILD": local(denv["DEV_BUILD"]),
-        "DEV_CONFIGURE_OPTS": denv["DEV_CONFIGURE_OPTS"],
-        "DEV_INTERVAL": "0.5",
-        "LISTEN_ADDR": "127.0.0.1",
-        "LISTEN_PORT": str(port),
-        "SERVER_HOST": "127.0.0.1",
-        "SERVER_PORT": str(free_port()),
-        "PGBUN_AUTH_TYPE": "trust",
-        "PGBUN_AUTH_TRUST_ANY_USER": "1",
-        "PGBUN_UNIX_SOCKET_DIR": "",
-    })
-    env.pop("JOBS", None)
-    if RUN_USER:
-        env["PGBUN_USER"] = RUN_USER  # pgbun does not run as root
-    log_path = ctx.parent / "dev-watch.log"
-    main_c = ctx / "src" / "main.c"
-    original = main_c.read_text()
-
-    def log():
-        return log_path.read_text(errors="replace")
-
-    def started():
-        return [int(p) for p in re.findall(r"pgbun started \(pid (\d+)\)", log())]
-
-    def alive(pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().split(") ", 1)[1][0] != "Z"
-        except FileNotFoundError:
-            return False
-
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(["bash", str(ctx / "docker" / "dev-watch")], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ctx.parent,
-                                start_new_session=True)
-    try:
-        wait_until(lambda: port_accepts("127.0.0.1", port) and started(), timeout=120,
-                   what=f"dev-watch to start pgbun; log:\n{log_path}")
-        first = started()[0]
-        # The dev stage builds with the build stage's options: nothing to configure at start.
-        assert "build: configuring" not in log(), log()
-
-        # A broken build: the errors are shown, the running pgbun stays.
-        main_c.write_text(original + "\n#error dev-watch test: a broken build\n")
-        wait_until(lambda: "the build failed" in log(), timeout=120, what="the broken build to be reported")
-        assert "dev-watch test: a broken build" in log()
-        assert alive(first) and port_accepts("127.0.0.1", port)
-        assert started() == [first]
-
-        # Fixed: rebuilt, and a new pgbun in place of the old one.
-        main_c.write_text(original)
-        wait_until(lambda: len(started()) == 2 and port_accepts("127.0.0.1", port), timeout=120,
-                   what="pgbun to be rebuilt and restarted")
-        second = started()[1]
-        assert second != first
-        assert not alive(first)
-
-        # SIGTERM: pgbun stops, dev-watch exits 0.
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log()
-        assert not alive(second)
-        assert not port_accepts("127.0.0.1", port)
-    except BaseException:
-        print(log())
-        raise
-    finally:
-        main_c.write_text(original)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        for pid in started():
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)

@@ -99,6 +99,13 @@ def test_runtime_image_is_small_unprivileged_and_read_only(stack):
     assert size - base < 30e6
 
 
+def test_a_rebuild_with_no_change_comes_from_the_layer_cache(stack):
+    p = stack.compose("build", "pgbun", timeout=300)
+    out = p.stdout + p.stderr
+    assert "Using cache" in out
+    assert "Running in" not in out, out[-3000:]
+
+
 def loadtest(stack, scenario, *args, timeout=180):
     """Runs one scenario in the test-runner and returns its JSON."""
     before = set((stack.tree / "metrics").glob("*.json"))

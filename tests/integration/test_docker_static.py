@@ -521,6 +521,12 @@ def test_dockerfile_builds_with_scripts_build(path):
     assert install_dir == args[1], "make install runs in the dir scripts/build built"
     assert "--prefix=/usr/local" in args
     assert instruction(stages["build"], "WORKDIR") == "/src"
+    # The layer cache: the packages are installed before the tree is copied,
+    # so a source change rebuilds from the copy on.
+    build = stages["build"]
+    copy_at = build.index(("COPY", ". ."))
+    apt_at = [i for i, (kw, rest) in enumerate(build) if kw == "RUN" and "apt-get install" in rest]
+    assert apt_at and max(apt_at) < copy_at
 
     # Every stage starts from BASE_IMAGE (or from another stage), whose default is debian:12-slim.
     assert dockerfile_global_args(path) == {"BASE_IMAGE": "debian:12-slim"}

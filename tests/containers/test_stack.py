@@ -77,6 +77,13 @@ def test_pgbun_admin_on_the_host(stack):
     assert settings["default_pool_size"] == str(POOL_SIZE)
 
 
+def test_pgbun_admin_in_the_test_runner(stack):
+    """docker/README.md's way to the console from inside the stack."""
+    p = stack.compose("run", "--rm", "--entrypoint", "pgbun-admin", "test-runner",
+                      "-h", "pgbun", "--csv", "-c", "SHOW LISTS", timeout=120)
+    assert "used_clients" in p.stdout
+
+
 def test_runtime_image_is_small_unprivileged_and_read_only(stack):
     cid = stack.container("pgbun")
     inspect = json.loads(stack.docker("inspect", cid).stdout)[0]

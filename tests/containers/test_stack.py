@@ -171,7 +171,20 @@ def test_reconnect_through_a_postgres_restart(stack):
                                            "--duration=25s", "--allow-errors")
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(8)
+    # Restart once the load runs: all 20 clients connected (starting the
+    # container can take a while on a busy machine), then two seconds more.
+    deadline = time.monotonic() + 120
+    with stack.connect(dbname="pgbun") as admin:
+        while True:
+            cur = admin.execute("SHOW POOLS")
+            cols = [d.name for d in cur.description]
+            clients = sum(r[cols.index("cl_active")] + r[cols.index("cl_waiting")]
+                          for r in cur.fetchall() if r[cols.index("database")] == DBNAME)
+            if clients >= 20:
+                break
+            assert t.is_alive() and time.monotonic() < deadline, f"the load never started: {out}"
+            time.sleep(0.2)
+    time.sleep(2)
     started = time.monotonic()
     stack.compose("restart", "postgres", timeout=120)
     restart_took = time.monotonic() - started

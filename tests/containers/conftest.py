@@ -83,7 +83,8 @@ class Stack:
         self.tree = self.tmp / "tree"
         shutil.copytree(SRCDIR, self.tree, ignore=copy_ignore, symlinks=True)
         (self.tree / "metrics").mkdir()
-        self.project = f"{name}-{os.getpid()}"
+        # containers.test names the run, to find what a run left behind.
+        self.project = f"{name}-{os.environ.get('PGBUN_CONTAINERS_RUN') or os.getpid()}"
         self.files = files
         self.port = free_port()
         self.env = dict(os.environ, PATH=PATH, PGBUN_PORT=str(self.port), **images(), **env)

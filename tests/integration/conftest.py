@@ -773,10 +773,13 @@ def console_rows(bun, what, user="postgres"):
 
 
 def server_backends(pg, dbname="pgbun_test"):
-    """Client backends PostgreSQL has on dbname, not counting this query's own."""
-    with pg.connect() as conn:
+    """Client backends PostgreSQL has on dbname, not counting this query's own
+    nor those of earlier calls: a closed connection's backend stays in
+    pg_stat_activity until it has exited, which a busy machine delays."""
+    with pg.connect(application_name="pgbun-test-server-backends") as conn:
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                            "AND backend_type = 'client backend' "
+                            "AND application_name <> 'pgbun-test-server-backends'",
                             (dbname,)).fetchone()[0]
 
 

@@ -136,6 +136,13 @@ class Stack:
             time.sleep(1)
         raise AssertionError(f"{service} not healthy within {timeout}s:\n{self.logs(service)[-3000:]}")
 
+    def superuser_sql(self, *statements):
+        """Runs statements in the postgres container as its superuser, on DBNAME."""
+        args = ["exec", "-T", "postgres", "psql", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", DBNAME]
+        for statement in statements:
+            args += ["-c", statement]
+        return self.compose(*args)
+
     def connect(self, dbname=DBNAME, user=USER, password=PASSWORD, **kw):
         return psycopg.connect(host="127.0.0.1", port=self.port, dbname=dbname, user=user,
                                password=password, connect_timeout=10, autocommit=True, **kw)
@@ -182,3 +189,10 @@ def admin_bin():
     if not os.access(path, os.X_OK):
         pytest.fail(f"no pgbun-admin at {path} (build it, or set PGBUN_ADMIN_BIN)")
     return path
+
+
+def show(conn, command):
+    """A console SHOW as a list of {column: value}."""
+    cur = conn.execute(command)
+    cols = [d.name for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]

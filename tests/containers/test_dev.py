@@ -39,8 +39,7 @@ def test_dev_watch_runs_pgbun_from_the_mounted_tree(dev_stack):
 
 def test_sighup_reaches_pgbun_and_reloads_without_dropping_clients(dev_stack):
     name, password = "pgbun_dev_hup_user", "dev-hup-pass"
-    dev_stack.compose("exec", "-T", "postgres", "psql", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
-                      "-d", DBNAME, "-c", f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    dev_stack.superuser_sql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
     pids = started_pids(dev_stack.logs("pgbun"))
     with dev_stack.connect() as held:
         held.execute("BEGIN")

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import DBNAME, PASSWORD, POOL_SIZE, USER, admin_bin
+from conftest import DBNAME, PASSWORD, POOL_SIZE, USER, admin_bin, show
 
 # What every run of pgbun-loadtest reports (pgbun-loadtest(1), loadtest/README.md).
 FIELDS = ("scenario", "mode", "concurrency", "duration_seconds", "total_queries",
@@ -48,16 +48,11 @@ def test_console_show_pools_and_stats(stack):
     with stack.connect() as conn:
         conn.execute("SELECT 1")
     with stack.connect(dbname="pgbun") as admin:
-        cur = admin.execute("SHOW POOLS")
-        cols = [d.name for d in cur.description]
-        pools = {(r[cols.index("database")], r[cols.index("user")]): dict(zip(cols, r))
-                 for r in cur.fetchall()}
+        pools = {(p["database"], p["user"]): p for p in show(admin, "SHOW POOLS")}
         pool = pools[(DBNAME, USER)]
         assert pool["pool_mode"] == "transaction"
         assert pool["sv_idle"] + pool["sv_used"] + pool["sv_active"] >= 1
-        cur = admin.execute("SHOW STATS")
-        cols = [d.name for d in cur.description]
-        stats = {r[cols.index("database")]: dict(zip(cols, r)) for r in cur.fetchall()}
+        stats = {r["database"]: r for r in show(admin, "SHOW STATS")}
         assert stats[DBNAME]["total_query_count"] >= 1
 
 
@@ -176,10 +171,8 @@ def test_reconnect_through_a_postgres_restart(stack):
     deadline = time.monotonic() + 120
     with stack.connect(dbname="pgbun") as admin:
         while True:
-            cur = admin.execute("SHOW POOLS")
-            cols = [d.name for d in cur.description]
-            clients = sum(r[cols.index("cl_active")] + r[cols.index("cl_waiting")]
-                          for r in cur.fetchall() if r[cols.index("database")] == DBNAME)
+            clients = sum(p["cl_active"] + p["cl_waiting"]
+                          for p in show(admin, "SHOW POOLS") if p["database"] == DBNAME)
             if clients >= 20:
                 break
             assert t.is_alive() and time.monotonic() < deadline, f"the load never started: {out}"
@@ -209,9 +202,8 @@ def test_reconnect_through_a_postgres_restart(stack):
 
 def test_sighup_reloads_the_mounted_auth_file_without_dropping_clients(stack):
     name, password = "pgbun_hup_user", "hup-pass-1"
-    stack.compose("exec", "-T", "postgres", "psql", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
-                  "-d", DBNAME, "-c", f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
-                  "-c", f"GRANT SELECT ON users TO {name}")
+    stack.superuser_sql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+                        f"GRANT SELECT ON users TO {name}")
     with stack.connect() as held:
         held.execute("BEGIN")
         held.execute("SELECT name FROM users WHERE id = 3")
@@ -255,15 +247,17 @@ def test_memory_limit_holds_with_1000_idle_clients(stack):
     inspect = json.loads(stack.docker("inspect", cid).stdout)[0]
     limit = inspect["HostConfig"]["Memory"]
     assert limit == 256 * 1024 * 1024
-    rss_before = int(stack.docker("exec", cid, "sh", "-c",
-                                  "awk '/VmRSS/ {print $2}' /proc/1/status").stdout) * 1024
+    def pgbun_rss():
+        return int(stack.docker("exec", cid, "sh", "-c",
+                                "awk '/VmRSS/ {print $2}' /proc/1/status").stdout) * 1024
+
+    rss_before = pgbun_rss()
     clients = []
     try:
         for _ in range(1000):
             clients.append(stack.connect())
         usage, cg_limit = cgroup_memory(stack, cid)
-        rss = int(stack.docker("exec", cid, "sh", "-c",
-                               "awk '/VmRSS/ {print $2}' /proc/1/status").stdout) * 1024
+        rss = pgbun_rss()
         print(f"1,000 idle clients: pgbun RSS {rss_before / 1e6:.1f} -> {rss / 1e6:.1f} MB "
               f"({(rss - rss_before) / 1000 / 1024:.1f} KiB per client), cgroup usage "
               f"{usage / 1e6:.1f} MB of {cg_limit / 1e6:.0f} MB")

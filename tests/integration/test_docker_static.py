@@ -1,7 +1,8 @@
 """The container stack (docker-compose.yml, docker-compose.dev.yml,
 docker/Dockerfile, docker/Dockerfile.test, docker/dev-watch, .dockerignore,
 .env.example, docker/prometheus.yml, docker/grafana-pgbun-dashboard.json),
-checked without a Docker engine, since none runs on CI:
+checked without a Docker engine, in seconds (tests/containers builds and
+runs the stack on one):
 
 - Debian's docker-compose 1.29 validates the compose files against the
   Compose Specification and resolves them; the resolved stack is checked

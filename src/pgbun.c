@@ -8,7 +8,7 @@
  *
  *   config_load() -> pgbun_apply(): config_check() -> auth_file_load()
  *                 -> tls_conf_new() -> config_diff() -> swap
- *                 -> pool_config_changed()
+ *                 -> check_fd_limit() -> pool_config_changed()
  *
  * Every certificate, key and CA file is read again at each apply, so a
  * RELOAD picks up renewed files under the same names; one that fails to
@@ -22,10 +22,12 @@
 #include "pgbun.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "auth.h"
@@ -112,6 +114,84 @@ const char *pgbun_config_path(void)
     return config_path;
 }
 
+/*
+ * The most descriptors cfg may need at once: every client, every server
+ * connection its pools may open, and a few for listeners, logs and the
+ * workers' wake-ups. Servers are counted as PgBouncer counts them: each
+ * database's pool size (with its reserve, capped by max_db_connections) for
+ * every user pgbun knows, once for a database with a forced user. Pools of
+ * users found by auth_query or of the "*" fallback's databases are not known
+ * ahead, so this is a floor there, not a ceiling.
+ */
+static long fds_possible(const struct pgbun_config *cfg, int *servers)
+{
+    long users = 0, total = 0;
+
+    for (const struct user_config *u = cfg->users; u != NULL; u = u->next)
+        users++;
+    if (pgbun.auth != NULL && (long)auth_file_count(pgbun.auth) > users) users = (long)auth_file_count(pgbun.auth);
+    if (users == 0) users = 1;
+    for (const struct db_config *db = cfg->databases; db != NULL; db = db->next) {
+        struct config_settings eff;
+        long                   per_user, n;
+
+        config_resolve(cfg, db, NULL, db->name, &eff);
+        per_user = eff.pool_size > 0 ? (long)eff.pool_size + eff.reserve_pool_size : cfg->max_client_conn;
+        n = per_user * (eff.force_user != NULL ? 1 : users);
+        if (eff.max_db_connections > 0 && n > eff.max_db_connections) n = eff.max_db_connections;
+        total += n;
+    }
+    *servers = total > INT_MAX ? INT_MAX : (int)total;
+    return (long)cfg->max_client_conn + total + 10 + 2L * cfg->workers;
+}
+
+/*
+ * At start and at every apply: says what the descriptor limit allows, raises
+ * the soft limit up to the hard one when the config needs more (as a process
+ * may without privileges), and warns when even that is short: clients beyond
+ * it get refused connections, and pgbun pauses accepting for a second at a
+ * time (listener.c). Logged only when the numbers change.
+ */
+static void check_fd_limit(const struct pgbun_config *cfg)
+{
+    static long   last_need = -1;
+    static rlim_t last_cur;
+    struct rlimit lim;
+    int           servers;
+    long          need = fds_possible(cfg, &servers);
+    rlim_t        was;
+
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        log_warning("could not read the file descriptor limit: %s", strerror(errno));
+        return;
+    }
+    was = lim.rlim_cur;
+    if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < (rlim_t)need &&
+        (lim.rlim_max == RLIM_INFINITY || lim.rlim_cur < lim.rlim_max)) {
+        struct rlimit want = lim;
+
+        want.rlim_cur = lim.rlim_max != RLIM_INFINITY && lim.rlim_max < (rlim_t)need ? lim.rlim_max : (rlim_t)need;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            lim = want;
+        else
+            log_warning("could not raise the file descriptor limit from %llu to %llu: %s",
+                        (unsigned long long)lim.rlim_cur, (unsigned long long)want.rlim_cur, strerror(errno));
+    }
+    if (need == last_need && lim.rlim_cur == last_cur) return;
+    last_need = need;
+    last_cur = lim.rlim_cur;
+    if (lim.rlim_cur != was)
+        log_info("file descriptor limit raised from %llu to %llu (hard limit %llu)", (unsigned long long)was,
+                 (unsigned long long)lim.rlim_cur, (unsigned long long)lim.rlim_max);
+    log_info("file descriptor limit: %llu (hard %llu), max_client_conn: %d, max fds possible: %ld",
+             (unsigned long long)lim.rlim_cur, (unsigned long long)lim.rlim_max, cfg->max_client_conn, need);
+    if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < (rlim_t)need)
+        log_warning("the file descriptor limit (%llu) is below what max_client_conn = %d and up to %d server "
+                    "connections may need (%ld): connections beyond it will be refused; raise the hard limit "
+                    "(ulimit -Hn, systemd's LimitNOFILE=) or lower max_client_conn",
+                    (unsigned long long)lim.rlim_cur, cfg->max_client_conn, servers, need);
+}
+
 bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, char **errmsg)
 {
     struct auth_file *af = NULL;
@@ -194,6 +274,7 @@ bool pgbun_apply(struct pgbun_config *cfg, config_change_fn *report, void *arg, 
     pgbun.hba = hba;
     pgbun.tls = tls;
     apply_log_settings(cfg);
+    check_fd_limit(cfg);
     creds_reset(); /* RELOAD: secrets auth_query found are looked up again */
     pool_config_changed();
     /* As PgBouncer: servers reached under other TLS settings are replaced (RECONNECT). */

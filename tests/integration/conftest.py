@@ -29,6 +29,7 @@ import grp
 import math
 import os
 import pwd
+import resource
 import re
 import shutil
 import signal
@@ -377,6 +378,7 @@ class Pgbun:
         self.proc = None
         self.returncode = None
         self.config = None
+        self.nofile = None  # (soft, hard) RLIMIT_NOFILE at start, or None: inherited
         self._conns = []
         self._wires = []
 
@@ -394,6 +396,9 @@ class Pgbun:
         if self.run_user:
             pw = pwd.getpwnam(self.run_user)
             extra = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        if self.nofile is not None:
+            soft, hard = self.nofile
+            extra["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=err,
                                          stderr=err, env=self.env, cwd=self.workdir,
@@ -608,6 +613,7 @@ def start_pgbun(pg, pgbun_workdir, request):
                 role with its plain password; False: no auth_file)
     env:        extra environment for the daemon (PGBUN_*, SERVER_HOST, ...)
     write_config=False runs it with no ini file (sidecar mode).
+    nofile:     (soft, hard) RLIMIT_NOFILE for the daemon, set before it starts.
     """
     binary = pgbun_binary()
     started = []
@@ -615,7 +621,7 @@ def start_pgbun(pg, pgbun_workdir, request):
 
     def factory(config=None, databases=None, users=None, auth_file=None, env=None,
                 write_config=True, args=(), wait=True, run_user=RUN_USER, section=None,
-                port=None, _attempt=1):
+                port=None, nofile=None, _attempt=1):
         counter[0] += 1
         workdir = pgbun_workdir / f"pgbun{counter[0]}"
         workdir.mkdir()
@@ -654,6 +660,7 @@ def start_pgbun(pg, pgbun_workdir, request):
         elif env and env.get("LISTEN_PORT"):
             bun.port = int(env["LISTEN_PORT"])
         bun.config = cfg
+        bun.nofile = nofile
         started.append(bun)
         bun.start()
         if wait:
@@ -667,7 +674,7 @@ def start_pgbun(pg, pgbun_workdir, request):
                     raise
                 started.remove(bun)
                 return factory(config, databases, users, auth_file, env, write_config, args, wait, run_user,
-                               section, port, _attempt + 1)
+                               section, port, nofile, _attempt + 1)
         return bun
 
     yield factory

@@ -128,7 +128,7 @@ static const char *method_name(enum auth_type m)
 static bool match_is(const struct hba *h, enum kind k, const char *addr, const char *db, const char *user,
                      enum auth_type want, int want_line, char *got_text, size_t n)
 {
-    struct hba_conn c = {k == UNIX, k == TLS, k == UNIX ? NULL : addr, db, user};
+    struct hba_conn c = {k == UNIX, k == TLS, k == UNIX ? NULL : addr, db, user, false};
     int             line = -1;
     enum auth_type  got = hba_match(h, &c, &line);
 
@@ -480,7 +480,7 @@ static void test_first_match_and_no_match(void)
     is_int(hba_rule_count(h), 0, "a file of comments has no rules");
     hba_free(h);
     {
-        struct hba_conn c = {true, false, NULL, "db", "u"};
+        struct hba_conn c = {true, false, NULL, "db", "u", false};
         int             line = 42;
 
         is_int(hba_match(NULL, &c, &line), AUTH_REJECT, "no rules at all (NULL): reject");

@@ -1,5 +1,6 @@
 """The manual pages: each documents every long option its program's --help
-lists, and groff formats each without a warning."""
+lists, and groff formats each without a warning. docs/RELIABILITY.md: every
+test it names as the proof of a promise exists."""
 
 import re
 import shutil
@@ -38,3 +39,15 @@ def test_man_page_formats_without_warnings(name):
     res = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(SRCDIR / "docs" / f"{name}.1")],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+def test_every_test_reliability_md_names_as_a_proof_exists():
+    text = (SRCDIR / "docs" / "RELIABILITY.md").read_text()
+    named = set(re.findall(r"tests/integration/(\w+\.py)::(\w+)", text))
+    named_c = set(re.findall(r"tests/unit/(\w+\.c)` \(`(\w+)`\)", text))
+    assert len(named) > 50 and named_c, "the promises name their tests"
+    missing = [f"{f}::{name}" for f, name in sorted(named)
+               if not re.search(rf"^def {name}\(", (SRCDIR / "tests" / "integration" / f).read_text(), re.M)]
+    missing += [f"{f}: {name}" for f, name in sorted(named_c)
+                if not re.search(rf"^static void {name}\(", (SRCDIR / "tests" / "unit" / f).read_text(), re.M)]
+    assert not missing, f"docs/RELIABILITY.md names tests that do not exist: {missing}"

@@ -4,8 +4,17 @@
  * One evconnlistener per address: each entry of listen_addr ("*" means
  * every IPv4 and IPv6 address) and the unix socket
  * <unix_socket_dir>/.s.PGSQL.<port>, named as PostgreSQL names it so that
- * `psql -h /tmp -p 6432` finds it. When the process runs out of file
- * descriptors, accepting pauses for a second instead of spinning.
+ * `psql -h /tmp -p 6432` finds it.
+ *
+ * Out of file descriptors (EMFILE, ENFILE), accept() fails and the clients
+ * it would have taken wait in the kernel's backlog, with no word. Each
+ * worker keeps one descriptor in reserve for that moment: it is closed,
+ * a waiting client accepted with it is told why it is refused (FATAL 53300,
+ * before it has said anything, as PostgreSQL's postmaster answers when it
+ * cannot start a backend) and closed, and the reserve is taken again, for
+ * every client waiting. Then accepting pauses for a second instead of
+ * spinning. The first failure is logged, then one line a minute while
+ * failures go on; a failure a minute after the last one is logged anew.
  *
  * With several workers each one has its own TCP sockets, bound with
  * SO_REUSEPORT, and the kernel spreads new connections over them. The unix
@@ -14,8 +23,10 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -31,9 +42,12 @@
 #include "io.h"
 #include "log.h"
 #include "pgbun.h"
+#include "proto.h"
 #include "worker.h"
 
-#define MAX_LISTENERS 16
+#define MAX_LISTENERS     16
+#define REFUSE_PER_WAKEUP 256                 /* waiting clients told "no" at one failure; the rest next second */
+#define STARVED_REPORT    (60 * USEC_PER_SEC) /* while out of descriptors, one log line a minute */
 
 struct listener {
     struct evconnlistener *lev;
@@ -46,6 +60,11 @@ struct listener_set {
     struct listener l[MAX_LISTENERS];
     int             n;
     struct event   *resume_timer;
+    int             spare;          /* /dev/null, held to be given up when accept() finds no descriptor; -1: none */
+    usec_t          starved_since;  /* the first accept() of this spell that failed for want of a descriptor */
+    usec_t          starved_last;   /* ... the last one; a spell ends a minute after it (0: none yet) */
+    usec_t          starved_logged; /* ... the last line about it */
+    unsigned long   refused;        /* clients refused with 53300 since starved_since */
 };
 
 static char  unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -77,7 +96,54 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
 
     for (int i = 0; i < ls->n; i++)
         if (ls->l[i].lev != NULL) evconnlistener_enable(ls->l[i].lev);
-    log_info("accepting connections again");
+}
+
+/*
+ * Tells a client accepted on the reserve descriptor why it is refused, and
+ * closes it, before it has been read, as PostgreSQL's postmaster does when
+ * it cannot start a backend. (libpq, having asked for TLS first as it does
+ * by default over TCP, then says "server sent an error response during SSL
+ * exchange"; answering "N" first would need the descriptor held until its
+ * startup packet came.) What it sent is read before the close: closed with
+ * unread bytes, a socket sends a reset, which can reach the client before
+ * the error does.
+ */
+static void refuse(int fd)
+{
+    struct evbuffer *msg = evbuffer_new();
+    char             sink[1024];
+
+    if (msg != NULL) {
+        proto_add_error(msg, "FATAL", "53300", "too many connections: pgbun is out of file descriptors");
+        (void)evbuffer_write(msg, fd);
+        evbuffer_free(msg);
+    }
+    shutdown(fd, SHUT_WR);
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ;
+    close(fd);
+}
+
+/* Refuses the clients waiting on listen socket lfd, one at a time through the reserve descriptor. */
+static unsigned long refuse_waiting(struct listener_set *ls, int lfd)
+{
+    unsigned long n = 0;
+
+    while (ls->spare >= 0 && n < REFUSE_PER_WAKEUP) {
+        int fd;
+
+        close(ls->spare);
+        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            refuse(fd);
+            n++;
+        }
+        /* Another thread may take the descriptor first: then there is no reserve until one frees up. */
+        ls->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) break;
+    }
+    if (ls->spare < 0) ls->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return n;
 }
 
 static void error_cb(struct evconnlistener *lev, void *arg)
@@ -85,9 +151,27 @@ static void error_cb(struct evconnlistener *lev, void *arg)
     struct listener_set *ls = worker_self->ls;
     int                  err = EVUTIL_SOCKET_ERROR();
     struct timeval       tv = {1, 0};
+    usec_t               now = pgbun_now();
 
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        log_warning("accept failed: %s; pausing new connections for 1 s", strerror(err));
+        unsigned long refused = refuse_waiting(ls, evconnlistener_get_fd(lev));
+
+        /* At the limit, descriptors come and go: one spell, one line, until a minute passes without a failure. */
+        if (ls->starved_last == 0 || now - ls->starved_last >= STARVED_REPORT) {
+            ls->starved_since = ls->starved_logged = now;
+            ls->refused = refused;
+            log_warning("accept failed: %s; %lu waiting clients refused with 53300, and new connections paused for "
+                        "1 s at a time until descriptors free up",
+                        strerror(err), refused);
+        } else {
+            ls->refused += refused;
+            if (now - ls->starved_logged >= STARVED_REPORT) {
+                ls->starved_logged = now;
+                log_warning("still short of file descriptors after %.0f s: %lu clients refused so far",
+                            (double)(now - ls->starved_since) / USEC_PER_SEC, ls->refused);
+            }
+        }
+        ls->starved_last = now;
         for (int i = 0; i < ls->n; i++)
             if (ls->l[i].lev != NULL) evconnlistener_disable(ls->l[i].lev);
         if (ls->resume_timer == NULL) ls->resume_timer = evtimer_new(ls->w->base, resume_cb, ls);
@@ -223,6 +307,7 @@ static bool start_worker(struct worker *w, const struct pgbun_config *cfg, char 
     if (ls == NULL) return false;
     ls->w = w;
     w->ls = ls;
+    ls->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     /* The unix socket first: once the TCP port answers, both do. */
     if (w->id == 0 && cfg->unix_socket_dir != NULL && cfg->unix_socket_dir[0] != '\0' && !listen_unix(ls, cfg, err))
         return false;
@@ -287,6 +372,7 @@ void listener_stop(void)
         for (int j = 0; j < ls->n; j++)
             if (ls->l[j].lev != NULL) evconnlistener_free(ls->l[j].lev);
         if (ls->resume_timer != NULL) event_free(ls->resume_timer);
+        if (ls->spare >= 0) close(ls->spare);
         free(ls);
         w->ls = NULL;
     }

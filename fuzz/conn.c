@@ -30,6 +30,7 @@
  * catches what it does not.
  */
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -44,6 +45,7 @@
 #include "fuzz.h"
 #include "pgbun.h"
 #include "pool.h"
+#include "proto.h"
 #include "worker.h"
 
 #define MAX_SERVERS 16
@@ -104,14 +106,6 @@ static void nonblock(int fd)
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) abort();
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* Best effort: a peer that cannot take more (pgbun stopped reading) loses the rest, as a real one would wait. */
 static void send_all(int fd, const void *data, size_t len)
 {
@@ -126,46 +120,37 @@ static void send_all(int fd, const void *data, size_t len)
     }
 }
 
-/* A message of type t with body (len bytes) appended to buf at *at. */
-static void add_msg(uint8_t *buf, size_t *at, char t, const void *body, size_t len)
+/* Sends what buf holds, then empties and frees it. */
+static void send_buffer(int fd, struct evbuffer *buf)
 {
-    buf[(*at)++] = (uint8_t)t;
-    put_u32(buf + *at, (uint32_t)len + 4);
-    *at += 4;
-    memcpy(buf + *at, body, len);
-    *at += len;
-}
-
-static void add_param(uint8_t *buf, size_t *at, const char *name, const char *value)
-{
-    char   body[128];
-    size_t n = strlen(name) + 1, m = strlen(value) + 1;
-
-    memcpy(body, name, n);
-    memcpy(body + n, value, m);
-    add_msg(buf, at, 'S', body, n + m);
+    send_all(fd, evbuffer_pullup(buf, -1), evbuffer_get_length(buf));
+    evbuffer_free(buf);
 }
 
 /* What PostgreSQL answers a StartupMessage with when it trusts the user. */
 static void server_login(int fd)
 {
-    static const uint8_t ok[4] = {0}, key[8] = {0, 0, 0, 42, 1, 2, 3, 4};
-    uint8_t              buf[1024];
-    size_t               at = 0;
+    static const char *const params[][2] = {
+        {"server_version", "16.4"},
+        {"server_encoding", "UTF8"},
+        {"client_encoding", "UTF8"},
+        {"DateStyle", "ISO, MDY"},
+        {"TimeZone", "UTC"},
+        {"integer_datetimes", "on"},
+        {"standard_conforming_strings", "on"},
+        {"application_name", ""},
+        {"is_superuser", "off"},
+    };
+    static const uint8_t key[8] = {0, 0, 0, 42, 1, 2, 3, 4};
+    struct evbuffer     *buf = evbuffer_new();
 
-    add_msg(buf, &at, 'R', ok, sizeof(ok));
-    add_param(buf, &at, "server_version", "16.4");
-    add_param(buf, &at, "server_encoding", "UTF8");
-    add_param(buf, &at, "client_encoding", "UTF8");
-    add_param(buf, &at, "DateStyle", "ISO, MDY");
-    add_param(buf, &at, "TimeZone", "UTC");
-    add_param(buf, &at, "integer_datetimes", "on");
-    add_param(buf, &at, "standard_conforming_strings", "on");
-    add_param(buf, &at, "application_name", "");
-    add_param(buf, &at, "is_superuser", "off");
-    add_msg(buf, &at, 'K', key, sizeof(key));
-    add_msg(buf, &at, 'Z', "I", 1);
-    send_all(fd, buf, at);
+    if (buf == NULL) abort();
+    proto_add_auth(buf, AUTH_REQ_OK, NULL, 0);
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
+        proto_add_param_status(buf, params[i][0], params[i][1]);
+    proto_add_backend_key(buf, key);
+    proto_add_ready(buf, 'I');
+    send_buffer(fd, buf);
 }
 
 /* Reads and drops what pgbun sent; a server's first packet is looked at once. Returns bytes read. */
@@ -288,20 +273,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void startup(struct peer *client, unsigned db)
 {
     static const char *const dbs[] = {"tx", "sess", "stmt", "pgbun"};
-    uint8_t                  pkt[256];
-    size_t                   at = 8;
-    const char *pairs[] = {"user", db == 3 ? "fuzzstats" : "fuzz", "database", dbs[db], "application_name", "fuzz"};
+    struct varlist           params = {0};
+    struct evbuffer         *buf = evbuffer_new();
 
-    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
-        size_t n = strlen(pairs[i]) + 1;
-
-        memcpy(pkt + at, pairs[i], n);
-        at += n;
-    }
-    pkt[at++] = 0;
-    put_u32(pkt, (uint32_t)at);
-    put_u32(pkt + 4, 3u << 16);
-    send_all(client->fd, pkt, at);
+    if (buf == NULL || !varlist_set(&params, "user", db == 3 ? "fuzzstats" : "fuzz") ||
+        !varlist_set(&params, "database", dbs[db]) || !varlist_set(&params, "application_name", "fuzz"))
+        abort();
+    proto_add_startup(buf, &params);
+    varlist_clear(&params);
+    send_buffer(client->fd, buf);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

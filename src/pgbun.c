@@ -149,8 +149,8 @@ static long fds_possible(const struct pgbun_config *cfg, int *servers)
  * At start and at every apply: says what the descriptor limit allows, raises
  * the soft limit up to the hard one when the config needs more (as a process
  * may without privileges), and warns when even that is short: clients beyond
- * it get refused connections, and pgbun pauses accepting for a second at a
- * time (listener.c). Logged only when the numbers change.
+ * it are refused with 53300 (listener.c). Logged only when the numbers
+ * change.
  */
 static void check_fd_limit(const struct pgbun_config *cfg)
 {

@@ -32,6 +32,14 @@
 /* How often the timeouts are checked; a timeout fires at most this late. */
 #define JANITOR_PERIOD_USEC 250000
 
+/*
+ * How long a query canceled for query_timeout may take to end. A cancel
+ * that lands ends it in milliseconds; one that cannot reach the server (the
+ * network problem query_timeout is for) would leave its client waiting as
+ * long as TCP retries: past this, the server is closed and the client told.
+ */
+#define CANCEL_GRACE_USEC (5 * USEC_PER_SEC)
+
 static struct event *timers[WORKERS_MAX]; /* each worker's, on its loop */
 
 static double secs(usec_t us)
@@ -75,7 +83,11 @@ static void check_linked(struct server *s, usec_t now)
     if (s->expect_rfq > 0 && !s->query_timed_out && p->query_timeout > 0 && now - s->request_start > p->query_timeout) {
         server_log(s, LOGL_INFO, "query_timeout: canceling a query running for more than %g s", secs(p->query_timeout));
         s->query_timed_out = true;
+        s->cancel_sent = now;
         server_send_cancel(s);
+    } else if (s->expect_rfq > 0 && s->query_timed_out && now - s->cancel_sent > CANCEL_GRACE_USEC) {
+        client_close(s->client, "08006", "query_timeout: the server did not end the query within %g s of its cancel",
+                     secs(CANCEL_GRACE_USEC));
     }
 }
 

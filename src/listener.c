@@ -12,8 +12,10 @@
  * a waiting client accepted with it is told why it is refused (FATAL 53300,
  * before it has said anything, as PostgreSQL's postmaster answers when it
  * cannot start a backend) and closed, and the reserve is taken again, for
- * every client waiting. Then accepting pauses for a second instead of
- * spinning. The first failure is logged, then one line a minute while
+ * every client waiting on any worker's sockets: another worker's accept()
+ * can take a reserve in the moment it is given up, and the clients waiting
+ * on that worker's sockets are answered through the others'. Then the
+ * worker pauses accepting for a second instead of spinning. The first failure is logged, then one line a minute while
  * failures go on; a failure a minute after the last one is logged anew.
  *
  * With several workers each one has its own TCP sockets, bound with
@@ -30,6 +32,7 @@
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +63,7 @@ struct listener_set {
     struct listener l[MAX_LISTENERS];
     int             n;
     struct event   *resume_timer;
-    int             spare;          /* /dev/null, held to be given up when accept() finds no descriptor; -1: none */
+    int             spare;          /* /dev/null, given up when accept() finds no descriptor; -1: none (refuse_lock) */
     usec_t          starved_since;  /* the first accept() of this spell that failed for want of a descriptor */
     usec_t          starved_last;   /* ... the last one; a spell ends a minute after it (0: none yet) */
     usec_t          starved_logged; /* ... the last line about it */
@@ -70,6 +73,9 @@ struct listener_set {
 static char  unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static gid_t unix_gid = (gid_t)-1; /* unix_socket_group's, or -1: the socket keeps its creator's group */
 static int   next_unix_worker;     /* worker 0's only */
+
+/* Guards every worker's spare, and their TCP listeners while another worker may refuse clients on them. */
+static pthread_mutex_t refuse_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -124,25 +130,66 @@ static void refuse(int fd)
     close(fd);
 }
 
-/* Refuses the clients waiting on listen socket lfd, one at a time through the reserve descriptor. */
-static unsigned long refuse_waiting(struct listener_set *ls, int lfd)
+/* A descriptor held in reserve, by any worker; NULL if every one has been lost (refuse_lock held). */
+static int *find_spare(void)
+{
+    for (int i = 0; i < worker_count(); i++) {
+        struct listener_set *ls = worker_get(i)->ls;
+
+        if (ls != NULL && ls->spare >= 0) return &ls->spare;
+    }
+    return NULL;
+}
+
+/*
+ * Refuses up to max clients waiting on listen socket lfd, each through a
+ * reserve descriptor (refuse_lock held). Another worker's accept() may take
+ * the descriptor given up first: that reserve is lost, and the next is tried.
+ */
+static unsigned long refuse_on(int lfd, unsigned long max)
 {
     unsigned long n = 0;
+    int          *spare;
 
-    while (ls->spare >= 0 && n < REFUSE_PER_WAKEUP) {
-        int fd;
+    while (n < max && (spare = find_spare()) != NULL) {
+        int fd, err;
 
-        close(ls->spare);
+        close(*spare);
         fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        err = errno;
         if (fd >= 0) {
             refuse(fd);
             n++;
         }
-        /* Another thread may take the descriptor first: then there is no reserve until one frees up. */
-        ls->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fd < 0) break;
+        *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && err != EMFILE && err != ENFILE) break; /* no one waiting, or an error of the socket's */
     }
-    if (ls->spare < 0) ls->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return n;
+}
+
+/*
+ * Refuses the clients waiting on every worker's listen sockets: a worker
+ * that has lost its reserve, or has none left to give, still gets its
+ * clients answered by the others'. Reserves lost earlier are taken again
+ * first, if a descriptor has freed up since.
+ */
+static unsigned long refuse_waiting(void)
+{
+    unsigned long n = 0;
+
+    pthread_mutex_lock(&refuse_lock);
+    for (int i = 0; i < worker_count(); i++) {
+        struct listener_set *ls = worker_get(i)->ls;
+
+        if (ls != NULL && ls->spare < 0) ls->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    for (int i = 0; i < worker_count(); i++) {
+        struct listener_set *ls = worker_get(i)->ls;
+
+        for (int j = 0; ls != NULL && j < ls->n && n < REFUSE_PER_WAKEUP; j++)
+            if (ls->l[j].lev != NULL) n += refuse_on(evconnlistener_get_fd(ls->l[j].lev), REFUSE_PER_WAKEUP - n);
+    }
+    pthread_mutex_unlock(&refuse_lock);
     return n;
 }
 
@@ -154,7 +201,7 @@ static void error_cb(struct evconnlistener *lev, void *arg)
     usec_t               now = pgbun_now();
 
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        unsigned long refused = refuse_waiting(ls, evconnlistener_get_fd(lev));
+        unsigned long refused = refuse_waiting();
 
         /* At the limit, descriptors come and go: one spell, one line, until a minute passes without a failure. */
         if (ls->starved_last == 0 || now - ls->starved_last >= STARVED_REPORT) {
@@ -350,16 +397,28 @@ void listener_chown(uid_t uid, gid_t gid)
 
 void listener_stop_tcp(void)
 {
+    struct evconnlistener *gone[WORKERS_MAX * MAX_LISTENERS];
+    int                    n = 0;
+
+    /*
+     * Taken from their slots under the lock, so that no worker refusing
+     * clients uses one, and freed after it: freeing waits for a callback of
+     * the listener running in its worker, which may be waiting for the lock.
+     */
+    pthread_mutex_lock(&refuse_lock);
     for (int i = 0; i < worker_count(); i++) {
         struct listener_set *ls = worker_get(i)->ls;
 
-        /* Freed in place: each listener's callback holds its slot's address. */
+        /* Emptied in place: each listener's callback holds its slot's address. */
         for (int j = 0; ls != NULL && j < ls->n; j++) {
             if (ls->l[j].is_unix || ls->l[j].lev == NULL) continue;
-            evconnlistener_free(ls->l[j].lev);
+            gone[n++] = ls->l[j].lev;
             ls->l[j].lev = NULL;
         }
     }
+    pthread_mutex_unlock(&refuse_lock);
+    while (n > 0)
+        evconnlistener_free(gone[--n]);
 }
 
 void listener_stop(void)

@@ -89,6 +89,7 @@ struct server {
     struct cancel_conn  *cancel;          /* CancelRequest in flight, or NULL */
     usec_t               request_start;   /* when the oldest unanswered request was sent */
     bool                 query_timed_out; /* pgbun cancelled the running query (query_timeout) */
+    usec_t               cancel_sent;     /* ... when */
     usec_t               xact_start;      /* when the open transaction began */
     bool                 opened_ahead;    /* opened for min_pool_size, not for a waiting client */
     bool                 used;            /* has served a client */

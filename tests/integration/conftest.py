@@ -92,7 +92,8 @@ for _var in list(os.environ):
     if _var.startswith("PG") and _var not in ("PGBUN_BIN", "PGBUN_ADMIN_BIN", "PGBUN_LOADTEST_BIN", "PGBUN_SRCDIR",
                                              "PGBUN_TEST_PEER",
                                              "PGBUN_TEST_USER", "PGBUN_TEST_TIMEOUT",
-                                             "PGBUN_TEST_KEEP", "PGBUN_TEST_WORKERS",
+                                             "PGBUN_TEST_KEEP", "PGBUN_TEST_WORKERS", "PGBUN_TEST_SAMPLE",
+                                             "PGBUN_TEST_TMPDIR",
                                              "PGBUN_SKIP_INTEGRATION",
                                              "PG_BINDIR"):
         del os.environ[_var]
@@ -351,6 +352,20 @@ def default_auth_file():
 _LIVE_PROCS = []
 
 
+def pytest_collection_modifyitems(config, items):
+    """PGBUN_TEST_SAMPLE=N runs only the first N tests of each file: make distcheck's pass, which proves the
+    tarball holds what every test file needs, after the full suite has run from the tree."""
+    sample = int(os.environ.get("PGBUN_TEST_SAMPLE") or 0)
+    if sample <= 0:
+        return
+    kept, dropped, seen = [], [], {}
+    for item in items:
+        n = seen[item.fspath] = seen.get(item.fspath, 0) + 1
+        (kept if n <= sample else dropped).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Last line of defence: kill any daemon a failed teardown left running."""
     for bun in _LIVE_PROCS:
@@ -379,6 +394,7 @@ class Pgbun:
         self.returncode = None
         self.config = None
         self.nofile = None  # (soft, hard) RLIMIT_NOFILE at start, or None: inherited
+        self.netns = None   # a network namespace to run in (by name), or None: this one
         self._conns = []
         self._wires = []
 
@@ -388,12 +404,19 @@ class Pgbun:
         cmd = [str(self.binary)] + self.args
         if self.config_path:
             cmd.append(str(self.config_path))
+        if self.netns:
+            # `ip netns exec` needs root: the run user is taken after it, by setpriv (both exec, keeping the pid).
+            user = []
+            if self.run_user:
+                pw = pwd.getpwnam(self.run_user)
+                user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
+            cmd = ["ip", "netns", "exec", self.netns] + user + cmd
         return cmd
 
     def start(self):
         _LIVE_PROCS.append(self)
         extra = {}
-        if self.run_user:
+        if self.run_user and not self.netns:
             pw = pwd.getpwnam(self.run_user)
             extra = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         if self.nofile is not None:
@@ -614,6 +637,7 @@ def start_pgbun(pg, pgbun_workdir, request):
     env:        extra environment for the daemon (PGBUN_*, SERVER_HOST, ...)
     write_config=False runs it with no ini file (sidecar mode).
     nofile:     (soft, hard) RLIMIT_NOFILE for the daemon, set before it starts.
+    netns:      (name, address): run in that network namespace (root only), listening on address.
     """
     binary = pgbun_binary()
     started = []
@@ -621,14 +645,14 @@ def start_pgbun(pg, pgbun_workdir, request):
 
     def factory(config=None, databases=None, users=None, auth_file=None, env=None,
                 write_config=True, args=(), wait=True, run_user=RUN_USER, section=None,
-                port=None, nofile=None, _attempt=1):
+                port=None, nofile=None, netns=None, _attempt=1):
         counter[0] += 1
         workdir = pgbun_workdir / f"pgbun{counter[0]}"
         workdir.mkdir()
         chown_to_run_user(workdir)
         listen_port = port or free_port()
         cfg = {
-            "listen_addr": "127.0.0.1",
+            "listen_addr": netns[1] if netns else "127.0.0.1",
             "listen_port": listen_port,
             "unix_socket_dir": str(workdir),
             "auth_type": "trust",
@@ -661,6 +685,8 @@ def start_pgbun(pg, pgbun_workdir, request):
             bun.port = int(env["LISTEN_PORT"])
         bun.config = cfg
         bun.nofile = nofile
+        if netns:
+            bun.netns, bun.host = netns
         started.append(bun)
         bun.start()
         if wait:
@@ -674,7 +700,7 @@ def start_pgbun(pg, pgbun_workdir, request):
                     raise
                 started.remove(bun)
                 return factory(config, databases, users, auth_file, env, write_config, args, wait, run_user,
-                               section, port, nofile, _attempt + 1)
+                               section, port, nofile, netns, _attempt + 1)
         return bun
 
     yield factory

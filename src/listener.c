@@ -15,8 +15,9 @@
  * every client waiting on any worker's sockets: another worker's accept()
  * can take a reserve in the moment it is given up, and the clients waiting
  * on that worker's sockets are answered through the others'. Then the
- * worker pauses accepting for a second instead of spinning. The first failure is logged, then one line a minute while
- * failures go on; a failure a minute after the last one is logged anew.
+ * worker pauses accepting for a second instead of spinning. The first
+ * failure is logged, then one line a minute while failures go on; a
+ * failure a minute after the last one is logged anew.
  *
  * With several workers each one has its own TCP sockets, bound with
  * SO_REUSEPORT, and the kernel spreads new connections over them. The unix
@@ -162,7 +163,9 @@ static unsigned long refuse_on(int lfd, unsigned long max)
             n++;
         }
         *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fd < 0 && err != EMFILE && err != ENFILE) break; /* no one waiting, or an error of the socket's */
+        /* Failed: no one waiting, or an error of the socket's; or out of descriptors with the reserve back (a
+         * descriptor came and went): next time. Only a lost reserve goes on to the next, so this ends. */
+        if (fd < 0 && (*spare >= 0 || (err != EMFILE && err != ENFILE))) break;
     }
     return n;
 }
